@@ -1,0 +1,96 @@
+//! Types shared by the eBPF programs (`profiler-ebpf`) and userspace (`profiler`).
+//!
+//! Every type here is `#[repr(C)]` with explicit fields and no implicit padding, so the kernel
+//! side and userspace agree byte for byte and the verifier never sees uninitialised padding in
+//! a map key. With the `user` feature they implement `aya::Pod` so userspace can read the maps.
+#![no_std]
+
+/// Syscall numbers are recorded in one byte per number. x86_64 tops out near 470, i386 near
+/// 470 and x32's own range ends at 547 (arch/x86/entry/syscalls/syscall_64.tbl), so 1024 slots
+/// leave room for a decade of new syscalls. A number outside the table is counted in
+/// [`LOSS_SYSCALL_OUT_OF_RANGE`] rather than dropped silently.
+pub const SYSCALL_SLOTS: usize = 1024;
+
+/// Architecture slots of [`CgroupRecord::syscalls`].
+pub const ARCH_X86_64: usize = 0;
+/// 32-bit compat entry (int 0x80 / sysenter / syscall from a 32-bit code segment).
+pub const ARCH_I386: usize = 1;
+/// x32: 64-bit entry with `__X32_SYSCALL_BIT` set in the syscall number.
+pub const ARCH_X32: usize = 2;
+pub const ARCH_COUNT: usize = 3;
+
+/// arch/x86/include/uapi/asm/unistd.h
+pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
+/// arch/x86/include/asm/segment.h: `__USER32_CS` is GDT entry 4, RPL 3.
+pub const USER32_CS: u64 = 0x23;
+/// Byte offset of `cs` in x86_64 `struct pt_regs` (arch/x86/include/asm/ptrace.h; it is the
+/// user-visible register frame layout, so it does not move between kernel versions).
+pub const PT_REGS_CS_OFFSET: usize = 136;
+/// Byte offset of `orig_ax` in x86_64 `struct pt_regs` (same header).
+pub const PT_REGS_ORIG_AX_OFFSET: usize = 120;
+
+/// Per recorded cgroup: which syscall numbers ran, per architecture.
+///
+/// One byte per number instead of one bit: the probe can then mark a number with a plain
+/// store of 1, which is idempotent, so concurrent CPUs never lose each other's updates (a
+/// bit-or would need an atomic read-modify-write), and it first reads the byte so a syscall
+/// already seen never dirties the cache line again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupRecord {
+    pub syscalls: [[u8; SYSCALL_SLOTS]; ARCH_COUNT],
+    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
+    pub out_of_range: u64,
+}
+
+impl CgroupRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            syscalls: [[0; SYSCALL_SLOTS]; ARCH_COUNT],
+            out_of_range: 0,
+        }
+    }
+}
+
+/// The check was granted (`cap_capable` returned 0).
+pub const CAP_FLAG_GRANTED: u32 = 1;
+/// The check happened outside any syscall (`orig_ax` of the task's user frame was -1).
+pub const CAP_FLAG_NO_SYSCALL: u32 = 2;
+/// The kprobe fallback saw `CAP_OPT_NOAUDIT` in the opts argument (include/linux/security.h).
+pub const CAP_FLAG_NOAUDIT: u32 = 4;
+/// The kprobe fallback knows the audit flag exactly ([`CAP_FLAG_NOAUDIT`] is meaningful).
+pub const CAP_FLAG_OPTS_KNOWN: u32 = 8;
+
+/// Key of the capability-check aggregation map: one entry per distinct
+/// (cgroup, capability, outcome, syscall, kernel stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CapKey {
+    pub cgroup_id: u64,
+    pub cap: u32,
+    pub flags: u32,
+    /// Syscall number during which the check happened, as seen in the task's `orig_ax`.
+    pub syscall_nr: i64,
+    /// One of the `ARCH_*` slots.
+    pub arch: u32,
+    /// Id in the kernel stack-trace map, or negative when the stack could not be taken.
+    pub stack_id: i32,
+}
+
+/// Indices of the per-CPU loss counters. Anything counted here means the trace is incomplete.
+pub const LOSS_SYSCALL_OUT_OF_RANGE: u32 = 0;
+/// The capability aggregation map was full.
+pub const LOSS_CAP_MAP_FULL: u32 = 1;
+/// `bpf_get_stackid` failed (stack map full or collision); the check is kept without a stack.
+pub const LOSS_CAP_STACK: u32 = 2;
+pub const LOSS_COUNTERS: u32 = 4;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes are asserted below).
+    unsafe impl aya::Pod for super::CgroupRecord {}
+    unsafe impl aya::Pod for super::CapKey {}
+}
+
+const _: () = assert!(core::mem::size_of::<CgroupRecord>() == SYSCALL_SLOTS * ARCH_COUNT + 8);
+const _: () = assert!(core::mem::size_of::<CapKey>() == 32);

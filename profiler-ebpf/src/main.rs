@@ -1,0 +1,224 @@
+//! Kernel side of profiler.
+//!
+//! Everything is aggregated here, in maps keyed by the cgroup2 id of the recorded workload:
+//! no event is streamed per syscall. A syscall of a process outside every recorded cgroup costs
+//! one hash lookup that misses.
+//!
+//! Programs (userspace picks one per hook, see `profiler/src/probes.rs`):
+//! - `sys_enter_btf` (tp_btf) or `sys_enter_raw` (raw_tp): marks the syscall number, per
+//!   architecture, in the cgroup's [`CgroupRecord`].
+//! - `cap_capable_btf` (tp_btf on the `capability:cap_capable` tracepoint, Linux 6.14+) or
+//!   `cap_capable_fexit` (fexit on `cap_capable()`, for kernels that allow fexit and lack the
+//!   tracepoint): aggregates capability checks with their outcome, syscall and kernel stack.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    macros::{btf_tracepoint, fexit, map, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, StackTrace},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, tracing::StackIdContext},
+};
+use profiler_common::{
+    ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
+    CAP_FLAG_OPTS_KNOWN, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_COUNTERS,
+    LOSS_SYSCALL_OUT_OF_RANGE, PT_REGS_CS_OFFSET, PT_REGS_ORIG_AX_OFFSET, SYSCALL_SLOTS, USER32_CS,
+    X32_SYSCALL_BIT,
+};
+
+/// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
+/// (the insert fails with E2BIG) instead of losing data.
+const MAX_CGROUPS: u32 = 1024;
+
+#[map]
+static RECORDS: HashMap<u64, CgroupRecord> = HashMap::with_max_entries(MAX_CGROUPS, 0);
+
+#[map]
+static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+
+/// `include/linux/security.h`: the opts bit that says "do not audit this check".
+const CAP_OPT_NOAUDIT: u32 = 1 << 1;
+
+#[inline(always)]
+fn count_loss(index: u32) {
+    if let Some(counter) = LOSSES.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it, so a plain increment is exact.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Splits the raw syscall id into (architecture slot, number).
+///
+/// x32 syscalls enter through the 64-bit path with `__X32_SYSCALL_BIT` set in the number
+/// (arch/x86/entry/syscall_64.c, `do_syscall_x32`). Compat i386 syscalls enter from a 32-bit
+/// code segment, so the saved `cs` is `__USER32_CS`. The one case this misses is a 64-bit
+/// process issuing `int $0x80` from 64-bit code (the kernel treats it as i386 through
+/// TS_COMPAT); that is recorded as x86_64.
+#[inline(always)]
+fn classify(id: i64, cs: u64) -> (usize, i64) {
+    if id >= 0 && (id as u64) & X32_SYSCALL_BIT != 0 {
+        (ARCH_X32, ((id as u64) & !X32_SYSCALL_BIT) as i64)
+    } else if cs == USER32_CS {
+        (ARCH_I386, id)
+    } else {
+        (ARCH_X86_64, id)
+    }
+}
+
+#[inline(always)]
+fn mark_syscall(record: *mut CgroupRecord, arch: usize, nr: i64) {
+    // `get_mut` instead of indexing: a failed bounds check must not become a panic call,
+    // which the verifier rejects.
+    let slot = if (0..SYSCALL_SLOTS as i64).contains(&nr) {
+        unsafe { (*record).syscalls.get_mut(arch) }.and_then(|row| row.get_mut(nr as usize))
+    } else {
+        None
+    };
+    let Some(slot) = slot else {
+        unsafe { (*record).out_of_range += 1 };
+        count_loss(LOSS_SYSCALL_OUT_OF_RANGE);
+        return;
+    };
+    // Read before writing: after the first call of a number this is a read-only hit and the
+    // cache line stays shared between CPUs.
+    if *slot == 0 {
+        *slot = 1;
+    }
+}
+
+/// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    // Filter first: for every process that is not recorded this is the only work done.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let Some(record) = RECORDS.get_ptr_mut(cgroup_id) else {
+        return 0;
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    // `regs` is a BTF pointer: a direct load, no bpf_probe_read_kernel (refused under lockdown).
+    let cs = unsafe { *(regs.add(PT_REGS_CS_OFFSET) as *const u64) };
+    let (arch, nr) = classify(id, cs);
+    mark_syscall(record, arch, nr);
+    0
+}
+
+/// raw_tp `sys_enter` for kernels without BTF. The register frame has to be read with
+/// bpf_probe_read_kernel here; if that is refused the syscall is still recorded, as x86_64
+/// unless the x32 bit says otherwise.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let Some(record) = RECORDS.get_ptr_mut(cgroup_id) else {
+        return 0;
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    let cs =
+        unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_CS_OFFSET) as *const u64) }.unwrap_or(0);
+    let (arch, nr) = classify(id, cs);
+    mark_syscall(record, arch, nr);
+    0
+}
+
+/// Records one capability check. `opts_flags` carries what the hook knows about CAP_OPT_*.
+#[inline(always)]
+fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: u32) {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if unsafe { RECORDS.get(cgroup_id) }.is_none() {
+        return;
+    }
+    // The syscall this check belongs to: the user register frame at the top of the task's
+    // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
+    // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
+    let (syscall_nr, cs) = unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        (
+            *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const i64),
+            *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
+        )
+    };
+    let mut flags = opts_flags;
+    if ret == 0 {
+        flags |= CAP_FLAG_GRANTED;
+    }
+    if syscall_nr < 0 {
+        flags |= CAP_FLAG_NO_SYSCALL;
+    }
+    let (arch, nr) = classify(syscall_nr, cs);
+    // The kernel stack tells which kernel path asked (userspace classifies unaudited checks
+    // from it). Identical stacks share one id, so this stays small.
+    let stack_id = match ctx.get_stackid(&CAP_STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count_loss(LOSS_CAP_STACK);
+            -1
+        }
+    };
+    let key = CapKey {
+        cgroup_id,
+        cap: cap as u32,
+        flags,
+        syscall_nr: nr,
+        arch: arch as u32,
+        stack_id,
+    };
+    match CAP_CHECKS.get_ptr_mut(&key) {
+        // Not atomic: concurrent checks of the same key on two CPUs may undercount by one;
+        // the count is evidence, not a decision input.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            if CAP_CHECKS.insert(&key, &1, 0).is_err() {
+                count_loss(LOSS_CAP_MAP_FULL);
+            }
+        }
+    }
+}
+
+/// tp_btf `cap_capable(const struct cred *cred, struct user_namespace *target_ns,
+/// const struct user_namespace *capable_ns, int cap, int ret)`
+/// (include/trace/events/capability.h). The tracepoint does not carry the opts, so whether
+/// the check was audited is decided in userspace from the stack.
+#[btf_tracepoint(function = "cap_capable")]
+pub fn cap_capable_btf(ctx: BtfTracePointContext) -> i32 {
+    let cap: i32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    record_cap_check(&ctx, cap, ret, 0);
+    0
+}
+
+/// fexit `int cap_capable(const struct cred *cred, struct user_namespace *ns, int cap,
+/// unsigned int opts)` (security/commoncap.c), for kernels without the tracepoint. Here the
+/// opts are known, so CAP_OPT_NOAUDIT is exact.
+#[fexit(function = "cap_capable")]
+pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
+    let cap: i32 = ctx.arg(2);
+    let opts: u32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    let mut flags = CAP_FLAG_OPTS_KNOWN;
+    if opts & CAP_OPT_NOAUDIT != 0 {
+        flags |= CAP_FLAG_NOAUDIT;
+    }
+    record_cap_check(&ctx, cap, ret, flags);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,271 @@
+//! Capability checks: from raw kernel observations to a whitelist with evidence.
+//!
+//! The `capability:cap_capable` tracepoint (security/commoncap.c, `cap_capable()`) fires for
+//! every check, but it does not carry the `opts` argument, so it cannot say whether the check
+//! was made with `CAP_OPT_NOAUDIT`. Unaudited checks are the kernel asking "would you have
+//! it?" to pick a behaviour, not to allow an operation: `cap_vm_enough_memory()` asks for
+//! CAP_SYS_ADMIN on every mmap/brk to size overcommit headroom, `ptrace_may_access()` asks
+//! for CAP_SYS_PTRACE when /proc decides what to show, and so on. Such checks must never
+//! reach a whitelist (CAP_SYS_ADMIN would be in every profile).
+//!
+//! The robust signal is the kernel call stack, taken in the probe with `bpf_get_stackid`:
+//! every unaudited check passes through one of the few kernel functions that pass
+//! `CAP_OPT_NOAUDIT` (kernel/capability.c: `has_ns_capability_noaudit`,
+//! `has_capability_noaudit`, `ns_capable_noaudit`; security/commoncap.c:
+//! `cap_vm_enough_memory`; kernel/ksyms_common.c: `kallsyms_show_value`), all of them
+//! exported or called out of line, so they appear as frames. The syscall context alone would
+//! not do: the same `mmap` that makes an unaudited CAP_SYS_ADMIN check can make an audited
+//! CAP_IPC_LOCK one. Where the fexit fallback is used the opts are read directly and the stack
+//! is only evidence.
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context as _;
+use caps::Capability;
+use profiler_common::{
+    CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CapKey,
+};
+use serde::Serialize;
+
+use crate::arch::Arch;
+use crate::trace::{Audit, CapabilityCheck, SyscallRef};
+
+/// Kernel functions that make their capability check with CAP_OPT_NOAUDIT.
+const NOAUDIT_FUNCTIONS: &[&str] = &[
+    "has_ns_capability_noaudit",
+    "has_capability_noaudit",
+    "ns_capable_noaudit",
+    "cap_vm_enough_memory",
+    "security_vm_enough_memory_mm",
+    "__vm_enough_memory",
+    "kallsyms_show_value",
+];
+
+/// Frames of the tracing machinery and of the check itself, skipped when naming the caller.
+fn is_plumbing(function: &str) -> bool {
+    function.starts_with("bpf_")
+        || function.starts_with("__bpf_")
+        || function.starts_with("__traceiter_")
+        || function.starts_with("perf_")
+        || function.starts_with("trace_")
+        || matches!(
+            function,
+            "cap_capable" | "security_capable" | "ns_capable_common"
+        )
+}
+
+/// /proc/kallsyms, sorted, for symbolising kernel stack addresses.
+pub struct Kallsyms {
+    symbols: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    pub fn load() -> anyhow::Result<Kallsyms> {
+        let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut it = line.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let kind = it.next()?;
+                if !matches!(kind, "t" | "T" | "w" | "W") || addr == 0 {
+                    return None;
+                }
+                Some((addr, it.next()?.to_owned()))
+            })
+            .collect();
+        symbols.sort_unstable_by_key(|(a, _)| *a);
+        Ok(Kallsyms { symbols })
+    }
+
+    /// `function+0xoffset`, or the raw address when kallsyms hides addresses.
+    pub fn symbolize(&self, ip: u64) -> String {
+        match self.symbols.partition_point(|(a, _)| *a <= ip) {
+            0 => format!("{ip:#x}"),
+            i => {
+                let (base, name) = &self.symbols[i - 1];
+                format!("{name}+{:#x}", ip - base)
+            }
+        }
+    }
+}
+
+fn function_of(frame: &str) -> &str {
+    frame.split('+').next().unwrap_or(frame)
+}
+
+/// Decides audited/unaudited for one check, with the reason.
+pub fn classify(flags: u32, stack: &[String]) -> (Audit, String) {
+    if flags & CAP_FLAG_OPTS_KNOWN != 0 {
+        return if flags & CAP_FLAG_NOAUDIT != 0 {
+            (
+                Audit::Noaudit,
+                "cap_capable() was called with CAP_OPT_NOAUDIT".to_owned(),
+            )
+        } else {
+            (
+                Audit::Audited,
+                "cap_capable() was called without CAP_OPT_NOAUDIT".to_owned(),
+            )
+        };
+    }
+    if let Some(f) = stack
+        .iter()
+        .map(|f| function_of(f))
+        .find(|f| NOAUDIT_FUNCTIONS.contains(f) || f.ends_with("_noaudit"))
+    {
+        return (
+            Audit::Noaudit,
+            format!("checked by {f}(), which passes CAP_OPT_NOAUDIT"),
+        );
+    }
+    if stack.is_empty() {
+        return (
+            Audit::Audited,
+            "no kernel stack was recorded; treated as audited to be safe".to_owned(),
+        );
+    }
+    let caller = stack
+        .iter()
+        .map(|f| function_of(f))
+        .find(|f| !is_plumbing(f))
+        .unwrap_or("?");
+    (
+        Audit::Audited,
+        format!("checked by {caller}() with auditing"),
+    )
+}
+
+pub fn capability_name(number: u32) -> String {
+    caps::all()
+        .into_iter()
+        .find(|c| c.index() as u32 == number)
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| format!("CAP_{number}"))
+}
+
+pub fn parse_capability(name: &str) -> anyhow::Result<Capability> {
+    let canonical = caps::to_canonical(name);
+    canonical
+        .parse::<Capability>()
+        .map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))
+}
+
+/// Turns the kernel's aggregated keys into trace entries.
+pub fn checks_from_kernel(
+    raw: Vec<(CapKey, u64, Vec<u64>)>,
+    kallsyms: Option<&Kallsyms>,
+) -> Vec<CapabilityCheck> {
+    let mut merged: BTreeMap<(String, u32, bool, Option<SyscallRef>, Vec<String>), (u64, u32)> =
+        BTreeMap::new();
+    for (key, count, ips) in raw {
+        let mut stack: Vec<String> = match kallsyms {
+            Some(k) => ips.iter().map(|ip| k.symbolize(*ip)).collect(),
+            None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
+        };
+        // Drop the frames of the probe and the tracepoint machinery: the stack starts at
+        // cap_capable(), the function the kernel checks in.
+        if let Some(start) = stack.iter().position(|f| function_of(f) == "cap_capable") {
+            stack.drain(..start);
+        }
+        let syscall = if key.flags & CAP_FLAG_NO_SYSCALL != 0 {
+            None
+        } else {
+            let arch = Arch::from_slot(key.arch as usize).unwrap_or(Arch::X86_64);
+            let nr = key.syscall_nr as u32;
+            Some(SyscallRef {
+                arch,
+                nr,
+                name: arch.display_name(nr),
+            })
+        };
+        let granted = key.flags & CAP_FLAG_GRANTED != 0;
+        let e = merged
+            .entry((capability_name(key.cap), key.cap, granted, syscall, stack))
+            .or_insert((0, key.flags));
+        e.0 += count;
+    }
+    merged
+        .into_iter()
+        .map(
+            |((capability, number, granted, syscall, kernel_stack), (count, flags))| {
+                let (audit, audit_reason) = classify(flags, &kernel_stack);
+                CapabilityCheck {
+                    capability,
+                    number,
+                    granted,
+                    audit,
+                    audit_reason,
+                    syscall,
+                    count,
+                    kernel_stack,
+                }
+            },
+        )
+        .collect()
+}
+
+/// `capabilities.json`.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct CapabilityProfile {
+    pub schema: String,
+    /// Drop everything, then add these: `--cap-drop ALL --cap-add ...`.
+    pub drop: Vec<String>,
+    pub add: Vec<String>,
+    /// Why each added capability is needed.
+    pub evidence: BTreeMap<String, Vec<Evidence>>,
+    /// Audited checks that failed during recording: the workload asked and coped without it.
+    /// Not added; listed so a person can decide.
+    pub denied: BTreeMap<String, Vec<Evidence>>,
+    /// Unaudited checks (never needed), with counts, kept for transparency.
+    pub ignored_unaudited: BTreeMap<String, u64>,
+}
+
+pub const CAPABILITIES_SCHEMA: &str = "profiler.dev/capabilities/v1";
+
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Clone)]
+pub struct Evidence {
+    pub syscall: Option<String>,
+    pub checked_by: String,
+    pub count: u64,
+}
+
+pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
+    let mut evidence: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
+    let mut denied: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
+    let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
+    for c in checks {
+        if c.audit == Audit::Noaudit {
+            *ignored.entry(c.capability.clone()).or_default() += c.count;
+            continue;
+        }
+        let ev = Evidence {
+            syscall: c.syscall.as_ref().map(|s| format!("{}/{}", s.arch, s.name)),
+            checked_by: c.audit_reason.clone(),
+            count: c.count,
+        };
+        let target = if c.granted {
+            &mut evidence
+        } else {
+            &mut denied
+        };
+        let list = target.entry(c.capability.clone()).or_default();
+        if let Some(existing) = list
+            .iter_mut()
+            .find(|e| e.syscall == ev.syscall && e.checked_by == ev.checked_by)
+        {
+            existing.count += ev.count;
+        } else {
+            list.push(ev);
+        }
+    }
+    let add: BTreeSet<String> = evidence.keys().cloned().collect();
+    denied.retain(|k, _| !add.contains(k));
+    CapabilityProfile {
+        schema: CAPABILITIES_SCHEMA.to_owned(),
+        drop: vec!["ALL".to_owned()],
+        add: add.into_iter().collect(),
+        evidence,
+        denied,
+        ignored_unaudited: ignored,
+    }
+}

@@ -1,0 +1,182 @@
+//! The recording cgroup: a fresh cgroup2 leaf per recording.
+//!
+//! Every process of the workload (children, threads, double-forked daemons) stays in it, and
+//! `bpf_get_current_cgroup_id()` (kernel/bpf/helpers.c) returns the cgroup2 id of the current
+//! task, which is the inode number of its cgroup2 directory. So the cgroup is the unit the
+//! kernel side aggregates by.
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Folder under the cgroup2 root that holds recording cgroups, `rec-<profiler pid>-<n>`.
+const PARENT: &str = "profiler";
+
+/// Where cgroup2 is mounted: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on
+/// hybrid ones, read from /proc/self/mountinfo (field 9 is the filesystem type).
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mount_point) = left.split_whitespace().nth(4)
+        {
+            return Ok(PathBuf::from(unescape_mountinfo(mount_point)));
+        }
+    }
+    bail!(
+        "no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A recording cgroup, removed on drop (after killing whatever is left in it).
+pub struct RecordingCgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl RecordingCgroup {
+    pub fn create() -> anyhow::Result<RecordingCgroup> {
+        let root = cgroup2_mount()?;
+        let parent = root.join(PARENT);
+        match fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create cgroup {}", parent.display()));
+            }
+        }
+        sweep_stale(&parent);
+        let pid = std::process::id();
+        for n in 0..1000 {
+            let path = parent.join(format!("rec-{pid}-{n}"));
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    let id = fs::metadata(&path)?.ino();
+                    return Ok(RecordingCgroup { path, id });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot create cgroup {}", path.display()));
+                }
+            }
+        }
+        bail!("cannot find a free cgroup name under {}", parent.display())
+    }
+
+    /// The cgroup2 id, as `bpf_get_current_cgroup_id()` reports it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An open `cgroup.procs`, for a child to move itself in before it execs.
+    pub fn procs_file(&self) -> anyhow::Result<fs::File> {
+        let p = self.path.join("cgroup.procs");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("cannot open {}", p.display()))
+    }
+
+    /// Number of processes still in the cgroup.
+    pub fn process_count(&self) -> u32 {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().count() as u32)
+            .unwrap_or(0)
+    }
+
+    pub fn populated(&self) -> bool {
+        populated(&self.path)
+    }
+
+    /// SIGKILL everything in the cgroup and wait until it is empty.
+    pub fn kill_all(&self) {
+        kill_and_wait(&self.path);
+    }
+}
+
+impl Drop for RecordingCgroup {
+    fn drop(&mut self) {
+        kill_and_wait(&self.path);
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+fn populated(path: &Path) -> bool {
+    fs::read_to_string(path.join("cgroup.events"))
+        .map(|s| s.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+fn kill_and_wait(path: &Path) {
+    if !populated(path) {
+        return;
+    }
+    // cgroup.kill (Linux 5.14) kills every process including ones forking right now.
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .write(true)
+        .open(path.join("cgroup.kill"))
+    {
+        let _ = f.write_all(b"1");
+    } else if let Ok(procs) = fs::read_to_string(path.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while populated(path) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Removes recording cgroups whose profiler died without cleaning up (e.g. SIGKILL).
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("rec-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        kill_and_wait(&entry.path());
+        let _ = fs::remove_dir(entry.path());
+    }
+}

@@ -1,0 +1,23 @@
+//! profiler: record what a workload does with eBPF and turn it into security profiles.
+//!
+//! Stages, one module each:
+//! - [`probes`]: loading the eBPF object and the attach strategy per kernel;
+//! - [`cgroup`]: the recording cgroup that scopes the kernel side;
+//! - [`record`]: running the workload and collecting the aggregated maps;
+//! - [`trace`]: the trace model (`trace.json`) every output is generated from;
+//! - [`arch`]: syscall architectures and names;
+//! - [`capabilities`]: capability checks to a whitelist with evidence;
+//! - [`seccomp`]: the Docker/OCI seccomp format and its libseccomp compilation;
+//! - [`output`]: rendering and atomic writing of a profile folder;
+//! - [`run`]: enforcing a profile folder on a command (the proof).
+pub mod arch;
+pub mod capabilities;
+pub mod cgroup;
+pub mod output;
+pub mod probes;
+pub mod record;
+pub mod run;
+pub mod seccomp;
+pub mod summary;
+pub mod trace;
+pub mod workload;

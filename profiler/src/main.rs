@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use profiler::{output, record, run, trace::Trace, workload::ExitError};
+
+/// Record a workload with eBPF and turn what it did into security profiles.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run CMD in a fresh cgroup with the probes attached; write trace.json, seccomp.json and
+    /// capabilities.json. Exits with CMD's exit code (128+signal when killed).
+    Record {
+        /// Output folder.
+        #[arg(long, default_value = "profile")]
+        out: PathBuf,
+        /// Do not print the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        /// When CMD exits, keep recording until every process it left behind has exited
+        /// (default: stop them, as a container runtime would).
+        #[arg(long)]
+        wait_descendants: bool,
+        /// The command to record.
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Regenerate the profiles from one or more traces (their union).
+    Generate {
+        #[arg(long, default_value = "profile")]
+        out: PathBuf,
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+    },
+    /// Run CMD confined by a profile folder (seccomp.json + capabilities.json).
+    Run {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record {
+            out,
+            quiet,
+            wait_descendants,
+            cmd,
+        } => record::record(record::RecordOptions {
+            out,
+            command: cmd,
+            quiet,
+            wait_descendants,
+        }),
+        Command::Generate { out, traces } => generate(&out, &traces),
+        Command::Run {
+            profile,
+            quiet,
+            cmd,
+        } => run::run(&profile, &cmd, quiet),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let code = e.downcast_ref::<ExitError>().map(|x| x.code).unwrap_or(1);
+            eprintln!("profiler: error: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn generate(out: &std::path::Path, traces: &[PathBuf]) -> anyhow::Result<i32> {
+    let loaded = traces
+        .iter()
+        .map(|p| Trace::load(p))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))?;
+    let profiles = output::generate(&loaded);
+    // A single trace is copied along so the folder stays self-describing.
+    let trace = if loaded.len() == 1 {
+        Some(&loaded[0])
+    } else {
+        None
+    };
+    let files = output::render(trace, &profiles);
+    let written = output::write_atomically(out, &files)?;
+    for p in written {
+        eprintln!("profiler: wrote {}", p.display());
+    }
+    Ok(0)
+}

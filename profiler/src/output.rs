@@ -1,0 +1,75 @@
+//! Rendering every output from traces, and writing them all-or-nothing.
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::capabilities::{CapabilityProfile, whitelist};
+use crate::seccomp::{DockerSeccomp, docker_profile};
+use crate::trace::{Observed, Trace};
+
+pub const TRACE_FILE: &str = "trace.json";
+pub const SECCOMP_FILE: &str = "seccomp.json";
+pub const CAPABILITIES_FILE: &str = "capabilities.json";
+
+pub struct Profiles {
+    pub seccomp: DockerSeccomp,
+    pub capabilities: CapabilityProfile,
+}
+
+pub fn generate(traces: &[Trace]) -> Profiles {
+    let observed = Observed::from_traces(traces);
+    Profiles {
+        seccomp: docker_profile(&observed),
+        capabilities: whitelist(&observed.capability_checks),
+    }
+}
+
+/// The files of an output folder, with their content.
+pub fn render(trace: Option<&Trace>, profiles: &Profiles) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+    if let Some(t) = trace {
+        files.push((TRACE_FILE, t.to_json()));
+    }
+    files.push((SECCOMP_FILE, profiles.seccomp.to_json()));
+    let mut caps = serde_json::to_vec_pretty(&profiles.capabilities).expect("serialises");
+    caps.push(b'\n');
+    files.push((CAPABILITIES_FILE, caps));
+    files
+}
+
+/// Writes every file to a temporary name in `dir`, syncs, then renames them all into place:
+/// a failure leaves the previous contents (or nothing), never a half-written file.
+pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> anyhow::Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let mut staged = Vec::new();
+    let result: anyhow::Result<()> = (|| {
+        for (name, content) in files {
+            let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            let mut f = fs::File::create(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            staged.push((tmp.clone(), dir.join(name)));
+            f.write_all(content)?;
+            f.sync_all()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (tmp, _) in &staged {
+            let _ = fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    let mut written = Vec::new();
+    for (tmp, dest) in staged {
+        fs::rename(&tmp, &dest)
+            .with_context(|| format!("cannot move {} into place", dest.display()))?;
+        written.push(dest);
+    }
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(written)
+}

@@ -1,0 +1,257 @@
+//! Loading the eBPF object and attaching it, with a fallback for each hook.
+//!
+//! Kernels differ: this project's machines run with lockdown=confidentiality, where fentry,
+//! fexit and LSM programs fail to load (EPERM) and bpf_probe_read_kernel is refused, while
+//! tp_btf and raw_tp work. So every hook is tried in order of preference and the one that
+//! attached is recorded in the trace (`probes`). Links are owned by file descriptors (no
+//! pinning): if profiler dies, the kernel detaches everything.
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
+    programs::{BtfTracePoint, FExit, RawTracePoint},
+};
+use profiler_common::{
+    ARCH_COUNT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_SYSCALL_OUT_OF_RANGE,
+    SYSCALL_SLOTS,
+};
+
+use crate::arch::Arch;
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
+
+/// What the kernel side saw for one cgroup.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub syscalls: BTreeMap<Arch, Vec<u32>>,
+    pub cap_checks: Vec<(CapKey, u64, Vec<u64>)>,
+    pub out_of_range: u64,
+    pub cap_map_full: u64,
+    pub cap_stack_missing: u64,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub syscall_hook: String,
+    pub cap_hook: Option<String>,
+    /// Why each capability hook that was tried failed (shown when none attached).
+    pub cap_hook_errors: Vec<String>,
+}
+
+/// Refuses early, with the privilege that is missing, instead of failing in the middle.
+pub fn check_privileges(what: &str) -> anyhow::Result<()> {
+    use caps::{CapSet, Capability};
+    let eff = caps::read(None, CapSet::Effective).unwrap_or_default();
+    let bpf_ok = eff.contains(&Capability::CAP_SYS_ADMIN)
+        || (eff.contains(&Capability::CAP_BPF) && eff.contains(&Capability::CAP_PERFMON));
+    if !bpf_ok {
+        bail!(
+            "{what} needs privileges to load eBPF programs (CAP_BPF and CAP_PERFMON, or \
+             CAP_SYS_ADMIN) and to create cgroups; this process (uid {}) has neither: run it as root, e.g. with sudo",
+            nix::unistd::geteuid()
+        );
+    }
+    Ok(())
+}
+
+/// Mounts tracefs and bpffs where they are missing (classic tracepoints need tracefs; hosts
+/// like this project's machines boot without either). Best effort: tp_btf needs neither.
+pub fn ensure_kernel_filesystems() {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for (fstype, target) in [
+        ("tracefs", "/sys/kernel/tracing"),
+        ("bpf", "/sys/fs/bpf"),
+        ("securityfs", "/sys/kernel/security"),
+    ] {
+        let mounted = mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(fstype));
+        if !mounted && std::path::Path::new(target).is_dir() {
+            let _ = nix::mount::mount(
+                Some(fstype),
+                target,
+                Some(fstype),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+        }
+    }
+}
+
+/// `none [integrity] confidentiality` -> `integrity`.
+pub fn lockdown_mode() -> Option<String> {
+    let s = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    let start = s.find('[')?;
+    let end = s[start..].find(']')?;
+    Some(s[start + 1..start + end].to_owned())
+}
+
+impl Probes {
+    /// Loads the object and attaches the syscall and capability hooks.
+    pub fn attach() -> anyhow::Result<Probes> {
+        ensure_kernel_filesystems();
+        let btf = Btf::from_sys_fs().ok();
+        let mut ebpf = EbpfLoader::new()
+            .btf(btf.as_ref())
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (maps) failed")?;
+
+        // Syscalls: tp_btf, else raw_tp.
+        let mut errors = Vec::new();
+        let mut syscall_hook = None;
+        if let Some(btf) = btf.as_ref() {
+            match attach_btf_tracepoint(&mut ebpf, "sys_enter_btf", "sys_enter", btf) {
+                Ok(()) => syscall_hook = Some("tp_btf/sys_enter".to_owned()),
+                Err(e) => errors.push(format!("tp_btf/sys_enter: {e:#}")),
+            }
+        }
+        if syscall_hook.is_none() {
+            let r: anyhow::Result<()> = (|| {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut("sys_enter_raw")
+                    .context("program sys_enter_raw missing")?
+                    .try_into()?;
+                prog.load()?;
+                prog.attach("sys_enter")?;
+                Ok(())
+            })();
+            match r {
+                Ok(()) => syscall_hook = Some("raw_tp/sys_enter".to_owned()),
+                Err(e) => errors.push(format!("raw_tp/sys_enter: {e:#}")),
+            }
+        }
+        let Some(syscall_hook) = syscall_hook else {
+            bail!(
+                "cannot attach a syscall probe on this kernel:\n  {}",
+                errors.join("\n  ")
+            );
+        };
+
+        // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
+        // cap_capable() where the kernel allows fexit (not under lockdown).
+        let mut cap_hook = None;
+        let mut cap_hook_errors = Vec::new();
+        if let Some(btf) = btf.as_ref() {
+            match attach_btf_tracepoint(&mut ebpf, "cap_capable_btf", "cap_capable", btf) {
+                Ok(()) => cap_hook = Some("tp_btf/cap_capable".to_owned()),
+                Err(e) => cap_hook_errors.push(format!("tp_btf/cap_capable: {e:#}")),
+            }
+            if cap_hook.is_none() {
+                let r: anyhow::Result<()> = (|| {
+                    let prog: &mut FExit = ebpf
+                        .program_mut("cap_capable_fexit")
+                        .context("program cap_capable_fexit missing")?
+                        .try_into()?;
+                    prog.load("cap_capable", btf)?;
+                    prog.attach()?;
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => cap_hook = Some("fexit/cap_capable".to_owned()),
+                    Err(e) => cap_hook_errors.push(format!("fexit/cap_capable: {e:#}")),
+                }
+            }
+        } else {
+            cap_hook_errors.push("kernel has no BTF (/sys/kernel/btf/vmlinux)".to_owned());
+        }
+        Ok(Probes {
+            ebpf,
+            syscall_hook,
+            cap_hook,
+            cap_hook_errors,
+        })
+    }
+
+    fn records(&mut self) -> anyhow::Result<HashMap<&mut MapData, u64, CgroupRecord>> {
+        Ok(HashMap::try_from(
+            self.ebpf
+                .map_mut("RECORDS")
+                .context("map RECORDS missing")?,
+        )?)
+    }
+
+    /// Starts recording a cgroup.
+    pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        let mut records = self.records()?;
+        let zero = CgroupRecord::zeroed();
+        records.insert(cgroup_id, zero, 0).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot record cgroup {cgroup_id}: the kernel map of recorded cgroups refused it ({e}); \
+                 too many recordings at once?"
+            )
+        })
+    }
+
+    /// Reads everything recorded for `cgroup_id` and forgets it in the kernel.
+    pub fn collect(&mut self, cgroup_id: u64) -> anyhow::Result<Collected> {
+        let mut out = Collected::default();
+        let record = self
+            .records()?
+            .get(&cgroup_id, 0)
+            .context("the cgroup's record vanished from the kernel map")?;
+        for slot in 0..ARCH_COUNT {
+            let arch = Arch::from_slot(slot).expect("slot");
+            let nrs: Vec<u32> = (0..SYSCALL_SLOTS)
+                .filter(|&nr| record.syscalls[slot][nr] != 0)
+                .map(|nr| nr as u32)
+                .collect();
+            if !nrs.is_empty() {
+                out.syscalls.insert(arch, nrs);
+            }
+        }
+        out.out_of_range = record.out_of_range;
+
+        let checks: HashMap<&MapData, CapKey, u64> = HashMap::try_from(
+            self.ebpf
+                .map("CAP_CHECKS")
+                .context("map CAP_CHECKS missing")?,
+        )?;
+        let stacks = StackTraceMap::try_from(
+            self.ebpf
+                .map("CAP_STACKS")
+                .context("map CAP_STACKS missing")?,
+        )?;
+        for entry in checks.iter() {
+            let (key, count) = entry?;
+            if key.cgroup_id != cgroup_id {
+                continue;
+            }
+            let frames = if key.stack_id >= 0 {
+                stacks
+                    .get(&(key.stack_id as u32), 0)
+                    .map(|st| st.frames().iter().map(|f| f.ip).collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.cap_checks.push((key, count, frames));
+        }
+
+        let losses: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("LOSSES").context("map LOSSES missing")?)?;
+        let sum = |i: u32| -> u64 { losses.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        out.cap_map_full = sum(LOSS_CAP_MAP_FULL);
+        out.cap_stack_missing = sum(LOSS_CAP_STACK);
+        let _ = sum(LOSS_SYSCALL_OUT_OF_RANGE);
+
+        let _ = self.records()?.remove(&cgroup_id);
+        Ok(out)
+    }
+}
+
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+    btf: &Btf,
+) -> anyhow::Result<()> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load(tracepoint, btf)?;
+    prog.attach()?;
+    Ok(())
+}

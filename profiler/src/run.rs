@@ -1,0 +1,87 @@
+//! `profiler run`: execute a command confined by a profile folder, the way a container
+//! runtime would: capabilities reduced to the whitelist, no_new_privs, then the seccomp
+//! filter compiled by libseccomp from `seccomp.json`, then exec. profiler itself becomes the
+//! command (no child), so exit codes and signals are the command's own.
+use std::ffi::CString;
+use std::path::Path;
+
+use anyhow::Context as _;
+use caps::{CapSet, CapsHashSet};
+
+use crate::capabilities::{CapabilityProfile, parse_capability};
+use crate::output::{CAPABILITIES_FILE, SECCOMP_FILE};
+use crate::seccomp::DockerSeccomp;
+use crate::workload::{exit_error, resolve_command};
+
+pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {
+    let seccomp = DockerSeccomp::load(&profile_dir.join(SECCOMP_FILE))
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let caps_path = profile_dir.join(CAPABILITIES_FILE);
+    let caps_text = std::fs::read_to_string(&caps_path)
+        .map_err(|e| exit_error(2, format!("cannot read {}: {e}", caps_path.display())))?;
+    let cap_profile: CapabilityProfile = serde_json::from_str(&caps_text).map_err(|e| {
+        exit_error(
+            2,
+            format!(
+                "{}:{}:{}: invalid capability profile: {e}",
+                caps_path.display(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let mut keep = CapsHashSet::new();
+    for name in &cap_profile.add {
+        keep.insert(
+            parse_capability(name)
+                .map_err(|e| exit_error(2, format!("{}: {e}", caps_path.display())))?,
+        );
+    }
+
+    let program = resolve_command(&command[0])?;
+    let (filter, unknown) = seccomp
+        .compile()
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
+    if !unknown.is_empty() && !quiet {
+        eprintln!(
+            "profiler: warning: libseccomp does not know these syscalls, they stay denied: {}",
+            unknown.join(", ")
+        );
+    }
+    let c_program = CString::new(program.as_os_str().as_encoded_bytes())?;
+    let c_args: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .context("argument contains a NUL byte")?;
+
+    // Bounding set first (dropping needs CAP_SETPCAP, which may itself be dropped next).
+    for cap in caps::all() {
+        if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .with_context(|| format!("dropping {cap} from the bounding set"))?;
+        }
+    }
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();
+    caps::set(None, CapSet::Effective, &keep).context("setting effective capabilities")?;
+    caps::set(None, CapSet::Permitted, &keep).context("setting permitted capabilities")?;
+    caps::set(None, CapSet::Inheritable, &keep).context("setting inheritable capabilities")?;
+    // Ambient capabilities survive exec of a non-setuid program by a non-root user.
+    caps::clear(None, CapSet::Ambient).ok();
+    for cap in &keep {
+        caps::raise(None, CapSet::Ambient, *cap).ok();
+    }
+    // libseccomp sets no_new_privs as part of loading (SCMP_FLTATR_CTL_NNP defaults to on).
+    filter.load().context("loading the seccomp filter")?;
+    let err = nix::unistd::execv(&c_program, &c_args).unwrap_err();
+    let hint = if err == nix::errno::Errno::EPERM {
+        " (the profile does not allow execve, or a capability it needs)"
+    } else {
+        ""
+    };
+    Err(exit_error(
+        126,
+        format!("cannot execute {}: {err}{hint}", program.display()),
+    ))
+}

@@ -1,0 +1,85 @@
+//! The short report printed after a recording (stderr, so it never mixes with the
+//! workload's stdout, and only after the workload has ended).
+use std::path::PathBuf;
+
+use crate::output::Profiles;
+use crate::trace::{Audit, Exit, Trace};
+
+pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
+    let mut out = String::new();
+    let exit = match trace.workload.exit {
+        Exit::Code(c) => format!("exit code {c}"),
+        Exit::Signal(s) => format!("killed by signal {s}"),
+    };
+    out.push_str(&format!(
+        "profiler: recorded `{}` ({exit}, {:.2} s)\n",
+        trace.workload.command.join(" "),
+        trace.workload.duration_ms as f64 / 1000.0
+    ));
+    let per_arch: Vec<String> = trace
+        .syscalls
+        .iter()
+        .map(|(arch, list)| format!("{arch} {}", list.len()))
+        .collect();
+    out.push_str(&format!(
+        "  syscalls:      {}\n",
+        if per_arch.is_empty() {
+            "none".into()
+        } else {
+            per_arch.join(", ")
+        }
+    ));
+    if profiles.capabilities.add.is_empty() {
+        out.push_str("  capabilities:  none needed\n");
+    }
+    for (cap, evidence) in &profiles.capabilities.evidence {
+        let ev: Vec<String> = evidence
+            .iter()
+            .take(3)
+            .map(|e| {
+                format!(
+                    "{} ({})",
+                    e.syscall.as_deref().unwrap_or("no syscall"),
+                    e.checked_by
+                )
+            })
+            .collect();
+        out.push_str(&format!("  capability:    {cap}: {}\n", ev.join("; ")));
+    }
+    for (cap, evidence) in &profiles.capabilities.denied {
+        let sys: Vec<&str> = evidence
+            .iter()
+            .filter_map(|e| e.syscall.as_deref())
+            .collect();
+        out.push_str(&format!(
+            "  denied:        {cap} (not added; asked during {})\n",
+            sys.join(", ")
+        ));
+    }
+    let unaudited: u64 = trace
+        .capability_checks
+        .iter()
+        .filter(|c| c.audit == Audit::Noaudit)
+        .map(|c| c.count)
+        .sum();
+    if unaudited > 0 {
+        let names: Vec<&String> = profiles.capabilities.ignored_unaudited.keys().collect();
+        out.push_str(&format!(
+            "  ignored:       {unaudited} unaudited checks ({}), which never need a capability\n",
+            names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if trace.workload.leftover_processes > 0 {
+        out.push_str(&format!(
+            "  leftovers:     {} process(es) still ran when the command exited and were stopped\n",
+            trace.workload.leftover_processes
+        ));
+    }
+    let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    out.push_str(&format!("  wrote:         {}\n", files.join(", ")));
+    eprint!("{out}");
+}

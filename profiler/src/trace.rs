@@ -1,0 +1,197 @@
+//! The trace: everything one recording observed, in a versioned JSON schema
+//! (`trace.json`). Every output format is generated from traces alone, so
+//! `profiler generate` can regenerate profiles later, or from the union of several runs.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::Arch;
+
+/// Bump on any incompatible change; readers refuse schemas they do not know.
+pub const TRACE_SCHEMA: &str = "profiler.dev/trace/v1";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Trace {
+    pub schema: String,
+    pub profiler_version: String,
+    /// Seconds since the Unix epoch when recording started.
+    pub recorded_at_unix: u64,
+    pub host: Host,
+    pub workload: Workload,
+    pub probes: Probes,
+    /// Syscalls seen, per architecture, sorted by number.
+    pub syscalls: BTreeMap<Arch, Vec<SyscallEntry>>,
+    /// Every distinct capability check (capability, outcome, syscall, kernel path).
+    pub capability_checks: Vec<CapabilityCheck>,
+    pub losses: Losses,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Host {
+    pub kernel: String,
+    pub machine: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Workload {
+    pub command: Vec<String>,
+    pub exit: Exit,
+    pub duration_ms: u64,
+    /// Processes still in the workload's cgroup when the main command exited, which were
+    /// killed (or waited for, with `--wait-descendants`).
+    pub leftover_processes: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn as_exit_code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Which kernel hooks produced this trace (so a reader knows what it can trust).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Probes {
+    pub syscalls: String,
+    /// `None` when no capability hook could be attached on that kernel.
+    pub capabilities: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SyscallEntry {
+    pub nr: u32,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SyscallRef {
+    pub arch: Arch,
+    pub nr: u32,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Audit {
+    /// A check whose failure would have made an operation fail: it belongs in a whitelist.
+    Audited,
+    /// A check the kernel makes without auditing (CAP_OPT_NOAUDIT): it only picks a
+    /// behaviour (e.g. memory overcommit headroom for CAP_SYS_ADMIN) and never belongs in a
+    /// whitelist.
+    Noaudit,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CapabilityCheck {
+    /// e.g. `CAP_CHOWN`.
+    pub capability: String,
+    pub number: u32,
+    pub granted: bool,
+    pub audit: Audit,
+    /// Why it was classified so (which kernel function, or which hook flag, decided).
+    pub audit_reason: String,
+    /// The syscall during which the kernel checked; `None` outside any syscall.
+    pub syscall: Option<SyscallRef>,
+    pub count: u64,
+    /// Kernel call stack, innermost first, as `function+0xoffset`.
+    pub kernel_stack: Vec<String>,
+}
+
+/// Anything the kernel side could not record. Non-zero means the trace is incomplete.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Losses {
+    pub syscalls_out_of_range: u64,
+    pub capability_map_full: u64,
+    pub capability_stack_missing: u64,
+}
+
+impl Losses {
+    pub fn any(&self) -> bool {
+        self.syscalls_out_of_range + self.capability_map_full > 0
+    }
+}
+
+impl Trace {
+    /// Reads a trace, naming the file and the line/column of any parse error.
+    pub fn load(path: &Path) -> anyhow::Result<Trace> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read trace {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: malformed JSON: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })?;
+        match value.get("schema").and_then(|s| s.as_str()) {
+            Some(TRACE_SCHEMA) => {}
+            Some(other) => bail!(
+                "{}: unsupported trace schema {other:?} (this profiler reads {TRACE_SCHEMA:?})",
+                path.display()
+            ),
+            None => bail!(
+                "{}: not a profiler trace (no \"schema\" field; expected {TRACE_SCHEMA:?})",
+                path.display()
+            ),
+        }
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}:{}: invalid trace: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            )
+        })
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("trace serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// Syscall names seen per architecture.
+    pub fn syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
+        self.syscalls
+            .iter()
+            .map(|(arch, entries)| (*arch, entries.iter().map(|e| e.name.clone()).collect()))
+            .collect()
+    }
+}
+
+/// The union of several traces, as the generators see it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub syscalls: BTreeMap<Arch, BTreeSet<String>>,
+    pub capability_checks: Vec<CapabilityCheck>,
+    pub runs: usize,
+}
+
+impl Observed {
+    pub fn from_traces<'a>(traces: impl IntoIterator<Item = &'a Trace>) -> Observed {
+        let mut observed = Observed::default();
+        for trace in traces {
+            observed.runs += 1;
+            for (arch, names) in trace.syscall_names() {
+                observed.syscalls.entry(arch).or_default().extend(names);
+            }
+            observed
+                .capability_checks
+                .extend(trace.capability_checks.iter().cloned());
+        }
+        observed
+    }
+}
