@@ -1,1 +1,183 @@
+//! Helpers for the privileged integration tests: run the real `profiler` binary, real
+//! workloads, and `strace -f` as ground truth.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
+use serde_json::Value;
+
+/// The profiler binary: `PROFILER_BIN` (set by `cargo xtask test`), else the workspace's
+/// debug build.
+pub fn profiler_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROFILER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/profiler");
+    assert!(
+        p.exists(),
+        "{} does not exist: run the tests with `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+pub fn profiler() -> Command {
+    Command::new(profiler_bin())
+}
+
+/// Whether this process can record; prints why not and returns false when the kernel or
+/// the privileges truly are not there (the tests then skip with that reason).
+pub fn can_record() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: not root; recording needs CAP_BPF/CAP_PERFMON or CAP_SYS_ADMIN");
+        return false;
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        eprintln!("note: no kernel BTF; profiler will fall back to raw_tp");
+    }
+    true
+}
+
+/// A scratch folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "profiler-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `profiler record --out OUT -- CMD...`, asserting success.
+pub fn record(out: &Path, cmd: &[&str]) -> Output {
+    run_ok(
+        profiler()
+            .arg("record")
+            .arg("--out")
+            .arg(out)
+            .arg("--")
+            .args(cmd),
+    )
+}
+
+pub fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Syscall names per architecture from a trace.json.
+pub fn traced_syscalls(trace: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    trace["syscalls"]
+        .as_object()
+        .expect("syscalls object")
+        .iter()
+        .map(|(arch, list)| {
+            let names = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect();
+            (arch.clone(), names)
+        })
+        .collect()
+}
+
+/// Ground truth: the syscall names `strace -f -qq -c` counts for the same command.
+pub fn strace_syscalls(cmd: &[&str]) -> BTreeSet<String> {
+    let dir = TempDir::new("strace");
+    let out = dir.join("strace.txt");
+    run_ok(
+        Command::new("strace")
+            .args(["-f", "-qq", "-c", "-U", "name", "-o"])
+            .arg(&out)
+            .arg("--")
+            .args(cmd),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-') && *l != "total"
+        })
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
+/// Writes a copy of the profile folder `from` into `to` with `syscall` removed from the
+/// seccomp allow-list (and `caps` as the capability whitelist when given).
+pub fn edited_profile(from: &Path, to: &Path, remove_syscall: Option<&str>, caps: Option<&[&str]>) {
+    std::fs::create_dir_all(to).unwrap();
+    let mut seccomp = read_json(&from.join("seccomp.json"));
+    if let Some(name) = remove_syscall {
+        let mut removed = false;
+        for rule in seccomp["syscalls"].as_array_mut().unwrap() {
+            let names = rule["names"].as_array_mut().unwrap();
+            let before = names.len();
+            names.retain(|n| n.as_str() != Some(name));
+            removed |= names.len() != before;
+        }
+        assert!(removed, "{name} was not in the profile");
+    }
+    std::fs::write(
+        to.join("seccomp.json"),
+        serde_json::to_vec_pretty(&seccomp).unwrap(),
+    )
+    .unwrap();
+    let mut capabilities = read_json(&from.join("capabilities.json"));
+    if let Some(c) = caps {
+        capabilities["add"] = Value::from(c.to_vec());
+    }
+    std::fs::write(
+        to.join("capabilities.json"),
+        serde_json::to_vec_pretty(&capabilities).unwrap(),
+    )
+    .unwrap();
+}
+
+/// `profiler run --profile DIR -- CMD...`.
+pub fn run_confined(profile: &Path, cmd: &[&str]) -> Output {
+    profiler()
+        .arg("run")
+        .arg("--quiet")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run profiler")
+}
