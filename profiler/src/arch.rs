@@ -85,3 +85,38 @@ impl std::fmt::Display for Arch {
         f.write_str(self.label())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `syscalls` crate's names must mean the same numbers to libseccomp (which runc,
+    /// podman and Docker resolve profile names with), wherever libseccomp knows the name.
+    #[test]
+    fn syscall_names_agree_with_libseccomp() {
+        for arch in [Arch::X86_64, Arch::I386] {
+            let mut checked = 0;
+            for nr in 0..profiler_common::SYSCALL_SLOTS as u32 {
+                let Some(name) = arch.syscall_name(nr) else {
+                    continue;
+                };
+                // Negative numbers are libseccomp's pseudo-syscalls: on i386 the socket and
+                // ipc calls exist both directly and through the socketcall/ipc multiplexers,
+                // and libseccomp filters both forms under the one name.
+                if let Ok(sc) = ScmpSyscall::from_name_by_arch(&name, arch.scmp())
+                    && i32::from(sc) >= 0
+                {
+                    assert_eq!(i32::from(sc), nr as i32, "{arch} {name}");
+                    checked += 1;
+                }
+            }
+            assert!(checked > 300, "{arch}: only {checked} names checked");
+        }
+        assert_eq!(Arch::X86_64.syscall_name(0).as_deref(), Some("read"));
+        assert_eq!(Arch::I386.syscall_name(3).as_deref(), Some("read"));
+        assert_eq!(Arch::I386.syscall_name(102).as_deref(), Some("socketcall"));
+        // x32: common entries share x86_64 numbers, its own entries start at 512.
+        assert_eq!(Arch::X32.syscall_name(0).as_deref(), Some("read"));
+        assert_eq!(Arch::X32.syscall_name(512).as_deref(), Some("rt_sigaction"));
+    }
+}

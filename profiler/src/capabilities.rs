@@ -269,3 +269,101 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
         ignored_unaudited: ignored,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(frames: &[&str]) -> Vec<String> {
+        frames.iter().map(|f| format!("{f}+0x10")).collect()
+    }
+
+    #[test]
+    fn memory_accounting_check_is_unaudited() {
+        let (audit, reason) = classify(
+            CAP_FLAG_GRANTED,
+            &stack(&[
+                "cap_capable",
+                "security_vm_enough_memory_mm",
+                "do_brk_flags",
+                "__do_sys_brk",
+            ]),
+        );
+        assert_eq!(audit, Audit::Noaudit);
+        assert!(reason.contains("security_vm_enough_memory_mm"));
+        let (audit, _) = classify(
+            0,
+            &stack(&[
+                "cap_capable",
+                "security_capable",
+                "ns_capable_noaudit",
+                "ptrace_has_cap",
+            ]),
+        );
+        assert_eq!(audit, Audit::Noaudit);
+    }
+
+    #[test]
+    fn ordinary_check_is_audited_and_names_the_caller() {
+        let (audit, reason) = classify(
+            CAP_FLAG_GRANTED,
+            &stack(&[
+                "cap_capable",
+                "security_capable",
+                "capable_wrt_inode_uidgid",
+                "setattr_prepare",
+            ]),
+        );
+        assert_eq!(audit, Audit::Audited);
+        assert!(reason.contains("capable_wrt_inode_uidgid"), "{reason}");
+        // No stack: assume it matters.
+        assert_eq!(classify(0, &[]).0, Audit::Audited);
+    }
+
+    #[test]
+    fn fexit_opts_decide_when_known() {
+        let s = stack(&["cap_capable", "capable_wrt_inode_uidgid"]);
+        assert_eq!(
+            classify(CAP_FLAG_OPTS_KNOWN | CAP_FLAG_NOAUDIT, &s).0,
+            Audit::Noaudit
+        );
+        assert_eq!(
+            classify(
+                CAP_FLAG_OPTS_KNOWN,
+                &stack(&["cap_capable", "ns_capable_noaudit"])
+            )
+            .0,
+            Audit::Audited
+        );
+    }
+
+    #[test]
+    fn whitelist_takes_granted_audited_checks_only() {
+        let check = |cap: &str, granted, audit| CapabilityCheck {
+            capability: cap.into(),
+            number: 0,
+            granted,
+            audit,
+            audit_reason: "r".into(),
+            syscall: None,
+            count: 1,
+            kernel_stack: vec![],
+        };
+        let p = whitelist(&[
+            check("CAP_CHOWN", true, Audit::Audited),
+            check("CAP_SYS_ADMIN", true, Audit::Noaudit),
+            check("CAP_NET_ADMIN", false, Audit::Audited),
+        ]);
+        assert_eq!(p.add, vec!["CAP_CHOWN"]);
+        assert!(p.denied.contains_key("CAP_NET_ADMIN"));
+        assert_eq!(p.ignored_unaudited.get("CAP_SYS_ADMIN"), Some(&1));
+    }
+
+    #[test]
+    fn capability_names_round_trip() {
+        assert_eq!(capability_name(0), "CAP_CHOWN");
+        assert_eq!(capability_name(21), "CAP_SYS_ADMIN");
+        assert_eq!(parse_capability("CAP_CHOWN").unwrap().index(), 0);
+        assert!(parse_capability("CAP_NOPE").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! Command-line behaviour: exit codes, signals, bad input, privileges, cleanup.
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn command_not_found_exits_127_and_writes_nothing() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("notfound");
+    let out = dir.join("profile");
+    let o = profiler()
+        .args(["record", "--out"])
+        .arg(&out)
+        .args(["--", "no-such-command-xyz"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-command-xyz: command not found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "output folder was created");
+}
+
+#[test]
+fn workload_exit_code_and_signal_are_propagated_and_profile_written() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("exitcode");
+    let out = dir.join("p1");
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(&out)
+        .args(["--", "/bin/sh", "-c", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    assert!(out.join("seccomp.json").exists());
+    assert_eq!(
+        read_json(&out.join("trace.json"))["workload"]["exit"]["code"],
+        7
+    );
+
+    let out2 = dir.join("p2");
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(&out2)
+        .args(["--", "/bin/sh", "-c", "kill -KILL $$"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(128 + 9));
+    assert_eq!(
+        read_json(&out2.join("trace.json"))["workload"]["exit"]["signal"],
+        9
+    );
+}
+
+/// SIGTERM and SIGINT sent to profiler reach the workload, and the profile is still written
+/// with what was recorded up to then.
+#[test]
+fn termination_signals_are_forwarded_and_profile_flushed() {
+    if !can_record() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
+        let dir = TempDir::new("signal");
+        let out = dir.join("profile");
+        let marker = dir.join("started");
+        let script = format!(
+            "trap 'mkdir {m}.trapped; exit 42' {name}; touch {m}; while :; do sleep 0.05; done",
+            m = marker.display()
+        );
+        let mut child = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(&out)
+            .args(["--", "/bin/sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if marker.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(marker.exists(), "workload did not start");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(42),
+            "SIG{name}: workload's trap exit code"
+        );
+        let trace = read_json(&out.join("trace.json"));
+        let names = &traced_syscalls(&trace)["x86_64"];
+        assert!(
+            names.contains("mkdir"),
+            "SIG{name}: the trap's mkdir was not recorded"
+        );
+        assert!(Path::new(&format!("{}.trapped", marker.display())).exists());
+    }
+}
+
+#[test]
+fn grandchildren_and_daemons_are_recorded() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("daemon");
+    let out = dir.join("profile");
+    let flag = dir.join("daemon-ran");
+    // The daemon double-forks away from the shell and runs after the shell exited.
+    let script = format!(
+        "(sh -c 'sleep 0.3; mkdir {f}' &) ; exit 0",
+        f = flag.display()
+    );
+    let o = profiler()
+        .args(["record", "-q", "--wait-descendants", "--out"])
+        .arg(&out)
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(flag.exists(), "daemon did not run");
+    let trace = read_json(&out.join("trace.json"));
+    assert!(traced_syscalls(&trace)["x86_64"].contains("mkdir"));
+    assert!(trace["workload"]["leftover_processes"].as_u64().unwrap() >= 1);
+
+    // Without --wait-descendants the leftover is stopped (like a container) and not waited for.
+    let flag2 = dir.join("daemon2-ran");
+    let script2 = format!(
+        "(sh -c 'sleep 2; mkdir {f}' &) ; exit 0",
+        f = flag2.display()
+    );
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(dir.join("p2"))
+        .args(["--", "/bin/sh", "-c", &script2])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!flag2.exists(), "leftover process was not stopped");
+}
+
+#[test]
+fn recording_cgroup_is_removed_afterwards() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("cgroup");
+    let out = dir.join("profile");
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(&out)
+        .args(["--", "/bin/cat", "/proc/self/cgroup"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let cgroup_line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .expect("cgroup2 line")
+        .to_owned();
+    let rel = cgroup_line.trim_start_matches("0::");
+    assert!(rel.contains("/profiler/rec-"), "workload ran in {rel}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap();
+    assert!(
+        !Path::new(&format!("{mount}{rel}")).exists(),
+        "cgroup {rel} left behind"
+    );
+}
+
+#[test]
+fn generate_rejects_malformed_trace_naming_file_and_position() {
+    let dir = TempDir::new("badtrace");
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\n  \"schema\": \"profiler.dev/trace/v1\",\n  \"syscalls\": [\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = profiler()
+        .args(["generate", "--out"])
+        .arg(&out)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{}:4:", bad.display())),
+        "no file:line in: {err}"
+    );
+    assert!(!out.exists(), "output written for a bad trace");
+
+    let missing = dir.join("missing.json");
+    let o = profiler()
+        .args(["generate", "--out"])
+        .arg(&out)
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.json"));
+
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, "{\"schema\": \"something/else\"}").unwrap();
+    let o = profiler()
+        .args(["generate", "--out"])
+        .arg(&out)
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unsupported trace schema"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn generate_unions_traces() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("union");
+    let a = dir.join("a");
+    let b = dir.join("b");
+    record(&a, &["/bin/mkdir", &dir.join("m").to_string_lossy()]);
+    record(&b, &["/bin/rmdir", &dir.join("m").to_string_lossy()]);
+    let merged = dir.join("merged");
+    run_ok(
+        profiler()
+            .args(["generate", "--out"])
+            .arg(&merged)
+            .arg(a.join("trace.json"))
+            .arg(b.join("trace.json")),
+    );
+    let names: Vec<String> = read_json(&merged.join("seccomp.json"))["syscalls"][0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        names.contains(&"mkdir".to_owned()) && names.contains(&"rmdir".to_owned()),
+        "{names:?}"
+    );
+    // Regenerating from one trace reproduces the recorded profile byte for byte.
+    let again = dir.join("again");
+    run_ok(
+        profiler()
+            .args(["generate", "--out"])
+            .arg(&again)
+            .arg(a.join("trace.json")),
+    );
+    assert_eq!(
+        std::fs::read(a.join("seccomp.json")).unwrap(),
+        std::fs::read(again.join("seccomp.json")).unwrap()
+    );
+}
+
+#[test]
+fn non_root_gets_a_clear_message() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: needs root to drop to an unprivileged user");
+        return;
+    }
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(profiler_bin())
+        .args(["record", "--out", "/tmp/never-written", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("CAP_BPF") && err.contains("root"), "{err}");
+    assert!(!Path::new("/tmp/never-written").exists());
+}
+
+#[test]
+fn unrecorded_syscall_is_denied_with_eperm() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("deny");
+    let profile = dir.join("profile");
+    record(&profile, &["/bin/ls", "/"]);
+    let o = run_confined(&profile, &["/bin/mkdir", &dir.join("x").to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+}
