@@ -318,3 +318,63 @@ fn unrecorded_syscall_is_denied_with_eperm() {
         stderr(&o)
     );
 }
+
+/// A profiler killed with SIGKILL cannot clean up: the kernel detaches its fd-owned links,
+/// the workload dies with it (PR_SET_PDEATHSIG), and the next recording removes the cgroup
+/// it left.
+#[test]
+fn killed_profiler_leaves_nothing_running_and_its_cgroup_is_swept() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sigkill");
+    let marker = dir.join("started");
+    let script = format!("touch {}; exec sleep 30", marker.display());
+    let mut child = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(dir.join("p"))
+        .args(["--", "/bin/sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let profiler_pid = child.id();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap()
+        .to_owned();
+    let stale: Vec<_> = std::fs::read_dir(format!("{mount}/profiler"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("rec-{profiler_pid}-"))
+        })
+        .collect();
+    assert_eq!(stale.len(), 1, "recording cgroup of {profiler_pid} not found");
+    let procs = std::fs::read_to_string(stale[0].join("cgroup.procs")).unwrap();
+    let sleep_pid: i32 = procs.lines().next().expect("sleep in cgroup").parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !Path::new(&format!("/proc/{sleep_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{sleep_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "workload survived its profiler"
+    );
+    assert!(!dir.join("p").exists(), "a killed profiler cannot have written profiles");
+    // The next recording sweeps the stale cgroup.
+    record(&dir.join("p2"), &["/bin/true"]);
+    assert!(!stale[0].exists(), "stale cgroup {} not removed", stale[0].display());
+}
