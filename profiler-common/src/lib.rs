@@ -29,7 +29,20 @@ pub const PT_REGS_CS_OFFSET: usize = 136;
 /// Byte offset of `orig_ax` in x86_64 `struct pt_regs` (same header).
 pub const PT_REGS_ORIG_AX_OFFSET: usize = 120;
 
-/// Per recorded cgroup: which syscall numbers ran, per architecture.
+/// Phases of a cgroup's life, so a container runtime's own set-up can be told apart from the
+/// workload without knowing the runtime's name.
+///
+/// Before the runtime loads the container's seccomp filter ...
+pub const PHASE_SETUP: usize = 0;
+/// ... after a seccomp filter was loaded (seccomp(SECCOMP_SET_MODE_FILTER) or
+/// prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)) and before the first exec: these are the
+/// runtime's syscalls that the profile must still allow ...
+pub const PHASE_RUNTIME: usize = 1;
+/// ... and from the first successful exec in the cgroup on: the workload.
+pub const PHASE_WORKLOAD: usize = 2;
+pub const PHASE_COUNT: usize = 3;
+
+/// Per recorded cgroup: which syscall numbers ran, per phase and architecture.
 ///
 /// One byte per number instead of one bit: the probe can then mark a number with a plain
 /// store of 1, which is idempotent, so concurrent CPUs never lose each other's updates (a
@@ -38,19 +51,42 @@ pub const PT_REGS_ORIG_AX_OFFSET: usize = 120;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CgroupRecord {
-    pub syscalls: [[u8; SYSCALL_SLOTS]; ARCH_COUNT],
+    pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
     /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
     pub out_of_range: u64,
+    /// The recording this cgroup belongs to: its own id for a cgroup profiler created, the
+    /// recording cgroup's id for a descendant (a container) the kernel side discovered.
+    pub recording_id: u64,
+    /// One of the `PHASE_*` values.
+    pub phase: u32,
+    /// Number of seccomp filters loaded in this cgroup.
+    pub seccomp_loads: u32,
 }
 
 impl CgroupRecord {
     pub const fn zeroed() -> Self {
         Self {
-            syscalls: [[0; SYSCALL_SLOTS]; ARCH_COUNT],
+            syscalls: [[[0; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
             out_of_range: 0,
+            recording_id: 0,
+            phase: PHASE_SETUP as u32,
+            seccomp_loads: 0,
         }
     }
 }
+
+/// Byte offsets of the first two syscall arguments (`di`, `si`) in x86_64 `struct pt_regs`.
+pub const PT_REGS_DI_OFFSET: usize = 112;
+pub const PT_REGS_SI_OFFSET: usize = 104;
+/// ... and of the third (`dx`).
+pub const PT_REGS_DX_OFFSET: usize = 96;
+/// x86_64 syscall numbers the probe watches to find the seccomp filter load
+/// (arch/x86/entry/syscalls/syscall_64.tbl) and their arguments (include/uapi/linux/).
+pub const NR_X86_64_PRCTL: i64 = 157;
+pub const NR_X86_64_SECCOMP: i64 = 317;
+pub const PR_SET_SECCOMP: u64 = 22;
+pub const SECCOMP_MODE_FILTER: u64 = 2;
+pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
 
 /// The check was granted (`cap_capable` returned 0).
 pub const CAP_FLAG_GRANTED: u32 = 1;
@@ -60,6 +96,8 @@ pub const CAP_FLAG_NO_SYSCALL: u32 = 2;
 pub const CAP_FLAG_NOAUDIT: u32 = 4;
 /// The kprobe fallback knows the audit flag exactly ([`CAP_FLAG_NOAUDIT`] is meaningful).
 pub const CAP_FLAG_OPTS_KNOWN: u32 = 8;
+/// Bits 8..16 of the flags hold the cgroup's phase (`PHASE_*`) at the time of the check.
+pub const CAP_FLAG_PHASE_SHIFT: u32 = 8;
 
 /// Key of the capability-check aggregation map: one entry per distinct
 /// (cgroup, capability, outcome, syscall, kernel stack).
@@ -83,6 +121,8 @@ pub const LOSS_SYSCALL_OUT_OF_RANGE: u32 = 0;
 pub const LOSS_CAP_MAP_FULL: u32 = 1;
 /// `bpf_get_stackid` failed (stack map full or collision); the check is kept without a stack.
 pub const LOSS_CAP_STACK: u32 = 2;
+/// The map of recorded cgroups was full when a new container cgroup appeared.
+pub const LOSS_CGROUP_MAP_FULL: u32 = 3;
 pub const LOSS_COUNTERS: u32 = 4;
 
 #[cfg(feature = "user")]
@@ -92,5 +132,6 @@ mod user {
     unsafe impl aya::Pod for super::CapKey {}
 }
 
-const _: () = assert!(core::mem::size_of::<CgroupRecord>() == SYSCALL_SLOTS * ARCH_COUNT + 8);
+const _: () =
+    assert!(core::mem::size_of::<CgroupRecord>() == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 24);
 const _: () = assert!(core::mem::size_of::<CapKey>() == 32);

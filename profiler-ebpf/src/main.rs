@@ -14,9 +14,12 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_task_pt_regs,
+        },
     },
     macros::{btf_tracepoint, fexit, map, raw_tracepoint},
     maps::{HashMap, PerCpuArray, StackTrace},
@@ -24,8 +27,11 @@ use aya_ebpf::{
 };
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
-    CAP_FLAG_OPTS_KNOWN, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_COUNTERS,
-    LOSS_SYSCALL_OUT_OF_RANGE, PT_REGS_CS_OFFSET, PT_REGS_ORIG_AX_OFFSET, SYSCALL_SLOTS, USER32_CS,
+    CAP_FLAG_OPTS_KNOWN, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL,
+    LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS, LOSS_SYSCALL_OUT_OF_RANGE,
+    NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP,
+    PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_ORIG_AX_OFFSET,
+    PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER, SYSCALL_SLOTS, USER32_CS,
     X32_SYSCALL_BIT,
 };
 
@@ -35,6 +41,15 @@ const MAX_CGROUPS: u32 = 1024;
 
 #[map]
 static RECORDS: HashMap<u64, CgroupRecord> = HashMap::with_max_entries(MAX_CGROUPS, 0);
+
+/// A zeroed record to insert from (the BPF stack is far too small to build one).
+#[map]
+static ZERO_RECORD: PerCpuArray<CgroupRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Level in the cgroup2 hierarchy of the recording cgroups (`<root>/profiler/rec-*`), set by
+/// userspace at load time. 0 disables discovery of descendant cgroups.
+#[unsafe(no_mangle)]
+static RECORDING_LEVEL: i32 = 0;
 
 #[map]
 static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
@@ -75,11 +90,13 @@ fn classify(id: i64, cs: u64) -> (usize, i64) {
 }
 
 #[inline(always)]
-fn mark_syscall(record: *mut CgroupRecord, arch: usize, nr: i64) {
+fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
     // `get_mut` instead of indexing: a failed bounds check must not become a panic call,
     // which the verifier rejects.
     let slot = if (0..SYSCALL_SLOTS as i64).contains(&nr) {
-        unsafe { (*record).syscalls.get_mut(arch) }.and_then(|row| row.get_mut(nr as usize))
+        unsafe { (*record).syscalls.get_mut(phase) }
+            .and_then(|p| p.get_mut(arch))
+            .and_then(|row| row.get_mut(nr as usize))
     } else {
         None
     };
@@ -95,20 +112,91 @@ fn mark_syscall(record: *mut CgroupRecord, arch: usize, nr: i64) {
     }
 }
 
+/// The record of the current cgroup, creating it when the cgroup is a descendant of a
+/// recording cgroup seen for the first time (a container created under the recording cgroup
+/// by a runtime): the kernel registers it at its very first syscall, so nothing a container
+/// does is missed however fast it starts and stops.
+#[inline(always)]
+fn current_record() -> Option<*mut CgroupRecord> {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
+        return Some(record);
+    }
+    // Only processes outside every recorded cgroup get here. Discovery costs one helper
+    // call and one lookup, and only while a recording is running.
+    let level = unsafe { core::ptr::read_volatile(&RECORDING_LEVEL) };
+    if level <= 0 {
+        return None;
+    }
+    let recording_id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+    if recording_id == 0 || recording_id == cgroup_id {
+        return None;
+    }
+    let parent = unsafe { RECORDS.get(recording_id) }?;
+    if parent.recording_id != recording_id {
+        // Descendants are keyed to the recording cgroup itself, never to another descendant.
+        return None;
+    }
+    let zero = unsafe { &*ZERO_RECORD.get_ptr(0)? };
+    if RECORDS
+        .insert(&cgroup_id, zero, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        // Lost the race to another CPU (fine, the entry exists) or the map is full.
+        if RECORDS.get_ptr_mut(cgroup_id).is_none() {
+            count_loss(LOSS_CGROUP_MAP_FULL);
+            return None;
+        }
+    }
+    let record = RECORDS.get_ptr_mut(cgroup_id)?;
+    unsafe { (*record).recording_id = recording_id };
+    Some(record)
+}
+
+#[inline(always)]
+fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, di: u64, si: u64, dx: u64) {
+    let (arch, nr) = classify(id, cs);
+    let phase = unsafe { (*record).phase } as usize;
+    mark_syscall(record, phase, arch, nr);
+    // A seccomp filter being loaded before the first exec is the runtime locking the
+    // container down: what follows until the exec must be allowed by the profile. The filter
+    // pointer must be set: libseccomp probes which flags the kernel supports with
+    // seccomp(SECCOMP_SET_MODE_FILTER, flag, NULL), which loads nothing (EFAULT).
+    if arch == ARCH_X86_64
+        && ((nr == NR_X86_64_SECCOMP && di == SECCOMP_SET_MODE_FILTER && dx != 0)
+            || (nr == NR_X86_64_PRCTL
+                && di == PR_SET_SECCOMP
+                && si == SECCOMP_MODE_FILTER
+                && dx != 0))
+    {
+        unsafe {
+            (*record).seccomp_loads += 1;
+            if phase == PHASE_SETUP {
+                (*record).phase = PHASE_RUNTIME as u32;
+            }
+        }
+    }
+}
+
 /// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // Filter first: for every process that is not recorded this is the only work done.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let Some(record) = RECORDS.get_ptr_mut(cgroup_id) else {
+    let Some(record) = current_record() else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
-    // `regs` is a BTF pointer: a direct load, no bpf_probe_read_kernel (refused under lockdown).
-    let cs = unsafe { *(regs.add(PT_REGS_CS_OFFSET) as *const u64) };
-    let (arch, nr) = classify(id, cs);
-    mark_syscall(record, arch, nr);
+    // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
+    let (cs, di, si, dx) = unsafe {
+        (
+            *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
+            *(regs.add(PT_REGS_DI_OFFSET) as *const u64),
+            *(regs.add(PT_REGS_SI_OFFSET) as *const u64),
+            *(regs.add(PT_REGS_DX_OFFSET) as *const u64),
+        )
+    };
+    on_sys_enter(record, id, cs, di, si, dx);
     0
 }
 
@@ -117,16 +205,43 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
 /// unless the x32 bit says otherwise.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let Some(record) = RECORDS.get_ptr_mut(cgroup_id) else {
+    let Some(record) = current_record() else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
-    let cs =
-        unsafe { bpf_probe_read_kernel(regs.add(PT_REGS_CS_OFFSET) as *const u64) }.unwrap_or(0);
-    let (arch, nr) = classify(id, cs);
-    mark_syscall(record, arch, nr);
+    let read =
+        |off: usize| unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
+    on_sys_enter(
+        record,
+        id,
+        read(PT_REGS_CS_OFFSET),
+        read(PT_REGS_DI_OFFSET),
+        read(PT_REGS_SI_OFFSET),
+        read(PT_REGS_DX_OFFSET),
+    );
+    0
+}
+
+#[inline(always)]
+fn on_exec() {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
+        unsafe { (*record).phase = PHASE_WORKLOAD as u32 };
+    }
+}
+
+/// tp_btf `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+/// (include/trace/events/sched.h): fires once an exec has succeeded.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(_ctx: BtfTracePointContext) -> i32 {
+    on_exec();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
+    on_exec();
     0
 }
 
@@ -134,9 +249,10 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: u32) {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if unsafe { RECORDS.get(cgroup_id) }.is_none() {
+    let Some(record) = (unsafe { RECORDS.get(cgroup_id) }) else {
         return;
-    }
+    };
+    let phase = record.phase;
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
     // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
@@ -148,7 +264,7 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
             *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
         )
     };
-    let mut flags = opts_flags;
+    let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
     if ret == 0 {
         flags |= CAP_FLAG_GRANTED;
     }

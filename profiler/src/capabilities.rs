@@ -22,12 +22,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context as _;
 use caps::Capability;
 use profiler_common::{
-    CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CapKey,
+    CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN,
+    CAP_FLAG_PHASE_SHIFT, CapKey,
 };
 use serde::Serialize;
 
 use crate::arch::Arch;
-use crate::trace::{Audit, CapabilityCheck, SyscallRef};
+use crate::trace::{Audit, CapabilityCheck, Phase, SyscallRef};
 
 /// Kernel functions that make their capability check with CAP_OPT_NOAUDIT.
 const NOAUDIT_FUNCTIONS: &[&str] = &[
@@ -155,8 +156,8 @@ pub fn checks_from_kernel(
     raw: Vec<(CapKey, u64, Vec<u64>)>,
     kallsyms: Option<&Kallsyms>,
 ) -> Vec<CapabilityCheck> {
-    let mut merged: BTreeMap<(String, u32, bool, Option<SyscallRef>, Vec<String>), (u64, u32)> =
-        BTreeMap::new();
+    type Key = (String, u32, bool, Phase, Option<SyscallRef>, Vec<String>);
+    let mut merged: BTreeMap<Key, (u64, u32)> = BTreeMap::new();
     for (key, count, ips) in raw {
         let mut stack: Vec<String> = match kallsyms {
             Some(k) => ips.iter().map(|ip| k.symbolize(*ip)).collect(),
@@ -179,20 +180,30 @@ pub fn checks_from_kernel(
             })
         };
         let granted = key.flags & CAP_FLAG_GRANTED != 0;
+        let phase = Phase::from_index(((key.flags >> CAP_FLAG_PHASE_SHIFT) & 0xff) as usize)
+            .unwrap_or(Phase::Workload);
         let e = merged
-            .entry((capability_name(key.cap), key.cap, granted, syscall, stack))
+            .entry((
+                capability_name(key.cap),
+                key.cap,
+                granted,
+                phase,
+                syscall,
+                stack,
+            ))
             .or_insert((0, key.flags));
         e.0 += count;
     }
     merged
         .into_iter()
         .map(
-            |((capability, number, granted, syscall, kernel_stack), (count, flags))| {
+            |((capability, number, granted, phase, syscall, kernel_stack), (count, flags))| {
                 let (audit, audit_reason) = classify(flags, &kernel_stack);
                 CapabilityCheck {
                     capability,
                     number,
                     granted,
+                    phase,
                     audit,
                     audit_reason,
                     syscall,
@@ -343,6 +354,7 @@ mod tests {
             capability: cap.into(),
             number: 0,
             granted,
+            phase: Phase::Workload,
             audit,
             audit_reason: "r".into(),
             syscall: None,

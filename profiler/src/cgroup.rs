@@ -58,6 +58,26 @@ fn unescape_mountinfo(s: &str) -> String {
 pub struct RecordingCgroup {
     path: PathBuf,
     id: u64,
+    /// Path relative to the cgroup2 root (what `--cgroup-parent` and /proc/PID/cgroup use).
+    relative: String,
+    /// Level in the hierarchy, as `bpf_get_current_ancestor_cgroup_id()` counts (root = 0).
+    level: i32,
+}
+
+/// The mount's root within the cgroup2 hierarchy (mountinfo field 4), "/" unless profiler
+/// runs in a cgroup namespace or on a bind mount.
+fn cgroup2_mount_root() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| {
+                    l.split_once(" - ")
+                        .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
+                })
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "/".to_owned())
 }
 
 impl RecordingCgroup {
@@ -79,7 +99,15 @@ impl RecordingCgroup {
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let id = fs::metadata(&path)?.ino();
-                    return Ok(RecordingCgroup { path, id });
+                    let relative = format!("/{PARENT}/rec-{pid}-{n}");
+                    let root = cgroup2_mount_root();
+                    let level = root.split('/').filter(|c| !c.is_empty()).count() as i32 + 2;
+                    return Ok(RecordingCgroup {
+                        path,
+                        id,
+                        relative,
+                        level,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
@@ -98,6 +126,21 @@ impl RecordingCgroup {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Path relative to the cgroup2 mount, e.g. `/profiler/rec-42-0`: give it to a container
+    /// engine as `--cgroup-parent` and its containers are recorded.
+    pub fn relative_path(&self) -> &str {
+        &self.relative
+    }
+
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Child cgroups that exist now, as (inode = cgroup id, path relative to the root).
+    pub fn children(&self) -> Vec<(u64, String)> {
+        children_of(&self.path, &self.relative)
     }
 
     /// An open `cgroup.procs`, for a child to move itself in before it execs.
@@ -129,8 +172,60 @@ impl RecordingCgroup {
 impl Drop for RecordingCgroup {
     fn drop(&mut self) {
         kill_and_wait(&self.path);
-        let _ = fs::remove_dir(&self.path);
+        remove_tree(&self.path);
+        // Container engines on cgroup v1 hosts create the same path in every v1 hierarchy.
+        for v1 in cgroup_v1_mounts() {
+            remove_tree(&v1.join(self.relative.trim_start_matches('/')));
+        }
     }
+}
+
+/// Descendant cgroups of `path` (whose path relative to the root is `relative`), as
+/// (inode = cgroup id, path relative to the root).
+pub fn children_of(path: &Path, relative: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let p = e.path();
+                if let (Ok(m), Ok(rel)) = (e.metadata(), p.strip_prefix(path)) {
+                    out.push((m.ino(), format!("{relative}/{}", rel.display())));
+                }
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Removes a cgroup directory and its (empty) descendants, deepest first.
+fn remove_tree(path: &Path) {
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(path);
+}
+
+fn cgroup_v1_mounts() -> Vec<PathBuf> {
+    let Ok(m) = fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    m.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup ")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect()
 }
 
 fn populated(path: &Path) -> bool {
@@ -177,6 +272,9 @@ fn sweep_stale(parent: &Path) {
             continue;
         }
         kill_and_wait(&entry.path());
-        let _ = fs::remove_dir(entry.path());
+        remove_tree(&entry.path());
+        for v1 in cgroup_v1_mounts() {
+            remove_tree(&v1.join(PARENT).join(entry.file_name()));
+        }
     }
 }

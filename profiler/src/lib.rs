@@ -4,6 +4,7 @@
 //! - [`probes`]: loading the eBPF object and the attach strategy per kernel;
 //! - [`cgroup`]: the recording cgroup that scopes the kernel side;
 //! - [`record`]: running the workload and collecting the aggregated maps;
+//! - [`containers`]: recording the containers a command starts;
 //! - [`trace`]: the trace model (`trace.json`) every output is generated from;
 //! - [`arch`]: syscall architectures and names;
 //! - [`capabilities`]: capability checks to a whitelist with evidence;
@@ -13,6 +14,7 @@
 pub mod arch;
 pub mod capabilities;
 pub mod cgroup;
+pub mod containers;
 pub mod output;
 pub mod probes;
 pub mod record;

@@ -27,6 +27,12 @@ enum Command {
         /// (default: stop them, as a container runtime would).
         #[arg(long)]
         wait_descendants: bool,
+        /// Record the containers CMD starts, one profile each (in OUT, or OUT/<container> when
+        /// there are several), instead of CMD itself. `docker run`/`podman run` commands get
+        /// `--cgroup-parent` and a permissive recording seccomp profile added; other commands
+        /// find them in $PROFILER_CGROUP_PARENT and $PROFILER_RECORDING_SECCOMP.
+        #[arg(long)]
+        containers: bool,
         /// The command to record.
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
@@ -56,12 +62,14 @@ fn main() -> ExitCode {
             out,
             quiet,
             wait_descendants,
+            containers,
             cmd,
         } => record::record(record::RecordOptions {
             out,
             command: cmd,
             quiet,
             wait_descendants,
+            containers,
         }),
         Command::Generate { out, traces } => generate(&out, &traces),
         Command::Run {

@@ -14,8 +14,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, RawTracePoint},
 };
 use profiler_common::{
-    ARCH_COUNT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_SYSCALL_OUT_OF_RANGE,
-    SYSCALL_SLOTS,
+    ARCH_COUNT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL,
+    PHASE_COUNT, SYSCALL_SLOTS,
 };
 
 use crate::arch::Arch;
@@ -25,11 +25,15 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// What the kernel side saw for one cgroup.
 #[derive(Debug, Default)]
 pub struct Collected {
-    pub syscalls: BTreeMap<Arch, Vec<u32>>,
+    pub cgroup_id: u64,
+    /// Syscall numbers per architecture, each with the phases (`PHASE_*`) it was seen in.
+    pub syscalls: BTreeMap<Arch, Vec<(u32, Vec<usize>)>>,
+    pub seccomp_loads: u32,
     pub cap_checks: Vec<(CapKey, u64, Vec<u64>)>,
     pub out_of_range: u64,
     pub cap_map_full: u64,
     pub cap_stack_missing: u64,
+    pub cgroup_map_full: u64,
 }
 
 pub struct Probes {
@@ -89,12 +93,16 @@ pub fn lockdown_mode() -> Option<String> {
 }
 
 impl Probes {
-    /// Loads the object and attaches the syscall and capability hooks.
-    pub fn attach() -> anyhow::Result<Probes> {
+    /// Loads the object and attaches the syscall, exec and capability hooks.
+    ///
+    /// `recording_level` is the cgroup2 level of the recording cgroups when cgroups created
+    /// below them (containers) must be discovered and recorded too, 0 otherwise.
+    pub fn attach(recording_level: i32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
         let btf = Btf::from_sys_fs().ok();
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
+            .override_global("RECORDING_LEVEL", &recording_level, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
 
@@ -128,6 +136,39 @@ impl Probes {
                 errors.join("\n  ")
             );
         };
+
+        // Exec: marks where a cgroup's workload starts (tp_btf, else raw_tp).
+        let mut exec_errors = Vec::new();
+        let mut exec_ok = false;
+        if let Some(btf) = btf.as_ref() {
+            match attach_btf_tracepoint(
+                &mut ebpf,
+                "sched_process_exec_btf",
+                "sched_process_exec",
+                btf,
+            ) {
+                Ok(()) => exec_ok = true,
+                Err(e) => exec_errors.push(format!("tp_btf/sched_process_exec: {e:#}")),
+            }
+        }
+        if !exec_ok {
+            let r: anyhow::Result<()> = (|| {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut("sched_process_exec_raw")
+                    .context("program sched_process_exec_raw missing")?
+                    .try_into()?;
+                prog.load()?;
+                prog.attach("sched_process_exec")?;
+                Ok(())
+            })();
+            if let Err(e) = r {
+                exec_errors.push(format!("raw_tp/sched_process_exec: {e:#}"));
+                bail!(
+                    "cannot attach an exec probe on this kernel:\n  {}",
+                    exec_errors.join("\n  ")
+                );
+            }
+        }
 
         // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
         // cap_capable() where the kernel allows fexit (not under lockdown).
@@ -175,8 +216,10 @@ impl Probes {
     /// Starts recording a cgroup.
     pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
         let mut records = self.records()?;
-        let zero = CgroupRecord::zeroed();
-        records.insert(cgroup_id, zero, 0).map_err(|e| {
+        let mut record = CgroupRecord::zeroed();
+        // A recording cgroup is its own recording; descendants point at it.
+        record.recording_id = cgroup_id;
+        records.insert(cgroup_id, record, 0).map_err(|e| {
             anyhow::anyhow!(
                 "cannot record cgroup {cgroup_id}: the kernel map of recorded cgroups refused it ({e}); \
                  too many recordings at once?"
@@ -184,24 +227,44 @@ impl Probes {
         })
     }
 
-    /// Reads everything recorded for `cgroup_id` and forgets it in the kernel.
-    pub fn collect(&mut self, cgroup_id: u64) -> anyhow::Result<Collected> {
-        let mut out = Collected::default();
-        let record = self
-            .records()?
-            .get(&cgroup_id, 0)
-            .context("the cgroup's record vanished from the kernel map")?;
-        for slot in 0..ARCH_COUNT {
-            let arch = Arch::from_slot(slot).expect("slot");
-            let nrs: Vec<u32> = (0..SYSCALL_SLOTS)
-                .filter(|&nr| record.syscalls[slot][nr] != 0)
-                .map(|nr| nr as u32)
-                .collect();
-            if !nrs.is_empty() {
-                out.syscalls.insert(arch, nrs);
+    /// Reads everything recorded for the recording cgroup `recording_id` and for every
+    /// cgroup discovered below it, and forgets them in the kernel. The recording cgroup
+    /// itself comes first.
+    pub fn collect(&mut self, recording_id: u64) -> anyhow::Result<Vec<Collected>> {
+        let mut out: Vec<Collected> = Vec::new();
+        let mut ids = Vec::new();
+        {
+            let records = self.records()?;
+            for entry in records.iter() {
+                let (id, record) = entry?;
+                if id != recording_id && record.recording_id != recording_id {
+                    continue;
+                }
+                ids.push(id);
+                let mut c = Collected {
+                    cgroup_id: id,
+                    out_of_range: record.out_of_range,
+                    seccomp_loads: record.seccomp_loads,
+                    ..Default::default()
+                };
+                for slot in 0..ARCH_COUNT {
+                    let arch = Arch::from_slot(slot).expect("slot");
+                    let nrs: Vec<(u32, Vec<usize>)> = (0..SYSCALL_SLOTS)
+                        .filter_map(|nr| {
+                            let phases: Vec<usize> = (0..PHASE_COUNT)
+                                .filter(|&p| record.syscalls[p][slot][nr] != 0)
+                                .collect();
+                            (!phases.is_empty()).then_some((nr as u32, phases))
+                        })
+                        .collect();
+                    if !nrs.is_empty() {
+                        c.syscalls.insert(arch, nrs);
+                    }
+                }
+                out.push(c);
             }
         }
-        out.out_of_range = record.out_of_range;
+        out.sort_by_key(|c| (c.cgroup_id != recording_id, c.cgroup_id));
 
         let checks: HashMap<&MapData, CapKey, u64> = HashMap::try_from(
             self.ebpf
@@ -215,9 +278,9 @@ impl Probes {
         )?;
         for entry in checks.iter() {
             let (key, count) = entry?;
-            if key.cgroup_id != cgroup_id {
+            let Some(c) = out.iter_mut().find(|c| c.cgroup_id == key.cgroup_id) else {
                 continue;
-            }
+            };
             let frames = if key.stack_id >= 0 {
                 stacks
                     .get(&(key.stack_id as u32), 0)
@@ -226,17 +289,29 @@ impl Probes {
             } else {
                 Vec::new()
             };
-            out.cap_checks.push((key, count, frames));
+            c.cap_checks.push((key, count, frames));
         }
 
         let losses: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map("LOSSES").context("map LOSSES missing")?)?;
         let sum = |i: u32| -> u64 { losses.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-        out.cap_map_full = sum(LOSS_CAP_MAP_FULL);
-        out.cap_stack_missing = sum(LOSS_CAP_STACK);
-        let _ = sum(LOSS_SYSCALL_OUT_OF_RANGE);
+        // These counters are per loaded object, i.e. per profiler process: charge them to
+        // every cgroup of this recording.
+        let (cap_full, cap_stack, cgroups_full) = (
+            sum(LOSS_CAP_MAP_FULL),
+            sum(LOSS_CAP_STACK),
+            sum(LOSS_CGROUP_MAP_FULL),
+        );
+        for c in &mut out {
+            c.cap_map_full = cap_full;
+            c.cap_stack_missing = cap_stack;
+            c.cgroup_map_full = cgroups_full;
+        }
 
-        let _ = self.records()?.remove(&cgroup_id);
+        let mut records = self.records()?;
+        for id in ids {
+            let _ = records.remove(&id);
+        }
         Ok(out)
     }
 }

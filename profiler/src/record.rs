@@ -1,7 +1,10 @@
 //! `profiler record`: run a command in a fresh cgroup with the probes attached, then turn
 //! what the kernel aggregated into a trace and profiles.
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -9,19 +12,23 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::capabilities::{Kallsyms, checks_from_kernel};
 use crate::cgroup::RecordingCgroup;
+use crate::containers::{self, RecordingSeccompFile};
 use crate::output;
-use crate::probes::{Probes, check_privileges};
+use crate::probes::{Collected, Probes, check_privileges};
 use crate::summary;
 use crate::trace::{
-    Exit, Host, Losses, Probes as ProbeInfo, SyscallEntry, TRACE_SCHEMA, Trace, Workload,
+    CgroupInfo, Exit, Host, Losses, Phase, Probes as ProbeInfo, SyscallEntry, TRACE_SCHEMA, Trace,
+    Workload,
 };
-use crate::workload::resolve_command;
+use crate::workload::{exit_error, resolve_command};
 
 pub struct RecordOptions {
     pub out: PathBuf,
     pub command: Vec<String>,
     pub quiet: bool,
     pub wait_descendants: bool,
+    /// Record the containers the command starts (one profile each), not the command.
+    pub containers: bool,
 }
 
 /// Exit code when the workload succeeded but the recording lost data.
@@ -31,7 +38,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     check_privileges("profiler record")?;
     let program = resolve_command(&opts.command[0])?;
     let cgroup = RecordingCgroup::create()?;
-    let mut probes = Probes::attach()?;
+    let level = if opts.containers { cgroup.level() } else { 0 };
+    let mut probes = Probes::attach(level)?;
     probes.track(cgroup.id())?;
     if probes.cap_hook.is_none() && !opts.quiet {
         eprintln!(
@@ -39,17 +47,51 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             probes.cap_hook_errors.join("\n  ")
         );
     }
+    let seccomp_file = if opts.containers {
+        Some(RecordingSeccompFile::create()?)
+    } else {
+        None
+    };
+    let mut command = opts.command.clone();
+    let mut env = Vec::new();
+    if let Some(f) = &seccomp_file {
+        command = containers::inject(&command, cgroup.relative_path(), f.path())
+            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        env.push((
+            containers::ENV_CGROUP_PARENT,
+            cgroup.relative_path().to_owned(),
+        ));
+        env.push((
+            containers::ENV_RECORDING_SECCOMP,
+            f.path().display().to_string(),
+        ));
+    }
 
     let recorded_at_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let started = Instant::now();
+    // Container cgroups can be gone (removed by the runtime) by the time the recording ends;
+    // their names are noted while they exist. The kernel side needs none of this.
+    let names: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = opts.containers.then(|| {
+        let (names, stop, cgroup_path) = (names.clone(), stop.clone(), cgroup.path().to_owned());
+        let relative = cgroup.relative_path().to_owned();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let found = crate::cgroup::children_of(&cgroup_path, &relative);
+                names.lock().unwrap().extend(found);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let exit = runtime.block_on(run_in_cgroup(&cgroup, &program, &opts.command))?;
+    let exit = runtime.block_on(run_in_cgroup(&cgroup, &program, &command, &env))?;
 
     let leftover = cgroup.process_count();
     if leftover > 0 {
@@ -59,16 +101,24 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         cgroup.kill_all();
     }
     let duration_ms = started.elapsed().as_millis() as u64;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    names.lock().unwrap().extend(cgroup.children());
 
     let collected = probes.collect(cgroup.id())?;
     let cap_hook = probes.cap_hook.clone();
     let syscall_hook = probes.syscall_hook.clone();
     drop(probes); // detaches every program
+    let rec_id = cgroup.id();
+    let rec_path = cgroup.relative_path().to_owned();
     drop(cgroup);
+    drop(seccomp_file);
 
     let kallsyms = Kallsyms::load().ok();
     let uname = nix::sys::utsname::uname().context("uname")?;
-    let trace = Trace {
+    let make_trace = |c: Collected, path: Option<String>, container: bool| Trace {
         schema: TRACE_SCHEMA.to_owned(),
         profiler_version: env!("CARGO_PKG_VERSION").to_owned(),
         recorded_at_unix,
@@ -77,51 +127,111 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             machine: uname.machine().to_string_lossy().into_owned(),
         },
         workload: Workload {
-            command: opts.command.clone(),
+            command: command.clone(),
             exit,
             duration_ms,
             leftover_processes: leftover,
         },
         probes: ProbeInfo {
-            syscalls: syscall_hook,
-            capabilities: cap_hook,
+            syscalls: syscall_hook.clone(),
+            capabilities: cap_hook.clone(),
         },
-        syscalls: collected
+        cgroup: CgroupInfo {
+            path,
+            id: c.cgroup_id,
+            container,
+        },
+        seccomp_filter_loads: c.seccomp_loads,
+        syscalls: c
             .syscalls
             .iter()
             .map(|(arch, nrs)| {
                 let entries = nrs
                     .iter()
-                    .map(|&nr| SyscallEntry {
-                        nr,
-                        name: arch.display_name(nr),
+                    .map(|(nr, phases)| SyscallEntry {
+                        nr: *nr,
+                        name: arch.display_name(*nr),
+                        phases: phases
+                            .iter()
+                            .filter_map(|p| Phase::from_index(*p))
+                            .collect(),
                     })
                     .collect();
                 (*arch, entries)
             })
             .collect(),
-        capability_checks: checks_from_kernel(collected.cap_checks, kallsyms.as_ref()),
+        capability_checks: checks_from_kernel(c.cap_checks, kallsyms.as_ref()),
         losses: Losses {
-            syscalls_out_of_range: collected.out_of_range,
-            capability_map_full: collected.cap_map_full,
-            capability_stack_missing: collected.cap_stack_missing,
+            syscalls_out_of_range: c.out_of_range,
+            capability_map_full: c.cap_map_full,
+            capability_stack_missing: c.cap_stack_missing,
+            cgroup_map_full: c.cgroup_map_full,
         },
     };
-    let profiles = output::generate(std::slice::from_ref(&trace));
-    let files = output::render(Some(&trace), &profiles);
-    let written = output::write_atomically(&opts.out, &files)?;
-    if !opts.quiet {
-        summary::print(&trace, &profiles, &written);
-    }
-    if trace.losses.any() {
-        eprintln!(
-            "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped); \
-             the profiles are incomplete",
-            trace.losses.syscalls_out_of_range, trace.losses.capability_map_full
-        );
-        if exit.as_exit_code() == 0 {
-            return Ok(EXIT_LOST_DATA);
+
+    let names = names.lock().unwrap().clone();
+    let mut traces = Vec::new();
+    for c in collected {
+        if c.cgroup_id == rec_id {
+            if !opts.containers {
+                traces.push(make_trace(c, Some(rec_path.clone()), false));
+            }
+        } else {
+            let path = names.get(&c.cgroup_id).cloned();
+            traces.push(make_trace(c, path, true));
         }
+    }
+    if traces.is_empty() {
+        let code = match exit.as_exit_code() {
+            0 => 1,
+            c => c,
+        };
+        return Err(exit_error(
+            code,
+            format!(
+                "no container was started under the recording cgroup (`{}` exited with {}); nothing written. \
+                 docker/podman run commands get --cgroup-parent automatically; other commands must pass \
+                 --cgroup-parent \"${}\" themselves",
+                command.join(" "),
+                exit.as_exit_code(),
+                containers::ENV_CGROUP_PARENT
+            ),
+        ));
+    }
+
+    let single = traces.len() == 1;
+    let mut lost = false;
+    for trace in &traces {
+        let dir = if single {
+            opts.out.clone()
+        } else {
+            let name = trace
+                .cgroup
+                .path
+                .as_deref()
+                .map(containers::container_name)
+                .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
+            opts.out.join(name)
+        };
+        let profiles = output::generate(std::slice::from_ref(trace));
+        let files = output::render(Some(trace), &profiles);
+        let written = output::write_atomically(&dir, &files)?;
+        if !opts.quiet {
+            summary::print(trace, &profiles, &written);
+        }
+        if trace.losses.any() {
+            lost = true;
+            eprintln!(
+                "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
+                 {} cgroups not recorded); the profiles are incomplete",
+                trace.losses.syscalls_out_of_range,
+                trace.losses.capability_map_full,
+                trace.losses.cgroup_map_full
+            );
+        }
+    }
+    if lost && exit.as_exit_code() == 0 {
+        return Ok(EXIT_LOST_DATA);
     }
     Ok(exit.as_exit_code())
 }
@@ -131,11 +241,13 @@ async fn run_in_cgroup(
     cgroup: &RecordingCgroup,
     program: &std::path::Path,
     command: &[String],
+    env: &[(&str, String)],
 ) -> anyhow::Result<Exit> {
     let procs = cgroup.procs_file()?;
     let procs_fd = procs.as_raw_fd();
     let mut cmd = tokio::process::Command::new(program);
     cmd.arg0(&command[0]).args(&command[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

@@ -16,10 +16,21 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
         trace.workload.command.join(" "),
         trace.workload.duration_ms as f64 / 1000.0
     ));
+    let allowed = trace.profile_syscall_names();
     let per_arch: Vec<String> = trace
         .syscalls
         .iter()
-        .map(|(arch, list)| format!("{arch} {}", list.len()))
+        .map(|(arch, list)| {
+            let n = allowed.get(arch).map_or(0, |s| s.len());
+            if n == list.len() {
+                format!("{arch} {n}")
+            } else {
+                format!(
+                    "{arch} {n} (plus {} only in the runtime's set-up)",
+                    list.len() - n
+                )
+            }
+        })
         .collect();
     out.push_str(&format!(
         "  syscalls:      {}\n",
@@ -29,6 +40,17 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
             per_arch.join(", ")
         }
     ));
+    if let Some(path) = trace
+        .cgroup
+        .path
+        .as_deref()
+        .filter(|_| trace.cgroup.container)
+    {
+        out.push_str(&format!(
+            "  container:     cgroup {path}, {} seccomp filter load(s) by the runtime\n",
+            trace.seccomp_filter_loads
+        ));
+    }
     if profiles.capabilities.add.is_empty() {
         out.push_str("  capabilities:  none needed\n");
     }

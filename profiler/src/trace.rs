@@ -21,6 +21,9 @@ pub struct Trace {
     pub host: Host,
     pub workload: Workload,
     pub probes: Probes,
+    pub cgroup: CgroupInfo,
+    /// seccomp filters loaded inside the cgroup (by a container runtime, or the workload).
+    pub seccomp_filter_loads: u32,
     /// Syscalls seen, per architecture, sorted by number.
     pub syscalls: BTreeMap<Arch, Vec<SyscallEntry>>,
     /// Every distinct capability check (capability, outcome, syscall, kernel path).
@@ -73,6 +76,43 @@ pub struct Probes {
 pub struct SyscallEntry {
     pub nr: u32,
     pub name: String,
+    /// When in the cgroup's life the syscall was seen.
+    pub phases: Vec<Phase>,
+}
+
+/// Phases of a recorded cgroup (see `profiler_common::PHASE_*`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Before a seccomp filter was loaded and before the first exec: a container runtime's
+    /// set-up (namespaces, mounts, pivot_root...), which the profile does not need to allow.
+    Setup,
+    /// After the runtime loaded a seccomp filter, before the first exec: still the runtime,
+    /// but already under the filter, so the profile must allow these.
+    Runtime,
+    /// From the first successful exec on.
+    Workload,
+}
+
+impl Phase {
+    pub fn from_index(i: usize) -> Option<Phase> {
+        match i {
+            profiler_common::PHASE_SETUP => Some(Phase::Setup),
+            profiler_common::PHASE_RUNTIME => Some(Phase::Runtime),
+            profiler_common::PHASE_WORKLOAD => Some(Phase::Workload),
+            _ => None,
+        }
+    }
+}
+
+/// The cgroup a trace covers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CgroupInfo {
+    /// Path relative to the cgroup2 root, when it was seen before it was removed.
+    pub path: Option<String>,
+    pub id: u64,
+    /// A container started under the recording cgroup, rather than the command itself.
+    pub container: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,6 +139,8 @@ pub struct CapabilityCheck {
     pub capability: String,
     pub number: u32,
     pub granted: bool,
+    /// The cgroup's phase when the kernel checked.
+    pub phase: Phase,
     pub audit: Audit,
     /// Why it was classified so (which kernel function, or which hook flag, decided).
     pub audit_reason: String,
@@ -115,11 +157,14 @@ pub struct Losses {
     pub syscalls_out_of_range: u64,
     pub capability_map_full: u64,
     pub capability_stack_missing: u64,
+    /// Container cgroups that appeared while the map of recorded cgroups was full.
+    #[serde(default)]
+    pub cgroup_map_full: u64,
 }
 
 impl Losses {
     pub fn any(&self) -> bool {
-        self.syscalls_out_of_range + self.capability_map_full > 0
+        self.syscalls_out_of_range + self.capability_map_full + self.cgroup_map_full > 0
     }
 }
 
@@ -163,11 +208,56 @@ impl Trace {
         out
     }
 
-    /// Syscall names seen per architecture.
+    /// Syscall names seen per architecture, in any phase.
     pub fn syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
         self.syscalls
             .iter()
             .map(|(arch, entries)| (*arch, entries.iter().map(|e| e.name.clone()).collect()))
+            .collect()
+    }
+
+    /// Whether a runtime loaded a seccomp filter before the workload's first exec; then the
+    /// set-up before that load is the runtime's business, not the profile's.
+    pub fn filter_loaded_before_exec(&self) -> bool {
+        self.syscalls
+            .values()
+            .flatten()
+            .any(|e| e.phases.contains(&Phase::Runtime))
+    }
+
+    /// The capability checks the workload's whitelist is made from: everything for a command
+    /// profiler started; for a container, the checks after the runtime's exec of the
+    /// entrypoint began (the runtime's own set-up, e.g. setuid or capset in runc before it
+    /// drops privileges, runs with privileges the container never gets), including the checks
+    /// made by that exec itself, which runs with the container's final capabilities.
+    pub fn profile_capability_checks(&self) -> impl Iterator<Item = &CapabilityCheck> {
+        let after_filter = self.filter_loaded_before_exec();
+        self.capability_checks.iter().filter(move |c| {
+            !after_filter
+                || c.phase == Phase::Workload
+                || c.syscall
+                    .as_ref()
+                    .is_some_and(|s| s.name == "execve" || s.name == "execveat")
+                    && c.phase == Phase::Runtime
+        })
+    }
+
+    /// Syscall names the profile must allow, per architecture: everything from the point a
+    /// runtime loads the filter (or, without a runtime filter, everything: the command was
+    /// started by profiler, whose filter goes in right before the exec).
+    pub fn profile_syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
+        let after_filter = self.filter_loaded_before_exec();
+        self.syscalls
+            .iter()
+            .map(|(arch, entries)| {
+                let names = entries
+                    .iter()
+                    .filter(|e| !after_filter || e.phases.iter().any(|p| *p != Phase::Setup))
+                    .map(|e| e.name.clone())
+                    .collect();
+                (*arch, names)
+            })
+            .filter(|(_, names): &(Arch, BTreeSet<String>)| !names.is_empty())
             .collect()
     }
 }
@@ -185,12 +275,12 @@ impl Observed {
         let mut observed = Observed::default();
         for trace in traces {
             observed.runs += 1;
-            for (arch, names) in trace.syscall_names() {
+            for (arch, names) in trace.profile_syscall_names() {
                 observed.syscalls.entry(arch).or_default().extend(names);
             }
             observed
                 .capability_checks
-                .extend(trace.capability_checks.iter().cloned());
+                .extend(trace.profile_capability_checks().cloned());
         }
         observed
     }

@@ -361,9 +361,18 @@ fn killed_profiler_leaves_nothing_running_and_its_cgroup_is_swept() {
                 .starts_with(&format!("rec-{profiler_pid}-"))
         })
         .collect();
-    assert_eq!(stale.len(), 1, "recording cgroup of {profiler_pid} not found");
+    assert_eq!(
+        stale.len(),
+        1,
+        "recording cgroup of {profiler_pid} not found"
+    );
     let procs = std::fs::read_to_string(stale[0].join("cgroup.procs")).unwrap();
-    let sleep_pid: i32 = procs.lines().next().expect("sleep in cgroup").parse().unwrap();
+    let sleep_pid: i32 = procs
+        .lines()
+        .next()
+        .expect("sleep in cgroup")
+        .parse()
+        .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -373,8 +382,15 @@ fn killed_profiler_leaves_nothing_running_and_its_cgroup_is_swept() {
                 .is_ok_and(|s| s.contains(") Z ")),
         "workload survived its profiler"
     );
-    assert!(!dir.join("p").exists(), "a killed profiler cannot have written profiles");
+    assert!(
+        !dir.join("p").exists(),
+        "a killed profiler cannot have written profiles"
+    );
     // The next recording sweeps the stale cgroup.
     record(&dir.join("p2"), &["/bin/true"]);
-    assert!(!stale[0].exists(), "stale cgroup {} not removed", stale[0].display());
+    assert!(
+        !stale[0].exists(),
+        "stale cgroup {} not removed",
+        stale[0].display()
+    );
 }
