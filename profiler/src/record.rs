@@ -181,6 +181,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             traces.push(make_trace(c, path, true));
         }
     }
+    // A container whose runtime never got to exec the entrypoint (bad command, failed
+    // mount...) did nothing a profile could describe.
+    let (started_traces, failed): (Vec<Trace>, Vec<Trace>) = traces.into_iter().partition(|t| {
+        !t.cgroup.container
+            || t.syscalls
+                .values()
+                .flatten()
+                .any(|e| e.phases.contains(&Phase::Workload))
+    });
+    for t in &failed {
+        eprintln!(
+            "profiler: container cgroup {} never started its entrypoint (no successful exec); no profile for it",
+            t.cgroup.path.as_deref().unwrap_or("?")
+        );
+    }
+    let traces = started_traces;
     if traces.is_empty() {
         let code = match exit.as_exit_code() {
             0 => 1,

@@ -181,3 +181,54 @@ pub fn run_confined(profile: &Path, cmd: &[&str]) -> Output {
         .output()
         .expect("run profiler")
 }
+
+/// The busybox image `cargo xtask setup` imports into Docker.
+pub const BUSYBOX_IMAGE: &str = "profiler-test/busybox:latest";
+
+/// The Docker Engine must be up for the container tests: a machine where it is not is
+/// misconfigured, not lacking a kernel feature, so this fails with what to do.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the Docker Engine is not reachable or lacks {BUSYBOX_IMAGE}: start dockerd and run `cargo xtask setup`"
+    );
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+/// Seccomp names allowed by a generated profile.
+pub fn allowed_names(seccomp: &Path) -> BTreeSet<String> {
+    read_json(seccomp)["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|r| r["names"].as_array().unwrap().iter())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `--cap-add` flags for the capabilities a generated profile adds.
+pub fn cap_add_flags(capabilities: &Path) -> Vec<String> {
+    read_json(capabilities)["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "--cap-add={}",
+                c.as_str().unwrap().trim_start_matches("CAP_")
+            )
+        })
+        .collect()
+}

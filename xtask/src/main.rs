@@ -47,7 +47,16 @@ const APT_PACKAGES: &[&str] = &[
     "gzip",
     "coreutils",
     "util-linux",
+    // Container runtimes and the busybox the test images are made of.
+    "runc",
+    "crun",
+    "podman",
+    "busybox-static",
+    "uidmap",
 ];
+
+/// Image the container tests run (no registry is reachable: made locally with docker import).
+const BUSYBOX_IMAGE: &str = "profiler-test/busybox:latest";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -118,7 +127,68 @@ fn setup() -> anyhow::Result<()> {
     install_apt_packages()?;
     install_nightly()?;
     install_bpf_linker()?;
+    setup_container_images()?;
     Ok(())
+}
+
+/// A busybox root filesystem (static busybox, its applets as symlinks, minimal passwd/group)
+/// under target/, imported into Docker as BUSYBOX_IMAGE when the engine lacks it.
+fn setup_container_images() -> anyhow::Result<()> {
+    let docker_up = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !docker_up {
+        eprintln!(
+            "xtask: WARNING: the Docker Engine is not reachable (`docker info` failed): the container tests \
+             will fail. Start it (e.g. `dockerd &`) and run again."
+        );
+        return Ok(());
+    }
+    let rootfs = busybox_rootfs()?;
+    let have = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !have {
+        run(Command::new("sh").args([
+            "-c",
+            &format!(
+                "tar -C '{}' -c . | docker import - {BUSYBOX_IMAGE}",
+                rootfs.display()
+            ),
+        ]))?;
+    }
+    Ok(())
+}
+
+fn busybox_rootfs() -> anyhow::Result<PathBuf> {
+    let rootfs = workspace_root().join("target/test-images/busybox-rootfs");
+    if rootfs.join("bin/busybox").exists() {
+        return Ok(rootfs);
+    }
+    let tmp = rootfs.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "data"] {
+        std::fs::create_dir_all(tmp.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", tmp.join("bin/busybox"))
+        .context("copying /bin/busybox (busybox-static)")?;
+    let list = output(Command::new("/bin/busybox").arg("--list"))?;
+    for applet in list.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", tmp.join("bin").join(applet))?;
+    }
+    std::fs::write(
+        tmp.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )?;
+    std::fs::write(tmp.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(tmp.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    std::fs::rename(&tmp, &rootfs)?;
+    Ok(rootfs)
 }
 
 fn mount_kernel_filesystems() {
