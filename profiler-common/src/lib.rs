@@ -38,7 +38,8 @@ pub const PHASE_SETUP: usize = 0;
 /// prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)) and before the first exec: these are the
 /// runtime's syscalls that the profile must still allow ...
 pub const PHASE_RUNTIME: usize = 1;
-/// ... and from the first successful exec in the cgroup on: the workload.
+/// ... and from the first successful exec after that load on: the workload. A cgroup where
+/// no filter is loaded (a command profiler started itself) stays in [`PHASE_SETUP`].
 pub const PHASE_WORKLOAD: usize = 2;
 pub const PHASE_COUNT: usize = 3;
 

@@ -223,11 +223,19 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// An exec after the runtime loaded the seccomp filter is the container's entrypoint: the
+/// workload starts. Execs before the filter load stay in the set-up phase: runc, for one,
+/// re-executes itself from a sealed memfd inside the container's cgroup
+/// (libcontainer/nsenter/cloned_binary.c) long before it starts the entrypoint.
 #[inline(always)]
 fn on_exec() {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
-        unsafe { (*record).phase = PHASE_WORKLOAD as u32 };
+        unsafe {
+            if (*record).phase == PHASE_RUNTIME as u32 {
+                (*record).phase = PHASE_WORKLOAD as u32;
+            }
+        }
     }
 }
 

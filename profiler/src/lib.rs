@@ -8,13 +8,15 @@
 //! - [`trace`]: the trace model (`trace.json`) every output is generated from;
 //! - [`arch`]: syscall architectures and names;
 //! - [`capabilities`]: capability checks to a whitelist with evidence;
-//! - [`seccomp`]: the Docker/OCI seccomp format and its libseccomp compilation;
+//! - [`seccomp`]: the Docker seccomp format and its libseccomp compilation;
+//! - [`oci`]: the OCI runtime-spec outputs and bundle rewriting for runc/crun;
 //! - [`output`]: rendering and atomic writing of a profile folder;
 //! - [`run`]: enforcing a profile folder on a command (the proof).
 pub mod arch;
 pub mod capabilities;
 pub mod cgroup;
 pub mod containers;
+pub mod oci;
 pub mod output;
 pub mod probes;
 pub mod record;

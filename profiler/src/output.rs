@@ -12,6 +12,10 @@ use crate::trace::{Observed, Trace};
 pub const TRACE_FILE: &str = "trace.json";
 pub const SECCOMP_FILE: &str = "seccomp.json";
 pub const CAPABILITIES_FILE: &str = "capabilities.json";
+/// The seccomp profile as OCI `linux.seccomp` (runc/crun config.json).
+pub const OCI_SECCOMP_FILE: &str = "oci-seccomp.json";
+/// The capability whitelist as OCI `process.capabilities`.
+pub const OCI_CAPABILITIES_FILE: &str = "oci-capabilities.json";
 
 pub struct Profiles {
     pub seccomp: DockerSeccomp,
@@ -36,6 +40,13 @@ pub fn render(trace: Option<&Trace>, profiles: &Profiles) -> Vec<(&'static str, 
     let mut caps = serde_json::to_vec_pretty(&profiles.capabilities).expect("serialises");
     caps.push(b'\n');
     files.push((CAPABILITIES_FILE, caps));
+    // Both come from values this program built, so conversion cannot fail on names it made.
+    if let Ok(s) = crate::oci::seccomp(&profiles.seccomp) {
+        files.push((OCI_SECCOMP_FILE, crate::oci::to_json(&s)));
+    }
+    if let Ok(c) = crate::oci::capabilities(&profiles.capabilities) {
+        files.push((OCI_CAPABILITIES_FILE, crate::oci::to_json(&c)));
+    }
     files
 }
 

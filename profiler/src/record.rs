@@ -54,9 +54,26 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     };
     let mut command = opts.command.clone();
     let mut env = Vec::new();
+    let mut _bundle = None;
     if let Some(f) = &seccomp_file {
         command = containers::inject(&command, cgroup.relative_path(), f.path())
             .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let recording_seccomp: crate::seccomp::DockerSeccomp =
+            serde_json::from_str(containers::RECORDING_SECCOMP).expect("valid built-in profile");
+        let oci_seccomp = crate::oci::seccomp(&recording_seccomp)?;
+        if let Some((cmd, bundle, own_seccomp)) =
+            crate::oci::rewrite_bundle(&command, cgroup.relative_path(), &oci_seccomp)
+                .map_err(|e| exit_error(2, format!("{e:#}")))?
+        {
+            if own_seccomp && !opts.quiet {
+                eprintln!(
+                    "profiler: warning: the bundle has its own linux.seccomp; syscalls it denies never reach the \
+                     probes and will be missing from the profile"
+                );
+            }
+            command = cmd;
+            _bundle = Some(bundle);
+        }
         env.push((
             containers::ENV_CGROUP_PARENT,
             cgroup.relative_path().to_owned(),
@@ -190,6 +207,16 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 .flatten()
                 .any(|e| e.phases.contains(&Phase::Workload))
     });
+    for t in started_traces
+        .iter()
+        .filter(|t| t.cgroup.container && !t.filter_loaded_before_exec())
+    {
+        eprintln!(
+            "profiler: warning: the runtime of container cgroup {} loaded no seccomp filter before the entrypoint, \
+             so its own set-up cannot be told apart: the profile includes it (allows more than needed)",
+            t.cgroup.path.as_deref().unwrap_or("?")
+        );
+    }
     for t in &failed {
         eprintln!(
             "profiler: container cgroup {} never started its entrypoint (no successful exec); no profile for it",

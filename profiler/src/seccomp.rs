@@ -23,6 +23,7 @@ pub struct DockerSeccomp {
     pub default_action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_errno_ret: Option<u32>,
+    #[serde(default)]
     pub architectures: Vec<String>,
     pub syscalls: Vec<SyscallRule>,
 }

@@ -9,6 +9,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
 
+/// Syscalls a container runtime's own language runtime makes at moments it does not choose:
+/// runc's Go scheduler and garbage collector park and wake threads (futex, nanosleep,
+/// sched_yield, epoll_pwait for the netpoller), preempt them with signals (tgkill,
+/// rt_sigreturn, sigaltstack, rt_sigprocmask) and return memory (madvise, munmap, mmap).
+/// Whether one of them lands after the runtime loaded the filter or just before is timing:
+/// a recording sees it before, the next run needs it after (a missing futex crashes
+/// `runc init`, ../shared/platform.md). So when the runtime made one of these during its
+/// set-up, the profile allows it; none of them grants anything the workload could not do
+/// with the syscalls it already has.
+pub const RUNTIME_ASYNC_SYSCALLS: &[&str] = &[
+    "futex",
+    "nanosleep",
+    "clock_nanosleep",
+    "sched_yield",
+    "epoll_pwait",
+    "epoll_wait",
+    "epoll_ctl",
+    "tgkill",
+    "getpid",
+    "gettid",
+    "rt_sigreturn",
+    "rt_sigprocmask",
+    "sigaltstack",
+    "madvise",
+    "mmap",
+    "munmap",
+    "restart_syscall",
+];
+
 /// Bump on any incompatible change; readers refuse schemas they do not know.
 pub const TRACE_SCHEMA: &str = "profiler.dev/trace/v1";
 
@@ -84,13 +113,14 @@ pub struct SyscallEntry {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Before a seccomp filter was loaded and before the first exec: a container runtime's
-    /// set-up (namespaces, mounts, pivot_root...), which the profile does not need to allow.
+    /// Before a seccomp filter was loaded: a container runtime's set-up (namespaces, mounts,
+    /// pivot_root...), which the profile does not need to allow. Everything a command that
+    /// loads no filter does stays in this phase.
     Setup,
     /// After the runtime loaded a seccomp filter, before the first exec: still the runtime,
     /// but already under the filter, so the profile must allow these.
     Runtime,
-    /// From the first successful exec on.
+    /// From the first successful exec after the filter load on.
     Workload,
 }
 
@@ -216,13 +246,16 @@ impl Trace {
             .collect()
     }
 
-    /// Whether a runtime loaded a seccomp filter before the workload's first exec; then the
-    /// set-up before that load is the runtime's business, not the profile's.
+    /// Whether this is a container whose runtime loaded a seccomp filter before starting the
+    /// entrypoint; then the set-up before that load is the runtime's business, not the
+    /// profile's. A command profiler started itself is all workload, whatever it loads.
     pub fn filter_loaded_before_exec(&self) -> bool {
-        self.syscalls
-            .values()
-            .flatten()
-            .any(|e| e.phases.contains(&Phase::Runtime))
+        self.cgroup.container
+            && self
+                .syscalls
+                .values()
+                .flatten()
+                .any(|e| e.phases.contains(&Phase::Runtime))
     }
 
     /// The capability checks the workload's whitelist is made from: everything for a command
@@ -244,7 +277,8 @@ impl Trace {
 
     /// Syscall names the profile must allow, per architecture: everything from the point a
     /// runtime loads the filter (or, without a runtime filter, everything: the command was
-    /// started by profiler, whose filter goes in right before the exec).
+    /// started by profiler, whose filter goes in right before the exec), plus the runtime's
+    /// [`RUNTIME_ASYNC_SYSCALLS`] it made before the load.
     pub fn profile_syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
         let after_filter = self.filter_loaded_before_exec();
         self.syscalls
@@ -252,7 +286,11 @@ impl Trace {
             .map(|(arch, entries)| {
                 let names = entries
                     .iter()
-                    .filter(|e| !after_filter || e.phases.iter().any(|p| *p != Phase::Setup))
+                    .filter(|e| {
+                        !after_filter
+                            || e.phases.iter().any(|p| *p != Phase::Setup)
+                            || RUNTIME_ASYNC_SYSCALLS.contains(&e.name.as_str())
+                    })
                     .map(|e| e.name.clone())
                     .collect();
                 (*arch, names)

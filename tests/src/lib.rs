@@ -232,3 +232,55 @@ pub fn cap_add_flags(capabilities: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// The busybox root filesystem `cargo xtask setup` builds.
+pub fn busybox_rootfs() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/busybox-rootfs");
+    assert!(
+        p.join("bin/busybox").exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// An OCI bundle (busybox rootfs copy + `runc spec` config) running `sh -c SCRIPT`.
+pub fn oci_bundle(dir: &Path, script: &str, no_new_privileges: bool) -> PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(busybox_rootfs())
+            .arg(bundle.join("rootfs")),
+    );
+    run_ok(Command::new("runc").args(["spec", "--bundle"]).arg(&bundle));
+    let mut config = read_json(&bundle.join("config.json"));
+    config["process"]["terminal"] = Value::Bool(false);
+    config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+    config["process"]["noNewPrivileges"] = Value::Bool(no_new_privileges);
+    config["root"]["readonly"] = Value::Bool(false);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    bundle
+}
+
+/// Puts a profile's OCI seccomp and capabilities into a bundle's config.json.
+pub fn apply_oci_profile(bundle: &Path, profile: &Path, no_new_privileges: bool) {
+    let mut config = read_json(&bundle.join("config.json"));
+    config["linux"]["seccomp"] = read_json(&profile.join("oci-seccomp.json"));
+    config["process"]["capabilities"] = read_json(&profile.join("oci-capabilities.json"));
+    config["process"]["noNewPrivileges"] = Value::Bool(no_new_privileges);
+    config["linux"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cgroupsPath");
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}

@@ -15,10 +15,10 @@ rm -r /tmp/work/sub
 wait
 trap 'echo got-usr1' USR1
 kill -USR1 $$
-nc -l -p 8080 > /tmp/received &
-server=$!
+# The server's stdin must stay open: busybox nc stops at stdin EOF, maybe before the data.
+sleep 30 | nc -l -p 8080 > /tmp/received &
 until echo over-loopback | nc -w 2 127.0.0.1 8080; do sleep 0.1; done
-wait $server || true
+until [ -s /tmp/received ]; do sleep 0.05; done
 cat /tmp/received
 chown nobody /tmp/received
 echo done";

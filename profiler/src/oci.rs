@@ -1,0 +1,168 @@
+//! OCI runtime-spec outputs (`linux.seccomp`, `process.capabilities`), built with the
+//! `oci-spec` types, and the bundle rewrite that lets `runc run` / `crun run` be recorded.
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+use anyhow::{Context as _, bail};
+use oci_spec::runtime::{
+    Arch as OciArch, Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, Spec,
+};
+
+use crate::arch::Arch;
+use crate::capabilities::CapabilityProfile;
+use crate::seccomp::DockerSeccomp;
+
+fn oci_action(name: &str) -> anyhow::Result<LinuxSeccompAction> {
+    LinuxSeccompAction::from_str(name)
+        .map_err(|_| anyhow::anyhow!("unsupported seccomp action {name:?}"))
+}
+
+fn oci_arch(arch: Arch) -> OciArch {
+    match arch {
+        Arch::X86_64 => OciArch::ScmpArchX86_64,
+        Arch::I386 => OciArch::ScmpArchX86,
+        Arch::X32 => OciArch::ScmpArchX32,
+    }
+}
+
+/// The profile as an OCI `linux.seccomp` object (what runc and crun read from config.json).
+pub fn seccomp(profile: &DockerSeccomp) -> anyhow::Result<LinuxSeccomp> {
+    let mut architectures = Vec::new();
+    for name in &profile.architectures {
+        let arch = Arch::from_seccomp_name(name)
+            .with_context(|| format!("unsupported architecture {name:?}"))?;
+        architectures.push(oci_arch(arch));
+    }
+    let mut syscalls = Vec::new();
+    for rule in &profile.syscalls {
+        let mut b = LinuxSyscallBuilder::default()
+            .names(rule.names.clone())
+            .action(oci_action(&rule.action)?);
+        if let Some(e) = rule.errno_ret {
+            b = b.errno_ret(e);
+        }
+        syscalls.push(b.build()?);
+    }
+    let mut b = LinuxSeccompBuilder::default()
+        .default_action(oci_action(&profile.default_action)?)
+        .architectures(architectures)
+        .syscalls(syscalls);
+    if let Some(e) = profile.default_errno_ret {
+        b = b.default_errno_ret(e);
+    }
+    Ok(b.build()?)
+}
+
+/// The whitelist as OCI `process.capabilities`: the same set bounding, permitted and
+/// effective (what runc keeps for a root process), nothing inheritable or ambient.
+pub fn capabilities(profile: &CapabilityProfile) -> anyhow::Result<LinuxCapabilities> {
+    let set: Capabilities = profile
+        .add
+        .iter()
+        .map(|c| {
+            Capability::from_str(c.trim_start_matches("CAP_")).or_else(|_| Capability::from_str(c))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("capability not known to the OCI spec: {e}"))?;
+    Ok(LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .permitted(set.clone())
+        .effective(set)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()?)
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).expect("serialises");
+    out.push(b'\n');
+    out
+}
+
+/// A rewritten copy of an OCI bundle's config.json, removed on drop.
+pub struct RecordingBundle {
+    dir: PathBuf,
+}
+
+impl RecordingBundle {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RecordingBundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// For `runc|crun [global flags] run|create [--bundle DIR] ID`: writes a copy of the bundle's
+/// config.json whose container cgroup is `<cgroup_parent>/<ID>` (so the kernel side records
+/// it) and whose seccomp filter is the recording one (unless the bundle has its own), with the
+/// rootfs path made absolute, and points the command at it with `--bundle`. The user's bundle
+/// is not touched. Returns None for other commands.
+pub fn rewrite_bundle(
+    cmd: &[String],
+    cgroup_parent: &str,
+    recording_seccomp: &LinuxSeccomp,
+) -> anyhow::Result<Option<(Vec<String>, RecordingBundle, bool)>> {
+    let Some(base) = cmd
+        .first()
+        .and_then(|c| Path::new(c).file_name())
+        .and_then(|b| b.to_str())
+    else {
+        return Ok(None);
+    };
+    if base != "runc" && base != "crun" {
+        return Ok(None);
+    }
+    let Some(pos) = cmd.iter().position(|a| a == "run" || a == "create") else {
+        return Ok(None);
+    };
+    let mut rest = cmd[pos + 1..].to_vec();
+    let mut bundle = PathBuf::from(".");
+    if let Some(i) = rest.iter().position(|a| a == "--bundle" || a == "-b") {
+        let Some(dir) = rest.get(i + 1).cloned() else {
+            bail!("{base}: --bundle needs a value")
+        };
+        bundle = PathBuf::from(dir);
+        rest.drain(i..=i + 1);
+    } else if let Some(i) = rest.iter().position(|a| a.starts_with("--bundle=")) {
+        bundle = PathBuf::from(&rest[i]["--bundle=".len()..]);
+        rest.remove(i);
+    }
+    let id = rest
+        .iter()
+        .rev()
+        .find(|a| !a.starts_with('-'))
+        .cloned()
+        .with_context(|| format!("{base} {}: no container id", cmd[pos]))?;
+    let bundle =
+        std::fs::canonicalize(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
+    let config = bundle.join("config.json");
+    let mut spec = Spec::load(&config).with_context(|| format!("reading {}", config.display()))?;
+    if let Some(root) = spec.root().clone() {
+        let mut root = root;
+        if root.path().is_relative() {
+            root.set_path(bundle.join(root.path()));
+        }
+        spec.set_root(Some(root));
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_cgroups_path(Some(PathBuf::from(format!("{cgroup_parent}/{id}"))));
+    let own_seccomp = linux.seccomp().is_some();
+    if !own_seccomp {
+        linux.set_seccomp(Some(recording_seccomp.clone()));
+    }
+    spec.set_linux(Some(linux));
+    let dir = std::env::temp_dir().join(format!("profiler-bundle-{}-{id}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let recording = RecordingBundle { dir };
+    spec.save(recording.dir.join("config.json"))?;
+    let mut out = cmd[..=pos].to_vec();
+    out.push("--bundle".into());
+    out.push(recording.dir.display().to_string());
+    out.extend(rest);
+    Ok(Some((out, recording, own_seccomp)))
+}
