@@ -97,6 +97,10 @@ pub const CAP_FLAG_NO_SYSCALL: u32 = 2;
 pub const CAP_FLAG_NOAUDIT: u32 = 4;
 /// The kprobe fallback knows the audit flag exactly ([`CAP_FLAG_NOAUDIT`] is meaningful).
 pub const CAP_FLAG_OPTS_KNOWN: u32 = 8;
+/// The check was made with credentials other than the task's own (`cred` argument !=
+/// `current->real_cred`): under `override_creds()` (overlayfs acting with its mounter's
+/// credentials, nfsd, access()'s real-uid copy...) or on behalf of another task.
+pub const CAP_FLAG_OTHER_CRED: u32 = 16;
 /// Bits 8..16 of the flags hold the cgroup's phase (`PHASE_*`) at the time of the check.
 pub const CAP_FLAG_PHASE_SHIFT: u32 = 8;
 

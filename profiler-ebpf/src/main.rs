@@ -27,12 +27,12 @@ use aya_ebpf::{
 };
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
-    CAP_FLAG_OPTS_KNOWN, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL,
-    LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS, LOSS_SYSCALL_OUT_OF_RANGE,
-    NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP,
-    PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET, PT_REGS_ORIG_AX_OFFSET,
-    PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER, SYSCALL_SLOTS, USER32_CS,
-    X32_SYSCALL_BIT,
+    CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord,
+    LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS,
+    LOSS_SYSCALL_OUT_OF_RANGE, NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PHASE_RUNTIME, PHASE_SETUP,
+    PHASE_WORKLOAD, PR_SET_SECCOMP, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
+    PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER,
+    SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT,
 };
 
 /// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
@@ -50,6 +50,12 @@ static ZERO_RECORD: PerCpuArray<CgroupRecord> = PerCpuArray::with_max_entries(1,
 /// userspace at load time. 0 disables discovery of descendant cgroups.
 #[unsafe(no_mangle)]
 static RECORDING_LEVEL: i32 = 0;
+
+/// Byte offset of `real_cred` in `struct task_struct`, read by userspace from the kernel's BTF
+/// at load time (aya has no CO-RE for Rust programs). 0: unknown, the comparison is skipped.
+/// .rodata is frozen at load, so the verifier sees a constant offset into a BTF object.
+#[unsafe(no_mangle)]
+static TASK_REAL_CRED_OFFSET: u32 = 0;
 
 #[map]
 static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
@@ -317,7 +323,19 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
 pub fn cap_capable_btf(ctx: BtfTracePointContext) -> i32 {
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    record_cap_check(&ctx, cap, ret, 0);
+    let cred: *const u8 = ctx.arg(0);
+    let mut flags = 0;
+    let offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) } as usize;
+    if offset != 0 {
+        let real_cred = unsafe {
+            let task = bpf_get_current_task_btf() as *const u8;
+            *(task.add(offset) as *const *const u8)
+        };
+        if real_cred != cred {
+            flags |= CAP_FLAG_OTHER_CRED;
+        }
+    }
+    record_cap_check(&ctx, cap, ret, flags);
     0
 }
 

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use caps::Capability;
 use profiler_common::{
     CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN,
-    CAP_FLAG_PHASE_SHIFT, CapKey,
+    CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CapKey,
 };
 use serde::Serialize;
 
@@ -155,8 +155,17 @@ pub fn parse_capability(name: &str) -> anyhow::Result<Capability> {
 pub fn checks_from_kernel(
     raw: Vec<(CapKey, u64, Vec<u64>)>,
     kallsyms: Option<&Kallsyms>,
+    cred_check_enabled: bool,
 ) -> Vec<CapabilityCheck> {
-    type Key = (String, u32, bool, Phase, Option<SyscallRef>, Vec<String>);
+    type Key = (
+        String,
+        u32,
+        bool,
+        Phase,
+        Option<bool>,
+        Option<SyscallRef>,
+        Vec<String>,
+    );
     let mut merged: BTreeMap<Key, (u64, u32)> = BTreeMap::new();
     for (key, count, ips) in raw {
         let mut stack: Vec<String> = match kallsyms {
@@ -182,12 +191,21 @@ pub fn checks_from_kernel(
         let granted = key.flags & CAP_FLAG_GRANTED != 0;
         let phase = Phase::from_index(((key.flags >> CAP_FLAG_PHASE_SHIFT) & 0xff) as usize)
             .unwrap_or(Phase::Workload);
+        let own_credentials = match (
+            key.flags & CAP_FLAG_OPTS_KNOWN,
+            key.flags & CAP_FLAG_OTHER_CRED,
+        ) {
+            (0, 0) if cred_check_enabled => Some(true),
+            (0, _) if cred_check_enabled => Some(false),
+            _ => None,
+        };
         let e = merged
             .entry((
                 capability_name(key.cap),
                 key.cap,
                 granted,
                 phase,
+                own_credentials,
                 syscall,
                 stack,
             ))
@@ -197,13 +215,17 @@ pub fn checks_from_kernel(
     merged
         .into_iter()
         .map(
-            |((capability, number, granted, phase, syscall, kernel_stack), (count, flags))| {
+            |(
+                (capability, number, granted, phase, own_credentials, syscall, kernel_stack),
+                (count, flags),
+            )| {
                 let (audit, audit_reason) = classify(flags, &kernel_stack);
                 CapabilityCheck {
                     capability,
                     number,
                     granted,
                     phase,
+                    own_credentials,
                     audit,
                     audit_reason,
                     syscall,
@@ -229,6 +251,10 @@ pub struct CapabilityProfile {
     pub denied: BTreeMap<String, Vec<Evidence>>,
     /// Unaudited checks (never needed), with counts, kept for transparency.
     pub ignored_unaudited: BTreeMap<String, u64>,
+    /// Checks of credentials other than the workload's own (overlayfs acting as its mounter,
+    /// another task's), with counts: the workload's capabilities do not decide them.
+    #[serde(default)]
+    pub ignored_other_credentials: BTreeMap<String, u64>,
 }
 
 pub const CAPABILITIES_SCHEMA: &str = "profiler.dev/capabilities/v1";
@@ -244,9 +270,21 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
     let mut evidence: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
     let mut denied: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
     let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
+    let mut other_creds: BTreeMap<String, u64> = BTreeMap::new();
     for c in checks {
         if c.audit == Audit::Noaudit {
             *ignored.entry(c.capability.clone()).or_default() += c.count;
+            continue;
+        }
+        // access()/faccessat() check through an override copy of the caller's own
+        // credentials (fs/open.c, access_override_creds()): their answer still depends on
+        // the workload's capabilities, so they count.
+        let access_family = c
+            .syscall
+            .as_ref()
+            .is_some_and(|s| matches!(s.name.as_str(), "access" | "faccessat" | "faccessat2"));
+        if c.own_credentials == Some(false) && !access_family {
+            *other_creds.entry(c.capability.clone()).or_default() += c.count;
             continue;
         }
         let ev = Evidence {
@@ -278,6 +316,7 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
         evidence,
         denied,
         ignored_unaudited: ignored,
+        ignored_other_credentials: other_creds,
     }
 }
 
@@ -355,6 +394,7 @@ mod tests {
             number: 0,
             granted,
             phase: Phase::Workload,
+            own_credentials: Some(true),
             audit,
             audit_reason: "r".into(),
             syscall: None,

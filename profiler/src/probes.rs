@@ -38,6 +38,8 @@ pub struct Collected {
 
 pub struct Probes {
     ebpf: Ebpf,
+    /// Whether the capability hook compares the checked credentials with the task's own.
+    pub cred_check: bool,
     pub syscall_hook: String,
     pub cap_hook: Option<String>,
     /// Why each capability hook that was tried failed (shown when none attached).
@@ -100,9 +102,11 @@ impl Probes {
     pub fn attach(recording_level: i32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
         let btf = Btf::from_sys_fs().ok();
+        let real_cred_offset = task_real_cred_offset().unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global("RECORDING_LEVEL", &recording_level, true)
+            .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
 
@@ -199,6 +203,7 @@ impl Probes {
         }
         Ok(Probes {
             ebpf,
+            cred_check: real_cred_offset != 0 && cap_hook.as_deref() == Some("tp_btf/cap_capable"),
             syscall_hook,
             cap_hook,
             cap_hook_errors,
@@ -314,6 +319,21 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// Offset of `real_cred` in `struct task_struct`, from the running kernel's BTF.
+fn task_real_cred_offset() -> Option<u32> {
+    let btf = btf_rs::Btf::from_file("/sys/kernel/btf/vmlinux").ok()?;
+    for ty in btf.resolve_types_by_name("task_struct").ok()? {
+        if let btf_rs::Type::Struct(st) = ty {
+            for member in &st.members {
+                if btf.resolve_name(member).ok()?.as_str() == "real_cred" {
+                    return Some(member.bit_offset() / 8);
+                }
+            }
+        }
+    }
+    None
 }
 
 fn attach_btf_tracepoint(

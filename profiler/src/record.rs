@@ -127,6 +127,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let collected = probes.collect(cgroup.id())?;
     let cap_hook = probes.cap_hook.clone();
     let syscall_hook = probes.syscall_hook.clone();
+    let cred_check = probes.cred_check;
     drop(probes); // detaches every program
     let rec_id = cgroup.id();
     let rec_path = cgroup.relative_path().to_owned();
@@ -177,7 +178,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 (*arch, entries)
             })
             .collect(),
-        capability_checks: checks_from_kernel(c.cap_checks, kallsyms.as_ref()),
+        capability_checks: checks_from_kernel(c.cap_checks, kallsyms.as_ref(), cred_check),
         losses: Losses {
             syscalls_out_of_range: c.out_of_range,
             capability_map_full: c.cap_map_full,

@@ -95,6 +95,23 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
                 .join(", ")
         ));
     }
+    let other: u64 = profiles
+        .capabilities
+        .ignored_other_credentials
+        .values()
+        .sum();
+    if other > 0 {
+        let names: Vec<&str> = profiles
+            .capabilities
+            .ignored_other_credentials
+            .keys()
+            .map(String::as_str)
+            .collect();
+        out.push_str(&format!(
+            "  ignored:       {other} checks of credentials other than the workload's ({}; e.g. overlayfs acting as its mounter)\n",
+            names.join(", ")
+        ));
+    }
     if trace.workload.leftover_processes > 0 {
         out.push_str(&format!(
             "  leftovers:     {} process(es) still ran when the command exited and were stopped\n",

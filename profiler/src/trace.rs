@@ -171,6 +171,12 @@ pub struct CapabilityCheck {
     pub granted: bool,
     /// The cgroup's phase when the kernel checked.
     pub phase: Phase,
+    /// Whether the kernel checked the task's own credentials. `false` when it checked
+    /// credentials it had swapped in (`override_creds()`: overlayfs acting as its mounter,
+    /// access() with a real-uid copy) or another task's. `None` when the kernel side could not
+    /// tell (no BTF offset, or the fexit fallback).
+    #[serde(default)]
+    pub own_credentials: Option<bool>,
     pub audit: Audit,
     /// Why it was classified so (which kernel function, or which hook flag, decided).
     pub audit_reason: String,

@@ -284,3 +284,30 @@ pub fn apply_oci_profile(bundle: &Path, profile: &Path, no_new_privileges: bool)
     )
     .unwrap();
 }
+
+/// The busybox image in the tests' private podman storage (`cargo xtask setup`).
+pub const PODMAN_IMAGE: &str = "localhost/profiler-busybox:latest";
+
+/// Where podman keeps its run-time state for the tests: podman refuses a runroot longer
+/// than 50 characters, so it cannot live under target/.
+pub const PODMAN_RUNROOT: &str = "/run/profiler-test-podman";
+
+/// `podman` with the private storage and host configuration `cargo xtask setup` prepared:
+/// (the CONTAINERS_CONF value, the podman argv).
+pub fn podman_argv() -> (PathBuf, Vec<String>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/podman");
+    assert!(
+        dir.join("containers.conf").exists(),
+        "run `cargo xtask setup` first"
+    );
+    (
+        dir.join("containers.conf"),
+        vec![
+            "podman".into(),
+            "--root".into(),
+            dir.join("root").display().to_string(),
+            "--runroot".into(),
+            PODMAN_RUNROOT.into(),
+        ],
+    )
+}

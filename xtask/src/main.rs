@@ -57,6 +57,8 @@ const APT_PACKAGES: &[&str] = &[
 
 /// Image the container tests run (no registry is reachable: made locally with docker import).
 const BUSYBOX_IMAGE: &str = "profiler-test/busybox:latest";
+/// The same image in the tests' private podman storage.
+const PODMAN_IMAGE: &str = "localhost/profiler-busybox:latest";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -160,6 +162,44 @@ fn setup_container_images() -> anyhow::Result<()> {
                 rootfs.display()
             ),
         ]))?;
+    }
+    setup_podman(&rootfs)
+}
+
+/// Podman with private storage under target/, configured for this kind of host
+/// (../shared/platform.md): cgroupfs, runc, file events, and default ulimits that fit under
+/// the hard limits (otherwise runc fails with "error setting rlimit type 7").
+fn setup_podman(rootfs: &Path) -> anyhow::Result<()> {
+    let dir = workspace_root().join("target/test-images/podman");
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+         [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+    )?;
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(dir.join("root"))
+            // podman refuses a runroot longer than 50 characters.
+            .args(["--runroot", "/run/profiler-test-podman"])
+            .args(args);
+        c
+    };
+    let have = podman(&["image", "exists", PODMAN_IMAGE])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have {
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(rootfs)
+            .args(["-c", "."])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        run(podman(&["import", "-", PODMAN_IMAGE]).stdin(tar.stdout.context("tar stdout")?))?;
     }
     Ok(())
 }
