@@ -5,6 +5,7 @@
 //! - [`cgroup`]: the recording cgroup that scopes the kernel side;
 //! - [`record`]: running the workload and collecting the aggregated maps;
 //! - [`containers`]: recording the containers a command starts;
+//! - [`hook`]: recording containers a runtime starts, through an OCI hook;
 //! - [`trace`]: the trace model (`trace.json`) every output is generated from;
 //! - [`arch`]: syscall architectures and names;
 //! - [`capabilities`]: capability checks to a whitelist with evidence;
@@ -16,6 +17,7 @@ pub mod arch;
 pub mod capabilities;
 pub mod cgroup;
 pub mod containers;
+pub mod hook;
 pub mod oci;
 pub mod output;
 pub mod probes;

@@ -44,6 +44,24 @@ enum Command {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Record containers that runtimes start on their own, announced by `profiler hook`;
+    /// writes OUT/<name>/ when each container's cgroup empties, and the rest on SIGINT/SIGTERM.
+    Serve {
+        #[arg(long, default_value = profiler::hook::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long, default_value = "profiles")]
+        out: PathBuf,
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// OCI hook (createRuntime or prestart): reads the container state on stdin and has
+    /// `profiler serve` record the container. Exits 0 when no server listens, unless --required.
+    Hook {
+        #[arg(long, default_value = profiler::hook::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        required: bool,
+    },
     /// Run CMD confined by a profile folder (seccomp.json + capabilities.json).
     Run {
         #[arg(long)]
@@ -77,6 +95,8 @@ fn main() -> ExitCode {
             quiet,
             cmd,
         } => run::run(&profile, &cmd, quiet),
+        Command::Serve { socket, out, quiet } => profiler::hook::serve(&socket, &out, quiet),
+        Command::Hook { socket, required } => profiler::hook::hook(&socket, required),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

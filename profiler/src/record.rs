@@ -34,6 +34,110 @@ pub struct RecordOptions {
 /// Exit code when the workload succeeded but the recording lost data.
 pub const EXIT_LOST_DATA: i32 = 3;
 
+/// What every trace of one recording shares, to turn collected kernel data into traces.
+pub struct TraceContext {
+    recorded_at_unix: u64,
+    workload: Workload,
+    host: Host,
+    probes: ProbeInfo,
+    cred_check: bool,
+    kallsyms: Option<Kallsyms>,
+}
+
+impl TraceContext {
+    pub fn new(
+        recorded_at_unix: u64,
+        workload: Workload,
+        syscall_hook: String,
+        cap_hook: Option<String>,
+        cred_check: bool,
+    ) -> anyhow::Result<TraceContext> {
+        let uname = nix::sys::utsname::uname().context("uname")?;
+        Ok(TraceContext {
+            recorded_at_unix,
+            workload,
+            host: Host {
+                kernel: uname.release().to_string_lossy().into_owned(),
+                machine: uname.machine().to_string_lossy().into_owned(),
+            },
+            probes: ProbeInfo {
+                syscalls: syscall_hook,
+                capabilities: cap_hook,
+            },
+            cred_check,
+            kallsyms: Kallsyms::load().ok(),
+        })
+    }
+
+    pub fn trace(&self, c: Collected, path: Option<String>, container: bool) -> Trace {
+        Trace {
+            schema: TRACE_SCHEMA.to_owned(),
+            profiler_version: env!("CARGO_PKG_VERSION").to_owned(),
+            recorded_at_unix: self.recorded_at_unix,
+            host: self.host.clone(),
+            workload: self.workload.clone(),
+            probes: self.probes.clone(),
+            cgroup: CgroupInfo {
+                path,
+                id: c.cgroup_id,
+                container,
+            },
+            seccomp_filter_loads: c.seccomp_loads,
+            syscalls: c
+                .syscalls
+                .iter()
+                .map(|(arch, nrs)| {
+                    let entries = nrs
+                        .iter()
+                        .map(|(nr, phases)| SyscallEntry {
+                            nr: *nr,
+                            name: arch.display_name(*nr),
+                            phases: phases
+                                .iter()
+                                .filter_map(|p| Phase::from_index(*p))
+                                .collect(),
+                        })
+                        .collect();
+                    (*arch, entries)
+                })
+                .collect(),
+            capability_checks: checks_from_kernel(
+                c.cap_checks,
+                self.kallsyms.as_ref(),
+                self.cred_check,
+            ),
+            losses: Losses {
+                syscalls_out_of_range: c.out_of_range,
+                capability_map_full: c.cap_map_full,
+                capability_stack_missing: c.cap_stack_missing,
+                cgroup_map_full: c.cgroup_map_full,
+            },
+        }
+    }
+}
+
+/// Writes one trace's profile folder and prints its summary; returns whether it lost data.
+pub fn write_profile(trace: &Trace, dir: &std::path::Path, quiet: bool) -> anyhow::Result<bool> {
+    let profiles = output::generate(std::slice::from_ref(trace));
+    let files = output::render(Some(trace), &profiles);
+    let written = output::write_atomically(dir, &files)?;
+    if !quiet {
+        summary::print(trace, &profiles, &written);
+    }
+    if trace.losses.any() {
+        eprintln!(
+            "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
+             {} cgroups not recorded); the profiles in {} are incomplete",
+            trace.losses.syscalls_out_of_range,
+            trace.losses.capability_map_full,
+            trace.losses.cgroup_map_full,
+            dir.display()
+        );
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     check_privileges("profiler record")?;
     let program = resolve_command(&opts.command[0])?;
@@ -134,58 +238,20 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     drop(cgroup);
     drop(seccomp_file);
 
-    let kallsyms = Kallsyms::load().ok();
-    let uname = nix::sys::utsname::uname().context("uname")?;
-    let make_trace = |c: Collected, path: Option<String>, container: bool| Trace {
-        schema: TRACE_SCHEMA.to_owned(),
-        profiler_version: env!("CARGO_PKG_VERSION").to_owned(),
+    let ctx = TraceContext::new(
         recorded_at_unix,
-        host: Host {
-            kernel: uname.release().to_string_lossy().into_owned(),
-            machine: uname.machine().to_string_lossy().into_owned(),
-        },
-        workload: Workload {
+        Workload {
             command: command.clone(),
             exit,
             duration_ms,
             leftover_processes: leftover,
         },
-        probes: ProbeInfo {
-            syscalls: syscall_hook.clone(),
-            capabilities: cap_hook.clone(),
-        },
-        cgroup: CgroupInfo {
-            path,
-            id: c.cgroup_id,
-            container,
-        },
-        seccomp_filter_loads: c.seccomp_loads,
-        syscalls: c
-            .syscalls
-            .iter()
-            .map(|(arch, nrs)| {
-                let entries = nrs
-                    .iter()
-                    .map(|(nr, phases)| SyscallEntry {
-                        nr: *nr,
-                        name: arch.display_name(*nr),
-                        phases: phases
-                            .iter()
-                            .filter_map(|p| Phase::from_index(*p))
-                            .collect(),
-                    })
-                    .collect();
-                (*arch, entries)
-            })
-            .collect(),
-        capability_checks: checks_from_kernel(c.cap_checks, kallsyms.as_ref(), cred_check),
-        losses: Losses {
-            syscalls_out_of_range: c.out_of_range,
-            capability_map_full: c.cap_map_full,
-            capability_stack_missing: c.cap_stack_missing,
-            cgroup_map_full: c.cgroup_map_full,
-        },
-    };
+        syscall_hook,
+        cap_hook,
+        cred_check,
+    )?;
+    let make_trace =
+        |c: Collected, path: Option<String>, container: bool| ctx.trace(c, path, container);
 
     let names = names.lock().unwrap().clone();
     let mut traces = Vec::new();
@@ -257,22 +323,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
             opts.out.join(name)
         };
-        let profiles = output::generate(std::slice::from_ref(trace));
-        let files = output::render(Some(trace), &profiles);
-        let written = output::write_atomically(&dir, &files)?;
-        if !opts.quiet {
-            summary::print(trace, &profiles, &written);
-        }
-        if trace.losses.any() {
-            lost = true;
-            eprintln!(
-                "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
-                 {} cgroups not recorded); the profiles are incomplete",
-                trace.losses.syscalls_out_of_range,
-                trace.losses.capability_map_full,
-                trace.losses.cgroup_map_full
-            );
-        }
+        lost |= write_profile(trace, &dir, opts.quiet)?;
     }
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);

@@ -10,6 +10,7 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
     let exit = match trace.workload.exit {
         Exit::Code(c) => format!("exit code {c}"),
         Exit::Signal(s) => format!("killed by signal {s}"),
+        Exit::Unknown => "exit status seen by the runtime only".to_owned(),
     };
     out.push_str(&format!(
         "profiler: recorded `{}` ({exit}, {:.2} s)\n",

@@ -81,6 +81,8 @@ pub struct Workload {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Recorded through an OCI hook: the runtime, not profiler, saw the exit.
+    Unknown,
 }
 
 impl Exit {
@@ -89,6 +91,7 @@ impl Exit {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
+            Exit::Unknown => 0,
         }
     }
 }

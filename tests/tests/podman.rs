@@ -96,3 +96,130 @@ fn podman_container_passes_under_its_profile() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
 }
+
+/// The OCI-hook path: `profiler serve` records a container podman starts on its own, when
+/// `profiler hook` is installed as a createRuntime hook; the profile then passes under podman.
+#[test]
+fn podman_container_recorded_through_oci_hook() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("podman-hook");
+    let socket = dir.join("profiler.sock");
+    let hooks = dir.join("hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = serde_json::json!({
+        "version": "1.0.0",
+        "hook": {
+            "path": profiler_bin(),
+            "args": ["profiler", "hook", "--required", "--socket", socket],
+        },
+        "when": { "annotations": { "io\\.profiler\\.record": "true" } },
+        "stages": ["createRuntime"],
+    });
+    std::fs::write(hooks.join("profiler.json"), hook.to_string()).unwrap();
+    let out = dir.join("profiles");
+    let mut server = profiler()
+        .args(["serve", "--quiet", "--socket"])
+        .arg(&socket)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(socket.exists(), "profiler serve did not start");
+    let hooks_dir = hooks.display().to_string();
+    let o = podman(&[
+        "--hooks-dir",
+        &hooks_dir,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "io.profiler.record=true",
+        "--annotation",
+        "io.profiler.name=hooked",
+        PODMAN_IMAGE,
+        "/bin/sh",
+        "-c",
+        WORKLOAD,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = String::from_utf8_lossy(&o.stdout).into_owned();
+    // A container without the annotation is not recorded.
+    let o = podman(&[
+        "--hooks-dir",
+        &hooks_dir,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        PODMAN_IMAGE,
+        "/bin/true",
+    ]);
+    assert!(o.status.success());
+    let profile = out.join("hooked");
+    for _ in 0..300 {
+        if profile.join("seccomp.json").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert!(server.wait().unwrap().success());
+    assert!(
+        profile.join("seccomp.json").exists(),
+        "no profile written for the hooked container"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "only the annotated container is recorded"
+    );
+    let trace = read_json(&profile.join("trace.json"));
+    assert!(trace["seccomp_filter_loads"].as_u64().unwrap() >= 1);
+
+    let seccomp = format!("seccomp={}", profile.join("seccomp.json").display());
+    let o = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--security-opt",
+        &seccomp,
+        "--cap-drop",
+        "ALL",
+        PODMAN_IMAGE,
+        "/bin/sh",
+        "-c",
+        WORKLOAD,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
+}
+
+/// Installed on a node where nobody records, the hook must not break containers.
+#[test]
+fn hook_without_server_lets_the_container_run() {
+    let o = profiler()
+        .args(["hook", "--socket", "/nonexistent/profiler.sock"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(
+                br#"{"ociVersion":"1.0.2","id":"x","status":"creating","pid":1,"bundle":"/"}"#,
+            )?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not recording"));
+}
