@@ -1,5 +1,7 @@
-//! Plain OCI bundles under runc: recorded with `profiler record --containers -- runc run`,
-//! then run by runc with the generated `linux.seccomp` and `process.capabilities`.
+//! Plain OCI bundles under runc and crun: recorded with
+//! `profiler record --containers -- runc|crun run`, then run by the same runtime with the
+//! generated `linux.seccomp` and `process.capabilities`.
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use integration_tests::*;
@@ -7,21 +9,66 @@ use integration_tests::*;
 const SCRIPT: &str = "set -e; mkdir -p /tmp/w; echo hello > /tmp/w/f; cat /tmp/w/f; \
     (echo from-child) & wait; trap 'echo got-term' TERM; kill -TERM $$; ls /tmp/w";
 
+/// crun 1.8 refuses hybrid cgroup hosts ("cgroups in hybrid mode not supported, drop all
+/// controllers from cgroupv2") unless cgroup2 looks controller-less: a wrapper named `crun`
+/// runs it in a private mount namespace with an empty file over cgroup.controllers
+/// (../shared/platform.md). On a unified host the real crun is used as is.
+fn crun_command(dir: &Path) -> PathBuf {
+    let controllers = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    if !controllers.exists() {
+        return PathBuf::from("crun");
+    }
+    let wrapper_dir = dir.join("crun-wrapper");
+    std::fs::create_dir_all(&wrapper_dir).unwrap();
+    let empty = wrapper_dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let wrapper = wrapper_dir.join("crun");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind {} {} && exec crun \"$@\"' crun \"$@\"\n",
+            empty.display(),
+            controllers.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
 #[test]
 fn runc_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
     if !can_record() {
         return;
     }
     let dir = TempDir::new("runc");
+    check_runtime(&dir, PathBuf::from("runc"));
+}
+
+#[test]
+fn crun_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("crun");
+    let crun = crun_command(dir.path());
+    check_runtime(&dir, crun);
+}
+
+fn check_runtime(dir: &TempDir, runtime: PathBuf) {
     // Recorded without no-new-privileges: runc then loads the filter earlier, so the profile
     // also holds what runc does after the load in that mode (a superset of the NNP mode's).
     let bundle = oci_bundle(dir.path(), SCRIPT, false);
     let profile = dir.join("profile");
-    let id = format!("profiler-test-{}", std::process::id());
+    let name = runtime.file_name().unwrap().to_string_lossy().into_owned();
+    let id = format!("profiler-test-{name}-{}", std::process::id());
     let o = profiler()
         .args(["record", "--containers", "--out"])
         .arg(&profile)
-        .args(["--", "runc", "run", "--bundle"])
+        .arg("--")
+        .arg(&runtime)
+        .args(["run", "--bundle"])
         .arg(&bundle)
         .arg(&id)
         .output()
@@ -41,15 +88,15 @@ fn runc_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
         !names.contains("pivot_root") && !names.contains("mount"),
         "runc set-up leaked in"
     );
-    // What runc 1.1 does after loading the filter without NNP (../shared/platform.md).
-    for runtime_needs in ["setgroups", "setuid", "setgid", "capset", "execve", "futex"] {
+    // Both runtimes load the filter, then drop privileges and exec.
+    for runtime_needs in ["capset", "execve"] {
         assert!(names.contains(runtime_needs), "{runtime_needs} missing");
     }
 
     for nnp in [false, true] {
         std::fs::remove_dir_all(bundle.join("rootfs/tmp/w")).unwrap();
         apply_oci_profile(&bundle, &profile, nnp);
-        let o = Command::new("runc")
+        let o = Command::new(&runtime)
             .args(["run", "--bundle"])
             .arg(&bundle)
             .arg(format!("{id}-{nnp}"))
@@ -71,7 +118,7 @@ fn runc_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
         serde_json::to_vec_pretty(&config).unwrap(),
     )
     .unwrap();
-    let o = Command::new("runc")
+    let o = Command::new(&runtime)
         .args(["run", "--bundle"])
         .arg(&bundle)
         .arg(format!("{id}-deny"))
