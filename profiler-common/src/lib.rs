@@ -43,6 +43,37 @@ pub const PHASE_RUNTIME: usize = 1;
 pub const PHASE_WORKLOAD: usize = 2;
 pub const PHASE_COUNT: usize = 3;
 
+/// Argument values of the syscalls whose power depends on an argument, the ones Docker's
+/// default profile filters by argument. One byte per value (same reasoning as the syscall
+/// bytes: idempotent plain stores).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArgRecord {
+    /// socket(2): address family (arg 0), values 0..63.
+    pub socket_families: [u8; 64],
+    /// socketpair(2): address family.
+    pub socketpair_families: [u8; 64],
+    /// clone(2): flag bits (arg 0) that were set, bit i at index i.
+    pub clone_flag_bits: [u8; 32],
+    /// unshare(2): flag bits that were set.
+    pub unshare_flag_bits: [u8; 32],
+    /// personality(2): [`PERSONALITY_VALUES`] slots, the last one for any other value.
+    pub personality: [u8; 8],
+    /// prctl(2): option (arg 0) 0..126; index 127 for any larger option.
+    pub prctl_options: [u8; 128],
+    /// i386 socketcall(2): call number (arg 0, include/uapi/linux/net.h SYS_*).
+    pub socketcall_calls: [u8; 32],
+    /// i386 ipc(2): call number (include/uapi/linux/ipc.h SEMOP...).
+    pub ipc_calls: [u8; 32],
+}
+
+/// personality(2) values with a slot of their own: PER_LINUX, PER_LINUX32, UNAME26,
+/// PER_LINUX32|UNAME26 and the 0xffffffff query, the values Docker's default profile allows.
+pub const PERSONALITY_VALUES: [u64; 5] = [0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+/// Slot of [`ArgRecord::personality`] for any other value.
+pub const PERSONALITY_OTHER: usize = 7;
+pub const PRCTL_OTHER: usize = 127;
+
 /// Per recorded cgroup: which syscall numbers ran, per phase and architecture.
 ///
 /// One byte per number instead of one bit: the probe can then mark a number with a plain
@@ -62,6 +93,8 @@ pub struct CgroupRecord {
     pub phase: u32,
     /// Number of seccomp filters loaded in this cgroup.
     pub seccomp_loads: u32,
+    /// Argument values, per phase.
+    pub args: [ArgRecord; PHASE_COUNT],
 }
 
 impl CgroupRecord {
@@ -72,9 +105,46 @@ impl CgroupRecord {
             recording_id: 0,
             phase: PHASE_SETUP as u32,
             seccomp_loads: 0,
+            args: [ArgRecord::zeroed(); PHASE_COUNT],
         }
     }
 }
+
+impl ArgRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            socket_families: [0; 64],
+            socketpair_families: [0; 64],
+            clone_flag_bits: [0; 32],
+            unshare_flag_bits: [0; 32],
+            personality: [0; 8],
+            prctl_options: [0; 128],
+            socketcall_calls: [0; 32],
+            ipc_calls: [0; 32],
+        }
+    }
+}
+
+/// Syscall numbers whose arguments are recorded, x86_64 (also x32's common numbers) and
+/// i386 (arch/x86/entry/syscalls/syscall_{64,32}.tbl).
+pub mod nr {
+    pub const X86_64_SOCKET: i64 = 41;
+    pub const X86_64_SOCKETPAIR: i64 = 53;
+    pub const X86_64_CLONE: i64 = 56;
+    pub const X86_64_PERSONALITY: i64 = 135;
+    pub const X86_64_UNSHARE: i64 = 272;
+    pub const I386_SOCKETCALL: i64 = 102;
+    pub const I386_IPC: i64 = 117;
+    pub const I386_CLONE: i64 = 120;
+    pub const I386_PERSONALITY: i64 = 136;
+    pub const I386_PRCTL: i64 = 172;
+    pub const I386_UNSHARE: i64 = 310;
+    pub const I386_SOCKET: i64 = 359;
+    pub const I386_SOCKETPAIR: i64 = 360;
+}
+
+/// Byte offset of `bx` in x86_64 `struct pt_regs`: the first argument of an i386 syscall.
+pub const PT_REGS_BX_OFFSET: usize = 40;
 
 /// Byte offsets of the first two syscall arguments (`di`, `si`) in x86_64 `struct pt_regs`.
 pub const PT_REGS_DI_OFFSET: usize = 112;
@@ -134,9 +204,13 @@ pub const LOSS_COUNTERS: u32 = 4;
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes are asserted below).
     unsafe impl aya::Pod for super::CgroupRecord {}
+    unsafe impl aya::Pod for super::ArgRecord {}
     unsafe impl aya::Pod for super::CapKey {}
 }
 
-const _: () =
-    assert!(core::mem::size_of::<CgroupRecord>() == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 24);
+const _: () = assert!(core::mem::size_of::<ArgRecord>() == 392);
+const _: () = assert!(
+    core::mem::size_of::<CgroupRecord>()
+        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 24 + 392 * PHASE_COUNT
+);
 const _: () = assert!(core::mem::size_of::<CapKey>() == 32);

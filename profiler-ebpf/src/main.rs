@@ -29,10 +29,11 @@ use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
     CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord,
     LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS,
-    LOSS_SYSCALL_OUT_OF_RANGE, NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PHASE_RUNTIME, PHASE_SETUP,
-    PHASE_WORKLOAD, PR_SET_SECCOMP, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
+    LOSS_SYSCALL_OUT_OF_RANGE, NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PERSONALITY_OTHER,
+    PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP, PRCTL_OTHER,
+    PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
     PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER,
-    SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT,
+    SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
 };
 
 /// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
@@ -160,10 +161,81 @@ fn current_record() -> Option<*mut CgroupRecord> {
 }
 
 #[inline(always)]
-fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, di: u64, si: u64, dx: u64) {
+fn mark(slots: &mut [u8], index: u64) {
+    if let Some(slot) = slots.get_mut(index as usize) {
+        if *slot == 0 {
+            *slot = 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn mark_bits(slots: &mut [u8; 32], flags: u64) {
+    for bit in 0..32 {
+        if flags & (1 << bit) != 0 {
+            slots[bit] = 1;
+        }
+    }
+}
+
+/// Records the argument that decides what the syscall may do, for the few syscalls whose
+/// power depends on it (see `profiler_common::ArgRecord`). `a0` is the first argument of the
+/// syscall's own ABI: `di` on the 64-bit entry, `bx` on the compat one.
+#[inline(always)]
+fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0: u64) {
+    let Some(args) = (unsafe { (*record).args.get_mut(phase) }) else {
+        return;
+    };
+    if arch == ARCH_I386 {
+        match nr {
+            nr::I386_SOCKET => mark(&mut args.socket_families, a0),
+            nr::I386_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
+            nr::I386_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::I386_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
+            nr::I386_PERSONALITY => mark_personality(args, a0),
+            nr::I386_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
+            nr::I386_SOCKETCALL => mark(&mut args.socketcall_calls, a0),
+            nr::I386_IPC => mark(&mut args.ipc_calls, a0 & 0xffff),
+            _ => {}
+        }
+    } else {
+        match nr {
+            nr::X86_64_SOCKET => mark(&mut args.socket_families, a0),
+            nr::X86_64_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
+            nr::X86_64_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::X86_64_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
+            nr::X86_64_PERSONALITY => mark_personality(args, a0),
+            NR_X86_64_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
+            _ => {}
+        }
+    }
+}
+
+#[inline(always)]
+fn mark_personality(args: &mut profiler_common::ArgRecord, value: u64) {
+    let value = value & 0xffff_ffff;
+    let mut slot = PERSONALITY_OTHER;
+    for (i, v) in PERSONALITY_VALUES.iter().enumerate() {
+        if *v == value {
+            slot = i;
+        }
+    }
+    mark(&mut args.personality, slot as u64);
+}
+
+#[inline(always)]
+fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 4]) {
+    let [di, si, dx, bx] = regs;
     let (arch, nr) = classify(id, cs);
     let phase = unsafe { (*record).phase } as usize;
     mark_syscall(record, phase, arch, nr);
+    record_args(
+        record,
+        phase,
+        arch,
+        nr,
+        if arch == ARCH_I386 { bx } else { di },
+    );
     // A seccomp filter being loaded before the first exec is the runtime locking the
     // container down: what follows until the exec must be allowed by the profile. The filter
     // pointer must be set: libseccomp probes which flags the kernel supports with
@@ -194,15 +266,15 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
-    let (cs, di, si, dx) = unsafe {
-        (
-            *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
-            *(regs.add(PT_REGS_DI_OFFSET) as *const u64),
-            *(regs.add(PT_REGS_SI_OFFSET) as *const u64),
-            *(regs.add(PT_REGS_DX_OFFSET) as *const u64),
-        )
-    };
-    on_sys_enter(record, id, cs, di, si, dx);
+    let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
+    let cs = load(PT_REGS_CS_OFFSET);
+    let args = [
+        load(PT_REGS_DI_OFFSET),
+        load(PT_REGS_SI_OFFSET),
+        load(PT_REGS_DX_OFFSET),
+        load(PT_REGS_BX_OFFSET),
+    ];
+    on_sys_enter(record, id, cs, args);
     0
 }
 
@@ -218,14 +290,13 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     let read =
         |off: usize| unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
-    on_sys_enter(
-        record,
-        id,
-        read(PT_REGS_CS_OFFSET),
+    let args = [
         read(PT_REGS_DI_OFFSET),
         read(PT_REGS_SI_OFFSET),
         read(PT_REGS_DX_OFFSET),
-    );
+        read(PT_REGS_BX_OFFSET),
+    ];
+    on_sys_enter(record, id, read(PT_REGS_CS_OFFSET), args);
     0
 }
 

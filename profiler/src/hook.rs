@@ -27,6 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::cgroup::cgroup2_mount;
 use crate::probes::{Probes, check_privileges};
 use crate::record::{TraceContext, write_profile};
+use crate::seccomp::GenerateOptions;
 use crate::trace::{Exit, Workload};
 
 /// Default socket path of `profiler serve`.
@@ -262,7 +263,7 @@ fn finish(probes: &mut Probes, a: Active, out: &Path, quiet: bool) -> anyhow::Re
         .collect();
     for c in collected {
         let trace = ctx.trace(c, Some(a.request.cgroup_path.clone()), true);
-        write_profile(&trace, &out.join(&name), quiet)?;
+        write_profile(&trace, &out.join(&name), quiet, &GenerateOptions::default())?;
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use profiler::arch::Arch;
+use profiler::seccomp::{DefaultAction, GenerateOptions};
 use profiler::{output, record, run, trace::Trace, workload::ExitError};
 
 /// Record a workload with eBPF and turn what it did into security profiles.
@@ -10,6 +12,39 @@ use profiler::{output, record, run, trace::Trace, workload::ExitError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How profiles are generated.
+#[derive(Args, Clone)]
+struct ProfileArgs {
+    /// Allow socket families, clone/unshare namespace flags, personality values and prctl
+    /// options only as seen (on by default, like Docker's default profile); this turns it off.
+    #[arg(long)]
+    no_argument_rules: bool,
+    /// What a syscall outside the profile does: errno (EPERM), kill (the process) or log
+    /// (allowed and logged to the audit log, for a soft first rollout).
+    #[arg(long, value_enum, default_value_t = DefaultAction::Errno)]
+    default_action: DefaultAction,
+    /// Also list this architecture (x86_64, i386, x32) in the seccomp profile; repeatable.
+    #[arg(long = "arch", value_parser = parse_arch)]
+    arches: Vec<Arch>,
+}
+
+impl ProfileArgs {
+    fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            argument_rules: !self.no_argument_rules,
+            default_action: self.default_action,
+            extra_arches: self.arches.clone(),
+        }
+    }
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    Arch::ALL
+        .into_iter()
+        .find(|a| a.label() == s)
+        .ok_or_else(|| format!("unknown architecture {s:?} (x86_64, i386, x32)"))
 }
 
 #[derive(Subcommand)]
@@ -33,6 +68,8 @@ enum Command {
         /// find them in $PROFILER_CGROUP_PARENT and $PROFILER_RECORDING_SECCOMP.
         #[arg(long)]
         containers: bool,
+        #[command(flatten)]
+        profile: ProfileArgs,
         /// The command to record.
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
@@ -41,6 +78,8 @@ enum Command {
     Generate {
         #[arg(long, default_value = "profile")]
         out: PathBuf,
+        #[command(flatten)]
+        profile: ProfileArgs,
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
@@ -81,6 +120,7 @@ fn main() -> ExitCode {
             quiet,
             wait_descendants,
             containers,
+            profile,
             cmd,
         } => record::record(record::RecordOptions {
             out,
@@ -88,8 +128,13 @@ fn main() -> ExitCode {
             quiet,
             wait_descendants,
             containers,
+            generate: profile.options(),
         }),
-        Command::Generate { out, traces } => generate(&out, &traces),
+        Command::Generate {
+            out,
+            profile,
+            traces,
+        } => generate(&out, &traces, &profile.options()),
         Command::Run {
             profile,
             quiet,
@@ -108,13 +153,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn generate(out: &std::path::Path, traces: &[PathBuf]) -> anyhow::Result<i32> {
+fn generate(
+    out: &std::path::Path,
+    traces: &[PathBuf],
+    options: &GenerateOptions,
+) -> anyhow::Result<i32> {
     let loaded = traces
         .iter()
         .map(|p| Trace::load(p))
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))?;
-    let profiles = output::generate(&loaded);
+    let profiles = output::generate(&loaded, options);
     // A single trace is copied along so the folder stays self-describing.
     let trace = if loaded.len() == 1 {
         Some(&loaded[0])

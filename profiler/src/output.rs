@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::capabilities::{CapabilityProfile, whitelist};
-use crate::seccomp::{DockerSeccomp, docker_profile};
+use crate::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
 use crate::trace::{Observed, Trace};
 
 pub const TRACE_FILE: &str = "trace.json";
@@ -22,10 +22,10 @@ pub struct Profiles {
     pub capabilities: CapabilityProfile,
 }
 
-pub fn generate(traces: &[Trace]) -> Profiles {
+pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
     let observed = Observed::from_traces(traces);
     Profiles {
-        seccomp: docker_profile(&observed),
+        seccomp: docker_profile(&observed, options),
         capabilities: whitelist(&observed.capability_checks),
     }
 }

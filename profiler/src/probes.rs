@@ -23,12 +23,14 @@ use crate::arch::Arch;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
 /// What the kernel side saw for one cgroup.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Collected {
     pub cgroup_id: u64,
     /// Syscall numbers per architecture, each with the phases (`PHASE_*`) it was seen in.
     pub syscalls: BTreeMap<Arch, Vec<(u32, Vec<usize>)>>,
     pub seccomp_loads: u32,
+    /// Argument values per phase index.
+    pub args: Vec<(usize, profiler_common::ArgRecord)>,
     pub cap_checks: Vec<(CapKey, u64, Vec<u64>)>,
     pub out_of_range: u64,
     pub cap_map_full: u64,
@@ -250,6 +252,7 @@ impl Probes {
                     cgroup_id: id,
                     out_of_range: record.out_of_range,
                     seccomp_loads: record.seccomp_loads,
+                    args: record.args.iter().copied().enumerate().collect(),
                     ..Default::default()
                 };
                 for slot in 0..ARCH_COUNT {

@@ -15,10 +15,11 @@ use crate::cgroup::RecordingCgroup;
 use crate::containers::{self, RecordingSeccompFile};
 use crate::output;
 use crate::probes::{Collected, Probes, check_privileges};
+use crate::seccomp::GenerateOptions;
 use crate::summary;
 use crate::trace::{
-    CgroupInfo, Exit, Host, Losses, Phase, Probes as ProbeInfo, SyscallEntry, TRACE_SCHEMA, Trace,
-    Workload,
+    ArgumentValues, CgroupInfo, Exit, Host, Losses, Phase, Probes as ProbeInfo, SyscallEntry,
+    TRACE_SCHEMA, Trace, Workload,
 };
 use crate::workload::{exit_error, resolve_command};
 
@@ -29,6 +30,7 @@ pub struct RecordOptions {
     pub wait_descendants: bool,
     /// Record the containers the command starts (one profile each), not the command.
     pub containers: bool,
+    pub generate: GenerateOptions,
 }
 
 /// Exit code when the workload succeeded but the recording lost data.
@@ -83,6 +85,12 @@ impl TraceContext {
                 container,
             },
             seccomp_filter_loads: c.seccomp_loads,
+            arguments: c
+                .args
+                .iter()
+                .filter_map(|(p, a)| Some((Phase::from_index(*p)?, argument_values(a))))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
             syscalls: c
                 .syscalls
                 .iter()
@@ -116,9 +124,55 @@ impl TraceContext {
     }
 }
 
+/// The kernel's per-value bytes as sets of values.
+fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
+    let set = |bytes: &[u8]| -> std::collections::BTreeSet<u32> {
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0)
+            .map(|(i, _)| i as u32)
+            .collect()
+    };
+    let mask = |bytes: &[u8]| -> Option<u64> {
+        let bits = set(bytes);
+        // clone/unshare with no flag at all still marks nothing: treat "called" as seen when
+        // any byte is set; a flags value of 0 is indistinguishable and allowed anyway.
+        (!bits.is_empty()).then(|| bits.iter().fold(0u64, |m, b| m | (1 << b)))
+    };
+    let personality_slots = set(&a.personality);
+    ArgumentValues {
+        socket_families: set(&a.socket_families),
+        socketpair_families: set(&a.socketpair_families),
+        clone_flags: mask(&a.clone_flag_bits),
+        unshare_flags: mask(&a.unshare_flag_bits),
+        personality: personality_slots
+            .iter()
+            .filter_map(|s| {
+                profiler_common::PERSONALITY_VALUES
+                    .get(*s as usize)
+                    .copied()
+            })
+            .collect(),
+        personality_other: personality_slots.contains(&(profiler_common::PERSONALITY_OTHER as u32)),
+        prctl_options: set(&a.prctl_options)
+            .into_iter()
+            .filter(|o| *o != profiler_common::PRCTL_OTHER as u32)
+            .collect(),
+        prctl_other: a.prctl_options[profiler_common::PRCTL_OTHER] != 0,
+        socketcall_calls: set(&a.socketcall_calls),
+        ipc_calls: set(&a.ipc_calls),
+    }
+}
+
 /// Writes one trace's profile folder and prints its summary; returns whether it lost data.
-pub fn write_profile(trace: &Trace, dir: &std::path::Path, quiet: bool) -> anyhow::Result<bool> {
-    let profiles = output::generate(std::slice::from_ref(trace));
+pub fn write_profile(
+    trace: &Trace,
+    dir: &std::path::Path,
+    quiet: bool,
+    options: &GenerateOptions,
+) -> anyhow::Result<bool> {
+    let profiles = output::generate(std::slice::from_ref(trace), options);
     let files = output::render(Some(trace), &profiles);
     let written = output::write_atomically(dir, &files)?;
     if !quiet {
@@ -323,7 +377,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
             opts.out.join(name)
         };
-        lost |= write_profile(trace, &dir, opts.quiet)?;
+        lost |= write_profile(trace, &dir, opts.quiet, &opts.generate)?;
     }
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
@@ -35,30 +35,345 @@ pub struct SyscallRule {
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno_ret: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<SeccompArg>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
 
-/// The allow-list profile for what was observed.
-pub fn docker_profile(observed: &Observed) -> DockerSeccomp {
-    let architectures = observed
-        .syscalls
-        .keys()
-        .map(|a| a.seccomp_name().to_owned())
-        .collect();
-    let names: BTreeSet<String> = observed.syscalls.values().flatten().cloned().collect();
-    DockerSeccomp {
-        default_action: "SCMP_ACT_ERRNO".to_owned(),
-        default_errno_ret: Some(DEFAULT_ERRNO),
-        architectures,
-        syscalls: vec![SyscallRule {
-            names: names.into_iter().collect(),
-            action: "SCMP_ACT_ALLOW".to_owned(),
-            errno_ret: None,
-            comment: None,
-        }],
+/// What a denied syscall does (`defaultAction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DefaultAction {
+    /// Fail with EPERM (what Docker's own profile does): the program sees
+    /// "Operation not permitted" and can report it.
+    #[default]
+    Errno,
+    /// Kill the process (SCMP_ACT_KILL_PROCESS): loudest, nothing runs on past a violation.
+    Kill,
+    /// Allow but log to the audit log (SCMP_ACT_LOG): a soft first rollout.
+    Log,
+}
+
+/// How to turn observations into a profile.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Emit argument rules for socket families, clone/unshare namespace flags, personality
+    /// and prctl options (and deny clone3 with ENOSYS), like Docker's default profile does.
+    pub argument_rules: bool,
+    pub default_action: DefaultAction,
+    /// Architectures to list besides the ones seen.
+    pub extra_arches: Vec<Arch>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            argument_rules: true,
+            default_action: DefaultAction::Errno,
+            extra_arches: Vec::new(),
+        }
     }
 }
+
+/// Syscalls every profile allows, whether or not the recording saw them, and why:
+/// - `exit`, `exit_group`: a process that was killed during the recording never called them,
+///   the next run will;
+/// - `rt_sigreturn`, `sigreturn` (i386): only called when a signal handler returns, which a
+///   recording may not have hit;
+/// - `restart_syscall`: the kernel restarts an interrupted sleep through it after a signal;
+/// - `clock_gettime`, `clock_gettime64`, `gettimeofday`, `time`, `getcpu`, `clock_getres`:
+///   served by the vDSO without entering the kernel, so never recorded, but libc falls back to
+///   the real syscall when the vDSO cannot answer (e.g. a clocksource without vDSO support,
+///   common on VMs).
+pub const ALWAYS_ALLOWED: &[&str] = &[
+    "exit",
+    "exit_group",
+    "rt_sigreturn",
+    "sigreturn",
+    "restart_syscall",
+    "clock_gettime",
+    "clock_gettime64",
+    "gettimeofday",
+    "time",
+    "getcpu",
+    "clock_getres",
+];
+
+/// Newer syscalls that libc tries first and falls back from on ENOSYS, with their older
+/// siblings. A profile recorded where libc used an older sibling denies the newer one with
+/// ENOSYS (never EPERM, which libc reports as a failure), so a newer libc on the same image
+/// falls back instead of breaking.
+pub const NEWER_SIBLINGS: &[(&str, &[&str])] = &[
+    ("openat2", &["openat", "open"]),
+    (
+        "statx",
+        &[
+            "newfstatat",
+            "fstat",
+            "stat",
+            "lstat",
+            "fstatat64",
+            "fstat64",
+            "stat64",
+            "lstat64",
+        ],
+    ),
+    ("clone3", &["clone", "fork", "vfork"]),
+    ("faccessat2", &["faccessat", "access"]),
+    ("fchmodat2", &["fchmodat", "chmod"]),
+    ("epoll_pwait2", &["epoll_pwait", "epoll_wait"]),
+    ("close_range", &["close"]),
+    ("copy_file_range", &["sendfile", "sendfile64", "splice"]),
+    ("preadv2", &["preadv"]),
+    ("pwritev2", &["pwritev"]),
+    ("rseq", &["set_robust_list"]),
+    ("futex_waitv", &["futex"]),
+];
+
+/// ENOSYS, the errno of a syscall the kernel does not have.
+pub const ENOSYS: u32 = 38;
+
+/// CLONE_NEWTIME | CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER
+/// | CLONE_NEWPID | CLONE_NEWNET (include/uapi/linux/sched.h): the flags that create
+/// namespaces. Docker's default profile masks the same bits (without CLONE_NEWTIME).
+pub const CLONE_NAMESPACE_FLAGS: u64 = 0x0000_0080
+    | 0x0002_0000
+    | 0x0200_0000
+    | 0x0400_0000
+    | 0x0800_0000
+    | 0x1000_0000
+    | 0x2000_0000
+    | 0x4000_0000;
+
+fn arg_eq(value: u64) -> SeccompArg {
+    SeccompArg {
+        index: 0,
+        value,
+        value_two: 0,
+        op: "SCMP_CMP_EQ".into(),
+    }
+}
+
+fn rule(
+    names: &[&str],
+    action: &str,
+    errno: Option<u32>,
+    args: Vec<SeccompArg>,
+    comment: &str,
+) -> SyscallRule {
+    SyscallRule {
+        names: names.iter().map(|s| s.to_string()).collect(),
+        action: action.to_owned(),
+        errno_ret: errno,
+        args,
+        comment: Some(comment.to_owned()),
+    }
+}
+
+/// An argument comparison (`syscalls[].args[]`), the same shape in Docker's and the OCI
+/// format.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompArg {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: String,
+}
+
+/// The allow-list profile for what was observed.
+pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerSeccomp {
+    let mut arches: BTreeSet<Arch> = observed.syscalls.keys().copied().collect();
+    arches.extend(options.extra_arches.iter().copied());
+    if arches.is_empty() {
+        arches.insert(Arch::X86_64);
+    }
+    let architectures = arches.iter().map(|a| a.seccomp_name().to_owned()).collect();
+    let seen: BTreeSet<String> = observed.syscalls.values().flatten().cloned().collect();
+    let mut names: BTreeSet<String> = seen.clone();
+    names.extend(ALWAYS_ALLOWED.iter().map(|s| s.to_string()));
+    let mut rules = Vec::new();
+    let args = &observed.arguments;
+
+    if options.argument_rules {
+        // i386's socketcall(2) carries the real arguments in memory, where seccomp cannot
+        // look: a socket family rule would not hold for it, so i386 keeps plain socket rules.
+        let families_filterable = !arches.contains(&Arch::I386);
+        for (name, families) in [
+            ("socket", &args.socket_families),
+            ("socketpair", &args.socketpair_families),
+        ] {
+            if names.contains(name) && families_filterable && !families.is_empty() {
+                names.remove(name);
+                for f in families {
+                    rules.push(rule(
+                        &[name],
+                        "SCMP_ACT_ALLOW",
+                        None,
+                        vec![arg_eq(*f as u64)],
+                        &family_comment(*f),
+                    ));
+                }
+            }
+        }
+        for (name, flags) in [("clone", args.clone_flags), ("unshare", args.unshare_flags)] {
+            if names.remove(name) {
+                let allowed_ns = flags.unwrap_or(0) & CLONE_NAMESPACE_FLAGS;
+                let mask = CLONE_NAMESPACE_FLAGS & !allowed_ns;
+                rules.push(rule(
+                    &[name],
+                    "SCMP_ACT_ALLOW",
+                    None,
+                    vec![SeccompArg { index: 0, value: mask, value_two: 0, op: "SCMP_CMP_MASKED_EQ".into() }],
+                    &format!("{name} without namespace flags other than {allowed_ns:#x} (seen while recording)"),
+                ));
+            }
+        }
+        // clone3 passes its flags in memory: it cannot be filtered by argument. Like
+        // Docker's profile, answer ENOSYS so libc falls back to clone, which is filtered.
+        names.remove("clone3");
+        rules.push(rule(
+            &["clone3"],
+            "SCMP_ACT_ERRNO",
+            Some(ENOSYS),
+            vec![],
+            "ENOSYS: libc falls back to the filtered clone",
+        ));
+        if names.contains("personality") && !args.personality_other && !args.personality.is_empty()
+        {
+            names.remove("personality");
+            for v in &args.personality {
+                rules.push(rule(
+                    &["personality"],
+                    "SCMP_ACT_ALLOW",
+                    None,
+                    vec![arg_eq(*v)],
+                    "personality value seen",
+                ));
+            }
+        }
+        if names.contains("prctl") && !args.prctl_other && !args.prctl_options.is_empty() {
+            names.remove("prctl");
+            for o in &args.prctl_options {
+                rules.push(rule(
+                    &["prctl"],
+                    "SCMP_ACT_ALLOW",
+                    None,
+                    vec![arg_eq(*o as u64)],
+                    "prctl option seen",
+                ));
+            }
+        }
+    }
+    // i386 socketcall/ipc multiplexers: allow the calls seen by their own names; libseccomp
+    // (x86) filters the multiplexer on its call-number argument for each of them.
+    if arches.contains(&Arch::I386) {
+        for call in &args.socketcall_calls {
+            if let Some(n) = SOCKETCALL_NAMES
+                .get(*call as usize)
+                .filter(|n| !n.is_empty())
+            {
+                names.insert(n.to_string());
+            }
+        }
+        for call in &args.ipc_calls {
+            if let Some((_, n)) = IPC_NAMES.iter().find(|(c, _)| c == call) {
+                names.insert(n.to_string());
+            }
+        }
+        if !args.socketcall_calls.is_empty() {
+            names.remove("socketcall");
+        }
+        if !args.ipc_calls.is_empty() {
+            names.remove("ipc");
+        }
+    }
+    for (newer, olders) in NEWER_SIBLINGS {
+        if !names.contains(*newer)
+            && !rules.iter().any(|r| r.names.iter().any(|n| n == newer))
+            && olders
+                .iter()
+                .any(|o| names.contains(*o) || rules.iter().any(|r| r.names.iter().any(|n| n == o)))
+        {
+            rules.push(rule(
+                &[newer],
+                "SCMP_ACT_ERRNO",
+                Some(ENOSYS),
+                vec![],
+                "newer sibling of a recorded syscall: ENOSYS so libc falls back",
+            ));
+        }
+    }
+    let mut syscalls = vec![SyscallRule {
+        names: names.into_iter().collect(),
+        action: "SCMP_ACT_ALLOW".to_owned(),
+        errno_ret: None,
+        args: vec![],
+        comment: None,
+    }];
+    syscalls.extend(rules);
+    let (default_action, default_errno_ret) = match options.default_action {
+        DefaultAction::Errno => ("SCMP_ACT_ERRNO", Some(DEFAULT_ERRNO)),
+        DefaultAction::Kill => ("SCMP_ACT_KILL_PROCESS", None),
+        DefaultAction::Log => ("SCMP_ACT_LOG", None),
+    };
+    DockerSeccomp {
+        default_action: default_action.to_owned(),
+        default_errno_ret,
+        architectures,
+        syscalls,
+    }
+}
+
+fn family_comment(family: u32) -> String {
+    let name = nix::sys::socket::AddressFamily::from_i32(family as i32)
+        .map(|f| format!("{f:?}"))
+        .unwrap_or_else(|| family.to_string());
+    format!("address family {name} ({family}) seen while recording")
+}
+
+/// i386 socketcall(2) call numbers (include/uapi/linux/net.h, SYS_SOCKET = 1 ...), by the
+/// names of the direct syscalls libseccomp knows them by.
+pub const SOCKETCALL_NAMES: &[&str] = &[
+    "",
+    "socket",
+    "bind",
+    "connect",
+    "listen",
+    "accept",
+    "getsockname",
+    "getpeername",
+    "socketpair",
+    "send",
+    "recv",
+    "sendto",
+    "recvfrom",
+    "shutdown",
+    "setsockopt",
+    "getsockopt",
+    "sendmsg",
+    "recvmsg",
+    "accept4",
+    "recvmmsg",
+    "sendmmsg",
+];
+
+/// i386 ipc(2) call numbers (include/uapi/linux/ipc.h) and the direct syscalls' names.
+pub const IPC_NAMES: &[(u32, &str)] = &[
+    (1, "semop"),
+    (2, "semget"),
+    (3, "semctl"),
+    (4, "semtimedop"),
+    (11, "msgsnd"),
+    (12, "msgrcv"),
+    (13, "msgget"),
+    (14, "msgctl"),
+    (21, "shmat"),
+    (22, "shmdt"),
+    (23, "shmget"),
+    (24, "shmctl"),
+];
 
 impl DockerSeccomp {
     pub fn load(path: &Path) -> anyhow::Result<DockerSeccomp> {
@@ -115,9 +430,34 @@ impl DockerSeccomp {
                             .context("unresolvable")
                     })
                     .with_context(|| format!("syscall {name}"))?;
-                filter
-                    .add_rule(action, sc)
-                    .with_context(|| format!("adding seccomp rule for {name}"))?;
+                let comparators = rule
+                    .args
+                    .iter()
+                    .map(|a| {
+                        let op = match a.op.as_str() {
+                            "SCMP_CMP_EQ" => ScmpCompareOp::Equal,
+                            "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
+                            "SCMP_CMP_LT" => ScmpCompareOp::Less,
+                            "SCMP_CMP_LE" => ScmpCompareOp::LessOrEqual,
+                            "SCMP_CMP_GT" => ScmpCompareOp::Greater,
+                            "SCMP_CMP_GE" => ScmpCompareOp::GreaterEqual,
+                            "SCMP_CMP_MASKED_EQ" => ScmpCompareOp::MaskedEqual(a.value),
+                            other => bail!("unsupported argument comparison {other:?}"),
+                        };
+                        let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) {
+                            a.value_two
+                        } else {
+                            a.value
+                        };
+                        Ok(ScmpArgCompare::new(a.index, op, datum))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if comparators.is_empty() {
+                    filter.add_rule(action, sc)
+                } else {
+                    filter.add_rule_conditional(action, sc, &comparators)
+                }
+                .with_context(|| format!("adding seccomp rule for {name}"))?;
             }
         }
         Ok((filter, unknown))

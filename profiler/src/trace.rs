@@ -55,6 +55,9 @@ pub struct Trace {
     pub seccomp_filter_loads: u32,
     /// Syscalls seen, per architecture, sorted by number.
     pub syscalls: BTreeMap<Arch, Vec<SyscallEntry>>,
+    /// Argument values of the syscalls filtered by argument, per phase.
+    #[serde(default)]
+    pub arguments: BTreeMap<Phase, ArgumentValues>,
     /// Every distinct capability check (capability, outcome, syscall, kernel path).
     pub capability_checks: Vec<CapabilityCheck>,
     pub losses: Losses,
@@ -135,6 +138,62 @@ impl Phase {
             profiler_common::PHASE_WORKLOAD => Some(Phase::Workload),
             _ => None,
         }
+    }
+}
+
+/// Argument values seen for the syscalls whose power depends on an argument.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArgumentValues {
+    /// socket(2) address families (AF_*).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub socket_families: BTreeSet<u32>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub socketpair_families: BTreeSet<u32>,
+    /// Union of the clone(2) flags seen (None: clone was not called).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_flags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unshare_flags: Option<u64>,
+    /// personality(2) values; `None` in the set stands for "some other value".
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub personality: BTreeSet<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personality_other: bool,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub prctl_options: BTreeSet<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prctl_other: bool,
+    /// i386 socketcall(2) call numbers (SYS_SOCKET=1 ...).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub socketcall_calls: BTreeSet<u32>,
+    /// i386 ipc(2) call numbers (SEMOP=1 ...).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub ipc_calls: BTreeSet<u32>,
+}
+
+impl ArgumentValues {
+    pub fn is_empty(&self) -> bool {
+        *self == ArgumentValues::default()
+    }
+
+    pub fn union(&mut self, other: &ArgumentValues) {
+        self.socket_families.extend(&other.socket_families);
+        self.socketpair_families.extend(&other.socketpair_families);
+        self.clone_flags = or_flags(self.clone_flags, other.clone_flags);
+        self.unshare_flags = or_flags(self.unshare_flags, other.unshare_flags);
+        self.personality.extend(&other.personality);
+        self.personality_other |= other.personality_other;
+        self.prctl_options.extend(&other.prctl_options);
+        self.prctl_other |= other.prctl_other;
+        self.socketcall_calls.extend(&other.socketcall_calls);
+        self.ipc_calls.extend(&other.ipc_calls);
+    }
+}
+
+fn or_flags(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) | b.unwrap_or(0)),
     }
 }
 
@@ -284,6 +343,19 @@ impl Trace {
         })
     }
 
+    /// Argument values the profile must allow: the union over the phases whose syscalls the
+    /// profile allows.
+    pub fn profile_arguments(&self) -> ArgumentValues {
+        let after_filter = self.filter_loaded_before_exec();
+        let mut out = ArgumentValues::default();
+        for (phase, values) in &self.arguments {
+            if !after_filter || *phase != Phase::Setup {
+                out.union(values);
+            }
+        }
+        out
+    }
+
     /// Syscall names the profile must allow, per architecture: everything from the point a
     /// runtime loads the filter (or, without a runtime filter, everything: the command was
     /// started by profiler, whose filter goes in right before the exec), plus the runtime's
@@ -313,6 +385,7 @@ impl Trace {
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub syscalls: BTreeMap<Arch, BTreeSet<String>>,
+    pub arguments: ArgumentValues,
     pub capability_checks: Vec<CapabilityCheck>,
     pub runs: usize,
 }
@@ -322,6 +395,7 @@ impl Observed {
         let mut observed = Observed::default();
         for trace in traces {
             observed.runs += 1;
+            observed.arguments.union(&trace.profile_arguments());
             for (arch, names) in trace.profile_syscall_names() {
                 observed.syscalls.entry(arch).or_default().extend(names);
             }
