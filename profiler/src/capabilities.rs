@@ -237,19 +237,25 @@ pub fn checks_from_kernel(
         .collect()
 }
 
-/// `capabilities.json`.
+/// `capabilities.json`. Only `add` is required to read one back (`profiler run`), so a
+/// hand-written `{"add": [...]}` works too.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct CapabilityProfile {
+    #[serde(default)]
     pub schema: String,
     /// Drop everything, then add these: `--cap-drop ALL --cap-add ...`.
+    #[serde(default)]
     pub drop: Vec<String>,
     pub add: Vec<String>,
     /// Why each added capability is needed.
+    #[serde(default)]
     pub evidence: BTreeMap<String, Vec<Evidence>>,
     /// Audited checks that failed during recording: the workload asked and coped without it.
     /// Not added; listed so a person can decide.
+    #[serde(default)]
     pub denied: BTreeMap<String, Vec<Evidence>>,
     /// Unaudited checks (never needed), with counts, kept for transparency.
+    #[serde(default)]
     pub ignored_unaudited: BTreeMap<String, u64>,
     /// Checks of credentials other than the workload's own (overlayfs acting as its mounter,
     /// another task's), with counts: the workload's capabilities do not decide them.

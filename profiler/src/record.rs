@@ -124,6 +124,24 @@ impl TraceContext {
     }
 }
 
+/// A workload started under a seccomp filter inherits it, and a syscall the filter denies
+/// never reaches the syscall tracepoint (seccomp runs first, kernel/entry/common.c), so the
+/// recording would be missing it without any sign. /proc/self/status says so ("Seccomp: 2").
+fn warn_if_under_seccomp(quiet: bool) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mode = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .map(str::trim)
+        .unwrap_or("0");
+    if mode != "0" && !quiet {
+        eprintln!(
+            "profiler: warning: profiler runs under a seccomp filter (Seccomp: {mode} in /proc/self/status); the \
+             workload inherits it, and syscalls it denies never reach the probes: the profile will lack them"
+        );
+    }
+}
+
 /// The kernel's per-value bytes as sets of values.
 fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
     let set = |bytes: &[u8]| -> std::collections::BTreeSet<u32> {
@@ -195,6 +213,7 @@ pub fn write_profile(
 pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     check_privileges("profiler record")?;
     let program = resolve_command(&opts.command[0])?;
+    warn_if_under_seccomp(opts.quiet);
     let cgroup = RecordingCgroup::create()?;
     let level = if opts.containers { cgroup.level() } else { 0 };
     let mut probes = Probes::attach(level)?;

@@ -53,6 +53,10 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "busybox-static",
     "uidmap",
+    // 32-bit (i386) and x32 test binaries: gcc -m32 / -mx32 -static.
+    "gcc",
+    "gcc-multilib",
+    "libc6-dev-x32",
 ];
 
 /// Image the container tests run (no registry is reachable: made locally with docker import).
