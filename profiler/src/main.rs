@@ -83,6 +83,25 @@ enum Command {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Union of several recordings (trace.json files or profile folders holding one), with
+    /// coverage.json: how many runs used each syscall/capability and which run first did.
+    Merge {
+        #[arg(long, default_value = "profile")]
+        out: PathBuf,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// What NEW allows beyond OLD and the reverse (profile folders or trace.json files).
+    /// Exit 0 when NEW needs nothing more than OLD, 1 when it needs more, 2 on error.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record containers that runtimes start on their own, announced by `profiler hook`;
     /// writes OUT/<name>/ when each container's cgroup empties, and the rest on SIGINT/SIGTERM.
     Serve {
@@ -140,6 +159,19 @@ fn main() -> ExitCode {
             quiet,
             cmd,
         } => run::run(&profile, &cmd, quiet),
+        Command::Merge {
+            out,
+            profile,
+            inputs,
+        } => profiler::merge::merge(&out, &inputs, &profile.options())
+            .map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))
+            .map(|written| {
+                for p in written {
+                    eprintln!("profiler: wrote {}", p.display());
+                }
+                0
+            }),
+        Command::Diff { old, new, json } => diff(&old, &new, json),
         Command::Serve { socket, out, quiet } => profiler::hook::serve(&socket, &out, quiet),
         Command::Hook { socket, required } => profiler::hook::hook(&socket, required),
     };
@@ -151,6 +183,20 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+fn diff(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<i32> {
+    use profiler::diff::{Allowances, diff, render_text};
+    let load = |p: &std::path::Path| {
+        Allowances::load(p).map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))
+    };
+    let d = diff(&load(old)?, &load(new)?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", render_text(&d));
+    }
+    Ok(if d.needs_more { 1 } else { 0 })
 }
 
 fn generate(

@@ -429,5 +429,33 @@ fn demo() -> anyhow::Result<()> {
         bail!("recording the demo failed: {status}");
     }
     eprintln!("xtask: demo profiles are in {}", out.display());
+
+    // Profiling an application through its tests: profiler's own unit tests, as a user would
+    // record `cargo test` (built first, so the profile is the tests' and cargo's, not rustc's).
+    run(cargo().args(["test", "--package", "profiler", "--lib", "--no-run"]))?;
+    let tests_out = root.join("profiles/profiler-unit-tests");
+    let status = Command::new(root.join("target/debug/profiler"))
+        .args(["record", "--out"])
+        .arg(&tests_out)
+        .args([
+            "--",
+            "cargo",
+            "test",
+            "--offline",
+            "--package",
+            "profiler",
+            "--lib",
+        ])
+        .current_dir(&root)
+        .env("PATH", path_with_cargo_bin())
+        .status()
+        .context("cannot start profiler")?;
+    if !status.success() {
+        bail!("recording `cargo test` failed: {status}");
+    }
+    eprintln!(
+        "xtask: the test-suite profile is in {}",
+        tests_out.display()
+    );
     Ok(())
 }
