@@ -257,6 +257,10 @@ pub struct CapabilityProfile {
     /// Unaudited checks (never needed), with counts, kept for transparency.
     #[serde(default)]
     pub ignored_unaudited: BTreeMap<String, u64>,
+    /// For capabilities whose need depends on the environment more than on the program: what
+    /// decides it, so a person can judge whether the target environment needs it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
     /// Checks of credentials other than the workload's own (overlayfs acting as its mounter,
     /// another task's), with counts: the workload's capabilities do not decide them.
     #[serde(default)]
@@ -270,6 +274,37 @@ pub struct Evidence {
     pub syscall: Option<String>,
     pub checked_by: String,
     pub count: u64,
+}
+
+/// Capabilities whose need is decided by the environment (sysctls, rlimits, file ownership)
+/// as much as by the program.
+fn environment_note(cap: &str) -> Option<&'static str> {
+    Some(match cap {
+        "CAP_NET_BIND_SERVICE" => {
+            "needed to bind ports below net.ipv4.ip_unprivileged_port_start (1024 by default); Docker and \
+             podman set it to 0 inside containers, where this capability is then not needed"
+        }
+        "CAP_NET_RAW" => {
+            "raw and packet sockets; ICMP echo also works without it through ping sockets when the group is in \
+             net.ipv4.ping_group_range (Docker sets 0 2147483647 in containers)"
+        }
+        "CAP_IPC_LOCK" => {
+            "locking memory beyond RLIMIT_MEMLOCK: raising that limit removes the need"
+        }
+        "CAP_SYS_RESOURCE" => {
+            "exceeding resource limits (RLIMIT_*, quotas): higher limits remove the need"
+        }
+        "CAP_SYS_NICE" => {
+            "raising priority or real-time scheduling beyond RLIMIT_NICE/RLIMIT_RTPRIO"
+        }
+        "CAP_DAC_OVERRIDE" | "CAP_DAC_READ_SEARCH" | "CAP_FOWNER" | "CAP_CHOWN" => {
+            "decided by the owners and modes of the files touched: files owned by the workload's user need none"
+        }
+        "CAP_SETUID" | "CAP_SETGID" => {
+            "switching users: a workload started as its final user needs neither"
+        }
+        _ => return None,
+    })
 }
 
 pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
@@ -315,6 +350,11 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
     }
     let add: BTreeSet<String> = evidence.keys().cloned().collect();
     denied.retain(|k, _| !add.contains(k));
+    let notes = add
+        .iter()
+        .chain(denied.keys())
+        .filter_map(|c| environment_note(c).map(|n| (c.clone(), n.to_owned())))
+        .collect();
     CapabilityProfile {
         schema: CAPABILITIES_SCHEMA.to_owned(),
         drop: vec!["ALL".to_owned()],
@@ -322,6 +362,7 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
         evidence,
         denied,
         ignored_unaudited: ignored,
+        notes,
         ignored_other_credentials: other_creds,
     }
 }

@@ -47,6 +47,12 @@ fn chown_needs_exactly_cap_chown() {
         "expected unaudited CAP_SYS_ADMIN checks in the trace"
     );
     assert!(caps["ignored_unaudited"]["CAP_SYS_ADMIN"].as_u64().unwrap() > 0);
+    assert!(
+        caps["notes"]["CAP_CHOWN"]
+            .as_str()
+            .is_some_and(|n| n.contains("owners")),
+        "environment note for CAP_CHOWN: {caps:#}"
+    );
 
     // Passes under its own profile...
     std::fs::write(&file, b"x").unwrap();
