@@ -93,3 +93,29 @@ fn workload_without_privileged_operations_needs_no_capability() {
     let caps = read_json(&profile.join("capabilities.json"));
     assert_eq!(caps["add"], serde_json::json!([]), "{caps:#}");
 }
+
+#[test]
+fn net_bind_service_is_explained_as_environment_dependent() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("bind80");
+    let profile = dir.join("profile");
+    // Port 80 on loopback, in a fresh network namespace so it never clashes with the host.
+    record(
+        &profile,
+        &[
+            "/usr/bin/unshare",
+            "--net",
+            "/usr/bin/python3",
+            "-c",
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 80))\ns.close()",
+        ],
+    );
+    let caps = read_json(&profile.join("capabilities.json"));
+    let add: Vec<&str> = caps["add"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(add.contains(&"CAP_NET_BIND_SERVICE"), "{caps:#}");
+    let evidence = &caps["evidence"]["CAP_NET_BIND_SERVICE"][0];
+    assert!(evidence["syscall"].as_str().unwrap().ends_with("/bind"), "{evidence}");
+    assert!(caps["notes"]["CAP_NET_BIND_SERVICE"].as_str().unwrap().contains("ip_unprivileged_port_start"));
+}
