@@ -278,6 +278,14 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The cost floor for benchmarks (`profiler bench-floor`): attached to the same tracepoint,
+/// does nothing. What every sys_enter program costs every syscall on the host just by being
+/// there; the recording program's own work is measured against it.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 /// raw_tp `sys_enter` for kernels without BTF. The register frame has to be read with
 /// bpf_probe_read_kernel here; if that is refused the syscall is still recorded, as x86_64
 /// unless the x32 bit says otherwise.

@@ -102,6 +102,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmark baseline: run CMD with a do-nothing program attached to the same syscall
+    /// tracepoint profiler records with (what any such probe costs every syscall).
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
+    /// Benchmark check: list the profiler programs loaded in the kernel right now (none
+    /// should be while nothing records).
+    #[command(hide = true)]
+    BenchAttached,
     /// Record containers that runtimes start on their own, announced by `profiler hook`;
     /// writes OUT/<name>/ when each container's cgroup empties, and the rest on SIGINT/SIGTERM.
     Serve {
@@ -172,6 +183,13 @@ fn main() -> ExitCode {
                 0
             }),
         Command::Diff { old, new, json } => diff(&old, &new, json),
+        Command::BenchFloor { cmd } => bench_floor(&cmd),
+        Command::BenchAttached => {
+            for name in profiler::probes::loaded_profiler_programs() {
+                println!("{name}");
+            }
+            Ok(0)
+        }
         Command::Serve { socket, out, quiet } => profiler::hook::serve(&socket, &out, quiet),
         Command::Hook { socket, required } => profiler::hook::hook(&socket, required),
     };
@@ -183,6 +201,14 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+fn bench_floor(cmd: &[String]) -> anyhow::Result<i32> {
+    profiler::probes::check_privileges("profiler bench-floor")?;
+    let _floor = profiler::probes::attach_floor()?;
+    let status = std::process::Command::new(&cmd[0]).args(&cmd[1..]).status()?;
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 fn diff(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<i32> {

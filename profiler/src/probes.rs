@@ -324,9 +324,35 @@ impl Probes {
     }
 }
 
+/// Names of this project's programs currently loaded in the kernel (by anyone).
+pub fn loaded_profiler_programs() -> Vec<String> {
+    // The kernel keeps the first 15 bytes of a program's name (BPF_OBJ_NAME_LEN).
+    const OURS: &[&str] = &[
+        "sys_enter_btf", "sys_enter_raw", "sys_enter_floor", "cap_capable_btf", "cap_capable_fex",
+        "sched_process_e",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| OURS.iter().any(|o| n.starts_with(o)))
+        .collect()
+}
+
+/// Attaches only the do-nothing `sys_enter_floor` program (benchmarks' baseline) and keeps
+/// it attached while the returned object lives.
+pub fn attach_floor() -> anyhow::Result<Ebpf> {
+    let btf = Btf::from_sys_fs().context("the floor program needs kernel BTF")?;
+    let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT)?;
+    attach_btf_tracepoint(&mut ebpf, "sys_enter_floor", "sys_enter", &btf)?;
+    Ok(ebpf)
+}
+
 /// Offset of `real_cred` in `struct task_struct`, from the running kernel's BTF.
 fn task_real_cred_offset() -> Option<u32> {
-    let btf = btf_rs::Btf::from_file("/sys/kernel/btf/vmlinux").ok()?;
+    // The mmap backend reads only what the lookup needs (the cached one parses all of
+    // vmlinux BTF first: ~120 ms here, most of profiler's start-up).
+    let btf =
+        btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()?;
     for ty in btf.resolve_types_by_name("task_struct").ok()? {
         if let btf_rs::Type::Struct(st) = ty {
             for member in &st.members {

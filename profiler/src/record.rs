@@ -341,7 +341,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // A container whose runtime never got to exec the entrypoint (bad command, failed
     // mount...) did nothing a profile could describe.
     let (started_traces, failed): (Vec<Trace>, Vec<Trace>) = traces.into_iter().partition(|t| {
-        !t.cgroup.container
+        !t.filter_loaded_before_exec()
             || t.syscalls
                 .values()
                 .flatten()
@@ -349,7 +349,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     });
     for t in started_traces
         .iter()
-        .filter(|t| t.cgroup.container && !t.filter_loaded_before_exec())
+        .filter(|t| !opts.quiet && t.cgroup.container && !t.filter_loaded_before_exec())
     {
         eprintln!(
             "profiler: warning: the runtime of container cgroup {} loaded no seccomp filter before the entrypoint, \

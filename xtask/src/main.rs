@@ -3,6 +3,8 @@
 //! `setup` is idempotent and installs everything the build and the tests need on a fresh
 //! Debian machine: the nightly toolchain's rust-src, bpf-linker built against nightly's own
 //! libLLVM, and the Debian packages the tests use. It also mounts tracefs/bpffs/securityfs.
+mod bench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,6 +34,12 @@ enum Cmd {
     },
     /// Record the demo workload and write its profiles under profiles/demo.
     Demo,
+    /// Measure profiler's overhead against its baselines; writes BENCHMARKS.md.
+    Bench {
+        /// A short run that fits in CI time.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 /// bpf-linker version the project builds with (see ../shared/platform.md for the recipe).
@@ -79,6 +87,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo => {
             setup()?;
             demo()
+        }
+        Cmd::Bench { quick } => {
+            setup()?;
+            build(true)?;
+            bench::bench(&workspace_root(), quick)
         }
     }
 }

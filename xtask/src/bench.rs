@@ -1,0 +1,491 @@
+//! `cargo xtask bench [--quick]`: profiler's cost measured side by side with its baselines,
+//! runs alternated (A B A B ...) so drift on the machine hits every variant alike. Prints a
+//! table of medians and ratios and writes it, with the machine, to BENCHMARKS.md.
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+struct Config {
+    rounds: usize,
+    loop_syscalls: u64,
+    strace_divisor: u64,
+    make_files: usize,
+    stress_seconds: u32,
+    scale_cgroups: usize,
+}
+
+pub fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+    let cfg = if quick {
+        Config { rounds: 2, loop_syscalls: 1_000_000, strace_divisor: 100, make_files: 40, stress_seconds: 1, scale_cgroups: 50 }
+    } else {
+        Config { rounds: 5, loop_syscalls: 5_000_000, strace_divisor: 100, make_files: 200, stress_seconds: 4, scale_cgroups: 200 }
+    };
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let profiler = root.join("target/release/profiler");
+    let bins = Bins::build(root, &dir)?;
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(report, "{}\n", machine()?)?;
+    writeln!(
+        report,
+        "`cargo xtask bench{}`: {} alternating rounds per comparison, medians. Release build.\n",
+        if quick { " --quick" } else { "" },
+        cfg.rounds
+    )?;
+
+    let before = untraced_loop(&bins, &cfg)?;
+    syscall_loop(&mut report, &cfg, &profiler, &bins, &dir)?;
+    realistic(&mut report, &cfg, &profiler, &dir)?;
+    stress(&mut report, &cfg, &profiler, &bins, &dir)?;
+    scale(&mut report, &cfg, &profiler, &dir)?;
+    startup(&mut report, &cfg, &profiler, &bins, &dir)?;
+    idle(&mut report, &cfg, &profiler, &bins, before)?;
+
+    print!("{report}");
+    let out = root.join("BENCHMARKS.md");
+    std::fs::write(&out, &report)?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+fn machine() -> anyhow::Result<String> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem = std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    Ok(format!(
+        "Machine: Linux {kernel}, {cpus} CPUs ({model}), {} GiB RAM, lockdown: {}, measured {}.",
+        mem / 1024 / 1024,
+        lockdown.trim(),
+        date()
+    ))
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Small C programs the benchmarks run, built with gcc.
+struct Bins {
+    getppid: PathBuf,
+    stress: PathBuf,
+    stamp: PathBuf,
+}
+
+impl Bins {
+    fn build(root: &Path, dir: &Path) -> anyhow::Result<Bins> {
+        let src = root.join("xtask/bench");
+        let build = |name: &str, extra: &[&str]| -> anyhow::Result<PathBuf> {
+            let out = dir.join(name);
+            let status = Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&out)
+                .arg(src.join(format!("{name}.c")))
+                .args(extra)
+                .status()?;
+            if !status.success() {
+                bail!("gcc {name}.c failed");
+            }
+            Ok(out)
+        };
+        Ok(Bins {
+            getppid: build("getppid", &[])?,
+            stress: build("stress", &["-pthread"])?,
+            stamp: build("stamp", &["-static"])?,
+        })
+    }
+}
+
+fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("{cmd:?}"))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Runs the variants in alternation, `rounds` times, and returns each variant's median.
+fn alternate(rounds: usize, variants: &mut [(&str, Box<dyn FnMut() -> anyhow::Result<Duration> + '_>)]) -> anyhow::Result<Vec<Duration>> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, run)) in variants.iter_mut().enumerate() {
+            samples[i].push(run()?);
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
+}
+
+/// SIGTERM: profiler forwards it to the workload and writes its profile.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
+
+fn untraced_loop(bins: &Bins, cfg: &Config) -> anyhow::Result<Duration> {
+    let mut v = Vec::new();
+    for _ in 0..cfg.rounds {
+        v.push(time(Command::new(&bins.getppid).arg(cfg.loop_syscalls.to_string()))?);
+    }
+    Ok(median(v))
+}
+
+fn record(profiler: &Path, out: &Path) -> Command {
+    let mut c = Command::new(profiler);
+    c.args(["record", "--quiet", "--out"]).arg(out).arg("--");
+    c
+}
+
+/// 1. A syscall-bound loop: untraced, the floor, profiler, strace -f.
+fn syscall_loop(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+    let dir = dir.to_path_buf();
+    let n = cfg.loop_syscalls;
+    let out = dir.join("loop-profile");
+    let ns = n.to_string();
+    let strace_n = (n / cfg.strace_divisor).to_string();
+    let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
+        ("untraced", Box::new(|| time(Command::new(&bins.getppid).arg(&ns)))),
+        ("floor", Box::new(|| time(Command::new(profiler).args(["bench-floor", "--"]).arg(&bins.getppid).arg(&ns)))),
+        ("floor, 0 syscalls", Box::new(|| time(Command::new(profiler).args(["bench-floor", "--"]).arg(&bins.getppid).arg("0")))),
+        ("profiler record", Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg(&ns)))),
+        ("profiler record, 0 syscalls", Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg("0")))),
+        ("strace -f", Box::new(|| time(Command::new("strace").args(["-f", "-qq", "-o", "/dev/null", "--"]).arg(&bins.getppid).arg(&strace_n)))),
+        ("untraced, while profiler records another cgroup", Box::new(|| {
+            // What every other process on the host pays while a recording runs.
+            let mut bg = record(profiler, &dir.join("idle-profile"))
+                .args(["sleep", "30"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(Duration::from_millis(400));
+            let d = time(Command::new(&bins.getppid).arg(&ns));
+            terminate(bg.id());
+            let _ = bg.wait();
+            d
+        })),
+        ("untraced, floor attached elsewhere", Box::new(|| {
+            let mut bg = Command::new(profiler)
+                .args(["bench-floor", "--", "sleep", "30"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(Duration::from_millis(300));
+            let d = time(Command::new(&bins.getppid).arg(&ns));
+            let _ = bg.kill();
+            let _ = bg.wait();
+            d
+        })),
+    ];
+    let m = alternate(cfg.rounds, &mut variants)?;
+    let untraced = secs(m[0]);
+    // Per-syscall cost added over the untraced loop, start-up (the 0-syscall runs) removed.
+    let per = |total: f64, fixed: f64| ((total - fixed) - untraced) / n as f64 * 1e9;
+    let floor_ns = per(secs(m[1]), secs(m[2]));
+    let profiler_ns = per(secs(m[3]), secs(m[4]));
+    let untraced_ns = untraced / n as f64 * 1e9;
+    let strace_ns = secs(m[5]) / (n / cfg.strace_divisor) as f64 * 1e9 - untraced_ns;
+    writeln!(report, "## 1. Syscall-bound loop ({n} getppid)\n")?;
+    writeln!(report, "| variant | wall (median) | added per syscall |")?;
+    writeln!(report, "| --- | --- | --- |")?;
+    writeln!(report, "| untraced | {:.3} s | {:.0} ns per syscall itself |", untraced, untraced_ns)?;
+    writeln!(report, "| floor (do-nothing program on sys_enter) | {:.3} s ({:.3} s start-up) | +{floor_ns:.0} ns |", secs(m[1]), secs(m[2]))?;
+    writeln!(report, "| profiler record | {:.3} s ({:.3} s start-up + profile) | +{profiler_ns:.0} ns |", secs(m[3]), secs(m[4]))?;
+    writeln!(report, "| strace -f ({} syscalls, scaled) | {:.3} s | +{strace_ns:.0} ns |", n / cfg.strace_divisor, secs(m[5]))?;
+    let other = |d: Duration| (secs(d) - untraced) / n as f64 * 1e9;
+    writeln!(report, "| another process while profiler records (host cost) | {:.3} s | +{:.0} ns |", secs(m[6]), other(m[6]))?;
+    writeln!(report, "| another process while the floor is attached | {:.3} s | +{:.0} ns |", secs(m[7]), other(m[7]))?;
+    let loop_floor = untraced + floor_ns * n as f64 / 1e9;
+    let loop_profiler = untraced + profiler_ns * n as f64 / 1e9;
+    writeln!(
+        report,
+        "\nLoop time with start-up removed: profiler / floor = **{:.3}** (goal ≤ 1.10); \
+         added cost profiler / floor = {:.2}; strace -f / profiler per syscall = **{:.0}x** (goal ≥ 100x).\n",
+        loop_profiler / loop_floor,
+        profiler_ns / floor_ns.max(1e-9),
+        strace_ns / profiler_ns.max(1e-9)
+    )?;
+    Ok(())
+}
+
+/// 2. A realistic workload: `make -j2` of a generated C project.
+fn realistic(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> anyhow::Result<()> {
+    let proj = dir.join("cproject");
+    let _ = std::fs::remove_dir_all(&proj);
+    std::fs::create_dir_all(&proj)?;
+    let mut objs = Vec::new();
+    for i in 0..cfg.make_files {
+        let mut src = format!("#include <stdio.h>\n#include <string.h>\n#include <stdlib.h>\nint f{i}(int x) {{\n");
+        for j in 0..400 {
+            src.push_str(&format!("  x = (x * {j} + {i}) ^ (int)strlen(\"{i}-{j}\");\n"));
+        }
+        src.push_str("  return x;\n}\n");
+        std::fs::write(proj.join(format!("f{i}.c")), src)?;
+        objs.push(format!("f{i}.o"));
+    }
+    let calls: String = (0..cfg.make_files).map(|i| format!("  s += f{i}(s);\n")).collect();
+    let decls: String = (0..cfg.make_files).map(|i| format!("int f{i}(int);\n")).collect();
+    std::fs::write(proj.join("main.c"), format!("#include <stdio.h>\n{decls}int main(void) {{ int s = 1;\n{calls}  printf(\"%d\\n\", s); return 0; }}\n"))?;
+    std::fs::write(
+        proj.join("Makefile"),
+        format!("app: main.o {o}\n\tcc -o app main.o {o}\n%.o: %.c\n\tcc -O2 -c $< -o $@\nclean:\n\trm -f *.o app\n", o = objs.join(" ")),
+    )?;
+    let make = |p: &Path| -> Command {
+        let mut c = Command::new("make");
+        c.args(["-s", "-j2", "-C"]).arg(p);
+        c
+    };
+    let clean = || Command::new("make").args(["-s", "-C"]).arg(&proj).arg("clean").status().map(|_| ());
+    let out = dir.join("make-profile");
+    let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
+        ("untraced", Box::new(|| { clean()?; time(&mut make(&proj)) })),
+        ("profiler record", Box::new(|| {
+            clean()?;
+            let mut c = record(profiler, &out);
+            c.arg("make").args(["-s", "-j2", "-C"]).arg(&proj);
+            time(&mut c)
+        })),
+    ];
+    let m = alternate(cfg.rounds, &mut variants)?;
+    writeln!(report, "## 2. Realistic workload: make -j2, {} C files\n", cfg.make_files + 1)?;
+    writeln!(report, "| variant | wall (median) |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(report, "| untraced | {:.3} s |", secs(m[0]))?;
+    writeln!(report, "| profiler record (start-up and profile writing included) | {:.3} s |", secs(m[1]))?;
+    writeln!(report, "\nOverhead: **{:+.1}%** (goal < 5%).\n", (secs(m[1]) / secs(m[0]) - 1.0) * 100.0)?;
+    Ok(())
+}
+
+fn trace_names(trace: &Path) -> anyhow::Result<(std::collections::BTreeSet<String>, String)> {
+    let text = std::fs::read_to_string(trace)?;
+    let mut names = std::collections::BTreeSet::new();
+    // Plain string scanning keeps xtask free of a JSON dependency: entries are
+    // `"name": "..."` inside the x86_64 syscall list.
+    let syscalls = text.split("\"capability_checks\"").next().unwrap_or("");
+    for part in syscalls.split("\"name\": \"").skip(1) {
+        if let Some(end) = part.find('"') {
+            names.insert(part[..end].to_owned());
+        }
+    }
+    let losses = text.split("\"losses\"").nth(1).unwrap_or("").to_owned();
+    Ok((names, losses))
+}
+
+/// 3. Stress: 64 threads and 1,000 short-lived processes; the recorded set must equal the
+/// ground truth (strace -f of a small run of the same program) and the loss counters be 0.
+fn stress(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+    let out = dir.join("stress-profile");
+    let start = Instant::now();
+    let status = record(profiler, &out)
+        .arg(&bins.stress)
+        .args(["64", "1000", &cfg.stress_seconds.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    let wall = start.elapsed();
+    let (recorded, losses) = trace_names(&out.join("trace.json"))?;
+    let truth_file = dir.join("stress-strace.txt");
+    Command::new("strace")
+        .args(["-f", "-qq", "-c", "-U", "name", "-o"])
+        .arg(&truth_file)
+        .arg(&bins.stress)
+        .args(["4", "10", "0"])
+        .stdout(Stdio::null())
+        .status()?;
+    let truth: std::collections::BTreeSet<String> = std::fs::read_to_string(&truth_file)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-') && *l != "total")
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    // strace -c counts a syscall when it returns: exit/exit_group never do.
+    let never_return = ["exit", "exit_group"];
+    let missing: Vec<_> = truth.difference(&recorded).collect();
+    let extra: Vec<_> = recorded.difference(&truth).filter(|n| !never_return.contains(&n.as_str())).collect();
+    let lossless = losses.contains("\"syscalls_out_of_range\": 0")
+        && losses.contains("\"capability_map_full\": 0")
+        && losses.contains("\"cgroup_map_full\": 0");
+    writeln!(report, "## 3. Stress: 64 threads + 1000 short-lived processes, {} s\n", cfg.stress_seconds)?;
+    writeln!(report, "| check | result |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(report, "| profiler exit status | {status} ({:.2} s) |", secs(wall))?;
+    writeln!(report, "| recorded syscalls vs strace -f ground truth | {} recorded, {} in truth, missing {:?}, extra {:?} |", recorded.len(), truth.len(), missing, extra)?;
+    writeln!(report, "| loss counters | {} |", if lossless { "all 0" } else { "NOT ZERO" })?;
+    writeln!(report)?;
+    if !missing.is_empty() || !extra.is_empty() || !lossless || !status.success() {
+        bail!("stress benchmark failed: the recording is not exact");
+    }
+    Ok(())
+}
+
+fn vm_hwm_kb(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 4. Scale: many cgroups recorded at once by one profiler (one sub-cgroup per workload).
+fn scale(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> anyhow::Result<()> {
+    let out = dir.join("scale-profiles");
+    let _ = std::fs::remove_dir_all(&out);
+    let n = cfg.scale_cgroups;
+    let cg2 = cgroup2_mount()?;
+    // Each workload moves itself into its own child cgroup, then lists a folder; the script
+    // waits on a marker so every cgroup is alive at once, which lets the harness read the
+    // map memory meanwhile.
+    let marker = dir.join("scale-go");
+    let _ = std::fs::remove_file(&marker);
+    let script = format!(
+        "for i in $(seq {n}); do d={cg2}$PROFILER_CGROUP_PARENT/w$i; mkdir $d; \
+         sh -c \"echo \\$\\$ > $d/cgroup.procs; while [ ! -e {m} ]; do sleep 0.05; done; exec ls /usr/bin\" > /dev/null & done; wait; date +%s.%N",
+        m = marker.display()
+    );
+    let start = Instant::now();
+    let child = Command::new(profiler)
+        .args(["record", "--quiet", "--containers", "--out"])
+        .arg(&out)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    // Wait until every workload sits in its cgroup.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let procs = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat {cg2}/profiler/rec-{pid}-*/w*/cgroup.procs 2>/dev/null | wc -l"))
+            .output()?;
+        let count: usize = String::from_utf8_lossy(&procs.stdout).trim().parse().unwrap_or(0);
+        if count >= n || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let map_kb = map_memlock_kb(pid);
+    std::fs::write(&marker, "")?;
+    let status_at_end = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let output = child.wait_with_output()?;
+    let total = start.elapsed();
+    let workload_end: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_file(&marker);
+    writeln!(report, "## 4. Scale: {n} cgroups recorded at once by one profiler\n")?;
+    writeln!(report, "| measure | value |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(report, "| profiles written | {written} of {n} |")?;
+    writeln!(report, "| kernel map memory (memlock of the profiler's maps) | {:.1} MiB |", map_kb as f64 / 1024.0)?;
+    writeln!(report, "| profiler peak RSS while recording | {:.1} MiB |", vm_hwm_kb(&status_at_end) as f64 / 1024.0)?;
+    writeln!(report, "| time from the workloads' end to all profiles written | {:.2} s |", (now - workload_end).max(0.0))?;
+    writeln!(report, "| whole run | {:.2} s |", secs(total))?;
+    writeln!(
+        report,
+        "\nBound: the kernel map holds 1024 recorded cgroups (the recording's own and the ones found below it). A \
+         cgroup beyond that is not recorded: the kernel counts it (`losses.cgroup_map_full`), profiler prints an \
+         error and exits 3; nothing is lost silently.\n"
+    )?;
+    if written != n {
+        bail!("scale benchmark: {written} profiles for {n} cgroups");
+    }
+    Ok(())
+}
+
+fn cgroup2_mount() -> anyhow::Result<String> {
+    let m = std::fs::read_to_string("/proc/self/mountinfo")?;
+    m.lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .context("no cgroup2 mount")
+}
+
+/// Sum of `memlock` over the BPF maps a process holds.
+fn map_memlock_kb(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let mut bytes = 0;
+    for fd in fds.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        if info.contains("map_type:") {
+            bytes += info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    bytes / 1024
+}
+
+/// 5. Start-up: invocation to the workload's first instruction, and exit to profiles written.
+fn startup(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+    let out = dir.join("startup-profile");
+    let mut to_first = Vec::new();
+    let mut to_written = Vec::new();
+    for _ in 0..cfg.rounds.max(3) {
+        let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        let o = record(profiler, &out).arg(&bins.stamp).stderr(Stdio::null()).output()?;
+        let t_end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut it = text.split_whitespace().filter_map(|v| v.parse::<f64>().ok());
+        let (first, last) = (it.next().context("stamp output")?, it.next().context("stamp output")?);
+        to_first.push(Duration::from_secs_f64((first - t0).max(0.0)));
+        to_written.push(Duration::from_secs_f64((t_end - last).max(0.0)));
+    }
+    writeln!(report, "## 5. Start-up and shut-down\n")?;
+    writeln!(report, "| measure | median |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(report, "| `profiler record` invoked → workload's first instruction (load, verify, attach) | {:.0} ms |", secs(median(to_first)) * 1e3)?;
+    writeln!(report, "| workload's last instruction → profiles written, profiler exited | {:.0} ms |", secs(median(to_written)) * 1e3)?;
+    writeln!(report)?;
+    Ok(())
+}
+
+/// 6. While nothing records, nothing is attached and the host pays nothing.
+fn idle(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, before: Duration) -> anyhow::Result<()> {
+    let attached = Command::new(profiler).arg("bench-attached").output()?;
+    let attached = String::from_utf8_lossy(&attached.stdout).lines().count();
+    let after = untraced_loop(bins, cfg)?;
+    writeln!(report, "## 6. Nothing attached while not recording\n")?;
+    writeln!(report, "| measure | value |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(report, "| profiler programs loaded in the kernel after all runs | {attached} |")?;
+    writeln!(report, "| untraced loop after / before all runs | {:.3} |", secs(after) / secs(before))?;
+    writeln!(report)?;
+    if attached != 0 {
+        bail!("profiler programs are still loaded after the benchmarks");
+    }
+    Ok(())
+}
