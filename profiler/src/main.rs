@@ -206,9 +206,13 @@ fn main() -> ExitCode {
 fn bench_floor(cmd: &[String]) -> anyhow::Result<i32> {
     profiler::probes::check_privileges("profiler bench-floor")?;
     let _floor = profiler::probes::attach_floor()?;
-    let status = std::process::Command::new(&cmd[0]).args(&cmd[1..]).status()?;
+    let status = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .status()?;
     use std::os::unix::process::ExitStatusExt as _;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 fn diff(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<i32> {

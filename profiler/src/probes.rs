@@ -105,10 +105,12 @@ impl Probes {
         ensure_kernel_filesystems();
         let btf = Btf::from_sys_fs().ok();
         let real_cred_offset = task_real_cred_offset().unwrap_or(0);
+        let cgroup_id_path = cgroup_id_path().unwrap_or([0; 4]);
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global("RECORDING_LEVEL", &recording_level, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
+            .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
 
@@ -328,7 +330,11 @@ impl Probes {
 pub fn loaded_profiler_programs() -> Vec<String> {
     // The kernel keeps the first 15 bytes of a program's name (BPF_OBJ_NAME_LEN).
     const OURS: &[&str] = &[
-        "sys_enter_btf", "sys_enter_raw", "sys_enter_floor", "cap_capable_btf", "cap_capable_fex",
+        "sys_enter_btf",
+        "sys_enter_raw",
+        "sys_enter_floor",
+        "cap_capable_btf",
+        "cap_capable_fex",
         "sched_process_e",
     ];
     aya::programs::loaded_programs()
@@ -347,22 +353,42 @@ pub fn attach_floor() -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// Offset of `real_cred` in `struct task_struct`, from the running kernel's BTF.
-fn task_real_cred_offset() -> Option<u32> {
+fn vmlinux_btf() -> Option<btf_rs::Btf> {
     // The mmap backend reads only what the lookup needs (the cached one parses all of
     // vmlinux BTF first: ~120 ms here, most of profiler's start-up).
-    let btf =
-        btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()?;
-    for ty in btf.resolve_types_by_name("task_struct").ok()? {
+    btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()
+}
+
+/// Byte offset of member `member` of `struct name`, from the running kernel's BTF.
+fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
+    for ty in btf.resolve_types_by_name(name).ok()? {
         if let btf_rs::Type::Struct(st) = ty {
-            for member in &st.members {
-                if btf.resolve_name(member).ok()?.as_str() == "real_cred" {
-                    return Some(member.bit_offset() / 8);
+            for m in &st.members {
+                if btf.resolve_name(m).ok()?.as_str() == member {
+                    return Some(m.bit_offset() / 8);
                 }
             }
         }
     }
     None
+}
+
+/// Offset of `real_cred` in `struct task_struct`.
+fn task_real_cred_offset() -> Option<u32> {
+    member_offset(&vmlinux_btf()?, "task_struct", "real_cred")
+}
+
+/// Offsets of `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
+fn cgroup_id_path() -> Option<[u32; 4]> {
+    let btf = vmlinux_btf()?;
+    let path = [
+        member_offset(&btf, "task_struct", "cgroups")?,
+        member_offset(&btf, "css_set", "dfl_cgrp")?,
+        member_offset(&btf, "cgroup", "kn")?,
+        member_offset(&btf, "kernfs_node", "id")?,
+    ];
+    // 0 means "unknown" to the probe; task_struct.cgroups is never the first member.
+    (path[0] != 0).then_some(path)
 }
 
 fn attach_btf_tracepoint(

@@ -113,9 +113,22 @@ fn net_bind_service_is_explained_as_environment_dependent() {
         ],
     );
     let caps = read_json(&profile.join("capabilities.json"));
-    let add: Vec<&str> = caps["add"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let add: Vec<&str> = caps["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     assert!(add.contains(&"CAP_NET_BIND_SERVICE"), "{caps:#}");
     let evidence = &caps["evidence"]["CAP_NET_BIND_SERVICE"][0];
-    assert!(evidence["syscall"].as_str().unwrap().ends_with("/bind"), "{evidence}");
-    assert!(caps["notes"]["CAP_NET_BIND_SERVICE"].as_str().unwrap().contains("ip_unprivileged_port_start"));
+    assert!(
+        evidence["syscall"].as_str().unwrap().ends_with("/bind"),
+        "{evidence}"
+    );
+    assert!(
+        caps["notes"]["CAP_NET_BIND_SERVICE"]
+            .as_str()
+            .unwrap()
+            .contains("ip_unprivileged_port_start")
+    );
 }

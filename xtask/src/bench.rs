@@ -19,9 +19,23 @@ struct Config {
 
 pub fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
     let cfg = if quick {
-        Config { rounds: 2, loop_syscalls: 1_000_000, strace_divisor: 100, make_files: 40, stress_seconds: 1, scale_cgroups: 50 }
+        Config {
+            rounds: 2,
+            loop_syscalls: 1_000_000,
+            strace_divisor: 100,
+            make_files: 40,
+            stress_seconds: 1,
+            scale_cgroups: 50,
+        }
     } else {
-        Config { rounds: 5, loop_syscalls: 5_000_000, strace_divisor: 100, make_files: 200, stress_seconds: 4, scale_cgroups: 200 }
+        Config {
+            rounds: 5,
+            loop_syscalls: 5_000_000,
+            strace_divisor: 100,
+            make_files: 200,
+            stress_seconds: 4,
+            scale_cgroups: 200,
+        }
     };
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -53,14 +67,19 @@ pub fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
 }
 
 fn machine() -> anyhow::Result<String> {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
         .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default();
-    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let mem = std::fs::read_to_string("/proc/meminfo")?
         .lines()
         .next()
@@ -141,7 +160,10 @@ fn secs(d: Duration) -> f64 {
 }
 
 /// Runs the variants in alternation, `rounds` times, and returns each variant's median.
-fn alternate(rounds: usize, variants: &mut [(&str, Box<dyn FnMut() -> anyhow::Result<Duration> + '_>)]) -> anyhow::Result<Vec<Duration>> {
+fn alternate(
+    rounds: usize,
+    variants: &mut [(&str, Box<dyn FnMut() -> anyhow::Result<Duration> + '_>)],
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {
         for (i, (_, run)) in variants.iter_mut().enumerate() {
@@ -159,7 +181,9 @@ fn terminate(pid: u32) {
 fn untraced_loop(bins: &Bins, cfg: &Config) -> anyhow::Result<Duration> {
     let mut v = Vec::new();
     for _ in 0..cfg.rounds {
-        v.push(time(Command::new(&bins.getppid).arg(cfg.loop_syscalls.to_string()))?);
+        v.push(time(
+            Command::new(&bins.getppid).arg(cfg.loop_syscalls.to_string()),
+        )?);
     }
     Ok(median(v))
 }
@@ -171,44 +195,95 @@ fn record(profiler: &Path, out: &Path) -> Command {
 }
 
 /// 1. A syscall-bound loop: untraced, the floor, profiler, strace -f.
-fn syscall_loop(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+fn syscall_loop(
+    report: &mut String,
+    cfg: &Config,
+    profiler: &Path,
+    bins: &Bins,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let dir = dir.to_path_buf();
     let n = cfg.loop_syscalls;
     let out = dir.join("loop-profile");
     let ns = n.to_string();
     let strace_n = (n / cfg.strace_divisor).to_string();
     let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
-        ("untraced", Box::new(|| time(Command::new(&bins.getppid).arg(&ns)))),
-        ("floor", Box::new(|| time(Command::new(profiler).args(["bench-floor", "--"]).arg(&bins.getppid).arg(&ns)))),
-        ("floor, 0 syscalls", Box::new(|| time(Command::new(profiler).args(["bench-floor", "--"]).arg(&bins.getppid).arg("0")))),
-        ("profiler record", Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg(&ns)))),
-        ("profiler record, 0 syscalls", Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg("0")))),
-        ("strace -f", Box::new(|| time(Command::new("strace").args(["-f", "-qq", "-o", "/dev/null", "--"]).arg(&bins.getppid).arg(&strace_n)))),
-        ("untraced, while profiler records another cgroup", Box::new(|| {
-            // What every other process on the host pays while a recording runs.
-            let mut bg = record(profiler, &dir.join("idle-profile"))
-                .args(["sleep", "30"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            std::thread::sleep(Duration::from_millis(400));
-            let d = time(Command::new(&bins.getppid).arg(&ns));
-            terminate(bg.id());
-            let _ = bg.wait();
-            d
-        })),
-        ("untraced, floor attached elsewhere", Box::new(|| {
-            let mut bg = Command::new(profiler)
-                .args(["bench-floor", "--", "sleep", "30"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            std::thread::sleep(Duration::from_millis(300));
-            let d = time(Command::new(&bins.getppid).arg(&ns));
-            let _ = bg.kill();
-            let _ = bg.wait();
-            d
-        })),
+        (
+            "untraced",
+            Box::new(|| time(Command::new(&bins.getppid).arg(&ns))),
+        ),
+        (
+            "floor",
+            Box::new(|| {
+                time(
+                    Command::new(profiler)
+                        .args(["bench-floor", "--"])
+                        .arg(&bins.getppid)
+                        .arg(&ns),
+                )
+            }),
+        ),
+        (
+            "floor, 0 syscalls",
+            Box::new(|| {
+                time(
+                    Command::new(profiler)
+                        .args(["bench-floor", "--"])
+                        .arg(&bins.getppid)
+                        .arg("0"),
+                )
+            }),
+        ),
+        (
+            "profiler record",
+            Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg(&ns))),
+        ),
+        (
+            "profiler record, 0 syscalls",
+            Box::new(|| time(record(profiler, &out).arg(&bins.getppid).arg("0"))),
+        ),
+        (
+            "strace -f",
+            Box::new(|| {
+                time(
+                    Command::new("strace")
+                        .args(["-f", "-qq", "-o", "/dev/null", "--"])
+                        .arg(&bins.getppid)
+                        .arg(&strace_n),
+                )
+            }),
+        ),
+        (
+            "untraced, while profiler records another cgroup",
+            Box::new(|| {
+                // What every other process on the host pays while a recording runs.
+                let mut bg = record(profiler, &dir.join("idle-profile"))
+                    .args(["sleep", "30"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                std::thread::sleep(Duration::from_millis(400));
+                let d = time(Command::new(&bins.getppid).arg(&ns));
+                terminate(bg.id());
+                let _ = bg.wait();
+                d
+            }),
+        ),
+        (
+            "untraced, floor attached elsewhere",
+            Box::new(|| {
+                let mut bg = Command::new(profiler)
+                    .args(["bench-floor", "--", "sleep", "30"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                std::thread::sleep(Duration::from_millis(300));
+                let d = time(Command::new(&bins.getppid).arg(&ns));
+                let _ = bg.kill();
+                let _ = bg.wait();
+                d
+            }),
+        ),
     ];
     let m = alternate(cfg.rounds, &mut variants)?;
     let untraced = secs(m[0]);
@@ -221,13 +296,42 @@ fn syscall_loop(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins,
     writeln!(report, "## 1. Syscall-bound loop ({n} getppid)\n")?;
     writeln!(report, "| variant | wall (median) | added per syscall |")?;
     writeln!(report, "| --- | --- | --- |")?;
-    writeln!(report, "| untraced | {:.3} s | {:.0} ns per syscall itself |", untraced, untraced_ns)?;
-    writeln!(report, "| floor (do-nothing program on sys_enter) | {:.3} s ({:.3} s start-up) | +{floor_ns:.0} ns |", secs(m[1]), secs(m[2]))?;
-    writeln!(report, "| profiler record | {:.3} s ({:.3} s start-up + profile) | +{profiler_ns:.0} ns |", secs(m[3]), secs(m[4]))?;
-    writeln!(report, "| strace -f ({} syscalls, scaled) | {:.3} s | +{strace_ns:.0} ns |", n / cfg.strace_divisor, secs(m[5]))?;
+    writeln!(
+        report,
+        "| untraced | {:.3} s | {:.0} ns per syscall itself |",
+        untraced, untraced_ns
+    )?;
+    writeln!(
+        report,
+        "| floor (do-nothing program on sys_enter) | {:.3} s ({:.3} s start-up) | +{floor_ns:.0} ns |",
+        secs(m[1]),
+        secs(m[2])
+    )?;
+    writeln!(
+        report,
+        "| profiler record | {:.3} s ({:.3} s start-up + profile) | +{profiler_ns:.0} ns |",
+        secs(m[3]),
+        secs(m[4])
+    )?;
+    writeln!(
+        report,
+        "| strace -f ({} syscalls, scaled) | {:.3} s | +{strace_ns:.0} ns |",
+        n / cfg.strace_divisor,
+        secs(m[5])
+    )?;
     let other = |d: Duration| (secs(d) - untraced) / n as f64 * 1e9;
-    writeln!(report, "| another process while profiler records (host cost) | {:.3} s | +{:.0} ns |", secs(m[6]), other(m[6]))?;
-    writeln!(report, "| another process while the floor is attached | {:.3} s | +{:.0} ns |", secs(m[7]), other(m[7]))?;
+    writeln!(
+        report,
+        "| another process while profiler records (host cost) | {:.3} s | +{:.0} ns |",
+        secs(m[6]),
+        other(m[6])
+    )?;
+    writeln!(
+        report,
+        "| another process while the floor is attached | {:.3} s | +{:.0} ns |",
+        secs(m[7]),
+        other(m[7])
+    )?;
     let loop_floor = untraced + floor_ns * n as f64 / 1e9;
     let loop_profiler = untraced + profiler_ns * n as f64 / 1e9;
     writeln!(
@@ -248,44 +352,88 @@ fn realistic(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> 
     std::fs::create_dir_all(&proj)?;
     let mut objs = Vec::new();
     for i in 0..cfg.make_files {
-        let mut src = format!("#include <stdio.h>\n#include <string.h>\n#include <stdlib.h>\nint f{i}(int x) {{\n");
+        let mut src = format!(
+            "#include <stdio.h>\n#include <string.h>\n#include <stdlib.h>\nint f{i}(int x) {{\n"
+        );
         for j in 0..400 {
-            src.push_str(&format!("  x = (x * {j} + {i}) ^ (int)strlen(\"{i}-{j}\");\n"));
+            src.push_str(&format!(
+                "  x = (x * {j} + {i}) ^ (int)strlen(\"{i}-{j}\");\n"
+            ));
         }
         src.push_str("  return x;\n}\n");
         std::fs::write(proj.join(format!("f{i}.c")), src)?;
         objs.push(format!("f{i}.o"));
     }
-    let calls: String = (0..cfg.make_files).map(|i| format!("  s += f{i}(s);\n")).collect();
-    let decls: String = (0..cfg.make_files).map(|i| format!("int f{i}(int);\n")).collect();
-    std::fs::write(proj.join("main.c"), format!("#include <stdio.h>\n{decls}int main(void) {{ int s = 1;\n{calls}  printf(\"%d\\n\", s); return 0; }}\n"))?;
+    let calls: String = (0..cfg.make_files)
+        .map(|i| format!("  s += f{i}(s);\n"))
+        .collect();
+    let decls: String = (0..cfg.make_files)
+        .map(|i| format!("int f{i}(int);\n"))
+        .collect();
+    std::fs::write(
+        proj.join("main.c"),
+        format!(
+            "#include <stdio.h>\n{decls}int main(void) {{ int s = 1;\n{calls}  printf(\"%d\\n\", s); return 0; }}\n"
+        ),
+    )?;
     std::fs::write(
         proj.join("Makefile"),
-        format!("app: main.o {o}\n\tcc -o app main.o {o}\n%.o: %.c\n\tcc -O2 -c $< -o $@\nclean:\n\trm -f *.o app\n", o = objs.join(" ")),
+        format!(
+            "app: main.o {o}\n\tcc -o app main.o {o}\n%.o: %.c\n\tcc -O2 -c $< -o $@\nclean:\n\trm -f *.o app\n",
+            o = objs.join(" ")
+        ),
     )?;
     let make = |p: &Path| -> Command {
         let mut c = Command::new("make");
         c.args(["-s", "-j2", "-C"]).arg(p);
         c
     };
-    let clean = || Command::new("make").args(["-s", "-C"]).arg(&proj).arg("clean").status().map(|_| ());
+    let clean = || {
+        Command::new("make")
+            .args(["-s", "-C"])
+            .arg(&proj)
+            .arg("clean")
+            .status()
+            .map(|_| ())
+    };
     let out = dir.join("make-profile");
     let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
-        ("untraced", Box::new(|| { clean()?; time(&mut make(&proj)) })),
-        ("profiler record", Box::new(|| {
-            clean()?;
-            let mut c = record(profiler, &out);
-            c.arg("make").args(["-s", "-j2", "-C"]).arg(&proj);
-            time(&mut c)
-        })),
+        (
+            "untraced",
+            Box::new(|| {
+                clean()?;
+                time(&mut make(&proj))
+            }),
+        ),
+        (
+            "profiler record",
+            Box::new(|| {
+                clean()?;
+                let mut c = record(profiler, &out);
+                c.arg("make").args(["-s", "-j2", "-C"]).arg(&proj);
+                time(&mut c)
+            }),
+        ),
     ];
     let m = alternate(cfg.rounds, &mut variants)?;
-    writeln!(report, "## 2. Realistic workload: make -j2, {} C files\n", cfg.make_files + 1)?;
+    writeln!(
+        report,
+        "## 2. Realistic workload: make -j2, {} C files\n",
+        cfg.make_files + 1
+    )?;
     writeln!(report, "| variant | wall (median) |")?;
     writeln!(report, "| --- | --- |")?;
     writeln!(report, "| untraced | {:.3} s |", secs(m[0]))?;
-    writeln!(report, "| profiler record (start-up and profile writing included) | {:.3} s |", secs(m[1]))?;
-    writeln!(report, "\nOverhead: **{:+.1}%** (goal < 5%).\n", (secs(m[1]) / secs(m[0]) - 1.0) * 100.0)?;
+    writeln!(
+        report,
+        "| profiler record (start-up and profile writing included) | {:.3} s |",
+        secs(m[1])
+    )?;
+    writeln!(
+        report,
+        "\nOverhead: **{:+.1}%** (goal < 5%).\n",
+        (secs(m[1]) / secs(m[0]) - 1.0) * 100.0
+    )?;
     Ok(())
 }
 
@@ -306,7 +454,13 @@ fn trace_names(trace: &Path) -> anyhow::Result<(std::collections::BTreeSet<Strin
 
 /// 3. Stress: 64 threads and 1,000 short-lived processes; the recorded set must equal the
 /// ground truth (strace -f of a small run of the same program) and the loss counters be 0.
-fn stress(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+fn stress(
+    report: &mut String,
+    cfg: &Config,
+    profiler: &Path,
+    bins: &Bins,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let out = dir.join("stress-profile");
     let start = Instant::now();
     let status = record(profiler, &out)
@@ -327,22 +481,46 @@ fn stress(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: 
     let truth: std::collections::BTreeSet<String> = std::fs::read_to_string(&truth_file)?
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-') && *l != "total")
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-') && *l != "total"
+        })
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
         .collect();
     // strace -c counts a syscall when it returns: exit/exit_group never do.
     let never_return = ["exit", "exit_group"];
     let missing: Vec<_> = truth.difference(&recorded).collect();
-    let extra: Vec<_> = recorded.difference(&truth).filter(|n| !never_return.contains(&n.as_str())).collect();
+    let extra: Vec<_> = recorded
+        .difference(&truth)
+        .filter(|n| !never_return.contains(&n.as_str()))
+        .collect();
     let lossless = losses.contains("\"syscalls_out_of_range\": 0")
         && losses.contains("\"capability_map_full\": 0")
         && losses.contains("\"cgroup_map_full\": 0");
-    writeln!(report, "## 3. Stress: 64 threads + 1000 short-lived processes, {} s\n", cfg.stress_seconds)?;
+    writeln!(
+        report,
+        "## 3. Stress: 64 threads + 1000 short-lived processes, {} s\n",
+        cfg.stress_seconds
+    )?;
     writeln!(report, "| check | result |")?;
     writeln!(report, "| --- | --- |")?;
-    writeln!(report, "| profiler exit status | {status} ({:.2} s) |", secs(wall))?;
-    writeln!(report, "| recorded syscalls vs strace -f ground truth | {} recorded, {} in truth, missing {:?}, extra {:?} |", recorded.len(), truth.len(), missing, extra)?;
-    writeln!(report, "| loss counters | {} |", if lossless { "all 0" } else { "NOT ZERO" })?;
+    writeln!(
+        report,
+        "| profiler exit status | {status} ({:.2} s) |",
+        secs(wall)
+    )?;
+    writeln!(
+        report,
+        "| recorded syscalls vs strace -f ground truth | {} recorded, {} in truth, missing {:?}, extra {:?} |",
+        recorded.len(),
+        truth.len(),
+        missing,
+        extra
+    )?;
+    writeln!(
+        report,
+        "| loss counters | {} |",
+        if lossless { "all 0" } else { "NOT ZERO" }
+    )?;
     writeln!(report)?;
     if !missing.is_empty() || !extra.is_empty() || !lossless || !status.success() {
         bail!("stress benchmark failed: the recording is not exact");
@@ -387,9 +565,14 @@ fn scale(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> anyh
     loop {
         let procs = Command::new("sh")
             .arg("-c")
-            .arg(format!("cat {cg2}/profiler/rec-{pid}-*/w*/cgroup.procs 2>/dev/null | wc -l"))
+            .arg(format!(
+                "cat {cg2}/profiler/rec-{pid}-*/w*/cgroup.procs 2>/dev/null | wc -l"
+            ))
             .output()?;
-        let count: usize = String::from_utf8_lossy(&procs.stdout).trim().parse().unwrap_or(0);
+        let count: usize = String::from_utf8_lossy(&procs.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
         if count >= n || Instant::now() > deadline {
             break;
         }
@@ -400,17 +583,37 @@ fn scale(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> anyh
     let status_at_end = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let output = child.wait_with_output()?;
     let total = start.elapsed();
-    let workload_end: f64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0.0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    let workload_end: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
     let written = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
     let _ = std::fs::remove_file(&marker);
-    writeln!(report, "## 4. Scale: {n} cgroups recorded at once by one profiler\n")?;
+    writeln!(
+        report,
+        "## 4. Scale: {n} cgroups recorded at once by one profiler\n"
+    )?;
     writeln!(report, "| measure | value |")?;
     writeln!(report, "| --- | --- |")?;
     writeln!(report, "| profiles written | {written} of {n} |")?;
-    writeln!(report, "| kernel map memory (memlock of the profiler's maps) | {:.1} MiB |", map_kb as f64 / 1024.0)?;
-    writeln!(report, "| profiler peak RSS while recording | {:.1} MiB |", vm_hwm_kb(&status_at_end) as f64 / 1024.0)?;
-    writeln!(report, "| time from the workloads' end to all profiles written | {:.2} s |", (now - workload_end).max(0.0))?;
+    writeln!(
+        report,
+        "| kernel map memory (memlock of the profiler's maps) | {:.1} MiB |",
+        map_kb as f64 / 1024.0
+    )?;
+    writeln!(
+        report,
+        "| profiler peak RSS while recording | {:.1} MiB |",
+        vm_hwm_kb(&status_at_end) as f64 / 1024.0
+    )?;
+    writeln!(
+        report,
+        "| time from the workloads' end to all profiles written | {:.2} s |",
+        (now - workload_end).max(0.0)
+    )?;
     writeln!(report, "| whole run | {:.2} s |", secs(total))?;
     writeln!(
         report,
@@ -434,7 +637,9 @@ fn cgroup2_mount() -> anyhow::Result<String> {
 
 /// Sum of `memlock` over the BPF maps a process holds.
 fn map_memlock_kb(pid: u32) -> u64 {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
     let mut bytes = 0;
     for fd in fds.flatten() {
         let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
@@ -450,39 +655,78 @@ fn map_memlock_kb(pid: u32) -> u64 {
 }
 
 /// 5. Start-up: invocation to the workload's first instruction, and exit to profiles written.
-fn startup(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, dir: &Path) -> anyhow::Result<()> {
+fn startup(
+    report: &mut String,
+    cfg: &Config,
+    profiler: &Path,
+    bins: &Bins,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let out = dir.join("startup-profile");
     let mut to_first = Vec::new();
     let mut to_written = Vec::new();
     for _ in 0..cfg.rounds.max(3) {
-        let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-        let o = record(profiler, &out).arg(&bins.stamp).stderr(Stdio::null()).output()?;
-        let t_end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
+        let o = record(profiler, &out)
+            .arg(&bins.stamp)
+            .stderr(Stdio::null())
+            .output()?;
+        let t_end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
         let text = String::from_utf8_lossy(&o.stdout);
-        let mut it = text.split_whitespace().filter_map(|v| v.parse::<f64>().ok());
-        let (first, last) = (it.next().context("stamp output")?, it.next().context("stamp output")?);
+        let mut it = text
+            .split_whitespace()
+            .filter_map(|v| v.parse::<f64>().ok());
+        let (first, last) = (
+            it.next().context("stamp output")?,
+            it.next().context("stamp output")?,
+        );
         to_first.push(Duration::from_secs_f64((first - t0).max(0.0)));
         to_written.push(Duration::from_secs_f64((t_end - last).max(0.0)));
     }
     writeln!(report, "## 5. Start-up and shut-down\n")?;
     writeln!(report, "| measure | median |")?;
     writeln!(report, "| --- | --- |")?;
-    writeln!(report, "| `profiler record` invoked → workload's first instruction (load, verify, attach) | {:.0} ms |", secs(median(to_first)) * 1e3)?;
-    writeln!(report, "| workload's last instruction → profiles written, profiler exited | {:.0} ms |", secs(median(to_written)) * 1e3)?;
+    writeln!(
+        report,
+        "| `profiler record` invoked → workload's first instruction (load, verify, attach) | {:.0} ms |",
+        secs(median(to_first)) * 1e3
+    )?;
+    writeln!(
+        report,
+        "| workload's last instruction → profiles written, profiler exited | {:.0} ms |",
+        secs(median(to_written)) * 1e3
+    )?;
     writeln!(report)?;
     Ok(())
 }
 
 /// 6. While nothing records, nothing is attached and the host pays nothing.
-fn idle(report: &mut String, cfg: &Config, profiler: &Path, bins: &Bins, before: Duration) -> anyhow::Result<()> {
+fn idle(
+    report: &mut String,
+    cfg: &Config,
+    profiler: &Path,
+    bins: &Bins,
+    before: Duration,
+) -> anyhow::Result<()> {
     let attached = Command::new(profiler).arg("bench-attached").output()?;
     let attached = String::from_utf8_lossy(&attached.stdout).lines().count();
     let after = untraced_loop(bins, cfg)?;
     writeln!(report, "## 6. Nothing attached while not recording\n")?;
     writeln!(report, "| measure | value |")?;
     writeln!(report, "| --- | --- |")?;
-    writeln!(report, "| profiler programs loaded in the kernel after all runs | {attached} |")?;
-    writeln!(report, "| untraced loop after / before all runs | {:.3} |", secs(after) / secs(before))?;
+    writeln!(
+        report,
+        "| profiler programs loaded in the kernel after all runs | {attached} |"
+    )?;
+    writeln!(
+        report,
+        "| untraced loop after / before all runs | {:.3} |",
+        secs(after) / secs(before)
+    )?;
     writeln!(report)?;
     if attached != 0 {
         bail!("profiler programs are still loaded after the benchmarks");
