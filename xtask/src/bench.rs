@@ -712,8 +712,19 @@ fn idle(
     bins: &Bins,
     before: Duration,
 ) -> anyhow::Result<()> {
-    let attached = Command::new(profiler).arg("bench-attached").output()?;
-    let attached = String::from_utf8_lossy(&attached.stdout).lines().count();
+    // The kernel frees a program some time after its last file descriptor is closed
+    // (RCU-deferred): give it a moment before counting.
+    let mut names = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let out = Command::new(profiler).arg("bench-attached").output()?;
+        names = String::from_utf8_lossy(&out.stdout).into_owned();
+        if names.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let attached = names.lines().count();
     let after = untraced_loop(bins, cfg)?;
     writeln!(report, "## 6. Nothing attached while not recording\n")?;
     writeln!(report, "| measure | value |")?;
@@ -729,7 +740,7 @@ fn idle(
     )?;
     writeln!(report)?;
     if attached != 0 {
-        bail!("profiler programs are still loaded after the benchmarks");
+        bail!("profiler programs are still loaded after the benchmarks: {names}");
     }
     Ok(())
 }
