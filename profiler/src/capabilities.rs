@@ -54,36 +54,51 @@ fn is_plumbing(function: &str) -> bool {
         )
 }
 
-/// /proc/kallsyms, sorted, for symbolising kernel stack addresses.
+/// /proc/kallsyms, sorted, for symbolising kernel stack addresses. The names stay in the
+/// text they were read from (some 200,000 lines): no allocation per symbol.
 pub struct Kallsyms {
-    symbols: Vec<(u64, String)>,
+    text: String,
+    /// (address, byte range of the name in `text`), sorted by address.
+    symbols: Vec<(u64, u32, u32)>,
 }
 
 impl Kallsyms {
     pub fn load() -> anyhow::Result<Kallsyms> {
         let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-        let mut symbols: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut it = line.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                if !matches!(kind, "t" | "T" | "w" | "W") || addr == 0 {
-                    return None;
-                }
-                Some((addr, it.next()?.to_owned()))
-            })
-            .collect();
-        symbols.sort_unstable_by_key(|(a, _)| *a);
-        Ok(Kallsyms { symbols })
+        let mut symbols = Vec::with_capacity(text.len() / 40);
+        let mut offset = 0usize;
+        for line in text.split_inclusive('\n') {
+            let start = offset;
+            offset += line.len();
+            let bytes = line.as_bytes();
+            // "ffffffff81000000 T _stext [module]"
+            if bytes.len() < 20
+                || bytes[16] != b' '
+                || !matches!(bytes[17], b't' | b'T' | b'w' | b'W')
+            {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(&line[..16], 16) else {
+                continue;
+            };
+            if addr == 0 {
+                continue;
+            }
+            let name = &line[19..];
+            let len = name.find(|c: char| c.is_whitespace()).unwrap_or(name.len());
+            symbols.push((addr, (start + 19) as u32, len as u32));
+        }
+        symbols.sort_unstable_by_key(|(a, _, _)| *a);
+        Ok(Kallsyms { text, symbols })
     }
 
     /// `function+0xoffset`, or the raw address when kallsyms hides addresses.
     pub fn symbolize(&self, ip: u64) -> String {
-        match self.symbols.partition_point(|(a, _)| *a <= ip) {
+        match self.symbols.partition_point(|(a, _, _)| *a <= ip) {
             0 => format!("{ip:#x}"),
             i => {
-                let (base, name) = &self.symbols[i - 1];
+                let (base, start, len) = self.symbols[i - 1];
+                let name = &self.text[start as usize..(start + len) as usize];
                 format!("{name}+{:#x}", ip - base)
             }
         }

@@ -99,7 +99,13 @@ pub fn container_name(cgroup_path: &str) -> String {
     let leaf = cgroup_path.rsplit('/').next().unwrap_or(cgroup_path);
     let id = leaf
         .trim_start_matches("libpod-")
+        .trim_start_matches("docker-")
         .trim_end_matches(".scope");
+    // Only ask the engines about what looks like their 64-hex container ids: each question
+    // is a process start, and a plain sub-cgroup name is already the best name.
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return leaf.to_owned();
+    }
     for engine in ["docker", "podman"] {
         if let Ok(out) = std::process::Command::new(engine)
             .args(["inspect", "--format", "{{.Name}}", id])

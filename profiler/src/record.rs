@@ -196,6 +196,11 @@ pub fn write_profile(
     if !quiet {
         summary::print(trace, &profiles, &written);
     }
+    Ok(report_losses(trace, dir))
+}
+
+/// Says loudly when a trace lost data; returns whether it did.
+fn report_losses(trace: &Trace, dir: &std::path::Path) -> bool {
     if trace.losses.any() {
         eprintln!(
             "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
@@ -205,9 +210,9 @@ pub fn write_profile(
             trace.losses.cgroup_map_full,
             dir.display()
         );
-        return Ok(true);
+        return true;
     }
-    Ok(false)
+    false
 }
 
 pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
@@ -383,7 +388,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     }
 
     let single = traces.len() == 1;
-    let mut lost = false;
+    let mut sets = Vec::new();
+    let mut generated = Vec::new();
     for trace in &traces {
         let dir = if single {
             opts.out.clone()
@@ -396,7 +402,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
             opts.out.join(name)
         };
-        lost |= write_profile(trace, &dir, opts.quiet, &opts.generate)?;
+        let profiles = output::generate(std::slice::from_ref(trace), &opts.generate);
+        sets.push((dir, output::render(Some(trace), &profiles)));
+        generated.push(profiles);
+    }
+    let written = output::write_atomically_many(&sets)?;
+    let mut lost = false;
+    for ((trace, profiles), (dir, _)) in traces.iter().zip(&generated).zip(&sets) {
+        if !opts.quiet {
+            let mine: Vec<PathBuf> = written
+                .iter()
+                .filter(|p| p.parent() == Some(dir.as_path()))
+                .cloned()
+                .collect();
+            summary::print(trace, profiles, &mine);
+        }
+        lost |= report_losses(trace, dir);
     }
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
