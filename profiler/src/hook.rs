@@ -247,6 +247,7 @@ fn finish(probes: &mut Probes, a: Active, out: &Path, quiet: bool) -> anyhow::Re
         probes.syscall_hook.clone(),
         probes.cap_hook.clone(),
         probes.cred_check,
+        crate::capabilities::Kallsyms::load().ok(),
     )?;
     // Only a name the runtime's annotation or id gave: keep it one path component.
     let name: String = a
