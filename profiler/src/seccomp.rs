@@ -84,8 +84,18 @@ impl Default for GenerateOptions {
 /// - `clock_gettime`, `clock_gettime64`, `gettimeofday`, `time`, `getcpu`, `clock_getres`:
 ///   served by the vDSO without entering the kernel, so never recorded, but libc falls back to
 ///   the real syscall when the vDSO cannot answer (e.g. a clocksource without vDSO support,
-///   common on VMs).
+///   common on VMs);
+/// - `futex`, `sched_yield`, `rt_sigsuspend`, `sigsuspend` (i386), `pause`: waiting primitives
+///   a program reaches or not depending on timing, not on what it does: glibc takes a futex
+///   only when a lock is contended, a shell's `wait` suspends only when its child has not
+///   exited yet (seen: busybox sh spinning forever on a failing rt_sigsuspend under a profile
+///   recorded when the child was always faster). None of them grants anything.
 pub const ALWAYS_ALLOWED: &[&str] = &[
+    "futex",
+    "sched_yield",
+    "rt_sigsuspend",
+    "sigsuspend",
+    "pause",
     "exit",
     "exit_group",
     "rt_sigreturn",
