@@ -199,8 +199,16 @@ pub fn require_docker() {
     );
 }
 
+/// A container that hangs under a wrong profile must fail its test, not stall CI: engine
+/// commands run under `timeout` (coreutils), 120 s.
+pub fn with_timeout(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.args(["-k", "5", "120", program]);
+    c
+}
+
 pub fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
+    with_timeout("docker")
         .args(args)
         .output()
         .expect("run docker")

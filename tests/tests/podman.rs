@@ -1,7 +1,5 @@
 //! Containers recorded through podman (runc underneath, kernel overlayfs storage) and their
 //! profiles enforced by podman itself.
-use std::process::Command;
-
 use integration_tests::*;
 
 const WORKLOAD: &str = "set -e; mkdir -p /tmp/w/d; echo data > /tmp/w/d/f; mv /tmp/w/d/f /tmp/w/g; \
@@ -9,7 +7,7 @@ const WORKLOAD: &str = "set -e; mkdir -p /tmp/w/d; echo data > /tmp/w/d/f; mv /t
 
 fn podman(args: &[&str]) -> std::process::Output {
     let (conf, argv) = podman_argv();
-    Command::new(&argv[0])
+    with_timeout(&argv[0])
         .env("CONTAINERS_CONF", conf)
         .args(&argv[1..])
         .args(args)
