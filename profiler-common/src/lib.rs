@@ -141,10 +141,45 @@ pub mod nr {
     pub const I386_UNSHARE: i64 = 310;
     pub const I386_SOCKET: i64 = 359;
     pub const I386_SOCKETPAIR: i64 = 360;
+
+    // x86_64 syscalls that produce events.
+    pub const X86_64_OPEN: i64 = 2;
+    pub const X86_64_CONNECT: i64 = 42;
+    pub const X86_64_BIND: i64 = 49;
+    pub const X86_64_LISTEN: i64 = 50;
+    pub const X86_64_EXECVE: i64 = 59;
+    pub const X86_64_TRUNCATE: i64 = 76;
+    pub const X86_64_CHDIR: i64 = 80;
+    pub const X86_64_FCHDIR: i64 = 81;
+    pub const X86_64_RENAME: i64 = 82;
+    pub const X86_64_MKDIR: i64 = 83;
+    pub const X86_64_RMDIR: i64 = 84;
+    pub const X86_64_CREAT: i64 = 85;
+    pub const X86_64_LINK: i64 = 86;
+    pub const X86_64_UNLINK: i64 = 87;
+    pub const X86_64_SYMLINK: i64 = 88;
+    pub const X86_64_SETUID: i64 = 105;
+    pub const X86_64_SETGID: i64 = 106;
+    pub const X86_64_SETREUID: i64 = 113;
+    pub const X86_64_SETREGID: i64 = 114;
+    pub const X86_64_SETRESUID: i64 = 117;
+    pub const X86_64_SETRESGID: i64 = 119;
+    pub const X86_64_MKNOD: i64 = 133;
+    pub const X86_64_OPENAT: i64 = 257;
+    pub const X86_64_MKDIRAT: i64 = 258;
+    pub const X86_64_MKNODAT: i64 = 259;
+    pub const X86_64_UNLINKAT: i64 = 263;
+    pub const X86_64_RENAMEAT: i64 = 264;
+    pub const X86_64_LINKAT: i64 = 265;
+    pub const X86_64_SYMLINKAT: i64 = 266;
+    pub const X86_64_RENAMEAT2: i64 = 316;
+    pub const X86_64_EXECVEAT: i64 = 322;
 }
 
 /// Byte offset of `bx` in x86_64 `struct pt_regs`: the first argument of an i386 syscall.
 pub const PT_REGS_BX_OFFSET: usize = 40;
+/// Byte offset of `r10` (the fourth argument of an x86_64 syscall).
+pub const PT_REGS_R10_OFFSET: usize = 56;
 
 /// Byte offsets of the first two syscall arguments (`di`, `si`) in x86_64 `struct pt_regs`.
 pub const PT_REGS_DI_OFFSET: usize = 112;
@@ -190,6 +225,49 @@ pub struct CapKey {
     pub stack_id: i32,
 }
 
+/// Rare events, streamed through a ring buffer (execs, file writes, network endpoints, user
+/// switches). Never the syscall record itself: a flood of events can only lose events, which
+/// are counted, never a syscall.
+pub const EVENT_PATH_LEN: usize = 256;
+pub const EVENT_AUX_LEN: usize = 64;
+
+/// execve/execveat entered: `data` = filename as passed, `aux` = argv[0], args[0] = dirfd.
+pub const EVENT_EXEC_ATTEMPT: u32 = 1;
+/// An exec succeeded (sched_process_exec): args[0] = uid, args[1] = gid.
+pub const EVENT_EXEC_OK: u32 = 2;
+/// A path was opened for writing, created, removed or renamed: args[0] = syscall number,
+/// args[1] = dirfd, args[2] = open flags; `data` = path as passed.
+pub const EVENT_WRITE: u32 = 3;
+/// chdir: `data` = path.
+pub const EVENT_CHDIR: u32 = 4;
+/// fchdir: args[0] = fd.
+pub const EVENT_FCHDIR: u32 = 5;
+/// A new process: args[0] = parent tgid, args[1] = child tgid.
+pub const EVENT_FORK: u32 = 6;
+/// bind/connect: args[0] = fd, args[1] = address length; `data` = the sockaddr bytes.
+pub const EVENT_BIND: u32 = 7;
+pub const EVENT_CONNECT: u32 = 8;
+/// listen: args[0] = fd, args[1] = backlog.
+pub const EVENT_LISTEN: u32 = 9;
+/// setuid family: args[0] = syscall number, args[1..4] = the ids.
+pub const EVENT_SETID: u32 = 10;
+/// socket: args[0..3] = family, type, protocol.
+pub const EVENT_SOCKET: u32 = 11;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub cgroup_id: u64,
+    pub kind: u32,
+    /// Process (tgid) and thread id.
+    pub pid: u32,
+    pub tid: u32,
+    pub phase: u32,
+    pub args: [u64; 4],
+    pub data: [u8; EVENT_PATH_LEN],
+    pub aux: [u8; EVENT_AUX_LEN],
+}
+
 /// Indices of the per-CPU loss counters. Anything counted here means the trace is incomplete.
 pub const LOSS_SYSCALL_OUT_OF_RANGE: u32 = 0;
 /// The capability aggregation map was full.
@@ -198,17 +276,21 @@ pub const LOSS_CAP_MAP_FULL: u32 = 1;
 pub const LOSS_CAP_STACK: u32 = 2;
 /// The map of recorded cgroups was full when a new container cgroup appeared.
 pub const LOSS_CGROUP_MAP_FULL: u32 = 3;
-pub const LOSS_COUNTERS: u32 = 4;
+/// The event ring buffer was full.
+pub const LOSS_EVENTS: u32 = 4;
+pub const LOSS_COUNTERS: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes are asserted below).
     unsafe impl aya::Pod for super::CgroupRecord {}
     unsafe impl aya::Pod for super::ArgRecord {}
+    unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::CapKey {}
 }
 
 const _: () = assert!(core::mem::size_of::<ArgRecord>() == 392);
+const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);
 const _: () = assert!(
     core::mem::size_of::<CgroupRecord>()
         == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 24 + 392 * PHASE_COUNT

@@ -16,13 +16,15 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, fexit, map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
@@ -34,6 +36,11 @@ use profiler_common::{
     PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
     PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER,
     SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+};
+use profiler_common::{
+    EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT, EVENT_EXEC_OK,
+    EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID, EVENT_SOCKET, EVENT_WRITE, Event,
+    LOSS_EVENTS, PT_REGS_R10_OFFSET,
 };
 
 /// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
@@ -73,6 +80,18 @@ static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+
+/// Rare events (execs, writes, endpoints, user switches) for the image profile; drained by
+/// userspace while the workload runs. Losses are counted in LOSS_EVENTS.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Byte offsets of `task_struct.pid` and `task_struct.tgid` (from BTF at load time), to tell
+/// a new process from a new thread in sched_process_fork. 0: no fork events.
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u32 = 0;
 
 /// `include/linux/security.h`: the opts bit that says "do not audit this check".
 const CAP_OPT_NOAUDIT: u32 = 1 << 1;
@@ -248,9 +267,123 @@ fn mark_personality(args: &mut profiler_common::ArgRecord, value: u64) {
     mark(&mut args.personality, slot as u64);
 }
 
+const AT_FDCWD: u64 = -100i64 as u64;
+/// O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND (include/uapi/asm-generic/fcntl.h).
+const OPEN_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
+
+/// Puts one event in the ring buffer: `path` (a user pointer, may be 0) is read as a string
+/// into `data`, `aux` likewise into `aux`; `sockaddr` (with its length) instead reads raw
+/// bytes into `data`.
 #[inline(always)]
-fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 4]) {
-    let [di, si, dx, bx] = regs;
+fn emit(kind: u32, phase: usize, args: [u64; 4], path: u64, aux: u64, sockaddr_len: u64) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_loss(LOSS_EVENTS);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    unsafe {
+        (*e).cgroup_id = current_cgroup_id();
+        (*e).kind = kind;
+        (*e).pid = (pid_tgid >> 32) as u32;
+        (*e).tid = pid_tgid as u32;
+        (*e).phase = phase as u32;
+        (*e).args = args;
+        (*e).data[0] = 0;
+        (*e).aux[0] = 0;
+        if path != 0 {
+            if sockaddr_len > 0 {
+                let n = (sockaddr_len as usize).min(128);
+                if let Some(dst) = (*e).data.get_mut(..n) {
+                    let _ = bpf_probe_read_user_buf(path as *const u8, dst);
+                }
+            } else {
+                let _ = bpf_probe_read_user_str_bytes(path as *const u8, &mut (*e).data);
+            }
+        }
+        if aux != 0 {
+            let aux_buf = &mut (*e).aux;
+            let _ = bpf_probe_read_user_str_bytes(aux as *const u8, &mut aux_buf[..EVENT_AUX_LEN]);
+        }
+    }
+    entry.submit(0);
+}
+
+/// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.
+#[inline(always)]
+fn emit_events(phase: usize, nr: i64, a: [u64; 4]) {
+    match nr {
+        nr::X86_64_EXECVE | nr::X86_64_EXECVEAT => {
+            let (dirfd, path, argv) = if nr == nr::X86_64_EXECVE {
+                (AT_FDCWD, a[0], a[1])
+            } else {
+                (a[0], a[1], a[2])
+            };
+            let argv0 = if argv != 0 {
+                unsafe { bpf_probe_read_user(argv as *const u64) }.unwrap_or(0)
+            } else {
+                0
+            };
+            emit(EVENT_EXEC_ATTEMPT, phase, [dirfd, 0, 0, 0], path, argv0, 0);
+        }
+        nr::X86_64_OPEN if a[1] & OPEN_WRITE_FLAGS != 0 => emit(
+            EVENT_WRITE,
+            phase,
+            [nr as u64, AT_FDCWD, a[1], 0],
+            a[0],
+            0,
+            0,
+        ),
+        nr::X86_64_OPENAT if a[2] & OPEN_WRITE_FLAGS != 0 => {
+            emit(EVENT_WRITE, phase, [nr as u64, a[0], a[2], 0], a[1], 0, 0)
+        }
+        nr::X86_64_CREAT
+        | nr::X86_64_MKDIR
+        | nr::X86_64_RMDIR
+        | nr::X86_64_UNLINK
+        | nr::X86_64_TRUNCATE
+        | nr::X86_64_MKNOD => emit(EVENT_WRITE, phase, [nr as u64, AT_FDCWD, 0, 0], a[0], 0, 0),
+        nr::X86_64_MKDIRAT | nr::X86_64_UNLINKAT | nr::X86_64_MKNODAT => {
+            emit(EVENT_WRITE, phase, [nr as u64, a[0], 0, 0], a[1], 0, 0)
+        }
+        nr::X86_64_RENAME => {
+            emit(EVENT_WRITE, phase, [nr as u64, AT_FDCWD, 0, 0], a[0], 0, 0);
+            emit(EVENT_WRITE, phase, [nr as u64, AT_FDCWD, 0, 0], a[1], 0, 0);
+        }
+        nr::X86_64_RENAMEAT | nr::X86_64_RENAMEAT2 => {
+            emit(EVENT_WRITE, phase, [nr as u64, a[0], 0, 0], a[1], 0, 0);
+            emit(EVENT_WRITE, phase, [nr as u64, a[2], 0, 0], a[3], 0, 0);
+        }
+        nr::X86_64_LINK | nr::X86_64_SYMLINK => {
+            emit(EVENT_WRITE, phase, [nr as u64, AT_FDCWD, 0, 0], a[1], 0, 0)
+        }
+        nr::X86_64_LINKAT => emit(EVENT_WRITE, phase, [nr as u64, a[2], 0, 0], a[3], 0, 0),
+        nr::X86_64_SYMLINKAT => emit(EVENT_WRITE, phase, [nr as u64, a[1], 0, 0], a[2], 0, 0),
+        nr::X86_64_CHDIR => emit(EVENT_CHDIR, phase, [0; 4], a[0], 0, 0),
+        nr::X86_64_FCHDIR => emit(EVENT_FCHDIR, phase, [a[0], 0, 0, 0], 0, 0, 0),
+        nr::X86_64_BIND | nr::X86_64_CONNECT => {
+            let kind = if nr == nr::X86_64_BIND {
+                EVENT_BIND
+            } else {
+                EVENT_CONNECT
+            };
+            emit(kind, phase, [a[0], a[2], 0, 0], a[1], 0, a[2].max(1))
+        }
+        nr::X86_64_LISTEN => emit(EVENT_LISTEN, phase, [a[0], a[1], 0, 0], 0, 0, 0),
+        nr::X86_64_SOCKET => emit(EVENT_SOCKET, phase, [a[0], a[1], a[2], 0], 0, 0, 0),
+        nr::X86_64_SETUID
+        | nr::X86_64_SETGID
+        | nr::X86_64_SETREUID
+        | nr::X86_64_SETREGID
+        | nr::X86_64_SETRESUID
+        | nr::X86_64_SETRESGID => emit(EVENT_SETID, phase, [nr as u64, a[0], a[1], a[2]], 0, 0, 0),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
+    let [di, si, dx, bx, r10] = regs;
     let (arch, nr) = classify(id, cs);
     let phase = unsafe { (*record).phase } as usize;
     mark_syscall(record, phase, arch, nr);
@@ -261,6 +394,9 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 4]) {
         nr,
         if arch == ARCH_I386 { bx } else { di },
     );
+    if arch == ARCH_X86_64 {
+        emit_events(phase, nr, [di, si, dx, r10]);
+    }
     // A seccomp filter being loaded before the first exec is the runtime locking the
     // container down: what follows until the exec must be allowed by the profile. The filter
     // pointer must be set: libseccomp probes which flags the kernel supports with
@@ -298,6 +434,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
         load(PT_REGS_SI_OFFSET),
         load(PT_REGS_DX_OFFSET),
         load(PT_REGS_BX_OFFSET),
+        load(PT_REGS_R10_OFFSET),
     ];
     on_sys_enter(record, id, cs, args);
     0
@@ -328,6 +465,7 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
         read(PT_REGS_SI_OFFSET),
         read(PT_REGS_DX_OFFSET),
         read(PT_REGS_BX_OFFSET),
+        read(PT_REGS_R10_OFFSET),
     ];
     on_sys_enter(record, id, read(PT_REGS_CS_OFFSET), args);
     0
@@ -341,12 +479,54 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
 fn on_exec() {
     let cgroup_id = current_cgroup_id();
     if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
-        unsafe {
+        let phase = unsafe {
             if (*record).phase == PHASE_RUNTIME as u32 {
                 (*record).phase = PHASE_WORKLOAD as u32;
             }
-        }
+            (*record).phase
+        };
+        let uid_gid = bpf_get_current_uid_gid();
+        emit(
+            EVENT_EXEC_OK,
+            phase as usize,
+            [uid_gid & 0xffff_ffff, uid_gid >> 32, 0, 0],
+            0,
+            0,
+            0,
+        );
     }
+}
+
+/// tp_btf `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: a new
+/// process inherits its parent's working directory, which path resolution needs.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
+    let (pid_off, tgid_off) = unsafe {
+        (
+            core::ptr::read_volatile(&TASK_PID_OFFSET) as usize,
+            core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
+        )
+    };
+    if pid_off == 0 || tgid_off == 0 {
+        return 0;
+    }
+    let Some(record) = RECORDS.get_ptr_mut(current_cgroup_id()) else {
+        return 0;
+    };
+    let child: *const u8 = ctx.arg(1);
+    let (pid, tgid) = unsafe {
+        (
+            *(child.add(pid_off) as *const i32),
+            *(child.add(tgid_off) as *const i32),
+        )
+    };
+    if pid != tgid {
+        return 0; // a thread
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u64;
+    let phase = unsafe { (*record).phase } as usize;
+    emit(EVENT_FORK, phase, [parent, tgid as u64, 0, 0], 0, 0, 0);
+    0
 }
 
 /// tp_btf `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`

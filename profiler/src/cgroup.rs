@@ -202,6 +202,29 @@ pub fn children_of(path: &Path, relative: &str) -> Vec<(u64, String)> {
     out
 }
 
+/// Samples the peaks a container's cgroup shows in the cgroup v1 memory and pids
+/// hierarchies (where engines on hybrid hosts keep their controllers; the unified hierarchy
+/// here has none): `memory.max_usage_in_bytes` is the kernel's own peak, the task count is
+/// sampled.
+pub fn sample_resources(relative: &str, res: &mut crate::image::Resources) {
+    let rel = relative.trim_start_matches('/');
+    let read = |p: String| {
+        fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    if let Some(m) = read(format!(
+        "/sys/fs/cgroup/memory/{rel}/memory.max_usage_in_bytes"
+    ))
+    .or_else(|| read(format!("/sys/fs/cgroup/unified/{rel}/memory.peak")))
+    {
+        res.peak_memory_bytes = Some(res.peak_memory_bytes.unwrap_or(0).max(m));
+    }
+    if let Some(t) = read(format!("/sys/fs/cgroup/pids/{rel}/pids.current")) {
+        res.peak_tasks = Some(res.peak_tasks.unwrap_or(0).max(t));
+    }
+}
+
 /// Removes a cgroup directory and its (empty) descendants, deepest first.
 fn remove_tree(path: &Path) {
     if let Ok(entries) = fs::read_dir(path) {

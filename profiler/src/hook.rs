@@ -263,7 +263,14 @@ fn finish(probes: &mut Probes, a: Active, out: &Path, quiet: bool) -> anyhow::Re
         })
         .collect();
     for c in collected {
-        let trace = ctx.trace(c, Some(a.request.cgroup_path.clone()), true);
+        let trace = ctx.trace(
+            c,
+            Some(a.request.cgroup_path.clone()),
+            true,
+            &[],
+            std::path::Path::new("/"),
+            Default::default(),
+        );
         write_profile(&trace, &out.join(&name), quiet, &GenerateOptions::default())?;
     }
     Ok(())

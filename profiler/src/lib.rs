@@ -9,6 +9,7 @@
 //! - [`trace`]: the trace model (`trace.json`) every output is generated from;
 //! - [`arch`]: syscall architectures and names;
 //! - [`capabilities`]: capability checks to a whitelist with evidence;
+//! - [`image`]: executables, written paths, network, users (the image profile);
 //! - [`seccomp`]: the Docker seccomp format and its libseccomp compilation;
 //! - [`oci`]: the OCI runtime-spec outputs and bundle rewriting for runc/crun;
 //! - [`output`]: rendering and atomic writing of a profile folder;
@@ -20,6 +21,7 @@ pub mod cgroup;
 pub mod containers;
 pub mod diff;
 pub mod hook;
+pub mod image;
 pub mod merge;
 pub mod oci;
 pub mod output;

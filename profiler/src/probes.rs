@@ -36,6 +36,7 @@ pub struct Collected {
     pub cap_map_full: u64,
     pub cap_stack_missing: u64,
     pub cgroup_map_full: u64,
+    pub events_lost: u64,
 }
 
 pub struct Probes {
@@ -106,11 +107,14 @@ impl Probes {
         let btf = Btf::from_sys_fs().ok();
         let real_cred_offset = task_real_cred_offset().unwrap_or(0);
         let cgroup_id_path = cgroup_id_path().unwrap_or([0; 4]);
+        let (pid_off, tgid_off) = task_pid_offsets().unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global("RECORDING_LEVEL", &recording_level, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
+            .override_global("TASK_PID_OFFSET", &pid_off, true)
+            .override_global("TASK_TGID_OFFSET", &tgid_off, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
 
@@ -178,6 +182,20 @@ impl Probes {
             }
         }
 
+        // Forks: new processes inherit their parent's working directory (path resolution).
+        // Optional: without it relative paths of children resolve against the start folder.
+        if let Some(btf) = btf.as_ref()
+            && pid_off != 0
+            && let Err(e) = attach_btf_tracepoint(
+                &mut ebpf,
+                "sched_process_fork_btf",
+                "sched_process_fork",
+                btf,
+            )
+        {
+            exec_errors.push(format!("tp_btf/sched_process_fork: {e:#}"));
+        }
+
         // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
         // cap_capable() where the kernel allows fexit (not under lockdown).
         let mut cap_hook = None;
@@ -234,6 +252,13 @@ impl Probes {
                  too many recordings at once?"
             )
         })
+    }
+
+    /// The event ring buffer, for the caller to drain while the workload runs.
+    pub fn take_events(&mut self) -> anyhow::Result<aya::maps::RingBuf<MapData>> {
+        Ok(aya::maps::RingBuf::try_from(
+            self.ebpf.take_map("EVENTS").context("map EVENTS missing")?,
+        )?)
     }
 
     /// Reads everything recorded for the recording cgroup `recording_id` and for every
@@ -376,6 +401,15 @@ fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
 /// Offset of `real_cred` in `struct task_struct`.
 fn task_real_cred_offset() -> Option<u32> {
     member_offset(&vmlinux_btf()?, "task_struct", "real_cred")
+}
+
+/// Offsets of `task_struct.pid` and `task_struct.tgid`.
+fn task_pid_offsets() -> Option<(u32, u32)> {
+    let btf = vmlinux_btf()?;
+    Some((
+        member_offset(&btf, "task_struct", "pid")?,
+        member_offset(&btf, "task_struct", "tgid")?,
+    ))
 }
 
 /// Offsets of `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.

@@ -22,6 +22,7 @@ use crate::trace::{
     TRACE_SCHEMA, Trace, Workload,
 };
 use crate::workload::{exit_error, resolve_command};
+use profiler_common::Event;
 
 pub struct RecordOptions {
     pub out: PathBuf,
@@ -72,8 +73,20 @@ impl TraceContext {
         })
     }
 
-    pub fn trace(&self, c: Collected, path: Option<String>, container: bool) -> Trace {
-        Trace {
+    /// Builds the trace of one cgroup; `events` are the ring-buffer events (all cgroups: the
+    /// ones of this cgroup are picked), `cwd` where its first process started.
+    pub fn trace(
+        &self,
+        c: Collected,
+        path: Option<String>,
+        container: bool,
+        events: &[Event],
+        cwd: &std::path::Path,
+        resources: crate::image::Resources,
+    ) -> Trace {
+        let cgroup_id = c.cgroup_id;
+        let events_lost = c.events_lost;
+        let mut trace = Trace {
             schema: TRACE_SCHEMA.to_owned(),
             profiler_version: env!("CARGO_PKG_VERSION").to_owned(),
             recorded_at_unix: self.recorded_at_unix,
@@ -121,6 +134,30 @@ impl TraceContext {
                 capability_stack_missing: c.cap_stack_missing,
                 cgroup_map_full: c.cgroup_map_full,
             },
+            image: Default::default(),
+        };
+        let mut builder = crate::image::Builder::new(cwd.to_path_buf())
+            .skipping_setup(trace.filter_loaded_before_exec());
+        for e in events.iter().filter(|e| e.cgroup_id == cgroup_id) {
+            builder.event(e);
+        }
+        trace.image = builder.finish(events_lost, resources);
+        trace
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode_event(bytes: &[u8]) -> Option<Event> {
+    (bytes.len() >= std::mem::size_of::<Event>())
+        // SAFETY: Event is plain old data and the length was checked.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
+}
+
+/// Takes every event the ring buffer holds now.
+pub fn drain_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, out: &mut Vec<Event>) {
+    while let Some(item) = ring.next() {
+        if let Some(e) = decode_event(&item) {
+            out.push(e);
         }
     }
 }
@@ -275,13 +312,21 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // Container cgroups can be gone (removed by the runtime) by the time the recording ends;
     // their names are noted while they exist. The kernel side needs none of this.
     let names: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let resources: Arc<Mutex<BTreeMap<u64, crate::image::Resources>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = opts.containers.then(|| {
         let (names, stop, cgroup_path) = (names.clone(), stop.clone(), cgroup.path().to_owned());
+        let resources = resources.clone();
         let relative = cgroup.relative_path().to_owned();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let found = crate::cgroup::children_of(&cgroup_path, &relative);
+                {
+                    let mut res = resources.lock().unwrap();
+                    for (id, rel) in &found {
+                        crate::cgroup::sample_resources(rel, res.entry(*id).or_default());
+                    }
+                }
                 names.lock().unwrap().extend(found);
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -294,7 +339,18 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // /proc/kallsyms is generated a page per read (some 4,000 reads here): read it while the
     // workload runs instead of after it.
     let kallsyms = std::thread::spawn(|| Kallsyms::load().ok());
-    let exit = runtime.block_on(run_in_cgroup(&cgroup, &program, &command, &env))?;
+    let mut events = Vec::new();
+    let ring = probes.take_events()?;
+    let (exit, mut ring) = runtime.block_on(async {
+        // SAFETY: the ring buffer owns its map fd and keeps it open as long as the AsyncFd,
+        // which owns the ring buffer, lives.
+        let mut ring = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut events).await?;
+        anyhow::Ok((exit, ring.into_inner()))
+    })?;
 
     let leftover = cgroup.process_count();
     if leftover > 0 {
@@ -310,6 +366,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     }
     names.lock().unwrap().extend(cgroup.children());
 
+    drain_events(&mut ring, &mut events);
     let collected = probes.collect(cgroup.id())?;
     let cap_hook = probes.cap_hook.clone();
     let syscall_hook = probes.syscall_hook.clone();
@@ -333,8 +390,19 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         cred_check,
         kallsyms.join().ok().flatten(),
     )?;
-    let make_trace =
-        |c: Collected, path: Option<String>, container: bool| ctx.trace(c, path, container);
+    let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let resources = resources.lock().unwrap().clone();
+    let make_trace = |c: Collected, path: Option<String>, container: bool| {
+        // A container's first process starts where its runtime put it; the runtime's chdir
+        // into the configured working directory is in the event stream.
+        let cwd = if container {
+            PathBuf::from("/")
+        } else {
+            start_cwd.clone()
+        };
+        let res = resources.get(&c.cgroup_id).cloned().unwrap_or_default();
+        ctx.trace(c, path, container, &events, &cwd, res)
+    };
 
     let names = names.lock().unwrap().clone();
     let mut traces = Vec::new();
@@ -436,6 +504,8 @@ async fn run_in_cgroup(
     program: &std::path::Path,
     command: &[String],
     env: &[(&str, String)],
+    ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    events: &mut Vec<Event>,
 ) -> anyhow::Result<Exit> {
     let procs = cgroup.procs_file()?;
     let procs_fd = procs.as_raw_fd();
@@ -467,6 +537,11 @@ async fn run_in_cgroup(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain_events(guard.get_inner_mut(), events);
+                guard.clear_ready();
+            }
             _ = sigint.recv() => {
                 // Ctrl-C on a terminal reaches every process of the foreground group, the
                 // workload included; forwarding it again would deliver it twice.

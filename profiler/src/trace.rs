@@ -58,6 +58,9 @@ pub struct Trace {
     /// Argument values of the syscalls filtered by argument, per phase.
     #[serde(default)]
     pub arguments: BTreeMap<Phase, ArgumentValues>,
+    /// What the workload is: executables, written paths, network, users, resources.
+    #[serde(default)]
+    pub image: crate::image::ImageInfo,
     /// Every distinct capability check (capability, outcome, syscall, kernel path).
     pub capability_checks: Vec<CapabilityCheck>,
     pub losses: Losses,
