@@ -73,6 +73,49 @@ pub struct Resources {
     pub peak_tasks: Option<u64>,
 }
 
+impl ImageInfo {
+    /// Union of several recordings' images (resource peaks: the maximum).
+    pub fn union(&mut self, other: &ImageInfo) {
+        for (k, v) in &other.executables {
+            self.executables
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        self.failed_executables
+            .extend(other.failed_executables.iter().cloned());
+        for (k, v) in &other.written_paths {
+            self.written_paths
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+        self.writable_directories = writable_directories(self.written_paths.keys());
+        self.unresolved_writes
+            .extend(other.unresolved_writes.iter().cloned());
+        let n = &other.network;
+        self.network.sockets.extend(n.sockets.iter().cloned());
+        self.network.bound.extend(n.bound.iter().cloned());
+        self.network
+            .bound_ports
+            .extend(n.bound_ports.iter().copied());
+        self.network.listens |= n.listens;
+        self.network.connected.extend(n.connected.iter().cloned());
+        self.users.ran_as.extend(other.users.ran_as.iter().cloned());
+        self.users
+            .switched_to
+            .extend(other.users.switched_to.iter().cloned());
+        self.users.needs_root |= other.users.needs_root;
+        let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+        self.resources.peak_memory_bytes = max(
+            self.resources.peak_memory_bytes,
+            other.resources.peak_memory_bytes,
+        );
+        self.resources.peak_tasks = max(self.resources.peak_tasks, other.resources.peak_tasks);
+        self.events_lost += other.events_lost;
+    }
+}
+
 /// Decoded events of one cgroup, in order.
 pub struct Builder {
     cwd: HashMap<u32, Option<PathBuf>>,
@@ -308,9 +351,26 @@ fn is_pseudo(path: &str) -> bool {
 }
 
 /// The parent directory of every written path, minus those inside another one.
+///
+/// The probe sees syscalls on entry, not their result, so `mkdir -p /a/b/c` shows
+/// mkdir("/a") and mkdir("/a/b") even though they existed (EEXIST). A directory created on
+/// the way to other writes below it therefore does not make its parent writable; writes
+/// below it decide.
 pub fn writable_directories<'a>(paths: impl Iterator<Item = &'a String>) -> BTreeSet<String> {
+    let paths: Vec<&String> = paths.collect();
+    let has_writes_below = |dir: &str| {
+        let prefix = if dir == "/" {
+            "/".to_owned()
+        } else {
+            format!("{dir}/")
+        };
+        paths.iter().any(|p| p.starts_with(&prefix))
+    };
     let dirs: BTreeSet<String> = paths
+        .iter()
+        .copied()
         .filter(|p| !is_pseudo(p))
+        .filter(|p| !has_writes_below(p))
         .filter_map(|p| Path::new(p).parent().map(|d| d.display().to_string()))
         .collect();
     dirs.iter()

@@ -13,12 +13,14 @@
 //! - [`seccomp`]: the Docker seccomp format and its libseccomp compilation;
 //! - [`oci`]: the OCI runtime-spec outputs and bundle rewriting for runc/crun;
 //! - [`output`]: rendering and atomic writing of a profile folder;
+//! - [`deploy`]: image-profile.json, docker flags, Kubernetes and SPO outputs;
 //! - [`run`]: enforcing a profile folder on a command (the proof);
 //! - [`merge`] and [`diff`]: unions with coverage, and the CI gate.
 pub mod arch;
 pub mod capabilities;
 pub mod cgroup;
 pub mod containers;
+pub mod deploy;
 pub mod diff;
 pub mod hook;
 pub mod image;

@@ -246,7 +246,13 @@ fn generate(
     } else {
         None
     };
-    let files = output::render(trace, &profiles);
+    let files = output::render(
+        trace,
+        &profiles,
+        &out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     let written = output::write_atomically(out, &files)?;
     for p in written {
         eprintln!("profiler: wrote {}", p.display());

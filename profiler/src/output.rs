@@ -20,18 +20,32 @@ pub const OCI_CAPABILITIES_FILE: &str = "oci-capabilities.json";
 pub struct Profiles {
     pub seccomp: DockerSeccomp,
     pub capabilities: CapabilityProfile,
+    /// The union of the traces' image sections, and the syscalls the profile allows.
+    pub image: crate::image::ImageInfo,
+    pub syscalls: std::collections::BTreeMap<crate::arch::Arch, std::collections::BTreeSet<String>>,
 }
 
 pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
     let observed = Observed::from_traces(traces);
+    let mut image = crate::image::ImageInfo::default();
+    for t in traces {
+        image.union(&t.image);
+    }
     Profiles {
         seccomp: docker_profile(&observed, options),
         capabilities: whitelist(&observed.capability_checks),
+        image,
+        syscalls: observed.syscalls.clone(),
     }
 }
 
-/// The files of an output folder, with their content.
-pub fn render(trace: Option<&Trace>, profiles: &Profiles) -> Vec<(&'static str, Vec<u8>)> {
+/// The files of an output folder, with their content. `name` names the workload in the
+/// Kubernetes outputs (the output folder's name).
+pub fn render(
+    trace: Option<&Trace>,
+    profiles: &Profiles,
+    name: &str,
+) -> Vec<(&'static str, Vec<u8>)> {
     let mut files = Vec::new();
     if let Some(t) = trace {
         files.push((TRACE_FILE, t.to_json()));
@@ -46,6 +60,23 @@ pub fn render(trace: Option<&Trace>, profiles: &Profiles) -> Vec<(&'static str, 
     }
     if let Ok(c) = crate::oci::capabilities(&profiles.capabilities) {
         files.push((OCI_CAPABILITIES_FILE, crate::oci::to_json(&c)));
+    }
+    use crate::deploy;
+    let image = &profiles.image;
+    let ip = deploy::image_profile(image, profiles.syscalls.clone(), &profiles.capabilities);
+    files.push((deploy::IMAGE_PROFILE_FILE, crate::oci::to_json(&ip)));
+    files.push((
+        deploy::DOCKER_RUN_FILE,
+        deploy::docker_flags(image, &profiles.capabilities, SECCOMP_FILE).into_bytes(),
+    ));
+    let k8s_name = deploy::k8s_name(name);
+    let localhost = format!("profiles/{k8s_name}.json");
+    let template = deploy::pod_template(image, &profiles.capabilities, &k8s_name, &localhost);
+    if let Ok(y) = deploy::kubernetes_yaml(template, &localhost) {
+        files.push((deploy::KUBERNETES_FILE, y.into_bytes()));
+    }
+    if let Ok(y) = serde_yaml_ng::to_string(&deploy::spo_profile(&k8s_name, &profiles.seccomp)) {
+        files.push((deploy::SPO_FILE, y.into_bytes()));
     }
     files
 }

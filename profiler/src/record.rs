@@ -229,7 +229,13 @@ pub fn write_profile(
     options: &GenerateOptions,
 ) -> anyhow::Result<bool> {
     let profiles = output::generate(std::slice::from_ref(trace), options);
-    let files = output::render(Some(trace), &profiles);
+    let files = output::render(
+        Some(trace),
+        &profiles,
+        &dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     let written = output::write_atomically(dir, &files)?;
     if !quiet {
         summary::print(trace, &profiles, &written);
@@ -476,7 +482,14 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             opts.out.join(name)
         };
         let profiles = output::generate(std::slice::from_ref(trace), &opts.generate);
-        sets.push((dir, output::render(Some(trace), &profiles)));
+        let files = output::render(
+            Some(trace),
+            &profiles,
+            &dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        sets.push((dir, files));
         generated.push(profiles);
     }
     let written = output::write_atomically_many(&sets)?;
