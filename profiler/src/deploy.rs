@@ -336,3 +336,130 @@ pub fn k8s_name(raw: &str) -> String {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Resources, Users};
+
+    fn sample() -> (ImageInfo, CapabilityProfile, DockerSeccomp) {
+        let mut image = ImageInfo::default();
+        image
+            .executables
+            .insert("/bin/httpd".into(), ["httpd".to_owned()].into());
+        for p in ["/tmp/www/index.html", "/data/app.log"] {
+            image
+                .written_paths
+                .insert(p.into(), ["openat".to_owned()].into());
+        }
+        image.writable_directories = crate::image::writable_directories(image.written_paths.keys());
+        image.users = Users {
+            ran_as: ["1000:1000".to_owned()].into(),
+            switched_to: Default::default(),
+            needs_root: false,
+        };
+        image.resources = Resources {
+            peak_memory_bytes: Some(40 * 1024 * 1024),
+            peak_tasks: Some(5),
+        };
+        let caps = CapabilityProfile {
+            schema: String::new(),
+            drop: vec!["ALL".into()],
+            add: vec!["CAP_NET_BIND_SERVICE".into()],
+            evidence: Default::default(),
+            denied: Default::default(),
+            ignored_unaudited: Default::default(),
+            notes: Default::default(),
+            ignored_other_credentials: Default::default(),
+        };
+        let seccomp: DockerSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+                            {"names":["clone3"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+        )
+        .unwrap();
+        (image, caps, seccomp)
+    }
+
+    /// Compares with a checked-in snapshot; `UPDATE_SNAPSHOTS=1` rewrites it.
+    fn snapshot(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/snapshots")
+            .join(name);
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            actual, expected,
+            "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
+        );
+    }
+
+    #[test]
+    fn kubernetes_patch_parses_back_and_matches_the_profile() {
+        let (image, caps, _) = sample();
+        let template = pod_template(&image, &caps, "web", "profiles/web.json");
+        let yaml = kubernetes_yaml(template.clone(), "profiles/web.json").unwrap();
+        snapshot("kubernetes.yaml", &yaml);
+        let parsed: DeploymentPatch = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(parsed.spec.template, template);
+        let c = &parsed.spec.template.spec.as_ref().unwrap().containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_user, Some(1000));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().add,
+            Some(vec!["NET_BIND_SERVICE".to_owned()])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "Localhost");
+        let mounts: Vec<&str> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/data", "/tmp/www"]);
+        // 40 MiB peak x 1.5 = 60 MiB, rounded up to 64 MiB.
+        assert_eq!(
+            c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+            "64Mi"
+        );
+    }
+
+    #[test]
+    fn spo_profile_parses_back_and_matches_the_seccomp_profile() {
+        let (_, _, seccomp) = sample();
+        let yaml = serde_yaml_ng::to_string(&spo_profile("web", &seccomp)).unwrap();
+        snapshot("seccompprofile.yaml", &yaml);
+        let parsed: SpoSeccompProfile = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(parsed.api_version, SPO_API_VERSION);
+        assert_eq!(parsed.kind, "SeccompProfile");
+        assert_eq!(parsed.metadata.name.as_deref(), Some("web"));
+        assert_eq!(parsed.spec.default_action, seccomp.default_action);
+        assert_eq!(parsed.spec.syscalls, seccomp.syscalls);
+    }
+
+    #[test]
+    fn docker_flags_hold_the_workload_to_its_recording() {
+        let (image, caps, _) = sample();
+        let flags = docker_flags(&image, &caps, "seccomp.json");
+        snapshot("docker-run.txt", &flags);
+        for f in [
+            "--read-only",
+            "--tmpfs /tmp/www:rw,nosuid,nodev",
+            "--tmpfs /data:rw,nosuid,nodev",
+            "--cap-drop ALL",
+            "--cap-add NET_BIND_SERVICE",
+            "--security-opt no-new-privileges",
+            "--user 1000:1000",
+            "--memory 64m",
+            "--pids-limit 64",
+        ] {
+            assert!(flags.lines().any(|l| l == f), "{f} missing in\n{flags}");
+        }
+    }
+}

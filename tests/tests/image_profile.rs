@@ -1,0 +1,193 @@
+//! The image profile of a small service in a Docker container, enforced with the generated
+//! `docker run` flags: read-only root, tmpfs for the written directories, no capabilities but
+//! the recorded ones, the seccomp profile, no-new-privileges, resource limits.
+use integration_tests::*;
+
+const SERVICE: &str = "set -e
+mkdir -p /tmp/www
+echo 'hello from the image' > /tmp/www/index.html
+echo started >> /data/app.log
+httpd -p 127.0.0.1:8080 -h /tmp/www
+until wget -q -O - http://127.0.0.1:8080/index.html; do sleep 0.1; done
+cat /data/app.log";
+
+#[test]
+fn service_runs_under_its_generated_docker_flags() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    let dir = TempDir::new("image-profile");
+    let profile = dir.join("web");
+    let o = profiler()
+        .args(["record", "--containers", "--out"])
+        .arg(&profile)
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_IMAGE,
+            "/bin/sh",
+            "-c",
+            SERVICE,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(expected.contains("hello from the image"), "{expected}");
+
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(image["schema"], "profiler.dev/image-profile/v1");
+    assert_eq!(image["seccomp_profile"], "seccomp.json");
+    assert_eq!(
+        image["writable_directories"],
+        serde_json::json!(["/data", "/tmp/www"]),
+        "{image:#}"
+    );
+    assert!(
+        image["executables"]
+            .as_object()
+            .unwrap()
+            .contains_key("/bin/sh"),
+        "{image:#}"
+    );
+    assert!(
+        image["network"]["bound"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "AF_INET 127.0.0.1:8080"),
+        "{image:#}"
+    );
+    assert_eq!(image["network"]["listens"], true);
+    assert!(
+        image["network"]["connected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "AF_INET 127.0.0.1:8080")
+    );
+
+    // The generated flags, as a user would paste them.
+    let flags_text = std::fs::read_to_string(profile.join("docker-run.txt")).unwrap();
+    let mut flags: Vec<String> = flags_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    for f in &mut flags {
+        if let Some(rest) = f.strip_prefix("seccomp=") {
+            *f = format!("seccomp={}", profile.join(rest).display());
+        }
+    }
+    for required in [
+        "--read-only",
+        "--security-opt",
+        "no-new-privileges",
+        "--cap-drop",
+    ] {
+        assert!(
+            flags.iter().any(|f| f == required),
+            "{required} not in {flags_text}"
+        );
+    }
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--network".into(),
+        "none".into(),
+    ];
+    args.extend(flags);
+    args.extend([
+        BUSYBOX_IMAGE.to_owned(),
+        "/bin/sh".into(),
+        "-c".into(),
+        SERVICE.into(),
+    ]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = docker(&args_ref);
+    assert!(
+        o.status.success(),
+        "{:?}: {}",
+        args,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
+
+    // The root filesystem really is read-only outside the recorded directories.
+    let mut deny = args.clone();
+    let n = deny.len();
+    deny[n - 1] = "echo x > /etc/new-file".into();
+    let deny_ref: Vec<&str> = deny.iter().map(String::as_str).collect();
+    let o = docker(&deny_ref);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn relative_dotdot_and_dirfd_paths_resolve_to_absolute_paths() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("paths");
+    let work = dir.join("work");
+    std::fs::create_dir_all(work.join("sub")).unwrap();
+    let profile = dir.join("profile");
+    // relative, .. , cd into a subdirectory, a child process inheriting the directory,
+    // openat relative to a directory fd (python's dir_fd).
+    let script = "import os, subprocess\n\
+        open('a.txt', 'w').write('a')\n\
+        open('sub/../b.txt', 'w').write('b')\n\
+        os.chdir('sub')\n\
+        open('c.txt', 'w').write('c')\n\
+        subprocess.run(['/bin/sh', '-c', 'echo d > ../d.txt'], check=True)\n\
+        fd = os.open('/', os.O_RDONLY)\n\
+        os.close(os.open('tmp/profiler-dirfd-test', os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n\
+        os.unlink('/tmp/profiler-dirfd-test')\n";
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(&profile)
+        .args(["--", "/usr/bin/python3", "-c", script])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = read_json(&profile.join("image-profile.json"));
+    let written: Vec<String> = image["written_paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let w = work.display().to_string();
+    for expected in [
+        format!("{w}/a.txt"),
+        format!("{w}/b.txt"),
+        format!("{w}/sub/c.txt"),
+        format!("{w}/d.txt"),
+    ] {
+        assert!(written.contains(&expected), "{expected} not in {written:?}");
+    }
+    // A path relative to a directory fd cannot be resolved from the event stream: it is kept
+    // apart, not guessed.
+    assert!(
+        image["unresolved_writes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().unwrap().starts_with("tmp/profiler-dirfd-test")),
+        "{image:#}"
+    );
+    assert!(
+        written.contains(&"/tmp/profiler-dirfd-test".to_owned()),
+        "the unlink is absolute: {written:?}"
+    );
+}
