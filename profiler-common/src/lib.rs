@@ -253,6 +253,18 @@ pub const EVENT_LISTEN: u32 = 9;
 pub const EVENT_SETID: u32 = 10;
 /// socket: args[0..3] = family, type, protocol.
 pub const EVENT_SOCKET: u32 = 11;
+/// `profiler enforce` killed a program that an exec started and the profile does not list
+/// (the path is in this thread's preceding EVENT_EXEC_ATTEMPT).
+pub const EVENT_EXEC_KILLED: u32 = 12;
+
+/// Key of the allowed-executables map of `profiler enforce`: the path as passed to execve,
+/// NUL-padded.
+pub type ExecPath = [u8; EVENT_PATH_LEN];
+
+/// `ENFORCE` global: 0 off, 1 every recorded cgroup, 2 only the containers found below the
+/// recording cgroup (not the engine's CLI that started them).
+pub const ENFORCE_ALL: u32 = 1;
+pub const ENFORCE_CONTAINERS: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -20,11 +20,12 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_send_signal,
+            bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, fexit, map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
@@ -38,9 +39,9 @@ use profiler_common::{
     SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
 };
 use profiler_common::{
-    EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT, EVENT_EXEC_OK,
-    EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID, EVENT_SOCKET, EVENT_WRITE, Event,
-    LOSS_EVENTS, PT_REGS_R10_OFFSET,
+    ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT,
+    EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID,
+    EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_R10_OFFSET,
 };
 
 /// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
@@ -85,6 +86,22 @@ static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0
 /// userspace while the workload runs. Losses are counted in LOSS_EVENTS.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// `profiler enforce`: ENFORCE_ALL / ENFORCE_CONTAINERS, 0 when recording.
+#[unsafe(no_mangle)]
+static ENFORCE: u32 = 0;
+
+/// Executables the profile allows (paths as the workload passes them to execve).
+#[map]
+static ALLOWED_EXECS: HashMap<ExecPath, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Per thread: whether its last exec attempt was of a program the profile does not allow.
+#[map]
+static EXEC_VERDICT: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// A zeroed path buffer per CPU (a map key must be fully initialised).
+#[map]
+static PATH_SCRATCH: PerCpuArray<ExecPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// Byte offsets of `task_struct.pid` and `task_struct.tgid` (from BTF at load time), to tell
 /// a new process from a new thread in sched_process_fork. 0: no fork events.
@@ -268,6 +285,25 @@ fn mark_personality(args: &mut profiler_common::ArgRecord, value: u64) {
 }
 
 const AT_FDCWD: u64 = -100i64 as u64;
+
+/// Remembers, for this thread, whether the program it is about to exec is in the profile;
+/// the verdict is carried out in sched_process_exec, once the exec has succeeded.
+#[inline(always)]
+fn judge_exec(path: u64) {
+    let Some(buf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let buf = unsafe { &mut *buf };
+    for b in buf.iter_mut() {
+        *b = 0;
+    }
+    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
+        return;
+    }
+    let allowed = unsafe { ALLOWED_EXECS.get(&*buf) }.is_some();
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = EXEC_VERDICT.insert(&tid, &(if allowed { 0 } else { 1 }), 0);
+}
 /// O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND (include/uapi/asm-generic/fcntl.h).
 const OPEN_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
 
@@ -311,7 +347,7 @@ fn emit(kind: u32, phase: usize, args: [u64; 4], path: u64, aux: u64, sockaddr_l
 
 /// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.
 #[inline(always)]
-fn emit_events(phase: usize, nr: i64, a: [u64; 4]) {
+fn emit_events(phase: usize, nr: i64, a: [u64; 4], enforcing: bool) {
     match nr {
         nr::X86_64_EXECVE | nr::X86_64_EXECVEAT => {
             let (dirfd, path, argv) = if nr == nr::X86_64_EXECVE {
@@ -325,6 +361,9 @@ fn emit_events(phase: usize, nr: i64, a: [u64; 4]) {
                 0
             };
             emit(EVENT_EXEC_ATTEMPT, phase, [dirfd, 0, 0, 0], path, argv0, 0);
+            if enforcing {
+                judge_exec(path);
+            }
         }
         nr::X86_64_OPEN if a[1] & OPEN_WRITE_FLAGS != 0 => emit(
             EVENT_WRITE,
@@ -395,7 +434,12 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
         if arch == ARCH_I386 { bx } else { di },
     );
     if arch == ARCH_X86_64 {
-        emit_events(phase, nr, [di, si, dx, r10]);
+        let enforce = unsafe { core::ptr::read_volatile(&ENFORCE) };
+        // In container mode, the engine's own CLI (the recording cgroup itself) is not judged.
+        let enforcing = enforce != 0
+            && (enforce != ENFORCE_CONTAINERS
+                || unsafe { (*record).recording_id != current_cgroup_id() });
+        emit_events(phase, nr, [di, si, dx, r10], enforcing);
     }
     // A seccomp filter being loaded before the first exec is the runtime locking the
     // container down: what follows until the exec must be allowed by the profile. The filter
@@ -494,6 +538,16 @@ fn on_exec() {
             0,
             0,
         );
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0
+            && let Some(verdict) = unsafe { EXEC_VERDICT.get(&tid) }
+            && *verdict == 1
+        {
+            // The new program has not run a single instruction yet: SIGKILL is taken on
+            // the way back to user space.
+            unsafe { bpf_send_signal(9) };
+            emit(EVENT_EXEC_KILLED, phase as usize, [0; 4], 0, 0, 0);
+        }
     }
 }
 

@@ -122,6 +122,9 @@ pub struct Builder {
     default_cwd: PathBuf,
     pending_exec: HashMap<u32, (String, String)>,
     skip_setup: bool,
+    keep_pending: bool,
+    /// Per thread, the last exec that succeeded (for `profiler enforce`).
+    pub last_exec: HashMap<u32, String>,
     info: ImageInfo,
 }
 
@@ -213,6 +216,8 @@ impl Builder {
             default_cwd,
             pending_exec: HashMap::new(),
             skip_setup: false,
+            keep_pending: false,
+            last_exec: HashMap::new(),
             info: ImageInfo::default(),
         }
     }
@@ -236,8 +241,26 @@ impl Builder {
         Some(normalize(&cwd.join(path)).display().to_string())
     }
 
-    /// Feeds one event. `phase` filtering is the caller's: runtime set-up is not the image.
-    pub fn event(&mut self, e: &Event) {
+    /// Feeds one event; returns the absolute path of a write or exec attempt when it could be
+    /// resolved (what `profiler enforce` checks).
+    pub fn event(&mut self, e: &Event) -> Option<String> {
+        let resolved = match e.kind {
+            EVENT_WRITE if !cstr(&e.data).is_empty() => {
+                self.resolve(e.pid, dirfd(e.args[1]), &cstr(&e.data))
+            }
+            EVENT_EXEC_ATTEMPT => self.resolve(e.pid, dirfd(e.args[0]), &cstr(&e.data)),
+            _ => None,
+        };
+        self.apply(e);
+        resolved
+    }
+
+    /// The path an exec attempt of thread `tid` was for (the last one not yet finished).
+    pub fn pending_exec(&self, tid: u32) -> Option<&str> {
+        self.pending_exec.get(&tid).map(|(p, _)| p.as_str())
+    }
+
+    fn apply(&mut self, e: &Event) {
         let path = cstr(&e.data);
         match e.kind {
             EVENT_FORK => {
@@ -255,6 +278,12 @@ impl Builder {
         }
         if Phase::from_index(e.phase as usize) == Some(Phase::Setup) && self.skip_setup {
             return;
+        }
+        if e.kind == EVENT_EXEC_OK && self.keep_pending {
+            // enforce needs the path of a killed exec after its EXEC_OK
+            if let Some(p) = self.pending_exec.get(&e.tid).cloned() {
+                self.last_exec.insert(e.tid, p.0);
+            }
         }
         match e.kind {
             EVENT_EXEC_ATTEMPT => {
@@ -389,6 +418,12 @@ impl Builder {
         self.skip_setup = skip;
         self
     }
+
+    /// Keeps the path of each thread's last successful exec in `last_exec`.
+    pub fn remembering_execs(mut self) -> Self {
+        self.keep_pending = true;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -415,17 +450,17 @@ mod tests {
         let mut b = Builder::new(PathBuf::from("/work"));
         let openat = 257;
         let cwd = AT_FDCWD as u64;
-        b.event(&event(
+        let _ = b.event(&event(
             EVENT_WRITE,
             10,
             [openat, cwd, 1, 0],
             "out/../log.txt",
         ));
-        b.event(&event(EVENT_CHDIR, 10, [0; 4], "sub/./dir"));
-        b.event(&event(EVENT_FORK, 10, [10, 11, 0, 0], ""));
-        b.event(&event(EVENT_WRITE, 11, [openat, cwd, 1, 0], "../x"));
-        b.event(&event(EVENT_WRITE, 11, [openat, 5, 1, 0], "y"));
-        b.event(&event(EVENT_WRITE, 12, [openat, cwd, 1, 0], "/abs/./z"));
+        let _ = b.event(&event(EVENT_CHDIR, 10, [0; 4], "sub/./dir"));
+        let _ = b.event(&event(EVENT_FORK, 10, [10, 11, 0, 0], ""));
+        let _ = b.event(&event(EVENT_WRITE, 11, [openat, cwd, 1, 0], "../x"));
+        let _ = b.event(&event(EVENT_WRITE, 11, [openat, 5, 1, 0], "y"));
+        let _ = b.event(&event(EVENT_WRITE, 12, [openat, cwd, 1, 0], "/abs/./z"));
         let info = b.finish(0, Resources::default());
         let paths: Vec<&String> = info.written_paths.keys().collect();
         assert_eq!(paths, ["/abs/z", "/work/log.txt", "/work/sub/x"]);
@@ -439,19 +474,19 @@ mod tests {
     #[test]
     fn failed_execs_are_kept_apart() {
         let mut b = Builder::new(PathBuf::from("/"));
-        b.event(&event(
+        let _ = b.event(&event(
             EVENT_EXEC_ATTEMPT,
             5,
             [AT_FDCWD as u64, 0, 0, 0],
             "/usr/local/bin/app",
         ));
-        b.event(&event(
+        let _ = b.event(&event(
             EVENT_EXEC_ATTEMPT,
             5,
             [AT_FDCWD as u64, 0, 0, 0],
             "/usr/bin/app",
         ));
-        b.event(&event(EVENT_EXEC_OK, 5, [1000, 1000, 0, 0], ""));
+        let _ = b.event(&event(EVENT_EXEC_OK, 5, [1000, 1000, 0, 0], ""));
         let info = b.finish(0, Resources::default());
         assert!(info.executables.contains_key("/usr/bin/app"));
         assert!(info.failed_executables.contains("/usr/local/bin/app"));

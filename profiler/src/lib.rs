@@ -15,6 +15,7 @@
 //! - [`output`]: rendering and atomic writing of a profile folder;
 //! - [`deploy`]: image-profile.json, docker flags, Kubernetes and SPO outputs;
 //! - [`run`]: enforcing a profile folder on a command (the proof);
+//! - [`enforce`]: holding a workload to its image profile (drift is killed or reported);
 //! - [`merge`] and [`diff`]: unions with coverage, and the CI gate.
 pub mod arch;
 pub mod capabilities;
@@ -22,6 +23,7 @@ pub mod cgroup;
 pub mod containers;
 pub mod deploy;
 pub mod diff;
+pub mod enforce;
 pub mod hook;
 pub mod image;
 pub mod merge;

@@ -83,6 +83,21 @@ enum Command {
         #[arg(required = true)]
         traces: Vec<PathBuf>,
     },
+    /// Run CMD (or, with --containers, the containers it starts) held to an image profile:
+    /// an exec of a program the profile does not list is killed before it runs; writes
+    /// outside the writable directories and unexpected bind ports are reported. One JSON line
+    /// per violation. Exits with CMD's exit code.
+    Enforce {
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long)]
+        containers: bool,
+        /// Append violation lines to this file instead of stderr.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        #[arg(required = true, last = true)]
+        cmd: Vec<String>,
+    },
     /// Union of several recordings (trace.json files or profile folders holding one), with
     /// coverage.json: how many runs used each syscall/capability and which run first did.
     Merge {
@@ -184,6 +199,17 @@ fn main() -> ExitCode {
             }),
         Command::Diff { old, new, json } => diff(&old, &new, json),
         Command::BenchFloor { cmd } => bench_floor(&cmd),
+        Command::Enforce {
+            profile,
+            containers,
+            log,
+            cmd,
+        } => profiler::enforce::enforce(profiler::enforce::EnforceOptions {
+            profile,
+            command: cmd,
+            containers,
+            log,
+        }),
         Command::BenchAttached => {
             for name in profiler::probes::loaded_profiler_programs() {
                 println!("{name}");

@@ -103,6 +103,11 @@ impl Probes {
     /// `recording_level` is the cgroup2 level of the recording cgroups when cgroups created
     /// below them (containers) must be discovered and recorded too, 0 otherwise.
     pub fn attach(recording_level: i32) -> anyhow::Result<Probes> {
+        Self::attach_enforcing(recording_level, 0)
+    }
+
+    /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
+    pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
         let btf = Btf::from_sys_fs().ok();
         let real_cred_offset = task_real_cred_offset().unwrap_or(0);
@@ -114,6 +119,7 @@ impl Probes {
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
+            .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
@@ -252,6 +258,28 @@ impl Probes {
                  too many recordings at once?"
             )
         })
+    }
+
+    /// Fills the allowed-executables map of `profiler enforce`.
+    pub fn allow_execs<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, profiler_common::ExecPath, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("ALLOWED_EXECS")
+                .context("map ALLOWED_EXECS missing")?,
+        )?;
+        for p in paths {
+            let mut key = [0u8; profiler_common::EVENT_PATH_LEN];
+            let bytes = p.as_bytes();
+            if bytes.len() >= key.len() {
+                continue;
+            }
+            key[..bytes.len()].copy_from_slice(bytes);
+            map.insert(key, 1, 0)?;
+        }
+        Ok(())
     }
 
     /// The event ring buffer, for the caller to drain while the workload runs.

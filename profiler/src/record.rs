@@ -139,7 +139,7 @@ impl TraceContext {
         let mut builder = crate::image::Builder::new(cwd.to_path_buf())
             .skipping_setup(trace.filter_loaded_before_exec());
         for e in events.iter().filter(|e| e.cgroup_id == cgroup_id) {
-            builder.event(e);
+            let _ = builder.event(e);
         }
         trace.image = builder.finish(events_lost, resources);
         trace
@@ -354,7 +354,10 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
         }
         .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
-        let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut events).await?;
+        let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut |batch| {
+            events.extend(batch)
+        })
+        .await?;
         anyhow::Ok((exit, ring.into_inner()))
     })?;
 
@@ -512,13 +515,13 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
 }
 
 /// Starts the command inside the cgroup and waits for it, forwarding termination signals.
-async fn run_in_cgroup(
+pub(crate) async fn run_in_cgroup(
     cgroup: &RecordingCgroup,
     program: &std::path::Path,
     command: &[String],
     env: &[(&str, String)],
     ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    events: &mut Vec<Event>,
+    on_events: &mut dyn FnMut(Vec<Event>),
 ) -> anyhow::Result<Exit> {
     let procs = cgroup.procs_file()?;
     let procs_fd = procs.as_raw_fd();
@@ -552,7 +555,9 @@ async fn run_in_cgroup(
             status = child.wait() => break status?,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain_events(guard.get_inner_mut(), events);
+                let mut batch = Vec::new();
+                drain_events(guard.get_inner_mut(), &mut batch);
+                on_events(batch);
                 guard.clear_ready();
             }
             _ = sigint.recv() => {

@@ -191,3 +191,100 @@ fn relative_dotdot_and_dirfd_paths_resolve_to_absolute_paths() {
         "the unlink is absolute: {written:?}"
     );
 }
+
+/// `profiler enforce` on a container: a program the recording never ran is killed before it
+/// runs (one JSON line says so), the rest of the container goes on.
+#[test]
+fn enforce_kills_an_unrecorded_program_in_a_container() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    let dir = TempDir::new("enforce");
+    let profile = dir.join("profile");
+    let recorded = "echo hello; ls / > /dev/null; echo ok > /tmp/state";
+    let o = profiler()
+        .args(["record", "-q", "--containers", "--out"])
+        .arg(&profile)
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_IMAGE,
+            "/bin/sh",
+            "-c",
+            recorded,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = dir.join("violations.jsonl");
+    let drifted = format!("{recorded}; /bin/cat /etc/passwd; echo after; echo x > /etc/drift");
+    let o = profiler()
+        .args(["enforce", "--containers", "--profile"])
+        .arg(&profile)
+        .arg("--log")
+        .arg(&log)
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_IMAGE,
+            "/bin/sh",
+            "-c",
+            &drifted,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("hello") && stdout.contains("after"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!stdout.contains("root:x:0:0"), "cat ran: {stdout}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["rule"] == "exec-not-in-profile"
+            && v["action"] == "killed"
+            && v["path"] == "/bin/cat"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|v| v["rule"] == "write-outside-writable-directories" && v["path"] == "/etc/drift"),
+        "{lines:?}"
+    );
+    // The recorded run itself is no violation.
+    let clean_log = dir.join("clean.jsonl");
+    let o = profiler()
+        .args(["enforce", "--containers", "--profile"])
+        .arg(&profile)
+        .arg("--log")
+        .arg(&clean_log)
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_IMAGE,
+            "/bin/sh",
+            "-c",
+            recorded,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&clean_log).unwrap_or_default(), "");
+}

@@ -1,0 +1,254 @@
+//! `profiler enforce`: run a workload (or the containers a command starts) held to its image
+//! profile. An exec of a program the profile does not list is killed before the program runs
+//! an instruction (tp_btf `sched_process_exec` + `bpf_send_signal`, which work where BPF LSM
+//! programs cannot load, as under lockdown=confidentiality); writes outside the writable
+//! directories and binds to unexpected ports are reported. Every violation is one JSON line.
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use profiler_common::{EVENT_BIND, EVENT_EXEC_KILLED, EVENT_WRITE, Event};
+use serde::Serialize;
+
+use crate::cgroup::RecordingCgroup;
+use crate::containers;
+use crate::deploy::{IMAGE_PROFILE_FILE, ImageProfile};
+use crate::image::Builder;
+use crate::probes::{Probes, check_privileges};
+use crate::workload::{exit_error, resolve_command};
+
+pub struct EnforceOptions {
+    pub profile: PathBuf,
+    pub command: Vec<String>,
+    pub containers: bool,
+    /// Where violation lines go (default: stderr).
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Violation<'a> {
+    time: f64,
+    rule: &'a str,
+    action: &'a str,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+}
+
+struct Checker {
+    writable: BTreeSet<String>,
+    ports: BTreeSet<u16>,
+    builder: Builder,
+    out: Box<dyn std::io::Write>,
+    count: usize,
+    containers: bool,
+}
+
+impl Checker {
+    fn report(&mut self, v: Violation) {
+        self.count += 1;
+        if let Ok(mut line) = serde_json::to_vec(&v) {
+            line.push(b'\n');
+            let _ = self.out.write_all(&line);
+            let _ = self.out.flush();
+        }
+    }
+
+    fn writable(&self, path: &str) -> bool {
+        ["/dev", "/proc", "/sys"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+            || self
+                .writable
+                .iter()
+                .any(|d| d == "/" || path == d || path.starts_with(&format!("{d}/")))
+    }
+
+    fn event(&mut self, e: &Event) {
+        let resolved = self.builder.event(e);
+        // A container runtime's set-up (before it loads the container's seccomp filter)
+        // mounts and creates device nodes in the host's view: not the workload's doing.
+        if self.containers && e.phase == profiler_common::PHASE_SETUP as u32 {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        match e.kind {
+            EVENT_EXEC_KILLED => {
+                let path = self.builder.last_exec.get(&e.tid).cloned();
+                self.report(Violation {
+                    time: now,
+                    rule: "exec-not-in-profile",
+                    action: "killed",
+                    pid: e.pid,
+                    path,
+                    address: None,
+                });
+            }
+            EVENT_WRITE => {
+                if let Some(p) = resolved.filter(|p| !self.writable(p)) {
+                    self.report(Violation {
+                        time: now,
+                        rule: "write-outside-writable-directories",
+                        action: "reported",
+                        pid: e.pid,
+                        path: Some(p),
+                        address: None,
+                    });
+                }
+            }
+            EVENT_BIND => {
+                let port = bind_port(e);
+                if let Some(port) = port.filter(|p| *p != 0 && !self.ports.contains(p)) {
+                    self.report(Violation {
+                        time: now,
+                        rule: "unexpected-bind-port",
+                        action: "reported",
+                        pid: e.pid,
+                        path: None,
+                        address: Some(format!("port {port}")),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The port of an AF_INET/AF_INET6 bind event.
+fn bind_port(e: &Event) -> Option<u16> {
+    let family = u16::from_ne_bytes([e.data[0], e.data[1]]) as i32;
+    (family == libc::AF_INET || family == libc::AF_INET6)
+        .then(|| u16::from_be_bytes([e.data[2], e.data[3]]))
+}
+
+pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
+    check_privileges("profiler enforce")?;
+    let path = opts.profile.join(IMAGE_PROFILE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        exit_error(
+            2,
+            format!(
+                "cannot read {}: {e} (record the workload first: `profiler record`)",
+                path.display()
+            ),
+        )
+    })?;
+    let profile: ImageProfile = serde_json::from_str(&text).map_err(|e| {
+        exit_error(
+            2,
+            format!(
+                "{}:{}:{}: invalid image profile: {e}",
+                path.display(),
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let program = resolve_command(&opts.command[0])?;
+    let cgroup = RecordingCgroup::create()?;
+    let (level, mode) = if opts.containers {
+        (cgroup.level(), profiler_common::ENFORCE_CONTAINERS)
+    } else {
+        (0, profiler_common::ENFORCE_ALL)
+    };
+    let mut probes = Probes::attach_enforcing(level, mode)?;
+    probes.track(cgroup.id())?;
+    probes.allow_execs(profile.executables.keys().map(String::as_str))?;
+    let mut command = opts.command.clone();
+    let mut env = Vec::new();
+    if opts.containers {
+        // The container runs under the profile's own seccomp filter (not the permissive
+        // recording one): loaded at the same point, it also marks where the runtime's set-up ends.
+        let seccomp = std::fs::canonicalize(opts.profile.join(crate::output::SECCOMP_FILE))
+            .map_err(|e| {
+                exit_error(
+                    2,
+                    format!(
+                        "{}: {e}",
+                        opts.profile.join(crate::output::SECCOMP_FILE).display()
+                    ),
+                )
+            })?;
+        command = containers::inject(&command, cgroup.relative_path(), &seccomp)
+            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        env.push((
+            containers::ENV_CGROUP_PARENT,
+            cgroup.relative_path().to_owned(),
+        ));
+        env.push((
+            containers::ENV_RECORDING_SECCOMP,
+            seccomp.display().to_string(),
+        ));
+    }
+    let out: Box<dyn std::io::Write> = match &opts.log {
+        Some(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
+    let start_cwd = if opts.containers {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
+    };
+    let mut checker = Checker {
+        writable: profile.writable_directories.clone(),
+        ports: profile.network.bound_ports.clone(),
+        builder: Builder::new(start_cwd).remembering_execs(),
+        out,
+        count: 0,
+        containers: opts.containers,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ring = probes.take_events()?;
+    let exit = runtime.block_on(async {
+        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
+        let mut ring = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let exit = crate::record::run_in_cgroup(
+            &cgroup,
+            &program,
+            &command,
+            &env,
+            &mut ring,
+            &mut |batch| {
+                for e in &batch {
+                    checker.event(e);
+                }
+            },
+        )
+        .await?;
+        let mut rest = Vec::new();
+        crate::record::drain_events(ring.get_mut(), &mut rest);
+        for e in &rest {
+            checker.event(e);
+        }
+        anyhow::Ok(exit)
+    })?;
+    cgroup.kill_all();
+    drop(probes);
+    drop(cgroup);
+    if checker.count > 0 {
+        eprintln!(
+            "profiler: {} violation(s) of {}",
+            checker.count,
+            opts.profile.display()
+        );
+    }
+    Ok(exit.as_exit_code())
+}
