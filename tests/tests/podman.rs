@@ -221,3 +221,70 @@ fn hook_without_server_lets_the_container_run() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not recording"));
 }
+
+/// The generated `docker-run.txt` flags hold for podman too (read-only root, tmpfs for the
+/// written directories, capabilities, seccomp, no-new-privileges).
+#[test]
+fn podman_runs_the_service_under_its_generated_flags() {
+    if !can_record() {
+        return;
+    }
+    let script = "set -e; mkdir -p /tmp/www; echo served > /tmp/www/index.html; echo started >> /data/app.log; \
+        httpd -p 127.0.0.1:8080 -h /tmp/www; until wget -q -O - http://127.0.0.1:8080/index.html; do sleep 0.1; done";
+    let (conf, argv) = podman_argv();
+    let dir = TempDir::new("podman-image");
+    let profile = dir.join("web");
+    let o = profiler()
+        .args(["record", "--containers", "--out"])
+        .arg(&profile)
+        .env("CONTAINERS_CONF", &conf)
+        .arg("--")
+        .args(&argv)
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            PODMAN_IMAGE,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("served"));
+    let flags_text = std::fs::read_to_string(profile.join("docker-run.txt")).unwrap();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--network".into(),
+        "none".into(),
+    ];
+    for line in flags_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        for f in line.split_whitespace() {
+            args.push(match f.strip_prefix("seccomp=") {
+                Some(rest) => format!("seccomp={}", profile.join(rest).display()),
+                None => f.to_owned(),
+            });
+        }
+    }
+    assert!(args.iter().any(|a| a == "--read-only"), "{flags_text}");
+    args.extend([
+        PODMAN_IMAGE.to_owned(),
+        "/bin/sh".into(),
+        "-c".into(),
+        script.into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = podman(&refs);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("served"));
+}
