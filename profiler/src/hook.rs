@@ -152,6 +152,12 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         let root = cgroup2_mount()?;
         let mut active: Vec<Active> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
+        // Image events of every container being recorded, drained as they come.
+        let ring = probes.take_events()?;
+        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
+        let mut ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut events: Vec<profiler_common::Event> = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut failures = 0;
@@ -187,6 +193,11 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                     bytes.push(b'\n');
                     let _ = write.write_all(&bytes).await;
                 }
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    crate::record::drain_events(guard.get_inner_mut(), &mut events);
+                    guard.clear_ready();
+                }
                 _ = tick.tick() => {
                     let mut i = 0;
                     while i < active.len() {
@@ -195,7 +206,11 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                             continue;
                         }
                         let a = active.remove(i);
-                        if let Err(e) = finish(&mut probes, a, out, quiet) {
+                        crate::record::drain_events(ring.get_mut(), &mut events);
+                        let id = a.request.cgroup_id;
+                        let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
+                        events.retain(|e| e.cgroup_id != id);
+                        if let Err(e) = finish(&mut probes, a, out, quiet, &mine) {
                             failures += 1;
                             eprintln!("profiler: {e:#}");
                         }
@@ -205,8 +220,9 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 _ = sigterm.recv() => break,
             }
         }
+        crate::record::drain_events(ring.get_mut(), &mut events);
         for a in active.drain(..) {
-            if let Err(e) = finish(&mut probes, a, out, quiet) {
+            if let Err(e) = finish(&mut probes, a, out, quiet, &events) {
                 failures += 1;
                 eprintln!("profiler: {e:#}");
             }
@@ -234,7 +250,13 @@ fn cgroup_populated(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn finish(probes: &mut Probes, a: Active, out: &Path, quiet: bool) -> anyhow::Result<()> {
+fn finish(
+    probes: &mut Probes,
+    a: Active,
+    out: &Path,
+    quiet: bool,
+    events: &[profiler_common::Event],
+) -> anyhow::Result<()> {
     let collected = probes.collect(a.request.cgroup_id)?;
     let ctx = TraceContext::new(
         a.recorded_at_unix,
@@ -267,7 +289,7 @@ fn finish(probes: &mut Probes, a: Active, out: &Path, quiet: bool) -> anyhow::Re
             c,
             Some(a.request.cgroup_path.clone()),
             true,
-            &[],
+            events,
             std::path::Path::new("/"),
             Default::default(),
         );

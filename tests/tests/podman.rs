@@ -182,6 +182,21 @@ fn podman_container_recorded_through_oci_hook() {
     );
     let trace = read_json(&profile.join("trace.json"));
     assert!(trace["seccomp_filter_loads"].as_u64().unwrap() >= 1);
+    let image = read_json(&profile.join("image-profile.json"));
+    assert!(
+        image["executables"]
+            .as_object()
+            .unwrap()
+            .contains_key("/bin/sh"),
+        "{image:#}"
+    );
+    assert!(
+        image["written_paths"]
+            .as_object()
+            .unwrap()
+            .contains_key("/tmp/w/g"),
+        "{image:#}"
+    );
 
     let seccomp = format!("seccomp={}", profile.join("seccomp.json").display());
     let o = podman(&[
