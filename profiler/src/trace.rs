@@ -15,9 +15,9 @@ use crate::arch::Arch;
 /// rt_sigreturn, sigaltstack, rt_sigprocmask) and return memory (madvise, munmap, mmap).
 /// Whether one of them lands after the runtime loaded the filter or just before is timing:
 /// a recording sees it before, the next run needs it after (a missing futex crashes
-/// `runc init`, ../shared/platform.md). So when the runtime made one of these during its
-/// set-up, the profile allows it; none of them grants anything the workload could not do
-/// with the syscalls it already has.
+/// `runc init`, ../shared/platform.md; a missing one hung podman containers under load in
+/// this project's tests). So every profile of a container behind a runtime allows them;
+/// none of them grants anything the workload could not do with the syscalls it already has.
 pub const RUNTIME_ASYNC_SYSCALLS: &[&str] = &[
     "futex",
     "nanosleep",
@@ -361,22 +361,23 @@ impl Trace {
 
     /// Syscall names the profile must allow, per architecture: everything from the point a
     /// runtime loads the filter (or, without a runtime filter, everything: the command was
-    /// started by profiler, whose filter goes in right before the exec), plus the runtime's
-    /// [`RUNTIME_ASYNC_SYSCALLS`] it made before the load.
+    /// started by profiler, whose filter goes in right before the exec), plus, behind a
+    /// container runtime, its [`RUNTIME_ASYNC_SYSCALLS`] whether or not this recording caught
+    /// them (an OCI-hook recording starts after much of the runtime's set-up, and under load
+    /// the Go runtime's timing moves them across the filter load).
     pub fn profile_syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
         let after_filter = self.filter_loaded_before_exec();
         self.syscalls
             .iter()
             .map(|(arch, entries)| {
-                let names = entries
+                let mut names: BTreeSet<String> = entries
                     .iter()
-                    .filter(|e| {
-                        !after_filter
-                            || e.phases.iter().any(|p| *p != Phase::Setup)
-                            || RUNTIME_ASYNC_SYSCALLS.contains(&e.name.as_str())
-                    })
+                    .filter(|e| !after_filter || e.phases.iter().any(|p| *p != Phase::Setup))
                     .map(|e| e.name.clone())
                     .collect();
+                if after_filter && *arch == Arch::X86_64 {
+                    names.extend(RUNTIME_ASYNC_SYSCALLS.iter().map(|s| s.to_string()));
+                }
                 (*arch, names)
             })
             .filter(|(_, names): &(Arch, BTreeSet<String>)| !names.is_empty())
