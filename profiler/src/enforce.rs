@@ -215,11 +215,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         .build()?;
     let ring = probes.take_events()?;
     let exit = runtime.block_on(async {
-        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
-        let mut ring = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut ring = crate::record::watch_events(ring)?;
         let exit = crate::record::run_in_cgroup(
             &cgroup,
             &program,

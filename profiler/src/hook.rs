@@ -154,9 +154,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         // Image events of every container being recorded, drained as they come.
         let ring = probes.take_events()?;
-        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
-        let mut ring = unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut ring = crate::record::watch_events(ring)?;
         let mut events: Vec<profiler_common::Event> = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;

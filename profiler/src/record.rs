@@ -146,6 +146,17 @@ impl TraceContext {
     }
 }
 
+/// The event ring buffer as something tokio can wait on.
+pub type EventRing = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
+
+/// Registers the ring buffer with tokio (call inside the runtime).
+pub fn watch_events(ring: aya::maps::RingBuf<aya::maps::MapData>) -> anyhow::Result<EventRing> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open as long as the AsyncFd, which
+    // owns the ring buffer, lives.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode_event(bytes: &[u8]) -> Option<Event> {
     (bytes.len() >= std::mem::size_of::<Event>())
@@ -348,12 +359,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let mut events = Vec::new();
     let ring = probes.take_events()?;
     let (exit, mut ring) = runtime.block_on(async {
-        // SAFETY: the ring buffer owns its map fd and keeps it open as long as the AsyncFd,
-        // which owns the ring buffer, lives.
-        let mut ring = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
+        let mut ring = watch_events(ring)?;
         let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut |batch| {
             events.extend(batch)
         })
@@ -520,7 +526,7 @@ pub(crate) async fn run_in_cgroup(
     program: &std::path::Path,
     command: &[String],
     env: &[(&str, String)],
-    ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    ring: &mut EventRing,
     on_events: &mut dyn FnMut(Vec<Event>),
 ) -> anyhow::Result<Exit> {
     let procs = cgroup.procs_file()?;

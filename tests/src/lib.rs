@@ -319,3 +319,17 @@ pub fn podman_argv() -> (PathBuf, Vec<String>) {
         ],
     )
 }
+
+/// The flags of a profile's `docker-run.txt`, as a user would paste them, with the seccomp
+/// profile path made absolute.
+pub fn docker_run_flags(profile: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(profile.join("docker-run.txt")).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .map(|f| match f.strip_prefix("seccomp=") {
+            Some(rest) => format!("seccomp={}", profile.join(rest).display()),
+            None => f,
+        })
+        .collect()
+}

@@ -73,17 +73,8 @@ fn service_runs_under_its_generated_docker_flags() {
     );
 
     // The generated flags, as a user would paste them.
-    let flags_text = std::fs::read_to_string(profile.join("docker-run.txt")).unwrap();
-    let mut flags: Vec<String> = flags_text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .collect();
-    for f in &mut flags {
-        if let Some(rest) = f.strip_prefix("seccomp=") {
-            *f = format!("seccomp={}", profile.join(rest).display());
-        }
-    }
+    let flags = docker_run_flags(&profile);
+    let flags_text = flags.join(" ");
     for required in [
         "--read-only",
         "--security-opt",
