@@ -426,7 +426,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 fn demo() -> anyhow::Result<()> {
     build(false)?;
     let root = workspace_root();
-    let work = std::env::temp_dir().join(format!("profiler-demo-{}", std::process::id()));
+    // A fixed folder, so the checked-in profiles do not change from run to run.
+    let work = std::env::temp_dir().join("profiler-demo");
+    let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let out = root.join("profiles/demo");
     let status = Command::new(root.join("target/debug/profiler"))
