@@ -87,11 +87,12 @@ pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> anyhow::Result
     write_atomically_many(&[(dir.to_path_buf(), files.to_vec())])
 }
 
+/// An output folder and its files (name, content).
+pub type OutputSet<'a> = (PathBuf, Vec<(&'a str, Vec<u8>)>);
+
 /// Several output folders at once, with one filesystem sync for all of them (per-file fsync
 /// was most of the time to write 200 container profiles).
-pub fn write_atomically_many(
-    sets: &[(PathBuf, Vec<(&str, Vec<u8>)>)],
-) -> anyhow::Result<Vec<PathBuf>> {
+pub fn write_atomically_many(sets: &[OutputSet<'_>]) -> anyhow::Result<Vec<PathBuf>> {
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let result: anyhow::Result<()> = (|| {
         for (dir, files) in sets {
