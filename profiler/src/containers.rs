@@ -124,3 +124,44 @@ pub fn container_name(cgroup_path: &str) -> String {
     }
     id.chars().take(12).collect()
 }
+
+/// A command rewritten to start its containers under the recording cgroup, with what must
+/// live as long as it runs.
+pub struct Prepared {
+    pub command: Vec<String>,
+    pub env: Vec<(&'static str, String)>,
+    /// The rewritten OCI bundle of a runc/crun command (removed on drop).
+    pub bundle: Option<crate::oci::RecordingBundle>,
+    /// The bundle had its own linux.seccomp, which was kept.
+    pub bundle_has_own_seccomp: bool,
+}
+
+/// Readies `command` for container recording (or enforcement): docker/podman get
+/// `--cgroup-parent` and `seccomp` (a Docker-format profile file), runc/crun a rewritten
+/// bundle with the same profile as `linux.seccomp`, anything else the environment variables.
+pub fn prepare(
+    command: &[String],
+    cgroup_parent: &str,
+    seccomp: &Path,
+) -> anyhow::Result<Prepared> {
+    let mut command = inject(command, cgroup_parent, seccomp)?;
+    let profile = crate::seccomp::DockerSeccomp::load(seccomp)?;
+    let oci_seccomp = crate::oci::seccomp(&profile)?;
+    let mut bundle = None;
+    let mut bundle_has_own_seccomp = false;
+    if let Some((cmd, b, own)) = crate::oci::rewrite_bundle(&command, cgroup_parent, &oci_seccomp)?
+    {
+        command = cmd;
+        bundle = Some(b);
+        bundle_has_own_seccomp = own;
+    }
+    Ok(Prepared {
+        command,
+        env: vec![
+            (ENV_CGROUP_PARENT, cgroup_parent.to_owned()),
+            (ENV_RECORDING_SECCOMP, seccomp.display().to_string()),
+        ],
+        bundle,
+        bundle_has_own_seccomp,
+    })
+}

@@ -163,29 +163,18 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     probes.allow_execs(profile.executables.keys().map(String::as_str))?;
     let mut command = opts.command.clone();
     let mut env = Vec::new();
+    let mut _bundle = None;
     if opts.containers {
         // The container runs under the profile's own seccomp filter (not the permissive
         // recording one): loaded at the same point, it also marks where the runtime's set-up ends.
-        let seccomp = std::fs::canonicalize(opts.profile.join(crate::output::SECCOMP_FILE))
-            .map_err(|e| {
-                exit_error(
-                    2,
-                    format!(
-                        "{}: {e}",
-                        opts.profile.join(crate::output::SECCOMP_FILE).display()
-                    ),
-                )
-            })?;
-        command = containers::inject(&command, cgroup.relative_path(), &seccomp)
+        let seccomp_path = opts.profile.join(crate::output::SECCOMP_FILE);
+        let seccomp = std::fs::canonicalize(&seccomp_path)
+            .map_err(|e| exit_error(2, format!("{}: {e}", seccomp_path.display())))?;
+        let prepared = containers::prepare(&command, cgroup.relative_path(), &seccomp)
             .map_err(|e| exit_error(2, format!("{e:#}")))?;
-        env.push((
-            containers::ENV_CGROUP_PARENT,
-            cgroup.relative_path().to_owned(),
-        ));
-        env.push((
-            containers::ENV_RECORDING_SECCOMP,
-            seccomp.display().to_string(),
-        ));
+        command = prepared.command;
+        env = prepared.env;
+        _bundle = prepared.bundle;
     }
     let out: Box<dyn std::io::Write> = match &opts.log {
         Some(p) => Box::new(

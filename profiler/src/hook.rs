@@ -26,7 +26,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::cgroup2_mount;
 use crate::probes::{Probes, check_privileges};
-use crate::record::{TraceContext, write_profile};
+use crate::record::{TraceContext, write_profiles};
 use crate::seccomp::GenerateOptions;
 use crate::trace::{Exit, Workload};
 
@@ -291,7 +291,11 @@ fn finish(
             std::path::Path::new("/"),
             Default::default(),
         );
-        write_profile(&trace, &out.join(&name), quiet, &GenerateOptions::default())?;
+        write_profiles(
+            &[(&trace, out.join(&name))],
+            quiet,
+            &GenerateOptions::default(),
+        )?;
     }
     Ok(())
 }

@@ -232,26 +232,38 @@ fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
     }
 }
 
-/// Writes one trace's profile folder and prints its summary; returns whether it lost data.
-pub fn write_profile(
-    trace: &Trace,
-    dir: &std::path::Path,
+/// Writes the profile folder of each (trace, folder) with one filesystem sync for all, prints
+/// the summaries; returns whether any trace lost data.
+pub fn write_profiles(
+    items: &[(&Trace, PathBuf)],
     quiet: bool,
     options: &GenerateOptions,
 ) -> anyhow::Result<bool> {
-    let profiles = output::generate(std::slice::from_ref(trace), options);
-    let files = output::render(
-        Some(trace),
-        &profiles,
-        &dir.file_name()
+    let mut sets = Vec::new();
+    let mut generated = Vec::new();
+    for (trace, dir) in items {
+        let profiles = output::generate(std::slice::from_ref(*trace), options);
+        let name = dir
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
-    let written = output::write_atomically(dir, &files)?;
-    if !quiet {
-        summary::print(trace, &profiles, &written);
+            .unwrap_or_default();
+        sets.push((dir.clone(), output::render(Some(trace), &profiles, &name)));
+        generated.push(profiles);
     }
-    Ok(report_losses(trace, dir))
+    let written = output::write_atomically_many(&sets)?;
+    let mut lost = false;
+    for ((trace, dir), profiles) in items.iter().zip(&generated) {
+        if !quiet {
+            let mine: Vec<PathBuf> = written
+                .iter()
+                .filter(|p| p.parent() == Some(dir.as_path()))
+                .cloned()
+                .collect();
+            summary::print(trace, profiles, &mine);
+        }
+        lost |= report_losses(trace, dir);
+    }
+    Ok(lost)
 }
 
 /// Says loudly when a trace lost data; returns whether it did.
@@ -293,32 +305,17 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let mut env = Vec::new();
     let mut _bundle = None;
     if let Some(f) = &seccomp_file {
-        command = containers::inject(&command, cgroup.relative_path(), f.path())
+        let prepared = containers::prepare(&command, cgroup.relative_path(), f.path())
             .map_err(|e| exit_error(2, format!("{e:#}")))?;
-        let recording_seccomp: crate::seccomp::DockerSeccomp =
-            serde_json::from_str(containers::RECORDING_SECCOMP).expect("valid built-in profile");
-        let oci_seccomp = crate::oci::seccomp(&recording_seccomp)?;
-        if let Some((cmd, bundle, own_seccomp)) =
-            crate::oci::rewrite_bundle(&command, cgroup.relative_path(), &oci_seccomp)
-                .map_err(|e| exit_error(2, format!("{e:#}")))?
-        {
-            if own_seccomp && !opts.quiet {
-                eprintln!(
-                    "profiler: warning: the bundle has its own linux.seccomp; syscalls it denies never reach the \
-                     probes and will be missing from the profile"
-                );
-            }
-            command = cmd;
-            _bundle = Some(bundle);
+        if prepared.bundle_has_own_seccomp && !opts.quiet {
+            eprintln!(
+                "profiler: warning: the bundle has its own linux.seccomp; syscalls it denies never reach the \
+                 probes and will be missing from the profile"
+            );
         }
-        env.push((
-            containers::ENV_CGROUP_PARENT,
-            cgroup.relative_path().to_owned(),
-        ));
-        env.push((
-            containers::ENV_RECORDING_SECCOMP,
-            f.path().display().to_string(),
-        ));
+        command = prepared.command;
+        env = prepared.env;
+        _bundle = prepared.bundle;
     }
 
     let recorded_at_unix = SystemTime::now()
@@ -476,44 +473,24 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     }
 
     let single = traces.len() == 1;
-    let mut sets = Vec::new();
-    let mut generated = Vec::new();
-    for trace in &traces {
-        let dir = if single {
-            opts.out.clone()
-        } else {
-            let name = trace
-                .cgroup
-                .path
-                .as_deref()
-                .map(containers::container_name)
-                .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
-            opts.out.join(name)
-        };
-        let profiles = output::generate(std::slice::from_ref(trace), &opts.generate);
-        let files = output::render(
-            Some(trace),
-            &profiles,
-            &dir.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        sets.push((dir, files));
-        generated.push(profiles);
-    }
-    let written = output::write_atomically_many(&sets)?;
-    let mut lost = false;
-    for ((trace, profiles), (dir, _)) in traces.iter().zip(&generated).zip(&sets) {
-        if !opts.quiet {
-            let mine: Vec<PathBuf> = written
-                .iter()
-                .filter(|p| p.parent() == Some(dir.as_path()))
-                .cloned()
-                .collect();
-            summary::print(trace, profiles, &mine);
-        }
-        lost |= report_losses(trace, dir);
-    }
+    let items: Vec<(&Trace, PathBuf)> = traces
+        .iter()
+        .map(|trace| {
+            let dir = if single {
+                opts.out.clone()
+            } else {
+                let name = trace
+                    .cgroup
+                    .path
+                    .as_deref()
+                    .map(containers::container_name)
+                    .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
+                opts.out.join(name)
+            };
+            (trace, dir)
+        })
+        .collect();
+    let lost = write_profiles(&items, opts.quiet, &opts.generate)?;
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
     }
