@@ -333,3 +333,23 @@ pub fn docker_run_flags(profile: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// `profiler ARGS -- docker run --rm --network none BUSYBOX_IMAGE /bin/sh -c SCRIPT`.
+pub fn profiler_on_busybox<S: AsRef<std::ffi::OsStr>>(args: &[S], script: &str) -> Output {
+    profiler()
+        .args(args)
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            BUSYBOX_IMAGE,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("run profiler")
+}

@@ -1,6 +1,8 @@
 //! The image profile of a small service in a Docker container, enforced with the generated
 //! `docker run` flags: read-only root, tmpfs for the written directories, no capabilities but
 //! the recorded ones, the seccomp profile, no-new-privileges, resource limits.
+use std::ffi::OsStr;
+
 use integration_tests::*;
 
 const SERVICE: &str = "set -e
@@ -19,23 +21,15 @@ fn service_runs_under_its_generated_docker_flags() {
     require_docker();
     let dir = TempDir::new("image-profile");
     let profile = dir.join("web");
-    let o = profiler()
-        .args(["record", "--containers", "--out"])
-        .arg(&profile)
-        .args([
-            "--",
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            BUSYBOX_IMAGE,
-            "/bin/sh",
-            "-c",
-            SERVICE,
-        ])
-        .output()
-        .unwrap();
+    let o = profiler_on_busybox(
+        &[
+            OsStr::new("record"),
+            OsStr::new("--containers"),
+            OsStr::new("--out"),
+            profile.as_os_str(),
+        ],
+        SERVICE,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(expected.contains("hello from the image"), "{expected}");
@@ -194,45 +188,30 @@ fn enforce_kills_an_unrecorded_program_in_a_container() {
     let dir = TempDir::new("enforce");
     let profile = dir.join("profile");
     let recorded = "echo hello; ls / > /dev/null; echo ok > /tmp/state";
-    let o = profiler()
-        .args(["record", "-q", "--containers", "--out"])
-        .arg(&profile)
-        .args([
-            "--",
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            BUSYBOX_IMAGE,
-            "/bin/sh",
-            "-c",
-            recorded,
-        ])
-        .output()
-        .unwrap();
+    let o = profiler_on_busybox(
+        &[
+            OsStr::new("record"),
+            OsStr::new("-q"),
+            OsStr::new("--containers"),
+            OsStr::new("--out"),
+            profile.as_os_str(),
+        ],
+        recorded,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let log = dir.join("violations.jsonl");
     let drifted = format!("{recorded}; /bin/cat /etc/passwd; echo after; echo x > /etc/drift");
-    let o = profiler()
-        .args(["enforce", "--containers", "--profile"])
-        .arg(&profile)
-        .arg("--log")
-        .arg(&log)
-        .args([
-            "--",
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            BUSYBOX_IMAGE,
-            "/bin/sh",
-            "-c",
-            &drifted,
-        ])
-        .output()
-        .unwrap();
+    let o = profiler_on_busybox(
+        &[
+            OsStr::new("enforce"),
+            OsStr::new("--containers"),
+            OsStr::new("--profile"),
+            profile.as_os_str(),
+            OsStr::new("--log"),
+            log.as_os_str(),
+        ],
+        &drifted,
+    );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("hello") && stdout.contains("after"),
@@ -257,25 +236,17 @@ fn enforce_kills_an_unrecorded_program_in_a_container() {
     );
     // The recorded run itself is no violation.
     let clean_log = dir.join("clean.jsonl");
-    let o = profiler()
-        .args(["enforce", "--containers", "--profile"])
-        .arg(&profile)
-        .arg("--log")
-        .arg(&clean_log)
-        .args([
-            "--",
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            BUSYBOX_IMAGE,
-            "/bin/sh",
-            "-c",
-            recorded,
-        ])
-        .output()
-        .unwrap();
+    let o = profiler_on_busybox(
+        &[
+            OsStr::new("enforce"),
+            OsStr::new("--containers"),
+            OsStr::new("--profile"),
+            profile.as_os_str(),
+            OsStr::new("--log"),
+            clean_log.as_os_str(),
+        ],
+        recorded,
+    );
     assert!(o.status.success());
     assert_eq!(std::fs::read_to_string(&clean_log).unwrap_or_default(), "");
 }
