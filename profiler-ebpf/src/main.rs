@@ -286,6 +286,19 @@ fn mark_personality(args: &mut profiler_common::ArgRecord, value: u64) {
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
+/// Whether `profiler enforce` judges this exec (decided only for execs, not every syscall).
+/// In container mode, neither the engine's own CLI (the recording cgroup itself) nor the
+/// runtime's set-up is judged: runc re-executes itself from a memfd inside the container's
+/// cgroup before it loads the filter. From the filter load on, every exec (the entrypoint's
+/// first) is the container's.
+#[inline(always)]
+fn enforcing(record: *mut CgroupRecord, phase: usize) -> bool {
+    let enforce = unsafe { core::ptr::read_volatile(&ENFORCE) };
+    enforce != 0
+        && (enforce != ENFORCE_CONTAINERS
+            || (phase != PHASE_SETUP && unsafe { (*record).recording_id != current_cgroup_id() }))
+}
+
 /// Remembers, for this thread, whether the program it is about to exec is in the profile;
 /// the verdict is carried out in sched_process_exec, once the exec has succeeded.
 #[inline(always)]
@@ -388,7 +401,7 @@ fn emit_spec(kind: u32, phase: usize, spec: &EventSpec) {
 
 /// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.
 #[inline(always)]
-fn emit_events(phase: usize, nr: i64, a: [u64; 4], enforcing: bool) {
+fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4]) {
     // Each event is described first and emitted at one of two call sites: `emit` inlined at
     // twenty sites made the verifier spend ~75 ms on this program at every start.
     // (kind, args, user pointer, aux pointer, sockaddr length)
@@ -407,7 +420,7 @@ fn emit_events(phase: usize, nr: i64, a: [u64; 4], enforcing: bool) {
             } else {
                 0
             };
-            if enforcing {
+            if enforcing(record, phase) {
                 judge_exec(path);
             }
             (
@@ -484,16 +497,7 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
         if arch == ARCH_I386 { bx } else { di },
     );
     if arch == ARCH_X86_64 {
-        let enforce = unsafe { core::ptr::read_volatile(&ENFORCE) };
-        // In container mode, neither the engine's own CLI (the recording cgroup itself) nor the
-        // runtime's set-up is judged: runc re-executes itself from a memfd inside the
-        // container's cgroup before it loads the filter. From the filter load on, every exec
-        // (the entrypoint's first) is the container's.
-        let enforcing = enforce != 0
-            && (enforce != ENFORCE_CONTAINERS
-                || (phase != PHASE_SETUP
-                    && unsafe { (*record).recording_id != current_cgroup_id() }));
-        emit_events(phase, nr, [di, si, dx, r10], enforcing);
+        emit_events(record, phase, nr, [di, si, dx, r10]);
     }
     // A seccomp filter being loaded before the first exec is the runtime locking the
     // container down: what follows until the exec must be allowed by the profile. The filter
