@@ -137,6 +137,10 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         bail!("--out {} is not a usable folder", out.display());
     }
     let mut probes = Probes::attach(0)?;
+    // Read once: /proc/kallsyms takes thousands of reads to produce.
+    let kallsyms = crate::capabilities::Kallsyms::load()
+        .ok()
+        .map(std::sync::Arc::new);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -208,7 +212,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                         let id = a.request.cgroup_id;
                         let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
                         events.retain(|e| e.cgroup_id != id);
-                        if let Err(e) = finish(&mut probes, a, out, quiet, &mine) {
+                        if let Err(e) = finish(&kallsyms, &mut probes, a, out, quiet, &mine) {
                             failures += 1;
                             eprintln!("profiler: {e:#}");
                         }
@@ -220,7 +224,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         }
         crate::record::drain_events(ring.get_mut(), &mut events);
         for a in active.drain(..) {
-            if let Err(e) = finish(&mut probes, a, out, quiet, &events) {
+            if let Err(e) = finish(&kallsyms, &mut probes, a, out, quiet, &events) {
                 failures += 1;
                 eprintln!("profiler: {e:#}");
             }
@@ -249,6 +253,7 @@ fn cgroup_populated(dir: &Path) -> bool {
 }
 
 fn finish(
+    kallsyms: &Option<std::sync::Arc<crate::capabilities::Kallsyms>>,
     probes: &mut Probes,
     a: Active,
     out: &Path,
@@ -267,7 +272,7 @@ fn finish(
         probes.syscall_hook.clone(),
         probes.cap_hook.clone(),
         probes.cred_check,
-        crate::capabilities::Kallsyms::load().ok(),
+        kallsyms.clone(),
     )?;
     // Only a name the runtime's annotation or id gave: keep it one path component.
     let name: String = a

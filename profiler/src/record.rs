@@ -44,7 +44,7 @@ pub struct TraceContext {
     host: Host,
     probes: ProbeInfo,
     cred_check: bool,
-    kallsyms: Option<Kallsyms>,
+    kallsyms: Option<std::sync::Arc<Kallsyms>>,
 }
 
 impl TraceContext {
@@ -54,7 +54,7 @@ impl TraceContext {
         syscall_hook: String,
         cap_hook: Option<String>,
         cred_check: bool,
-        kallsyms: Option<Kallsyms>,
+        kallsyms: Option<std::sync::Arc<Kallsyms>>,
     ) -> anyhow::Result<TraceContext> {
         let uname = nix::sys::utsname::uname().context("uname")?;
         Ok(TraceContext {
@@ -125,7 +125,7 @@ impl TraceContext {
                 .collect(),
             capability_checks: checks_from_kernel(
                 c.cap_checks,
-                self.kallsyms.as_ref(),
+                self.kallsyms.as_deref(),
                 self.cred_check,
             ),
             losses: Losses {
@@ -352,7 +352,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     // /proc/kallsyms is generated a page per read (some 4,000 reads here): read it while the
     // workload runs instead of after it.
-    let kallsyms = std::thread::spawn(|| Kallsyms::load().ok());
+    let kallsyms = std::thread::spawn(|| Kallsyms::load().ok().map(std::sync::Arc::new));
     let mut events = Vec::new();
     let ring = probes.take_events()?;
     let (exit, mut ring) = runtime.block_on(async {
