@@ -83,9 +83,10 @@ pub const PRCTL_OTHER: usize = 127;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CgroupRecord {
-    pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
-    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
-    pub out_of_range: u64,
+    /// The cgroup2 id this slot of the record table holds, or [`SLOT_FREE`] /
+    /// [`SLOT_DELETED`]. Written with compare-and-swap by whoever claims the slot (userspace
+    /// for a recording cgroup, the kernel for a cgroup it discovers below one).
+    pub cgroup_id: u64,
     /// The recording this cgroup belongs to: its own id for a cgroup profiler created, the
     /// recording cgroup's id for a descendant (a container) the kernel side discovered.
     pub recording_id: u64,
@@ -93,18 +94,47 @@ pub struct CgroupRecord {
     pub phase: u32,
     /// Number of seccomp filters loaded in this cgroup.
     pub seccomp_loads: u32,
+    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
+    pub out_of_range: u64,
+    pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
     /// Argument values, per phase.
     pub args: [ArgRecord; PHASE_COUNT],
 }
 
+/// The record table: an array map of [`RECORD_SLOTS`] records, open addressing with linear
+/// probing on the cgroup id. An array lookup is a few inlined instructions, a hash-map
+/// lookup a call with jhash and a bucket walk: measured here, ~1 ns against ~28 ns, paid by
+/// every syscall on the host while a recording runs.
+pub const RECORD_SLOTS: u32 = 1024;
+/// How many consecutive slots a cgroup may land in. cgroup2 ids are kernfs ids handed out
+/// in sequence, so the ids of one recording's cgroups fill consecutive slots and probing is
+/// rare; beyond this many a cgroup is refused and counted, never dropped silently.
+pub const RECORD_PROBES: u32 = 16;
+/// A slot that never held a record: all of it is zero. A lookup stops here.
+pub const SLOT_FREE: u64 = 0;
+/// A slot whose record was collected: a lookup goes on past it; only userspace reuses it.
+pub const SLOT_DELETED: u64 = u64::MAX;
+
+/// Slot of the `probe`-th try for `cgroup_id`.
+#[inline(always)]
+pub const fn record_slot(cgroup_id: u64, probe: u32) -> u32 {
+    (cgroup_id as u32).wrapping_add(probe) & (RECORD_SLOTS - 1)
+}
+
+// Userspace maps the table and indexes it by `size_of::<CgroupRecord>()`; the kernel's
+// array element size is the value size rounded up to 8 (kernel/bpf/arraymap.c).
+const _: () = assert!(core::mem::size_of::<CgroupRecord>() % 8 == 0);
+const _: () = assert!(RECORD_SLOTS.is_power_of_two());
+
 impl CgroupRecord {
     pub const fn zeroed() -> Self {
         Self {
-            syscalls: [[[0; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
-            out_of_range: 0,
+            cgroup_id: SLOT_FREE,
             recording_id: 0,
             phase: PHASE_SETUP as u32,
             seccomp_loads: 0,
+            out_of_range: 0,
+            syscalls: [[[0; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
             args: [ArgRecord::zeroed(); PHASE_COUNT],
         }
     }
@@ -305,6 +335,6 @@ const _: () = assert!(core::mem::size_of::<ArgRecord>() == 392);
 const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);
 const _: () = assert!(
     core::mem::size_of::<CgroupRecord>()
-        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 24 + 392 * PHASE_COUNT
+        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 32 + 392 * PHASE_COUNT
 );
 const _: () = assert!(core::mem::size_of::<CapKey>() == 32);

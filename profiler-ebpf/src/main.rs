@@ -2,7 +2,7 @@
 //!
 //! Everything is aggregated here, in maps keyed by the cgroup2 id of the recorded workload:
 //! no event is streamed per syscall. A syscall of a process outside every recorded cgroup costs
-//! one hash lookup that misses.
+//! reading its cgroup id and one slot of an array.
 //!
 //! Programs (userspace picks one per hook, see `profiler/src/probes.rs`):
 //! - `sys_enter_btf` (tp_btf) or `sys_enter_raw` (raw_tp): marks the syscall number, per
@@ -12,9 +12,11 @@
 //!   tracepoint): aggregates capability checks with their outcome, syscall and kernel stack.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::BPF_F_MMAPABLE,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
@@ -25,7 +27,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, fexit, map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
@@ -35,25 +37,23 @@ use profiler_common::{
     LOSS_SYSCALL_OUT_OF_RANGE, NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PERSONALITY_OTHER,
     PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP, PRCTL_OTHER,
     PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
-    PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, SECCOMP_MODE_FILTER, SECCOMP_SET_MODE_FILTER,
-    SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+    PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, RECORD_PROBES, RECORD_SLOTS, SECCOMP_MODE_FILTER,
+    SECCOMP_SET_MODE_FILTER, SLOT_FREE, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+    record_slot,
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
 use profiler_common::{
     ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT,
     EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID,
     EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_R10_OFFSET,
 };
 
-/// How many cgroups can be recorded at once. Userspace refuses to start a recording beyond it
-/// (the insert fails with E2BIG) instead of losing data.
-const MAX_CGROUPS: u32 = 1024;
-
+/// The recorded cgroups, an open-addressed table (see `profiler_common::RECORD_SLOTS`).
+/// Mappable so userspace can claim and release slots with compare-and-swap on the same
+/// memory the programs use.
 #[map]
-static RECORDS: HashMap<u64, CgroupRecord> = HashMap::with_max_entries(MAX_CGROUPS, 0);
-
-/// A zeroed record to insert from (the BPF stack is far too small to build one).
-#[map]
-static ZERO_RECORD: PerCpuArray<CgroupRecord> = PerCpuArray::with_max_entries(1, 0);
+static RECORDS: Array<CgroupRecord> = Array::with_max_entries(RECORD_SLOTS, BPF_F_MMAPABLE);
 
 /// Level in the cgroup2 hierarchy of the recording cgroups (`<root>/profiler/rec-*`), set by
 /// userspace at load time. 0 disables discovery of descendant cgroups.
@@ -180,6 +180,54 @@ fn current_cgroup_id() -> u64 {
     }
 }
 
+/// The record of `cgroup_id`. For a cgroup that is not recorded (every other process on the
+/// host) this is usually one probe that finds a free slot.
+#[inline(always)]
+fn find_record(cgroup_id: u64) -> Option<*mut CgroupRecord> {
+    for probe in 0..RECORD_PROBES {
+        let record = RECORDS.get_ptr_mut(record_slot(cgroup_id, probe))?;
+        let id = unsafe { core::ptr::read_volatile(&raw const (*record).cgroup_id) };
+        if id == cgroup_id {
+            return Some(record);
+        }
+        if id == SLOT_FREE {
+            return None;
+        }
+    }
+    None
+}
+
+/// Claims a slot for a cgroup discovered below a recording. Only never-used slots are taken
+/// (they are all zero, so the record starts empty); userspace alone reuses deleted ones.
+/// Compare-and-swap: two CPUs may discover the same cgroup, or two cgroups wanting the same
+/// slot, at once.
+#[inline(always)]
+fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> {
+    for probe in 0..RECORD_PROBES {
+        let record = RECORDS.get_ptr_mut(record_slot(cgroup_id, probe))?;
+        // The BPF target has no `AtomicU64::compare_exchange` (Rust marks it without CAS, as
+        // BPF before cpu v3 had none); the intrinsic becomes BPF_ATOMIC | BPF_CMPXCHG, which
+        // the kernel has had since 5.12 and the verifier allows on map values.
+        let (current, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                &raw mut (*record).cgroup_id,
+                SLOT_FREE,
+                cgroup_id,
+            )
+        };
+        match (swapped, current) {
+            (true, _) => {
+                unsafe { (*record).recording_id = recording_id };
+                return Some(record);
+            }
+            (false, current) if current == cgroup_id => return Some(record),
+            (false, _) => {}
+        }
+    }
+    count_loss(LOSS_CGROUP_MAP_FULL);
+    None
+}
+
 /// The record of the current cgroup, creating it when the cgroup is a descendant of a
 /// recording cgroup seen for the first time (a container created under the recording cgroup
 /// by a runtime): the kernel registers it at its very first syscall, so nothing a container
@@ -187,7 +235,7 @@ fn current_cgroup_id() -> u64 {
 #[inline(always)]
 fn current_record() -> Option<*mut CgroupRecord> {
     let cgroup_id = current_cgroup_id();
-    if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
+    if let Some(record) = find_record(cgroup_id) {
         return Some(record);
     }
     // Only processes outside every recorded cgroup get here. Discovery costs one helper
@@ -200,25 +248,12 @@ fn current_record() -> Option<*mut CgroupRecord> {
     if recording_id == 0 || recording_id == cgroup_id {
         return None;
     }
-    let parent = unsafe { RECORDS.get(recording_id) }?;
-    if parent.recording_id != recording_id {
+    let parent = find_record(recording_id)?;
+    if unsafe { (*parent).recording_id } != recording_id {
         // Descendants are keyed to the recording cgroup itself, never to another descendant.
         return None;
     }
-    let zero = unsafe { &*ZERO_RECORD.get_ptr(0)? };
-    if RECORDS
-        .insert(&cgroup_id, zero, BPF_NOEXIST as u64)
-        .is_err()
-    {
-        // Lost the race to another CPU (fine, the entry exists) or the map is full.
-        if RECORDS.get_ptr_mut(cgroup_id).is_none() {
-            count_loss(LOSS_CGROUP_MAP_FULL);
-            return None;
-        }
-    }
-    let record = RECORDS.get_ptr_mut(cgroup_id)?;
-    unsafe { (*record).recording_id = recording_id };
-    Some(record)
+    claim_record(cgroup_id, recording_id)
 }
 
 #[inline(always)]
@@ -580,7 +615,7 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_exec() {
     let cgroup_id = current_cgroup_id();
-    if let Some(record) = RECORDS.get_ptr_mut(cgroup_id) {
+    if let Some(record) = find_record(cgroup_id) {
         let phase = unsafe {
             if (*record).phase == PHASE_RUNTIME as u32 {
                 (*record).phase = PHASE_WORKLOAD as u32;
@@ -622,7 +657,7 @@ pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
     if pid_off == 0 || tgid_off == 0 {
         return 0;
     }
-    let Some(record) = RECORDS.get_ptr_mut(current_cgroup_id()) else {
+    let Some(record) = find_record(current_cgroup_id()) else {
         return 0;
     };
     let child: *const u8 = ctx.arg(1);
@@ -659,10 +694,10 @@ pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: u32) {
     let cgroup_id = current_cgroup_id();
-    let Some(record) = (unsafe { RECORDS.get(cgroup_id) }) else {
+    let Some(record) = find_record(cgroup_id) else {
         return;
     };
-    let phase = record.phase;
+    let phase = unsafe { (*record).phase };
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
     // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.

@@ -31,6 +31,7 @@ pub mod oci;
 pub mod output;
 pub mod probes;
 pub mod record;
+pub mod record_table;
 pub mod run;
 pub mod seccomp;
 pub mod summary;

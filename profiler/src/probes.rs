@@ -14,11 +14,12 @@ use aya::{
     programs::{BtfTracePoint, FExit, RawTracePoint},
 };
 use profiler_common::{
-    ARCH_COUNT, CapKey, CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL,
+    ARCH_COUNT, CapKey, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL,
     PHASE_COUNT, SYSCALL_SLOTS,
 };
 
 use crate::arch::Arch;
+use crate::record_table::RecordTable;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 
@@ -41,6 +42,7 @@ pub struct Collected {
 
 pub struct Probes {
     ebpf: Ebpf,
+    records: RecordTable,
     /// Whether the capability hook compares the checked credentials with the task's own.
     pub cred_check: bool,
     pub syscall_hook: String,
@@ -123,6 +125,10 @@ impl Probes {
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
+        let records = match ebpf.map("RECORDS") {
+            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
+            _ => bail!("map RECORDS missing from the eBPF object, or not an array"),
+        };
 
         // Syscalls: tp_btf, else raw_tp.
         let mut errors = Vec::new();
@@ -231,6 +237,7 @@ impl Probes {
         }
         Ok(Probes {
             ebpf,
+            records,
             cred_check: real_cred_offset != 0 && cap_hook.as_deref() == Some("tp_btf/cap_capable"),
             syscall_hook,
             cap_hook,
@@ -238,26 +245,10 @@ impl Probes {
         })
     }
 
-    fn records(&mut self) -> anyhow::Result<HashMap<&mut MapData, u64, CgroupRecord>> {
-        Ok(HashMap::try_from(
-            self.ebpf
-                .map_mut("RECORDS")
-                .context("map RECORDS missing")?,
-        )?)
-    }
-
-    /// Starts recording a cgroup.
+    /// Starts recording a cgroup (a recording of its own; cgroups discovered below it point
+    /// at it).
     pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        let mut records = self.records()?;
-        let mut record = CgroupRecord::zeroed();
-        // A recording cgroup is its own recording; descendants point at it.
-        record.recording_id = cgroup_id;
-        records.insert(cgroup_id, record, 0).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot record cgroup {cgroup_id}: the kernel map of recorded cgroups refused it ({e}); \
-                 too many recordings at once?"
-            )
-        })
+        self.records.insert(cgroup_id)
     }
 
     /// Fills the allowed-executables map of `profiler enforce`.
@@ -294,17 +285,10 @@ impl Probes {
     /// itself comes first.
     pub fn collect(&mut self, recording_id: u64) -> anyhow::Result<Vec<Collected>> {
         let mut out: Vec<Collected> = Vec::new();
-        let mut ids = Vec::new();
         {
-            let records = self.records()?;
-            for entry in records.iter() {
-                let (id, record) = entry?;
-                if id != recording_id && record.recording_id != recording_id {
-                    continue;
-                }
-                ids.push(id);
+            for record in self.records.take_recording(recording_id) {
                 let mut c = Collected {
-                    cgroup_id: id,
+                    cgroup_id: record.cgroup_id,
                     out_of_range: record.out_of_range,
                     seccomp_loads: record.seccomp_loads,
                     args: record.args.iter().copied().enumerate().collect(),
@@ -369,11 +353,6 @@ impl Probes {
             c.cap_map_full = cap_full;
             c.cap_stack_missing = cap_stack;
             c.cgroup_map_full = cgroups_full;
-        }
-
-        let mut records = self.records()?;
-        for id in ids {
-            let _ = records.remove(&id);
         }
         Ok(out)
     }

@@ -647,9 +647,12 @@ fn scale(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> anyh
     writeln!(report, "| whole run | {:.2} s |", secs(total))?;
     writeln!(
         report,
-        "\nBound: the kernel map holds 1024 recorded cgroups (the recording's own and the ones found below it). A \
-         cgroup beyond that is not recorded: the kernel counts it (`losses.cgroup_map_full`), profiler prints an \
-         error and exits 3; nothing is lost silently.\n"
+        "\nBound: the kernel's record table has {} slots (the recording's own cgroup and the ones found below it); \
+         a cgroup may take any of {} consecutive slots from its id. A cgroup that finds none free is not recorded: \
+         the kernel counts it (`losses.cgroup_map_full`), profiler prints an error and exits 3; a recording that \
+         cannot start says so. Nothing is lost silently.\n",
+        profiler_common::RECORD_SLOTS,
+        profiler_common::RECORD_PROBES
     )?;
     if written != n {
         bail!("scale benchmark: {written} profiles for {n} cgroups");
