@@ -361,8 +361,9 @@ const OPEN_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
 /// into `data`, `aux` likewise into `aux`; `sockaddr` (with its length) instead reads raw
 /// bytes into `data`.
 /// What one event carries besides its kind and phase.
+#[repr(C)]
 #[derive(Clone, Copy)]
-struct EventSpec {
+pub struct EventSpec {
     args: [u64; 4],
     /// User pointer to a path (or a sockaddr when `sockaddr_len` > 0), 0 for none.
     path: u64,
@@ -375,7 +376,7 @@ struct EventSpec {
 fn emit(kind: u32, phase: usize, args: [u64; 4], path: u64, aux: u64, sockaddr_len: u64) {
     emit_spec(
         kind,
-        phase,
+        phase as u64,
         &EventSpec {
             args,
             path,
@@ -387,17 +388,21 @@ fn emit(kind: u32, phase: usize, args: [u64; 4], path: u64, aux: u64, sockaddr_l
 
 /// A BPF subprogram (BPF calls take at most five arguments, hence the struct): verified
 /// without being inlined at every call site.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn emit_spec(kind: u32, phase: usize, spec: &EventSpec) {
+pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i32 {
+    if spec.is_null() {
+        return 0;
+    }
     let EventSpec {
         args,
         path,
         aux,
         sockaddr_len,
-    } = *spec;
+    } = unsafe { *spec };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_loss(LOSS_EVENTS);
-        return;
+        return 0;
     };
     let e = entry.as_mut_ptr();
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -432,6 +437,7 @@ fn emit_spec(kind: u32, phase: usize, spec: &EventSpec) {
         }
     }
     entry.submit(0);
+    0
 }
 
 /// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.

@@ -111,10 +111,16 @@ impl Probes {
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
+        // Both read the kernel's BTF: aya parses all of it (~14 ms here), the offsets need a
+        // few lookups (~8 ms); on two threads start-up waits for the longer one only.
+        let offsets = std::thread::spawn(KernelOffsets::read);
         let btf = Btf::from_sys_fs().ok();
-        let real_cred_offset = task_real_cred_offset().unwrap_or(0);
-        let cgroup_id_path = cgroup_id_path().unwrap_or([0; 4]);
-        let (pid_off, tgid_off) = task_pid_offsets().unwrap_or((0, 0));
+        let KernelOffsets {
+            real_cred: real_cred_offset,
+            cgroup_id_path,
+            pid: pid_off,
+            tgid: tgid_off,
+        } = offsets.join().unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .btf(btf.as_ref())
             .override_global("RECORDING_LEVEL", &recording_level, true)
@@ -405,31 +411,43 @@ fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
     None
 }
 
-/// Offset of `real_cred` in `struct task_struct`.
-fn task_real_cred_offset() -> Option<u32> {
-    member_offset(&vmlinux_btf()?, "task_struct", "real_cred")
+/// Byte offsets into kernel structures the programs read through BTF pointers (aya has no
+/// CO-RE for Rust programs). 0 means unknown: the program then does without.
+#[derive(Default)]
+struct KernelOffsets {
+    /// `task_struct.real_cred`.
+    real_cred: u32,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
+    cgroup_id_path: [u32; 4],
+    /// `task_struct.pid` and `task_struct.tgid`.
+    pid: u32,
+    tgid: u32,
 }
 
-/// Offsets of `task_struct.pid` and `task_struct.tgid`.
-fn task_pid_offsets() -> Option<(u32, u32)> {
-    let btf = vmlinux_btf()?;
-    Some((
-        member_offset(&btf, "task_struct", "pid")?,
-        member_offset(&btf, "task_struct", "tgid")?,
-    ))
-}
-
-/// Offsets of `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
-fn cgroup_id_path() -> Option<[u32; 4]> {
-    let btf = vmlinux_btf()?;
-    let path = [
-        member_offset(&btf, "task_struct", "cgroups")?,
-        member_offset(&btf, "css_set", "dfl_cgrp")?,
-        member_offset(&btf, "cgroup", "kn")?,
-        member_offset(&btf, "kernfs_node", "id")?,
-    ];
-    // 0 means "unknown" to the probe; task_struct.cgroups is never the first member.
-    (path[0] != 0).then_some(path)
+impl KernelOffsets {
+    fn read() -> KernelOffsets {
+        let Some(btf) = vmlinux_btf() else {
+            return KernelOffsets::default();
+        };
+        let task = |member| member_offset(&btf, "task_struct", member);
+        let cgroup_id_path = (|| {
+            let path = [
+                task("cgroups")?,
+                member_offset(&btf, "css_set", "dfl_cgrp")?,
+                member_offset(&btf, "cgroup", "kn")?,
+                member_offset(&btf, "kernfs_node", "id")?,
+            ];
+            // 0 means "unknown" to the probe; task_struct.cgroups is never the first member.
+            (path[0] != 0).then_some(path)
+        })();
+        let (pid, tgid) = task("pid").zip(task("tgid")).unwrap_or((0, 0));
+        KernelOffsets {
+            real_cred: task("real_cred").unwrap_or(0),
+            cgroup_id_path: cgroup_id_path.unwrap_or([0; 4]),
+            pid,
+            tgid,
+        }
+    }
 }
 
 fn attach_btf_tracepoint(
