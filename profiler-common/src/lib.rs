@@ -259,6 +259,9 @@ pub struct CapKey {
 /// switches). Never the syscall record itself: a flood of events can only lose events, which
 /// are counted, never a syscall.
 pub const EVENT_PATH_LEN: usize = 256;
+/// How often userspace drains the event ring buffer without being woken: the programs wake
+/// it only when the buffer fills up (a wake-up per event costs more than the event).
+pub const EVENT_DRAIN_INTERVAL_MS: u64 = 50;
 pub const EVENT_AUX_LEN: usize = 64;
 
 /// execve/execveat entered: `data` = filename as passed, `aux` = argv[0], args[0] = dirfd.

@@ -201,6 +201,8 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
+                    // The programs wake this loop only when the buffer fills up.
+                    crate::record::drain_events(ring.get_mut(), &mut events);
                     let mut i = 0;
                     while i < active.len() {
                         if cgroup_populated(&active[i].dir) {

@@ -533,6 +533,9 @@ pub(crate) async fn run_in_cgroup(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(
+        profiler_common::EVENT_DRAIN_INTERVAL_MS,
+    ));
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
@@ -542,6 +545,11 @@ pub(crate) async fn run_in_cgroup(
                 drain_events(guard.get_inner_mut(), &mut batch);
                 on_events(batch);
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                let mut batch = Vec::new();
+                drain_events(ring.get_mut(), &mut batch);
+                on_events(batch);
             }
             _ = sigint.recv() => {
                 // Ctrl-C on a terminal reaches every process of the foreground group, the

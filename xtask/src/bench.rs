@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: profiler's cost measured side by side with its baselines,
+//! `cargo xtask bench [--quick] [--only PART,...]`: profiler's cost measured side by side with its baselines,
 //! runs alternated (A B A B ...) so drift on the machine hits every variant alike. Prints a
 //! table of medians and ratios and writes it, with the machine, to BENCHMARKS.md.
 use std::fmt::Write as _;
@@ -17,7 +17,19 @@ struct Config {
     scale_cgroups: usize,
 }
 
-pub fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+/// The parts of the benchmark, in the order.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Loop,
+    Make,
+    Stress,
+    Scale,
+    Startup,
+    Idle,
+}
+
+pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
+    let runs = |part: Part| only.is_empty() || only.contains(&part);
     let cfg = if quick {
         Config {
             rounds: 2,
@@ -52,15 +64,31 @@ pub fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
     )?;
 
     let before = untraced_loop(&bins, &cfg)?;
-    syscall_loop(&mut report, &cfg, &profiler, &bins, &dir)?;
-    realistic(&mut report, &cfg, &profiler, &dir)?;
-    stress(&mut report, &cfg, &profiler, &bins, &dir)?;
-    scale(&mut report, &cfg, &profiler, &dir)?;
-    startup(&mut report, &cfg, &profiler, &bins, &dir)?;
-    idle(&mut report, &cfg, &profiler, &bins, before)?;
+    if runs(Part::Loop) {
+        syscall_loop(&mut report, &cfg, &profiler, &bins, &dir)?;
+    }
+    if runs(Part::Make) {
+        realistic(&mut report, &cfg, &profiler, &dir)?;
+    }
+    if runs(Part::Stress) {
+        stress(&mut report, &cfg, &profiler, &bins, &dir)?;
+    }
+    if runs(Part::Scale) {
+        scale(&mut report, &cfg, &profiler, &dir)?;
+    }
+    if runs(Part::Startup) {
+        startup(&mut report, &cfg, &profiler, &bins, &dir)?;
+    }
+    if runs(Part::Idle) {
+        idle(&mut report, &cfg, &profiler, &bins, before)?;
+    }
 
     print!("{report}");
-    let out = root.join("BENCHMARKS.md");
+    let out = if only.is_empty() {
+        root.join("BENCHMARKS.md")
+    } else {
+        dir.join("partial.md")
+    };
     std::fs::write(&out, &report)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())

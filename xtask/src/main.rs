@@ -39,6 +39,10 @@ enum Cmd {
         /// A short run that fits in CI time.
         #[arg(long)]
         quick: bool,
+        /// Run only these parts (for working on one number); the report then goes to
+        /// target/bench/partial.md, BENCHMARKS.md is left alone.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Part>,
     },
 }
 
@@ -88,10 +92,10 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             demo()
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             setup()?;
             build(true)?;
-            bench::bench(&workspace_root(), quick)
+            bench::bench(&workspace_root(), quick, &only)
         }
     }
 }
