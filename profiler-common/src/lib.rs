@@ -96,6 +96,11 @@ pub struct CgroupRecord {
     pub seccomp_loads: u32,
     /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
     pub out_of_range: u64,
+    /// Non-zero until the cgroup's first exec: profiler's own child runs in the cgroup from
+    /// its creation (clone3 CLONE_INTO_CGROUP) and its few syscalls before exec are not the
+    /// workload's. Only that execve is recorded meanwhile.
+    pub awaiting_exec: u32,
+    pub _reserved: u32,
     pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
     /// Argument values, per phase.
     pub args: [ArgRecord; PHASE_COUNT],
@@ -134,6 +139,8 @@ impl CgroupRecord {
             phase: PHASE_SETUP as u32,
             seccomp_loads: 0,
             out_of_range: 0,
+            awaiting_exec: 0,
+            _reserved: 0,
             syscalls: [[[0; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
             args: [ArgRecord::zeroed(); PHASE_COUNT],
         }
@@ -338,6 +345,6 @@ const _: () = assert!(core::mem::size_of::<ArgRecord>() == 392);
 const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);
 const _: () = assert!(
     core::mem::size_of::<CgroupRecord>()
-        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 32 + 392 * PHASE_COUNT
+        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 40 + 392 * PHASE_COUNT
 );
 const _: () = assert!(core::mem::size_of::<CapKey>() == 32);

@@ -30,6 +30,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext, tracing::StackIdContext},
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
     CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord,
@@ -38,10 +39,8 @@ use profiler_common::{
     PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP, PRCTL_OTHER,
     PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
     PT_REGS_ORIG_AX_OFFSET, PT_REGS_SI_OFFSET, RECORD_PROBES, RECORD_SLOTS, SECCOMP_MODE_FILTER,
-    SECCOMP_SET_MODE_FILTER, SLOT_FREE, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
-    record_slot,
+    SECCOMP_SET_MODE_FILTER, SLOT_FREE, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr, record_slot,
 };
-use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
 use profiler_common::{
     ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT,
@@ -165,11 +164,14 @@ fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
     }
 }
 
-/// The current task's cgroup2 id. Every syscall on the host pays for this while a recording
-/// runs, and the helper call was the largest part of that cost (measured: ~12 ns of the
-/// probe's ~16 ns over a do-nothing program); four loads through BTF pointers cost less.
+/// The current task's cgroup2 id, on the syscall path. Every syscall on the host pays for
+/// this while a recording runs, and the helper call was the largest part of that cost
+/// (measured: ~12 ns of the probe's ~16 ns over a do-nothing program); four loads through
+/// BTF pointers cost less. The rare hooks use [`current_cgroup_id`]: the verifier looks a
+/// type name up in all of vmlinux BTF for every such load it checks
+/// (kernel/bpf/verifier.c, `btf_nested_type_is_trusted`), ~1 ms of start-up each.
 #[inline(always)]
-fn current_cgroup_id() -> u64 {
+fn current_cgroup_id_fast() -> u64 {
     let path = unsafe { core::ptr::read_volatile(&CGROUP_ID_PATH) };
     if path[0] == 0 {
         return unsafe { bpf_get_current_cgroup_id() };
@@ -181,6 +183,12 @@ fn current_cgroup_id() -> u64 {
         let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
         *(kn.add(path[3] as usize) as *const u64)
     }
+}
+
+/// The current task's cgroup2 id, for hooks that run rarely.
+#[inline(always)]
+fn current_cgroup_id() -> u64 {
+    unsafe { bpf_get_current_cgroup_id() }
 }
 
 /// The record of `cgroup_id`. For a cgroup that is not recorded (every other process on the
@@ -237,7 +245,7 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
 /// does is missed however fast it starts and stops.
 #[inline(always)]
 fn current_record() -> Option<*mut CgroupRecord> {
-    let cgroup_id = current_cgroup_id();
+    let cgroup_id = current_cgroup_id_fast();
     if let Some(record) = find_record(cgroup_id) {
         return Some(record);
     }
@@ -542,6 +550,10 @@ fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4]) {
 fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
     let [di, si, dx, bx, r10] = regs;
     let (arch, nr) = classify(id, cs);
+    // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
+    if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
+        return;
+    }
     let phase = unsafe { (*record).phase } as usize;
     mark_syscall(record, phase, arch, nr);
     record_args(
@@ -637,6 +649,7 @@ fn on_exec() {
     let cgroup_id = current_cgroup_id();
     if let Some(record) = find_record(cgroup_id) {
         let phase = unsafe {
+            (*record).awaiting_exec = 0;
             if (*record).phase == PHASE_RUNTIME as u32 {
                 (*record).phase = PHASE_WORKLOAD as u32;
             }

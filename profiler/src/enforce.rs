@@ -159,7 +159,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         (0, profiler_common::ENFORCE_ALL)
     };
     let mut probes = Probes::attach_enforcing(level, mode)?;
-    probes.track(cgroup.id())?;
+    probes.track_from_exec(cgroup.id())?;
     probes.allow_execs(profile.executables.keys().map(String::as_str))?;
     let mut command = opts.command.clone();
     let mut env = Vec::new();

@@ -158,6 +158,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    profiler::timings::start();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record {

@@ -14,8 +14,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, RawTracePoint},
 };
 use profiler_common::{
-    ARCH_COUNT, CapKey, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL,
-    PHASE_COUNT, SYSCALL_SLOTS,
+    ARCH_COUNT, CapKey, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, PHASE_COUNT,
+    SYSCALL_SLOTS,
 };
 
 use crate::arch::Arch;
@@ -111,8 +111,11 @@ impl Probes {
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
-        // Both read the kernel's BTF: aya parses all of it (~14 ms here), the offsets need a
-        // few lookups (~8 ms); on two threads start-up waits for the longer one only.
+        // Three readers of the kernel's BTF run at once: aya's loader parses all of it when it
+        // is created (~14 ms here; aya 0.14 has no way to hand it a parse made elsewhere),
+        // attaching tp_btf programs needs a parse of our own, and the offsets need a few
+        // lookups (~8 ms). In sequence that was most of start-up.
+        let loader = std::thread::spawn(EbpfLoader::new);
         let offsets = std::thread::spawn(KernelOffsets::read);
         let btf = Btf::from_sys_fs().ok();
         let KernelOffsets {
@@ -121,8 +124,17 @@ impl Probes {
             pid: pid_off,
             tgid: tgid_off,
         } = offsets.join().unwrap_or_default();
-        let mut ebpf = EbpfLoader::new()
-            .btf(btf.as_ref())
+        let mut loader: EbpfLoader<'_> = loader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reading the kernel's BTF failed (thread panicked)"))?;
+        crate::timings::mark("kernel BTF read");
+        if enforce == 0 {
+            // Only `profiler enforce` uses these; preallocated hash maps cost time to create.
+            loader
+                .map_max_entries("ALLOWED_EXECS", 1)
+                .map_max_entries("EXEC_VERDICT", 1);
+        }
+        let mut ebpf = loader
             .override_global("RECORDING_LEVEL", &recording_level, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
@@ -131,10 +143,24 @@ impl Probes {
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
+        crate::timings::mark("eBPF object loaded, maps created");
         let records = match ebpf.map("RECORDS") {
             Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
             _ => bail!("map RECORDS missing from the eBPF object, or not an array"),
         };
+
+        if let Some(btf) = btf.as_ref() {
+            let mut wanted = vec![
+                ("sys_enter_btf", "sys_enter"),
+                ("sched_process_exec_btf", "sched_process_exec"),
+                ("cap_capable_btf", "cap_capable"),
+            ];
+            if pid_off != 0 {
+                wanted.push(("sched_process_fork_btf", "sched_process_fork"));
+            }
+            verify_in_parallel(&mut ebpf, btf, &wanted);
+            crate::timings::mark("programs verified");
+        }
 
         // Syscalls: tp_btf, else raw_tp.
         let mut errors = Vec::new();
@@ -167,6 +193,7 @@ impl Probes {
             );
         };
 
+        crate::timings::mark("sys_enter verified and attached");
         // Exec: marks where a cgroup's workload starts (tp_btf, else raw_tp).
         let mut exec_errors = Vec::new();
         let mut exec_ok = false;
@@ -252,9 +279,15 @@ impl Probes {
     }
 
     /// Starts recording a cgroup (a recording of its own; cgroups discovered below it point
-    /// at it).
+    /// at it) whose processes are already running or started by someone else.
     pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        self.records.insert(cgroup_id)
+        self.records.insert(cgroup_id, false)
+    }
+
+    /// Starts recording a cgroup whose first process profiler is about to start there: what
+    /// that process does before it execs the workload is profiler's, not recorded.
+    pub fn track_from_exec(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        self.records.insert(cgroup_id, true)
     }
 
     /// Fills the allowed-executables map of `profiler enforce`.
@@ -460,7 +493,30 @@ fn attach_btf_tracepoint(
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?
         .try_into()?;
-    prog.load(tracepoint, btf)?;
+    if prog.fd().is_err() {
+        // Not loaded by `verify_in_parallel` (or it failed there): load now, for the error.
+        prog.load(tracepoint, btf)?;
+    }
     prog.attach()?;
     Ok(())
+}
+
+/// Loads the preferred tp_btf programs, (program, tracepoint) pairs, on one thread each: the
+/// verifier runs in the loading thread, and one after the other they took ~25 ms here.
+/// Failures are left for [`attach_btf_tracepoint`] to retry and report.
+fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
+    let programs: Vec<(&str, &mut BtfTracePoint)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, program)| {
+            let (_, tracepoint) = wanted.iter().find(|(p, _)| *p == name)?;
+            Some((*tracepoint, <&mut BtfTracePoint>::try_from(program).ok()?))
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (tracepoint, program) in programs {
+            scope.spawn(move || {
+                let _ = program.load(tracepoint, btf);
+            });
+        }
+    });
 }

@@ -17,6 +17,7 @@ use crate::output;
 use crate::probes::{Collected, Probes, check_privileges};
 use crate::seccomp::GenerateOptions;
 use crate::summary;
+use crate::timings;
 use crate::trace::{
     ArgumentValues, CgroupInfo, Exit, Host, Losses, Phase, Probes as ProbeInfo, SyscallEntry,
     TRACE_SCHEMA, Trace, Workload,
@@ -250,7 +251,9 @@ pub fn write_profiles(
         sets.push((dir.clone(), output::render(Some(trace), &profiles, &name)));
         generated.push(profiles);
     }
+    timings::mark("profiles generated");
     let written = output::write_atomically_many(&sets)?;
+    timings::mark("profiles written");
     let mut lost = false;
     for ((trace, dir), profiles) in items.iter().zip(&generated) {
         if !quiet {
@@ -289,7 +292,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let cgroup = RecordingCgroup::create()?;
     let level = if opts.containers { cgroup.level() } else { 0 };
     let mut probes = Probes::attach(level)?;
-    probes.track(cgroup.id())?;
+    probes.track_from_exec(cgroup.id())?;
+    timings::mark("probes attached");
     if probes.cap_hook.is_none() && !opts.quiet {
         eprintln!(
             "profiler: warning: no capability hook could be attached; capabilities.json will be empty:\n  {}",
@@ -372,6 +376,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         cgroup.kill_all();
     }
     let duration_ms = started.elapsed().as_millis() as u64;
+    timings::mark("workload ended");
     stop.store(true, Ordering::Relaxed);
     if let Some(w) = watcher {
         let _ = w.join();
@@ -384,6 +389,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let syscall_hook = probes.syscall_hook.clone();
     let cred_check = probes.cred_check;
     drop(probes); // detaches every program
+    timings::mark("collected and detached");
     let rec_id = cgroup.id();
     let rec_path = cgroup.relative_path().to_owned();
     drop(cgroup);
@@ -402,6 +408,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         cred_check,
         kallsyms.join().ok().flatten(),
     )?;
+    timings::mark("kallsyms ready");
     let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let resources = resources.lock().unwrap().clone();
     let make_trace = |c: Collected, path: Option<String>, container: bool| {
@@ -506,39 +513,26 @@ pub(crate) async fn run_in_cgroup(
     ring: &mut EventRing,
     on_events: &mut dyn FnMut(Vec<Event>),
 ) -> anyhow::Result<Exit> {
-    let procs = cgroup.procs_file()?;
-    let procs_fd = procs.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.arg0(&command[0]).args(&command[1..]);
-    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The workload must not outlive a killed profiler (the cgroup would then hold an
-            // unrecorded process); this is the spawning thread of a current-thread runtime.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // Join the recording cgroup before exec: the probes are attached already, so the
-            // execve itself and everything after it is recorded.
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    drop(procs);
-    let pid = child.id().map(|p| p as i32);
+    // Handlers first: once the workload runs, a signal meant for profiler may come any time.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    timings::mark("spawning the workload");
+    let mut child = match crate::launch::spawn_in_cgroup(cgroup.path(), program, command, env) {
+        Ok(child) => WorkloadProcess::InCgroup(child),
+        Err(crate::launch::SpawnError::Failed(e)) => return Err(e),
+        Err(crate::launch::SpawnError::Unsupported(_)) => {
+            WorkloadProcess::Moved(spawn_then_join(cgroup, program, command, env)?)
+        }
+    };
+    timings::mark("workload started");
+    let pid = Some(child.id());
     let mut drain_tick = tokio::time::interval(Duration::from_millis(
         profiler_common::EVENT_DRAIN_INTERVAL_MS,
     ));
-    let status = loop {
+    let exit = loop {
         tokio::select! {
-            status = child.wait() => break status?,
+            exit = child.wait() => break exit?,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let mut batch = Vec::new();
@@ -562,12 +556,70 @@ pub(crate) async fn run_in_cgroup(
             _ = sighup.recv() => forward(pid, libc::SIGHUP),
         }
     };
-    use std::os::unix::process::ExitStatusExt as _;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => Exit::Code(code),
-        (None, Some(sig)) => Exit::Signal(sig),
-        _ => Exit::Code(1),
-    })
+    Ok(exit)
+}
+
+/// The workload process, however it was started.
+enum WorkloadProcess {
+    /// Created inside the recording cgroup (clone3, Linux 5.7+).
+    InCgroup(crate::launch::Child),
+    /// Forked, then moved into the cgroup before exec.
+    Moved(tokio::process::Child),
+}
+
+impl WorkloadProcess {
+    fn id(&self) -> i32 {
+        match self {
+            WorkloadProcess::InCgroup(c) => c.id(),
+            WorkloadProcess::Moved(c) => c.id().map(|p| p as i32).unwrap_or(0),
+        }
+    }
+
+    async fn wait(&mut self) -> anyhow::Result<Exit> {
+        use std::os::unix::process::ExitStatusExt as _;
+        match self {
+            WorkloadProcess::InCgroup(c) => c.wait().await,
+            WorkloadProcess::Moved(c) => {
+                let status = c.wait().await?;
+                Ok(match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    _ => Exit::Code(1),
+                })
+            }
+        }
+    }
+}
+
+/// The fallback where clone3(CLONE_INTO_CGROUP) is missing: fork, join the cgroup through
+/// cgroup.procs between fork and exec, exec.
+fn spawn_then_join(
+    cgroup: &RecordingCgroup,
+    program: &std::path::Path,
+    command: &[String],
+    env: &[(&str, String)],
+) -> anyhow::Result<tokio::process::Child> {
+    let procs = cgroup.procs_file()?;
+    let procs_fd = procs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg0(&command[0]).args(&command[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The workload must not outlive a killed profiler (the cgroup would then hold an
+            // unrecorded process); this is the spawning thread of a current-thread runtime.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // Join the recording cgroup before exec: the probes are attached already, so the
+            // execve itself and everything after it is recorded.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", program.display()))
 }
 
 fn forward(pid: Option<i32>, sig: i32) {

@@ -76,8 +76,10 @@ impl RecordTable {
         };
     }
 
-    /// Starts recording `cgroup_id` as a recording of its own.
-    pub fn insert(&self, cgroup_id: u64) -> anyhow::Result<()> {
+    /// Starts recording `cgroup_id` as a recording of its own. `awaiting_exec`: profiler
+    /// starts the cgroup's first process, and what it does before its first exec is not
+    /// recorded.
+    pub fn insert(&self, cgroup_id: u64, awaiting_exec: bool) -> anyhow::Result<()> {
         if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
             bail!("cgroup id {cgroup_id} cannot be recorded");
         }
@@ -104,6 +106,7 @@ impl RecordTable {
                     unsafe {
                         (&raw mut (*record).recording_id).write_volatile(cgroup_id);
                         (&raw mut (*record).phase).write_volatile(PHASE_SETUP as u32);
+                        (&raw mut (*record).awaiting_exec).write_volatile(awaiting_exec as u32);
                     }
                     std::sync::atomic::fence(Ordering::Release);
                     return Ok(());

@@ -30,6 +30,42 @@ fn command_not_found_exits_127_and_writes_nothing() {
     assert!(!out.exists(), "output folder was created");
 }
 
+/// The workload starts inside the recording cgroup (clone3 CLONE_INTO_CGROUP) or, on kernels
+/// without it, joins it before exec: both record the same syscalls, none of profiler's own
+/// (its child's prctl, signal mask and handler resets before exec), and keep the exit code.
+#[test]
+fn both_ways_of_starting_the_workload_record_the_same() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("spawn");
+    let script = format!("echo hi > {}; exit 3", dir.join("file").display());
+    let mut sets = Vec::new();
+    for (name, fallback) in [("clone3", false), ("fallback", true)] {
+        let out = dir.join(name);
+        let mut cmd = profiler();
+        cmd.args(["record", "-q", "--out"])
+            .arg(&out)
+            .args(["--", "/bin/sh", "-c", &script]);
+        if fallback {
+            cmd.env("PROFILER_SPAWN_FALLBACK", "1");
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+        let names = traced_syscalls(&read_json(&out.join("trace.json")))["x86_64"].clone();
+        assert!(
+            names.contains("execve") && names.contains("write"),
+            "{name}: {names:?}"
+        );
+        assert!(
+            !names.contains("prctl"),
+            "{name}: profiler's own prctl was recorded"
+        );
+        sets.push(names);
+    }
+    assert_eq!(sets[0], sets[1]);
+}
+
 #[test]
 fn workload_exit_code_and_signal_are_propagated_and_profile_written() {
     if !can_record() {
