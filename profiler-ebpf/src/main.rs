@@ -78,6 +78,30 @@ static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
 #[map]
 static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
+/// A kernel path already walked: the stack id its walk gave, and how often it was seen since.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapPath {
+    stack_id: i32,
+    hits: u32,
+}
+
+/// Capability checks by call path, to walk each path's stack once instead of per check
+/// (`bpf_get_stackid` is ~3.5 us here, and a process checks CAP_SYS_ADMIN on nearly every
+/// mmap). Keyed like CAP_CHECKS but with the check's stack depth below the syscall entry in
+/// place of the stack id: the same path always has the same depth, a different path almost
+/// never does, and every `CAP_REWALK_EVERY`th check walks anyway.
+#[map]
+static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
+const CAP_REWALK_EVERY: u32 = 64;
+
+/// Per CPU: (thread id, depth of the sys_enter program's frame below the task's pt_regs) of
+/// the last recorded syscall entry. The kernel shifts the stack by a random offset at every
+/// syscall entry (CONFIG_RANDOMIZE_KSTACK_OFFSET, `add_random_kstack_offset()`), so depths
+/// are taken relative to this one, which has the same shift.
+#[map]
+static SYSCALL_ENTRY_DEPTH: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
 
@@ -595,6 +619,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     };
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
+    note_entry_depth(regs);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);
@@ -607,6 +632,27 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     ];
     on_sys_enter(record, id, cs, args);
     0
+}
+
+/// How deep below `regs` (the task's pt_regs at the top of its kernel stack) this program's
+/// frame is. Pointer minus pointer: the verifier allows it to programs loaded with
+/// CAP_PERFMON (kernel/bpf/verifier.c, `adjust_reg_min_max_vals`, allow_ptr_leaks).
+#[inline(always)]
+fn frame_depth(regs: *const u8) -> u64 {
+    let marker = 0u8;
+    // black_box on the difference too: it must be one pointer-minus-pointer instruction,
+    // which LLVM would otherwise fold into later arithmetic the verifier refuses.
+    core::hint::black_box(
+        (regs as u64).wrapping_sub(core::hint::black_box(&raw const marker) as u64),
+    )
+}
+
+#[inline(always)]
+fn note_entry_depth(regs: *const u8) {
+    if let Some(slot) = SYSCALL_ENTRY_DEPTH.get_ptr_mut(0) {
+        let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
+        unsafe { *slot = [tid, frame_depth(regs)] };
+    }
 }
 
 /// The cost floor for benchmarks (`profiler bench-floor`): attached to the same tracepoint,
@@ -734,14 +780,22 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
     // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
-    let (syscall_nr, cs) = unsafe {
+    let (syscall_nr, cs, depth) = unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
         (
             *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const i64),
             *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
+            frame_depth(regs),
         )
     };
+    // This check's depth below this syscall's entry, when this CPU's last recorded syscall
+    // entry is this thread's (it is, unless the thread moved CPU since).
+    let path_depth = SYSCALL_ENTRY_DEPTH.get_ptr(0).and_then(|entry| {
+        let [tid, entry_depth] = unsafe { *entry };
+        (syscall_nr >= 0 && tid == bpf_get_current_pid_tgid() & 0xffff_ffff)
+            .then(|| depth.wrapping_sub(entry_depth) as i32)
+    });
     let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
     if ret == 0 {
         flags |= CAP_FLAG_GRANTED;
@@ -752,21 +806,49 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
     let (arch, nr) = classify(syscall_nr, cs);
     // The kernel stack tells which kernel path asked (userspace classifies unaudited checks
     // from it). Identical stacks share one id, so this stays small.
-    let stack_id = match ctx.get_stackid(&CAP_STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            count_loss(LOSS_CAP_STACK);
-            -1
-        }
-    };
-    let key = CapKey {
+    let mut key = CapKey {
         cgroup_id,
         cap: cap as u32,
         flags,
         syscall_nr: nr,
         arch: arch as u32,
-        stack_id,
+        stack_id: path_depth.unwrap_or(0),
     };
+    let mut known = None;
+    if path_depth.is_some()
+        && let Some(path) = CAP_PATHS.get_ptr_mut(&key)
+    {
+        unsafe {
+            (*path).hits += 1;
+            if (*path).hits % CAP_REWALK_EVERY != 0 {
+                known = Some((*path).stack_id);
+            }
+        }
+    }
+    let stack_id = match known {
+        Some(id) => id,
+        None => {
+            let id = match ctx.get_stackid(&CAP_STACKS, 0) {
+                Ok(id) => id as i32,
+                Err(_) => {
+                    count_loss(LOSS_CAP_STACK);
+                    -1
+                }
+            };
+            if path_depth.is_some() && id >= 0 {
+                let _ = CAP_PATHS.insert(
+                    &key,
+                    &CapPath {
+                        stack_id: id,
+                        hits: 1,
+                    },
+                    0,
+                );
+            }
+            id
+        }
+    };
+    key.stack_id = stack_id;
     match CAP_CHECKS.get_ptr_mut(&key) {
         // Not atomic: concurrent checks of the same key on two CPUs may undercount by one;
         // the count is evidence, not a decision input.
