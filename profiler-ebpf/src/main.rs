@@ -95,7 +95,7 @@ struct CapPath {
 static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
 const CAP_REWALK_EVERY: u32 = 64;
 
-/// Per CPU: (thread id, depth of the sys_enter program's frame below the task's pt_regs) of
+/// Per CPU: (task_struct address, depth of the sys_enter program's frame below the task's pt_regs) of
 /// the last recorded syscall entry. The kernel shifts the stack by a random offset at every
 /// syscall entry (CONFIG_RANDOMIZE_KSTACK_OFFSET, `add_random_kstack_offset()`), so depths
 /// are taken relative to this one, which has the same shift.
@@ -195,13 +195,12 @@ fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
 /// type name up in all of vmlinux BTF for every such load it checks
 /// (kernel/bpf/verifier.c, `btf_nested_type_is_trusted`), ~1 ms of start-up each.
 #[inline(always)]
-fn current_cgroup_id_fast() -> u64 {
+fn current_cgroup_id_fast(task: *const u8) -> u64 {
     let path = unsafe { core::ptr::read_volatile(&CGROUP_ID_PATH) };
     if path[0] == 0 {
         return unsafe { bpf_get_current_cgroup_id() };
     }
     unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
         let css_set = *(task.add(path[0] as usize) as *const *const u8);
         let cgroup = *(css_set.add(path[1] as usize) as *const *const u8);
         let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
@@ -268,8 +267,8 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
 /// by a runtime): the kernel registers it at its very first syscall, so nothing a container
 /// does is missed however fast it starts and stops.
 #[inline(always)]
-fn current_record() -> Option<*mut CgroupRecord> {
-    let cgroup_id = current_cgroup_id_fast();
+fn current_record(task: *const u8) -> Option<*mut CgroupRecord> {
+    let cgroup_id = current_cgroup_id_fast(task);
     if let Some(record) = find_record(cgroup_id) {
         return Some(record);
     }
@@ -614,12 +613,13 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // Filter first: for every process that is not recorded this is the only work done.
-    let Some(record) = current_record() else {
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Some(record) = current_record(task) else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
-    note_entry_depth(regs);
+    note_entry_depth(task, regs);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);
@@ -648,10 +648,11 @@ fn frame_depth(regs: *const u8) -> u64 {
 }
 
 #[inline(always)]
-fn note_entry_depth(regs: *const u8) {
+fn note_entry_depth(task: *const u8, regs: *const u8) {
     if let Some(slot) = SYSCALL_ENTRY_DEPTH.get_ptr_mut(0) {
-        let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
-        unsafe { *slot = [tid, frame_depth(regs)] };
+        // The task pointer identifies the thread without a helper call (this runs for every
+        // recorded syscall).
+        unsafe { *slot = [task as u64, frame_depth(regs)] };
     }
 }
 
@@ -668,7 +669,8 @@ pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
 /// unless the x32 bit says otherwise.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
-    let Some(record) = current_record() else {
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Some(record) = current_record(task) else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
@@ -780,8 +782,8 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
     // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
+    let task = unsafe { bpf_get_current_task_btf() };
     let (syscall_nr, cs, depth) = unsafe {
-        let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
         (
             *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const i64),
@@ -792,8 +794,8 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
     // This check's depth below this syscall's entry, when this CPU's last recorded syscall
     // entry is this thread's (it is, unless the thread moved CPU since).
     let path_depth = SYSCALL_ENTRY_DEPTH.get_ptr(0).and_then(|entry| {
-        let [tid, entry_depth] = unsafe { *entry };
-        (syscall_nr >= 0 && tid == bpf_get_current_pid_tgid() & 0xffff_ffff)
+        let [entry_task, entry_depth] = unsafe { *entry };
+        (syscall_nr >= 0 && entry_task == task as u64)
             .then(|| depth.wrapping_sub(entry_depth) as i32)
     });
     let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
