@@ -111,19 +111,21 @@ impl Probes {
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
-        // Three readers of the kernel's BTF run at once: aya's loader parses all of it when it
-        // is created (~14 ms here; aya 0.14 has no way to hand it a parse made elsewhere),
-        // attaching tp_btf programs needs a parse of our own, and the offsets need a few
-        // lookups (~8 ms). In sequence that was most of start-up.
+        // Two readers of the kernel's BTF run at once: aya's loader parses all of it when it
+        // is created (~14 ms here; aya 0.14 has no way to hand it a parse made elsewhere) and
+        // the offsets and attach ids need a few lookups (~10 ms).
         let loader = std::thread::spawn(EbpfLoader::new);
-        let offsets = std::thread::spawn(KernelOffsets::read);
-        let btf = Btf::from_sys_fs().ok();
+        let offsets = KernelOffsets::read();
+        // Attaching needs only the ids of a few types; a BTF holding just those (see
+        // `attach_targets_btf`) spares a second full parse.
+        let btf = attach_targets_btf(&offsets.attach_targets).or_else(|| Btf::from_sys_fs().ok());
         let KernelOffsets {
             real_cred: real_cred_offset,
             cgroup_id_path,
             pid: pid_off,
             tgid: tgid_off,
-        } = offsets.join().unwrap_or_default();
+            ..
+        } = offsets;
         let mut loader: EbpfLoader<'_> = loader
             .join()
             .map_err(|_| anyhow::anyhow!("reading the kernel's BTF failed (thread panicked)"))?;
@@ -455,6 +457,65 @@ struct KernelOffsets {
     /// `task_struct.pid` and `task_struct.tgid`.
     pid: u32,
     tgid: u32,
+    /// The BTF ids of the types programs attach to: (name, BTF kind, id).
+    attach_targets: Vec<(&'static str, u32, u32)>,
+}
+
+/// BTF kinds (include/uapi/linux/btf.h).
+const BTF_KIND_PTR: u32 = 2;
+const BTF_KIND_TYPEDEF: u32 = 8;
+const BTF_KIND_FUNC: u32 = 12;
+
+/// What tp_btf and fexit programs attach to: `btf_trace_<tracepoint>` typedefs and functions.
+const ATTACH_TARGETS: [(&str, u32); 5] = [
+    ("btf_trace_sys_enter", BTF_KIND_TYPEDEF),
+    ("btf_trace_sched_process_exec", BTF_KIND_TYPEDEF),
+    ("btf_trace_sched_process_fork", BTF_KIND_TYPEDEF),
+    ("btf_trace_cap_capable", BTF_KIND_TYPEDEF),
+    ("cap_capable", BTF_KIND_FUNC),
+];
+
+/// An aya `Btf` in which each attach target has its id from the kernel's BTF.
+///
+/// aya looks the attach id up by name in a parsed `Btf` (`BtfTracePoint::load`), and its
+/// loader already parses all of vmlinux BTF once for itself (~14 ms and ~20 MB here), with
+/// no way to share that parse. This BTF has the targets at their kernel ids and a
+/// nameless pointer type at every other id: the kernel only ever sees the ids.
+fn attach_targets_btf(targets: &[(&'static str, u32, u32)]) -> Option<Btf> {
+    let max_id = targets.iter().map(|(_, _, id)| *id).max()?;
+    let mut strings = vec![0u8];
+    let mut types = Vec::with_capacity(max_id as usize * 12);
+    for id in 1..=max_id {
+        let (name_off, kind) = match targets.iter().find(|(_, _, i)| *i == id) {
+            Some((name, kind, _)) => {
+                let off = strings.len() as u32;
+                strings.extend_from_slice(name.as_bytes());
+                strings.push(0);
+                (off, *kind)
+            }
+            None => (0, BTF_KIND_PTR),
+        };
+        // struct btf_type: name_off, info (kind << 24), type; 0 is void.
+        for word in [name_off, kind << 24, 0] {
+            types.extend_from_slice(&word.to_ne_bytes());
+        }
+    }
+    // struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
+    let mut blob = Vec::with_capacity(24 + types.len() + strings.len());
+    blob.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+    blob.extend_from_slice(&[1, 0]);
+    for word in [
+        24,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
+        blob.extend_from_slice(&word.to_ne_bytes());
+    }
+    blob.extend_from_slice(&types);
+    blob.extend_from_slice(&strings);
+    Btf::parse(&blob, aya::Endianness::default()).ok()
 }
 
 impl KernelOffsets {
@@ -474,11 +535,25 @@ impl KernelOffsets {
             (path[0] != 0).then_some(path)
         })();
         let (pid, tgid) = task("pid").zip(task("tgid")).unwrap_or((0, 0));
+        let attach_targets = ATTACH_TARGETS
+            .iter()
+            .filter_map(|(name, kind)| {
+                let id = btf.resolve_ids_by_name(name).ok()?.into_iter().find(|id| {
+                    match btf.resolve_type_by_id(*id) {
+                        Ok(btf_rs::Type::Typedef(_)) => *kind == BTF_KIND_TYPEDEF,
+                        Ok(btf_rs::Type::Func(_)) => *kind == BTF_KIND_FUNC,
+                        _ => false,
+                    }
+                })?;
+                Some((*name, *kind, id))
+            })
+            .collect();
         KernelOffsets {
             real_cred: task("real_cred").unwrap_or(0),
             cgroup_id_path: cgroup_id_path.unwrap_or([0; 4]),
             pid,
             tgid,
+            attach_targets,
         }
     }
 }
