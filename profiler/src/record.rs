@@ -233,7 +233,7 @@ fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
     }
 }
 
-/// Writes the profile folder of each (trace, folder) with one filesystem sync for all, prints
+/// Writes the profile folder of each (trace, folder) at once (see `output::write_atomically_many`), prints
 /// the summaries; returns whether any trace lost data.
 pub fn write_profiles(
     items: &[(&Trace, PathBuf)],
