@@ -128,7 +128,7 @@ pub const fn record_slot(cgroup_id: u64, probe: u32) -> u32 {
 
 // Userspace maps the table and indexes it by `size_of::<CgroupRecord>()`; the kernel's
 // array element size is the value size rounded up to 8 (kernel/bpf/arraymap.c).
-const _: () = assert!(core::mem::size_of::<CgroupRecord>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<CgroupRecord>().is_multiple_of(8));
 const _: () = assert!(RECORD_SLOTS.is_power_of_two());
 
 impl CgroupRecord {

@@ -201,13 +201,13 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// A named way to run one measurement.
+type Variant<'a> = (&'a str, Box<dyn FnMut() -> anyhow::Result<Duration> + 'a>);
+
 /// Runs the variants in alternation, `rounds` times, and returns each variant's median.
 /// Each round starts one variant later than the previous one, so no variant always runs
 /// right after the same other one (a heavy run can slow the next on a small VM).
-fn alternate(
-    rounds: usize,
-    variants: &mut [(&str, Box<dyn FnMut() -> anyhow::Result<Duration> + '_>)],
-) -> anyhow::Result<Vec<Duration>> {
+fn alternate(rounds: usize, variants: &mut [Variant<'_>]) -> anyhow::Result<Vec<Duration>> {
     let count = variants.len();
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); count];
     for round in 0..rounds {
@@ -287,7 +287,7 @@ fn syscall_loop(
         let _ = bg.wait();
         d
     };
-    let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
+    let mut variants: Vec<Variant> = vec![
         ("untraced", Box::new(|| loop_time(&mut getppid()))),
         (
             "floor",
@@ -454,7 +454,7 @@ fn realistic(report: &mut String, cfg: &Config, profiler: &Path, dir: &Path) -> 
         cpu.borrow_mut()[i].push(children_cpu() - before);
         Ok(d)
     };
-    let mut variants: Vec<(&str, Box<dyn FnMut() -> anyhow::Result<Duration>>)> = vec![
+    let mut variants: Vec<Variant> = vec![
         (
             "untraced",
             Box::new(|| {
@@ -522,8 +522,8 @@ fn trace_names(trace: &Path) -> anyhow::Result<(std::collections::BTreeSet<Strin
     Ok((names, losses))
 }
 
-/// 3. Stress: 64 threads and 1,000 short-lived processes; the recorded set must equal the
-/// ground truth (strace -f of a small run of the same program) and the loss counters be 0.
+/// Part 3, stress: 64 threads and 1,000 short-lived processes; the recorded set must equal
+/// the ground truth (strace -f of a small run of the same program), the loss counters be 0.
 fn stress(
     report: &mut String,
     cfg: &Config,
