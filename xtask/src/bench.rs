@@ -90,10 +90,14 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     }
 
     print!("{report}");
-    let out = if only.is_empty() {
-        root.join("BENCHMARKS.md")
-    } else {
+    // BENCHMARKS.md holds full runs only; quick and partial runs (CI, work on one number)
+    // leave it alone.
+    let out = if !only.is_empty() {
         dir.join("partial.md")
+    } else if quick {
+        dir.join("quick.md")
+    } else {
+        root.join("BENCHMARKS.md")
     };
     std::fs::write(&out, &report)?;
     eprintln!("xtask: wrote {}", out.display());
