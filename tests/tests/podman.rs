@@ -15,17 +15,21 @@ fn podman(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn podman_container_passes_under_its_profile() {
-    if !can_record() {
-        return;
-    }
+/// `podman GLOBAL... run --rm --network none FLAGS... IMAGE /bin/sh -c SCRIPT`.
+fn podman_sh(global: &[&str], flags: &[&str], script: &str) -> std::process::Output {
+    let mut args = global.to_vec();
+    args.extend(["run", "--rm", "--network", "none"]);
+    args.extend(flags);
+    args.extend([PODMAN_IMAGE, "/bin/sh", "-c", script]);
+    podman(&args)
+}
+
+/// The same container, recorded: `profiler record --containers --out OUT -- podman run ...`.
+fn record_podman_sh(out: &std::path::Path, script: &str) -> std::process::Output {
     let (conf, argv) = podman_argv();
-    let dir = TempDir::new("podman");
-    let profile = dir.join("profile");
-    let o = profiler()
+    profiler()
         .args(["record", "--containers", "--out"])
-        .arg(&profile)
+        .arg(out)
         .env("CONTAINERS_CONF", conf)
         .arg("--")
         .args(&argv)
@@ -37,10 +41,20 @@ fn podman_container_passes_under_its_profile() {
             PODMAN_IMAGE,
             "/bin/sh",
             "-c",
-            WORKLOAD,
+            script,
         ])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn podman_container_passes_under_its_profile() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("podman");
+    let profile = dir.join("profile");
+    let o = record_podman_sh(&profile, WORKLOAD);
     let expected = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success() && expected.contains("got-hup"),
@@ -56,21 +70,11 @@ fn podman_container_passes_under_its_profile() {
 
     for nnp in [false, true] {
         let seccomp = format!("seccomp={}", profile.join("seccomp.json").display());
-        let mut args = vec![
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--security-opt",
-            &seccomp,
-            "--cap-drop",
-            "ALL",
-        ];
+        let mut flags = vec!["--security-opt", &seccomp, "--cap-drop", "ALL"];
         if nnp {
-            args.extend(["--security-opt", "no-new-privileges"]);
+            flags.extend(["--security-opt", "no-new-privileges"]);
         }
-        args.extend([PODMAN_IMAGE, "/bin/sh", "-c", WORKLOAD]);
-        let o = podman(&args);
+        let o = podman_sh(&[], &flags, WORKLOAD);
         assert!(
             o.status.success(),
             "nnp {nnp}: {}",
@@ -79,18 +83,7 @@ fn podman_container_passes_under_its_profile() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
     }
     let seccomp = format!("seccomp={}", profile.join("seccomp.json").display());
-    let o = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--security-opt",
-        &seccomp,
-        PODMAN_IMAGE,
-        "/bin/sh",
-        "-c",
-        "ln -s /a /tmp/b",
-    ]);
+    let o = podman_sh(&[], &["--security-opt", &seccomp], "ln -s /a /tmp/b");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
 }
@@ -132,35 +125,20 @@ fn podman_container_recorded_through_oci_hook() {
     }
     assert!(socket.exists(), "profiler serve did not start");
     let hooks_dir = hooks.display().to_string();
-    let o = podman(&[
-        "--hooks-dir",
-        &hooks_dir,
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--annotation",
-        "io.profiler.record=true",
-        "--annotation",
-        "io.profiler.name=hooked",
-        PODMAN_IMAGE,
-        "/bin/sh",
-        "-c",
+    let o = podman_sh(
+        &["--hooks-dir", &hooks_dir],
+        &[
+            "--annotation",
+            "io.profiler.record=true",
+            "--annotation",
+            "io.profiler.name=hooked",
+        ],
         WORKLOAD,
-    ]);
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected = String::from_utf8_lossy(&o.stdout).into_owned();
     // A container without the annotation is not recorded.
-    let o = podman(&[
-        "--hooks-dir",
-        &hooks_dir,
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        PODMAN_IMAGE,
-        "/bin/true",
-    ]);
+    let o = podman_sh(&["--hooks-dir", &hooks_dir], &[], "true");
     assert!(o.status.success());
     let profile = out.join("hooked");
     for _ in 0..300 {
@@ -199,20 +177,11 @@ fn podman_container_recorded_through_oci_hook() {
     );
 
     let seccomp = format!("seccomp={}", profile.join("seccomp.json").display());
-    let o = podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--security-opt",
-        &seccomp,
-        "--cap-drop",
-        "ALL",
-        PODMAN_IMAGE,
-        "/bin/sh",
-        "-c",
+    let o = podman_sh(
+        &[],
+        &["--security-opt", &seccomp, "--cap-drop", "ALL"],
         WORKLOAD,
-    ]);
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), expected);
 }
@@ -246,48 +215,18 @@ fn podman_runs_the_service_under_its_generated_flags() {
     }
     let script = "set -e; mkdir -p /tmp/www; echo served > /tmp/www/index.html; echo started >> /data/app.log; \
         httpd -p 127.0.0.1:8080 -h /tmp/www; until wget -q -O - http://127.0.0.1:8080/index.html; do sleep 0.1; done";
-    let (conf, argv) = podman_argv();
     let dir = TempDir::new("podman-image");
     let profile = dir.join("web");
-    let o = profiler()
-        .args(["record", "--containers", "--out"])
-        .arg(&profile)
-        .env("CONTAINERS_CONF", &conf)
-        .arg("--")
-        .args(&argv)
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            PODMAN_IMAGE,
-            "/bin/sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
+    let o = record_podman_sh(&profile, script);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("served"));
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--rm".into(),
-        "--network".into(),
-        "none".into(),
-    ];
-    args.extend(docker_run_flags(&profile));
-    assert!(args.iter().any(|a| a == "--read-only"), "{args:?}");
-    args.extend([
-        PODMAN_IMAGE.to_owned(),
-        "/bin/sh".into(),
-        "-c".into(),
-        script.into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = podman(&refs);
+    let flags = docker_run_flags(&profile);
+    assert!(flags.iter().any(|a| a == "--read-only"), "{flags:?}");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let o = podman_sh(&[], &flags, script);
     assert!(
         o.status.success(),
-        "{args:?}: {}",
+        "{flags:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("served"));

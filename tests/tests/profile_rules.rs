@@ -262,25 +262,31 @@ fn default_action_kill_and_log() {
     }
 }
 
-#[test]
-fn i386_binary_is_recorded_under_its_own_architecture() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("i386");
+/// Builds tests/workloads/i386.c statically for the ABI `-m32`/`-mx32` names, in `dir`.
+fn build_static_workload(dir: &TempDir, abi_flag: &str, package: &str) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/i386.c");
-    let bin = dir.join("i386-static");
+    let bin = dir.join(&format!("workload{abi_flag}"));
     let built = Command::new("gcc")
-        .args(["-m32", "-static", "-O2", "-o"])
+        .args([abi_flag, "-static", "-O2", "-o"])
         .arg(&bin)
         .arg(&src)
         .output()
         .unwrap();
     assert!(
         built.status.success(),
-        "gcc -m32 -static failed (gcc-multilib missing?): {}",
+        "gcc {abi_flag} -static failed ({package} missing?): {}",
         stderr(&built)
     );
+    bin
+}
+
+#[test]
+fn i386_binary_is_recorded_under_its_own_architecture() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("i386");
+    let bin = build_static_workload(&dir, "-m32", "gcc-multilib");
     let bin = bin.to_string_lossy().into_owned();
     let profile = dir.join("profile");
     let o = record(&profile, &[&bin, "/etc/hostname"]);
@@ -329,19 +335,7 @@ fn x32_binary_is_recorded_under_its_own_architecture() {
         return;
     }
     let dir = TempDir::new("x32");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/i386.c");
-    let bin = dir.join("x32-static");
-    let built = Command::new("gcc")
-        .args(["-mx32", "-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "gcc -mx32 failed (libc6-dev-x32 missing?): {}",
-        stderr(&built)
-    );
+    let bin = build_static_workload(&dir, "-mx32", "libc6-dev-x32");
     match Command::new(&bin).arg("/etc/hostname").output() {
         Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
             eprintln!("SKIP: this kernel has no x32 ABI (CONFIG_X86_X32_ABI): exec gives ENOEXEC");
