@@ -22,8 +22,8 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_send_signal,
-            bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_stack,
+            bpf_send_signal, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, fexit, map, raw_tracepoint},
@@ -86,21 +86,28 @@ struct CapPath {
     hits: u32,
 }
 
-/// Capability checks by call path, to walk each path's stack once instead of per check
-/// (`bpf_get_stackid` is ~3.5 us here, and a process checks CAP_SYS_ADMIN on nearly every
-/// mmap). Keyed like CAP_CHECKS but with the check's stack depth below the syscall entry in
-/// place of the stack id: the same path always has the same depth, a different path almost
-/// never does, and every `CAP_REWALK_EVERY`th check walks anyway.
-#[map]
-static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
-const CAP_REWALK_EVERY: u32 = 64;
+/// A call path, as far as it can be told without walking the whole stack: the check and its
+/// innermost frames.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapPathKey {
+    check: CapKey,
+    /// cap_capable, then its callers: the frames that decide whether the check is audited
+    /// (security_capable, then ns_capable / ns_capable_noaudit / capable_wrt_inode_uidgid /
+    /// security_vm_enough_memory_mm ..., then theirs; userspace's classifier looks for the
+    /// `*_noaudit` and memory-accounting callers, which sit within these).
+    top_frames: [u64; CAP_TOP_FRAMES],
+}
+const CAP_TOP_FRAMES: usize = 6;
 
-/// Per CPU: (task_struct address, depth of the sys_enter program's frame below the task's pt_regs) of
-/// the last recorded syscall entry. The kernel shifts the stack by a random offset at every
-/// syscall entry (CONFIG_RANDOMIZE_KSTACK_OFFSET, `add_random_kstack_offset()`), so depths
-/// are taken relative to this one, which has the same shift.
+/// Capability checks by call path, to walk and store each path's whole stack once instead of
+/// per check (`bpf_get_stackid` ~3.5 us here, the top frames ~1.5 us; a process checks
+/// CAP_SYS_ADMIN on nearly every mmap). Checks share a path when their innermost frames are
+/// equal; the stored stack is then one of the paths that begin so, and every
+/// `CAP_REWALK_EVERY`th check walks again.
 #[map]
-static SYSCALL_ENTRY_DEPTH: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+static CAP_PATHS: HashMap<CapPathKey, CapPath> = HashMap::with_max_entries(16384, 0);
+const CAP_REWALK_EVERY: u32 = 64;
 
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
@@ -619,7 +626,6 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     };
     let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
-    note_entry_depth(task, regs);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);
@@ -632,28 +638,6 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     ];
     on_sys_enter(record, id, cs, args);
     0
-}
-
-/// How deep below `regs` (the task's pt_regs at the top of its kernel stack) this program's
-/// frame is. Pointer minus pointer: the verifier allows it to programs loaded with
-/// CAP_PERFMON (kernel/bpf/verifier.c, `adjust_reg_min_max_vals`, allow_ptr_leaks).
-#[inline(always)]
-fn frame_depth(regs: *const u8) -> u64 {
-    let marker = 0u8;
-    // black_box on the difference too: it must be one pointer-minus-pointer instruction,
-    // which LLVM would otherwise fold into later arithmetic the verifier refuses.
-    core::hint::black_box(
-        (regs as u64).wrapping_sub(core::hint::black_box(&raw const marker) as u64),
-    )
-}
-
-#[inline(always)]
-fn note_entry_depth(task: *const u8, regs: *const u8) {
-    if let Some(slot) = SYSCALL_ENTRY_DEPTH.get_ptr_mut(0) {
-        // The task pointer identifies the thread without a helper call (this runs for every
-        // recorded syscall).
-        unsafe { *slot = [task as u64, frame_depth(regs)] };
-    }
 }
 
 /// The cost floor for benchmarks (`profiler bench-floor`): attached to the same tracepoint,
@@ -782,22 +766,14 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
     // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
-    let task = unsafe { bpf_get_current_task_btf() };
-    let (syscall_nr, cs, depth) = unsafe {
+    let (syscall_nr, cs) = unsafe {
+        let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
         (
             *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const i64),
             *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
-            frame_depth(regs),
         )
     };
-    // This check's depth below this syscall's entry, when this CPU's last recorded syscall
-    // entry is this thread's (it is, unless the thread moved CPU since).
-    let path_depth = SYSCALL_ENTRY_DEPTH.get_ptr(0).and_then(|entry| {
-        let [entry_task, entry_depth] = unsafe { *entry };
-        (syscall_nr >= 0 && entry_task == task as u64)
-            .then(|| depth.wrapping_sub(entry_depth) as i32)
-    });
     let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
     if ret == 0 {
         flags |= CAP_FLAG_GRANTED;
@@ -814,12 +790,23 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
         flags,
         syscall_nr: nr,
         arch: arch as u32,
-        stack_id: path_depth.unwrap_or(0),
+        stack_id: 0,
     };
+    let mut path_key = CapPathKey {
+        check: key,
+        top_frames: [0; CAP_TOP_FRAMES],
+    };
+    let top_len = core::mem::size_of::<[u64; CAP_TOP_FRAMES]>() as u32;
+    let have_top = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut path_key.top_frames).cast(),
+            top_len,
+            0,
+        )
+    } > 0;
     let mut known = None;
-    if path_depth.is_some()
-        && let Some(path) = CAP_PATHS.get_ptr_mut(&key)
-    {
+    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(&path_key) {
         unsafe {
             (*path).hits += 1;
             if (*path).hits % CAP_REWALK_EVERY != 0 {
@@ -837,9 +824,9 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
                     -1
                 }
             };
-            if path_depth.is_some() && id >= 0 {
+            if have_top && id >= 0 {
                 let _ = CAP_PATHS.insert(
-                    &key,
+                    &path_key,
                     &CapPath {
                         stack_id: id,
                         hits: 1,
