@@ -211,7 +211,56 @@ pub mod nr {
     pub const X86_64_SYMLINKAT: i64 = 266;
     pub const X86_64_RENAMEAT2: i64 = 316;
     pub const X86_64_EXECVEAT: i64 = 322;
+
+    // i386 syscalls that produce events (arch/x86/entry/syscalls/syscall_32.tbl), each
+    // reported as the x86_64 syscall with the same arguments.
+    pub const I386_LINK: i64 = 9;
+    pub const I386_UNLINK: i64 = 10;
+    pub const I386_EXECVE: i64 = 11;
+    pub const I386_CHDIR: i64 = 12;
+    pub const I386_MKNOD: i64 = 14;
+    pub const I386_OPEN: i64 = 5;
+    pub const I386_CREAT: i64 = 8;
+    pub const I386_SETUID16: i64 = 23;
+    pub const I386_RENAME: i64 = 38;
+    pub const I386_MKDIR: i64 = 39;
+    pub const I386_RMDIR: i64 = 40;
+    pub const I386_SETGID16: i64 = 46;
+    pub const I386_SETREUID16: i64 = 70;
+    pub const I386_SETREGID16: i64 = 71;
+    pub const I386_SYMLINK: i64 = 83;
+    pub const I386_TRUNCATE: i64 = 92;
+    pub const I386_FCHDIR: i64 = 133;
+    pub const I386_SETRESUID16: i64 = 164;
+    pub const I386_SETRESGID16: i64 = 170;
+    pub const I386_TRUNCATE64: i64 = 193;
+    pub const I386_SETREUID32: i64 = 203;
+    pub const I386_SETREGID32: i64 = 204;
+    pub const I386_SETRESUID32: i64 = 208;
+    pub const I386_SETRESGID32: i64 = 210;
+    pub const I386_SETUID32: i64 = 213;
+    pub const I386_SETGID32: i64 = 214;
+    pub const I386_OPENAT: i64 = 295;
+    pub const I386_MKDIRAT: i64 = 296;
+    pub const I386_MKNODAT: i64 = 297;
+    pub const I386_UNLINKAT: i64 = 301;
+    pub const I386_RENAMEAT: i64 = 302;
+    pub const I386_LINKAT: i64 = 303;
+    pub const I386_SYMLINKAT: i64 = 304;
+    pub const I386_RENAMEAT2: i64 = 353;
+    pub const I386_EXECVEAT: i64 = 358;
+    pub const I386_BIND: i64 = 361;
+    pub const I386_CONNECT: i64 = 362;
+    pub const I386_LISTEN: i64 = 363;
+    /// socketcall(2) call numbers (include/uapi/linux/net.h).
+    pub const SYS_SOCKET: u64 = 1;
+    pub const SYS_BIND: u64 = 2;
+    pub const SYS_CONNECT: u64 = 3;
+    pub const SYS_LISTEN: u64 = 4;
 }
+
+/// Byte offset of `cx` in x86_64 `struct pt_regs`: the second argument of an i386 syscall.
+pub const PT_REGS_CX_OFFSET: usize = 88;
 
 /// Byte offset of `bx` in x86_64 `struct pt_regs`: the first argument of an i386 syscall.
 pub const PT_REGS_BX_OFFSET: usize = 40;

@@ -45,7 +45,7 @@ use profiler_common::{
 use profiler_common::{
     ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT,
     EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID,
-    EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_R10_OFFSET,
+    EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_CX_OFFSET, PT_REGS_R10_OFFSET,
 };
 
 /// The recorded cgroups, an open-addressed table (see `profiler_common::RECORD_SLOTS`).
@@ -494,7 +494,7 @@ pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i3
 
 /// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.
 #[inline(always)]
-fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4]) {
+fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4], compat: bool) {
     // Each event is described first and emitted at one of two call sites (the verifier checks
     // `emit` once per site and path: measured 76 ms at start with twenty sites, 64 ms now).
     // (kind, args, user pointer, aux pointer, sockaddr length)
@@ -508,10 +508,11 @@ fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4]) {
             } else {
                 (a[0], a[1], a[2])
             };
-            let argv0 = if argv != 0 {
-                unsafe { bpf_probe_read_user(argv as *const u64) }.unwrap_or(0)
-            } else {
-                0
+            // argv[0]: a pointer of the process's own width.
+            let argv0 = match (argv, compat) {
+                (0, _) => 0,
+                (_, true) => unsafe { bpf_probe_read_user(argv as *const u32) }.unwrap_or(0) as u64,
+                (_, false) => unsafe { bpf_probe_read_user(argv as *const u64) }.unwrap_or(0),
             };
             if enforcing(record, phase) {
                 judge_exec(path);
@@ -576,9 +577,65 @@ fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4]) {
     }
 }
 
+/// An i386 syscall that produces events, as the x86_64 syscall taking the same arguments in
+/// the same order; `a` is ebx, ecx, edx, esi (zero-extended by the compat entry). File
+/// descriptors are sign-extended (AT_FDCWD is -100), pointers are not.
 #[inline(always)]
-fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
-    let [di, si, dx, bx, r10] = regs;
+fn i386_event_form(nr: i64, a: [u64; 4]) -> Option<(i64, [u64; 4])> {
+    let fd = |v: u64| v as u32 as i32 as i64 as u64;
+    let [a0, a1, a2, a3] = a;
+    Some(match nr {
+        nr::I386_EXECVE => (nr::X86_64_EXECVE, a),
+        nr::I386_EXECVEAT => (nr::X86_64_EXECVEAT, [fd(a0), a1, a2, a3]),
+        nr::I386_OPEN => (nr::X86_64_OPEN, a),
+        nr::I386_OPENAT => (nr::X86_64_OPENAT, [fd(a0), a1, a2, a3]),
+        nr::I386_CREAT => (nr::X86_64_CREAT, a),
+        nr::I386_MKDIR => (nr::X86_64_MKDIR, a),
+        nr::I386_MKDIRAT => (nr::X86_64_MKDIRAT, [fd(a0), a1, a2, a3]),
+        nr::I386_RMDIR => (nr::X86_64_RMDIR, a),
+        nr::I386_UNLINK => (nr::X86_64_UNLINK, a),
+        nr::I386_UNLINKAT => (nr::X86_64_UNLINKAT, [fd(a0), a1, a2, a3]),
+        nr::I386_RENAME => (nr::X86_64_RENAME, a),
+        nr::I386_RENAMEAT => (nr::X86_64_RENAMEAT, [fd(a0), a1, fd(a2), a3]),
+        nr::I386_RENAMEAT2 => (nr::X86_64_RENAMEAT2, [fd(a0), a1, fd(a2), a3]),
+        nr::I386_LINK => (nr::X86_64_LINK, a),
+        nr::I386_LINKAT => (nr::X86_64_LINKAT, [fd(a0), a1, fd(a2), a3]),
+        nr::I386_SYMLINK => (nr::X86_64_SYMLINK, a),
+        nr::I386_SYMLINKAT => (nr::X86_64_SYMLINKAT, [a0, fd(a1), a2, a3]),
+        nr::I386_MKNOD => (nr::X86_64_MKNOD, a),
+        nr::I386_MKNODAT => (nr::X86_64_MKNODAT, [fd(a0), a1, a2, a3]),
+        nr::I386_TRUNCATE | nr::I386_TRUNCATE64 => (nr::X86_64_TRUNCATE, a),
+        nr::I386_CHDIR => (nr::X86_64_CHDIR, a),
+        nr::I386_FCHDIR => (nr::X86_64_FCHDIR, [fd(a0), a1, a2, a3]),
+        nr::I386_SOCKET => (nr::X86_64_SOCKET, a),
+        nr::I386_BIND => (nr::X86_64_BIND, [fd(a0), a1, a2, a3]),
+        nr::I386_CONNECT => (nr::X86_64_CONNECT, [fd(a0), a1, a2, a3]),
+        nr::I386_LISTEN => (nr::X86_64_LISTEN, [fd(a0), a1, a2, a3]),
+        nr::I386_SOCKETCALL => {
+            // socketcall(call, args): the arguments are an array of 32-bit values in memory.
+            let call_args = unsafe { bpf_probe_read_user(a1 as *const [u32; 3]) }.ok()?;
+            let [b0, b1, b2] = call_args.map(|v| v as u64);
+            match a0 {
+                nr::SYS_SOCKET => (nr::X86_64_SOCKET, [b0, b1, b2, 0]),
+                nr::SYS_BIND => (nr::X86_64_BIND, [fd(b0), b1, b2, 0]),
+                nr::SYS_CONNECT => (nr::X86_64_CONNECT, [fd(b0), b1, b2, 0]),
+                nr::SYS_LISTEN => (nr::X86_64_LISTEN, [fd(b0), b1, b2, 0]),
+                _ => return None,
+            }
+        }
+        nr::I386_SETUID16 | nr::I386_SETUID32 => (nr::X86_64_SETUID, a),
+        nr::I386_SETGID16 | nr::I386_SETGID32 => (nr::X86_64_SETGID, a),
+        nr::I386_SETREUID16 | nr::I386_SETREUID32 => (nr::X86_64_SETREUID, a),
+        nr::I386_SETREGID16 | nr::I386_SETREGID32 => (nr::X86_64_SETREGID, a),
+        nr::I386_SETRESUID16 | nr::I386_SETRESUID32 => (nr::X86_64_SETRESUID, a),
+        nr::I386_SETRESGID16 | nr::I386_SETRESGID32 => (nr::X86_64_SETRESGID, a),
+        _ => return None,
+    })
+}
+
+#[inline(always)]
+fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 6]) {
+    let [di, si, dx, bx, r10, cx] = regs;
     let (arch, nr) = classify(id, cs);
     // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
     if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
@@ -593,8 +650,17 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 5]) {
         nr,
         if arch == ARCH_I386 { bx } else { di },
     );
-    if arch == ARCH_X86_64 {
-        emit_events(record, phase, nr, [di, si, dx, r10]);
+    // Events come from both 64-bit and 32-bit processes, told in x86_64 terms. (x32 has its
+    // own numbers for a few of these; it cannot run on this project's kernels.)
+    let event_form = if arch == ARCH_X86_64 {
+        Some((nr, [di, si, dx, r10], false))
+    } else if arch == ARCH_I386 {
+        i386_event_form(nr, [bx, cx, dx, si]).map(|(n, a)| (n, a, true))
+    } else {
+        None
+    };
+    if let Some((nr, a, compat)) = event_form {
+        emit_events(record, phase, nr, a, compat);
     }
     // A seccomp filter being loaded before the first exec is the runtime locking the
     // container down: what follows until the exec must be allowed by the profile. The filter
@@ -635,6 +701,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
         load(PT_REGS_DX_OFFSET),
         load(PT_REGS_BX_OFFSET),
         load(PT_REGS_R10_OFFSET),
+        load(PT_REGS_CX_OFFSET),
     ];
     on_sys_enter(record, id, cs, args);
     0
@@ -667,6 +734,7 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
         read(PT_REGS_DX_OFFSET),
         read(PT_REGS_BX_OFFSET),
         read(PT_REGS_R10_OFFSET),
+        read(PT_REGS_CX_OFFSET),
     ];
     on_sys_enter(record, id, read(PT_REGS_CS_OFFSET), args);
     0

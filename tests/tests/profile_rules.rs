@@ -329,6 +329,50 @@ fn i386_binary_is_recorded_under_its_own_architecture() {
     );
 }
 
+/// What a 32-bit process does reaches the image profile like a 64-bit one's: its exec
+/// (argv of 32-bit pointers), its mkdir, its socket (through socketcall on this libc).
+#[test]
+fn i386_program_events_reach_the_image_profile() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("i386-image");
+    let bin = build_static_workload(&dir, "-m32", "gcc-multilib");
+    let made = dir.join("made");
+    let profile = dir.join("profile");
+    let o = record(
+        &profile,
+        &[
+            &bin.to_string_lossy(),
+            "/etc/hostname",
+            &made.to_string_lossy(),
+            "/bin/echo",
+            "from-exec",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("from-exec"),
+        "{}",
+        stderr(&o)
+    );
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(
+        image["executables"]["/bin/echo"],
+        serde_json::json!(["/bin/echo"]),
+        "{image:#}"
+    );
+    assert_eq!(
+        image["written_paths"][made.to_string_lossy().as_ref()],
+        serde_json::json!(["mkdir"]),
+        "{image:#}"
+    );
+    assert_eq!(
+        image["network"]["sockets"],
+        serde_json::json!(["AF_INET/SOCK_STREAM/0"]),
+        "{image:#}"
+    );
+}
+
 #[test]
 fn x32_binary_is_recorded_under_its_own_architecture() {
     if !can_record() {
