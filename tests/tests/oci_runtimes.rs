@@ -127,3 +127,72 @@ fn check_runtime(dir: &TempDir, runtime: PathBuf) {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
 }
+
+/// `profiler enforce` on a runc bundle (its config.json is rewritten into a copy, as for
+/// recording): a program the recording never ran is killed before it runs.
+#[test]
+fn enforce_kills_an_unrecorded_program_in_a_runc_bundle() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("oci-enforce");
+    // `ls` is not the last command, so the shell forks for it (busybox sh execs a last
+    // command in place): the profile must allow the forks of the run under enforcement.
+    let recorded = "echo hello; ls / > /dev/null; echo done";
+    let bundle = oci_bundle(dir.path(), recorded, false);
+    let runc_run = |id: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            "runc".into(),
+            "run".into(),
+            "--bundle".into(),
+            bundle.clone().into(),
+            format!("profiler-enforce-{id}-{}", std::process::id()).into(),
+        ]
+    };
+    let profile = dir.join("profile");
+    let o = profiler()
+        .args(["record", "-q", "--containers", "--out"])
+        .arg(&profile)
+        .arg("--")
+        .args(runc_run("record"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let mut config = read_json(&bundle.join("config.json"));
+    config["process"]["args"] = serde_json::json!([
+        "/bin/sh",
+        "-c",
+        format!("{recorded}; /bin/cat /etc/passwd; echo after")
+    ]);
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    let log = dir.join("violations.jsonl");
+    let o = profiler()
+        .args(["enforce", "--containers", "--profile"])
+        .arg(&profile)
+        .arg("--log")
+        .arg(&log)
+        .arg("--")
+        .args(runc_run("enforce"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("hello") && stdout.contains("after"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!stdout.contains("root:x:0:0"), "cat ran: {stdout}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["rule"] == "exec-not-in-profile" && v["action"] == "killed" && v["path"] == "/bin/cat"
+        }),
+        "{log}"
+    );
+}
