@@ -154,3 +154,110 @@ impl Drop for RecordTable {
         let _ = unsafe { munmap(self.base.cast(), self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    use super::*;
+
+    /// A real mappable array map shaped like the programs' `RECORDS` (bpf(2) directly: the
+    /// table must not need the programs to be tested).
+    fn records_map() -> Option<OwnedFd> {
+        #[repr(C)]
+        #[derive(Default)]
+        struct MapCreate {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+        }
+        const BPF_MAP_CREATE: libc::c_long = 0;
+        const BPF_MAP_TYPE_ARRAY: u32 = 2;
+        const BPF_F_MMAPABLE: u32 = 1 << 10;
+        let mut attr = [0u8; 128];
+        let create = MapCreate {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: size_of::<CgroupRecord>() as u32,
+            max_entries: RECORD_SLOTS,
+            map_flags: BPF_F_MMAPABLE,
+        };
+        // SAFETY: MapCreate is plain data at the start of a zeroed bpf_attr.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const create).cast::<u8>(),
+                attr.as_mut_ptr(),
+                size_of::<MapCreate>(),
+            )
+        };
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), 128) };
+        if fd < 0 {
+            eprintln!(
+                "skipped: cannot create a BPF map here ({}); needs root",
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// The table holds RECORD_SLOTS recordings, refuses the next one with an error that says
+    /// why, gives each recording back exactly, and reuses released slots; ids that collide
+    /// are probed past, up to RECORD_PROBES of them.
+    #[test]
+    fn fills_refuses_releases_and_probes() {
+        let Some(map) = records_map() else { return };
+        let table = RecordTable::map(&map).unwrap();
+        let base = 1_000_000u64;
+        for i in 0..RECORD_SLOTS as u64 {
+            table.insert(base + i, i % 2 == 0).unwrap();
+        }
+        let full = table.insert(base + RECORD_SLOTS as u64, false).unwrap_err();
+        assert!(format!("{full:#}").contains("no free slot"), "{full:#}");
+        assert!(table.insert(base + 3, false).is_err(), "same cgroup twice");
+
+        let taken = table.take_recording(base + 7);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].cgroup_id, base + 7);
+        assert_eq!(taken[0].recording_id, base + 7);
+        assert_eq!(taken[0].awaiting_exec, 0);
+        assert!(table.take_recording(base + 7).is_empty(), "released twice");
+        // The freed slot is reused, and it starts empty.
+        table.insert(base + 7 + RECORD_SLOTS as u64, true).unwrap();
+        let again = table.take_recording(base + 7 + RECORD_SLOTS as u64);
+        assert_eq!(again[0].awaiting_exec, 1);
+        assert!(
+            again[0]
+                .syscalls
+                .iter()
+                .flatten()
+                .flatten()
+                .all(|b| *b == 0)
+        );
+        // Everything else is still there, each under its own id.
+        for i in [0u64, 1, 6, 8, RECORD_SLOTS as u64 - 1] {
+            let r = table.take_recording(base + i);
+            assert_eq!(r.len(), 1, "id {}", base + i);
+            assert_eq!(r[0].cgroup_id, base + i);
+        }
+    }
+
+    #[test]
+    fn colliding_ids_are_probed_past_up_to_the_limit() {
+        let Some(map) = records_map() else { return };
+        let table = RecordTable::map(&map).unwrap();
+        // Same slot for every id: multiples of RECORD_SLOTS apart.
+        let id = |k: u64| 5 + k * RECORD_SLOTS as u64;
+        for k in 0..RECORD_PROBES as u64 {
+            table.insert(id(k), false).unwrap();
+        }
+        assert!(table.insert(id(RECORD_PROBES as u64), false).is_err());
+        // Releasing one frees its slot for the next colliding id; the others stay.
+        assert_eq!(table.take_recording(id(0)).len(), 1);
+        let last = id(RECORD_PROBES as u64 - 1);
+        assert_eq!(table.take_recording(last)[0].cgroup_id, last);
+        table.insert(id(RECORD_PROBES as u64), false).unwrap();
+    }
+}
