@@ -211,6 +211,7 @@ pub mod nr {
     pub const X86_64_SYMLINKAT: i64 = 266;
     pub const X86_64_RENAMEAT2: i64 = 316;
     pub const X86_64_EXECVEAT: i64 = 322;
+    pub const X86_64_OPENAT2: i64 = 437;
 
     // i386 syscalls that produce events (arch/x86/entry/syscalls/syscall_32.tbl), each
     // reported as the x86_64 syscall with the same arguments.
@@ -252,6 +253,7 @@ pub mod nr {
     pub const I386_BIND: i64 = 361;
     pub const I386_CONNECT: i64 = 362;
     pub const I386_LISTEN: i64 = 363;
+    pub const I386_OPENAT2: i64 = 437;
     /// socketcall(2) call numbers (include/uapi/linux/net.h).
     pub const SYS_SOCKET: u64 = 1;
     pub const SYS_BIND: u64 = 2;

@@ -526,6 +526,19 @@ fn emit_events(record: *mut CgroupRecord, phase: usize, nr: i64, a: [u64; 4], co
             Some((EVENT_WRITE, [nr as u64, AT_FDCWD, a[1], 0], a[0], 0, 0)),
             None,
         ),
+        nr::X86_64_OPENAT2 => {
+            // openat2(dirfd, path, struct open_how *how, size): the flags are how->flags, the
+            // first u64 of the struct (include/uapi/linux/openat2.h).
+            let flags = unsafe { bpf_probe_read_user(a[2] as *const u64) }.unwrap_or(0);
+            if flags & OPEN_WRITE_FLAGS != 0 {
+                (
+                    Some((EVENT_WRITE, [nr as u64, a[0], flags, 0], a[1], 0, 0)),
+                    None,
+                )
+            } else {
+                (None, None)
+            }
+        }
         nr::X86_64_OPENAT if a[2] & OPEN_WRITE_FLAGS != 0 => (
             Some((EVENT_WRITE, [nr as u64, a[0], a[2], 0], a[1], 0, 0)),
             None,
@@ -589,6 +602,7 @@ fn i386_event_form(nr: i64, a: [u64; 4]) -> Option<(i64, [u64; 4])> {
         nr::I386_EXECVEAT => (nr::X86_64_EXECVEAT, [fd(a0), a1, a2, a3]),
         nr::I386_OPEN => (nr::X86_64_OPEN, a),
         nr::I386_OPENAT => (nr::X86_64_OPENAT, [fd(a0), a1, a2, a3]),
+        nr::I386_OPENAT2 => (nr::X86_64_OPENAT2, [fd(a0), a1, a2, a3]),
         nr::I386_CREAT => (nr::X86_64_CREAT, a),
         nr::I386_MKDIR => (nr::X86_64_MKDIR, a),
         nr::I386_MKDIRAT => (nr::X86_64_MKDIRAT, [fd(a0), a1, a2, a3]),

@@ -177,6 +177,36 @@ fn relative_dotdot_and_dirfd_paths_resolve_to_absolute_paths() {
     );
 }
 
+/// A file created with openat2(2), whose flags are in a struct in user memory, is a write.
+#[test]
+fn openat2_writes_are_seen() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("openat2");
+    let bin = dir.join("openat2");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/openat2.c");
+    run_ok(
+        std::process::Command::new("gcc")
+            .args(["-O2", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    );
+    let target = dir.join("made-by-openat2");
+    let profile = dir.join("profile");
+    record(
+        &profile,
+        &[&bin.to_string_lossy(), &target.to_string_lossy()],
+    );
+    assert!(target.exists());
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(
+        image["written_paths"][target.to_string_lossy().as_ref()],
+        serde_json::json!(["openat2"]),
+        "{image:#}"
+    );
+}
+
 /// `profiler enforce` on a container: a program the recording never ran is killed before it
 /// runs (one JSON line says so), the rest of the container goes on.
 #[test]
