@@ -311,7 +311,16 @@ pub struct CapKey {
     pub arch: u32,
     /// Id in the kernel stack-trace map, or negative when the stack could not be taken.
     pub stack_id: i32,
+    /// The innermost frames (return addresses; the probe's own two come first), also the
+    /// identity of the call path: checks with the same frames share one walk of the whole
+    /// stack. When the stack map could not take the stack, these still show who asked.
+    pub top_frames: [u64; CAP_TOP_FRAMES],
 }
+
+/// How many innermost frames [`CapKey::top_frames`] holds: the probe's program and
+/// bpf_trace_run, then cap_capable and five callers, deep enough to reach the function that
+/// decides whether the check is audited (ns_capable_noaudit, security_vm_enough_memory_mm...).
+pub const CAP_TOP_FRAMES: usize = 8;
 
 /// Rare events, streamed through a ring buffer (execs, file writes, network endpoints, user
 /// switches). Never the syscall record itself: a flood of events can only lose events, which
@@ -398,4 +407,4 @@ const _: () = assert!(
     core::mem::size_of::<CgroupRecord>()
         == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 40 + 392 * PHASE_COUNT
 );
-const _: () = assert!(core::mem::size_of::<CapKey>() == 32);
+const _: () = assert!(core::mem::size_of::<CapKey>() == 32 + 8 * CAP_TOP_FRAMES);

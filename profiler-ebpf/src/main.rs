@@ -33,8 +33,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_NOAUDIT,
-    CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CapKey, CgroupRecord,
-    LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS,
+    CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED, CAP_FLAG_PHASE_SHIFT, CAP_TOP_FRAMES, CapKey,
+    CgroupRecord, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, LOSS_COUNTERS,
     LOSS_SYSCALL_OUT_OF_RANGE, NR_X86_64_PRCTL, NR_X86_64_SECCOMP, PERSONALITY_OTHER,
     PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PHASE_WORKLOAD, PR_SET_SECCOMP, PRCTL_OTHER,
     PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
@@ -86,27 +86,13 @@ struct CapPath {
     hits: u32,
 }
 
-/// A call path, as far as it can be told without walking the whole stack: the check and its
-/// innermost frames.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapPathKey {
-    check: CapKey,
-    /// cap_capable, then its callers: the frames that decide whether the check is audited
-    /// (security_capable, then ns_capable / ns_capable_noaudit / capable_wrt_inode_uidgid /
-    /// security_vm_enough_memory_mm ..., then theirs; userspace's classifier looks for the
-    /// `*_noaudit` and memory-accounting callers, which sit within these).
-    top_frames: [u64; CAP_TOP_FRAMES],
-}
-const CAP_TOP_FRAMES: usize = 6;
-
 /// Capability checks by call path, to walk and store each path's whole stack once instead of
 /// per check (`bpf_get_stackid` ~3.5 us here, the top frames ~1.5 us; a process checks
 /// CAP_SYS_ADMIN on nearly every mmap). Checks share a path when their innermost frames are
 /// equal; the stored stack is then one of the paths that begin so, and every
 /// `CAP_REWALK_EVERY`th check walks again.
 #[map]
-static CAP_PATHS: HashMap<CapPathKey, CapPath> = HashMap::with_max_entries(16384, 0);
+static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
 const CAP_REWALK_EVERY: u32 = 64;
 
 #[map]
@@ -873,22 +859,14 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
         syscall_nr: nr,
         arch: arch as u32,
         stack_id: 0,
-    };
-    let mut path_key = CapPathKey {
-        check: key,
         top_frames: [0; CAP_TOP_FRAMES],
     };
     let top_len = core::mem::size_of::<[u64; CAP_TOP_FRAMES]>() as u32;
-    let have_top = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut path_key.top_frames).cast(),
-            top_len,
-            0,
-        )
-    } > 0;
+    let have_top =
+        unsafe { bpf_get_stack(ctx.as_ptr(), (&raw mut key.top_frames).cast(), top_len, 0) } > 0;
     let mut known = None;
-    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(&path_key) {
+    // With stack id 0 the key names the path (the check and its innermost frames).
+    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(&key) {
         unsafe {
             (*path).hits += 1;
             if (*path).hits % CAP_REWALK_EVERY != 0 {
@@ -908,7 +886,7 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
             };
             if have_top && id >= 0 {
                 let _ = CAP_PATHS.insert(
-                    &path_key,
+                    &key,
                     &CapPath {
                         stack_id: id,
                         hits: 1,

@@ -364,12 +364,13 @@ impl Probes {
                 .map("CAP_STACKS")
                 .context("map CAP_STACKS missing")?,
         )?;
+        let mut done_checks = Vec::new();
         for entry in checks.iter() {
             let (key, count) = entry?;
             let Some(c) = out.iter_mut().find(|c| c.cgroup_id == key.cgroup_id) else {
                 continue;
             };
-            let frames = if key.stack_id >= 0 {
+            let mut frames: Vec<u64> = if key.stack_id >= 0 {
                 stacks
                     .get(&(key.stack_id as u32), 0)
                     .map(|st| st.frames().iter().map(|f| f.ip).collect())
@@ -377,7 +378,43 @@ impl Probes {
             } else {
                 Vec::new()
             };
+            if frames.is_empty() {
+                // The stack map had no room for this stack (a hash-bucket collision): the
+                // innermost frames still say which kernel function asked, and so whether the
+                // check was audited.
+                frames = key
+                    .top_frames
+                    .iter()
+                    .copied()
+                    .take_while(|ip| *ip != 0)
+                    .collect();
+            }
             c.cap_checks.push((key, count, frames));
+            done_checks.push(key);
+        }
+        // Forget what was collected: a long-running `profiler serve` must not fill the maps
+        // with finished containers' checks.
+        let ids: Vec<u64> = out.iter().map(|c| c.cgroup_id).collect();
+        let mut checks: HashMap<&mut MapData, CapKey, u64> = HashMap::try_from(
+            self.ebpf
+                .map_mut("CAP_CHECKS")
+                .context("map CAP_CHECKS missing")?,
+        )?;
+        for key in &done_checks {
+            let _ = checks.remove(key);
+        }
+        let mut paths: HashMap<&mut MapData, CapKey, [u32; 2]> = HashMap::try_from(
+            self.ebpf
+                .map_mut("CAP_PATHS")
+                .context("map CAP_PATHS missing")?,
+        )?;
+        let stale: Vec<CapKey> = paths
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| ids.contains(&k.cgroup_id))
+            .collect();
+        for key in &stale {
+            let _ = paths.remove(key);
         }
 
         let losses: PerCpuArray<&MapData, u64> =
