@@ -43,6 +43,10 @@ pub struct Collected {
 pub struct Probes {
     ebpf: Ebpf,
     records: RecordTable,
+    /// The kernel's loss counters (cap map full, stack missing, cgroup table full) when each
+    /// recording started: its losses are what they grew by since (they are per loaded
+    /// object, and `profiler serve` records many cgroups one after another).
+    loss_baseline: BTreeMap<u64, [u64; 3]>,
     /// Whether the capability hook compares the checked credentials with the task's own.
     pub cred_check: bool,
     pub syscall_hook: String,
@@ -273,6 +277,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             records,
+            loss_baseline: BTreeMap::new(),
             cred_check: real_cred_offset != 0 && cap_hook.as_deref() == Some("tp_btf/cap_capable"),
             syscall_hook,
             cap_hook,
@@ -283,13 +288,39 @@ impl Probes {
     /// Starts recording a cgroup (a recording of its own; cgroups discovered below it point
     /// at it) whose processes are already running or started by someone else.
     pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        self.records.insert(cgroup_id, false)
+        self.records.insert(cgroup_id, false)?;
+        self.note_loss_baseline(cgroup_id);
+        Ok(())
     }
 
     /// Starts recording a cgroup whose first process profiler is about to start there: what
     /// that process does before it execs the workload is profiler's, not recorded.
     pub fn track_from_exec(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        self.records.insert(cgroup_id, true)
+        self.records.insert(cgroup_id, true)?;
+        self.note_loss_baseline(cgroup_id);
+        Ok(())
+    }
+
+    /// The loss counters, summed over CPUs: (cap map full, stack missing, cgroup table full).
+    fn loss_counters(&self) -> [u64; 3] {
+        let Some(Ok(losses)) = self
+            .ebpf
+            .map("LOSSES")
+            .map(PerCpuArray::<&MapData, u64>::try_from)
+        else {
+            return [0; 3];
+        };
+        let sum = |i: u32| -> u64 { losses.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        [
+            sum(LOSS_CAP_MAP_FULL),
+            sum(LOSS_CAP_STACK),
+            sum(LOSS_CGROUP_MAP_FULL),
+        ]
+    }
+
+    fn note_loss_baseline(&mut self, recording_id: u64) {
+        let now = self.loss_counters();
+        self.loss_baseline.insert(recording_id, now);
     }
 
     /// Fills the allowed-executables map of `profiler enforce`.
@@ -417,16 +448,12 @@ impl Probes {
             let _ = paths.remove(key);
         }
 
-        let losses: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map("LOSSES").context("map LOSSES missing")?)?;
-        let sum = |i: u32| -> u64 { losses.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
-        // These counters are per loaded object, i.e. per profiler process: charge them to
-        // every cgroup of this recording.
-        let (cap_full, cap_stack, cgroups_full) = (
-            sum(LOSS_CAP_MAP_FULL),
-            sum(LOSS_CAP_STACK),
-            sum(LOSS_CGROUP_MAP_FULL),
-        );
+        // The counters are per loaded object: what they grew by while this recording ran is
+        // charged to every cgroup of it (which cgroup lost is not known).
+        let now = self.loss_counters();
+        let before = self.loss_baseline.remove(&recording_id).unwrap_or_default();
+        let [cap_full, cap_stack, cgroups_full] =
+            [0, 1, 2].map(|i| now[i].saturating_sub(before[i]));
         for c in &mut out {
             c.cap_map_full = cap_full;
             c.cap_stack_missing = cap_stack;
