@@ -205,8 +205,9 @@ pub fn children_of(path: &Path, relative: &str) -> Vec<(u64, String)> {
 
 /// Samples the peaks a container's cgroup shows in the cgroup v1 memory and pids
 /// hierarchies (where engines on hybrid hosts keep their controllers; the unified hierarchy
-/// here has none): `memory.max_usage_in_bytes` is the kernel's own peak, the task count is
-/// sampled.
+/// here has none): `memory.max_usage_in_bytes` and `pids.peak` (Linux 6.12+) are the kernel's
+/// own peaks, so sampling only has to happen before the engine removes the cgroup; where
+/// `pids.peak` is missing the task count is sampled.
 pub fn sample_resources(relative: &str, res: &mut crate::image::Resources) {
     let rel = relative.trim_start_matches('/');
     let read = |p: String| {
@@ -221,7 +222,9 @@ pub fn sample_resources(relative: &str, res: &mut crate::image::Resources) {
     {
         res.peak_memory_bytes = Some(res.peak_memory_bytes.unwrap_or(0).max(m));
     }
-    if let Some(t) = read(format!("/sys/fs/cgroup/pids/{rel}/pids.current")) {
+    if let Some(t) = read(format!("/sys/fs/cgroup/pids/{rel}/pids.peak"))
+        .or_else(|| read(format!("/sys/fs/cgroup/pids/{rel}/pids.current")))
+    {
         res.peak_tasks = Some(res.peak_tasks.unwrap_or(0).max(t));
     }
 }
