@@ -285,18 +285,18 @@ fn current_record(task: *const u8) -> Option<*mut CgroupRecord> {
 
 #[inline(always)]
 fn mark(slots: &mut [u8], index: u64) {
-    if let Some(slot) = slots.get_mut(index as usize) {
-        if *slot == 0 {
-            *slot = 1;
-        }
+    if let Some(slot) = slots.get_mut(index as usize)
+        && *slot == 0
+    {
+        *slot = 1;
     }
 }
 
 #[inline(always)]
 fn mark_bits(slots: &mut [u8; 32], flags: u64) {
-    for bit in 0..32 {
+    for (bit, slot) in slots.iter_mut().enumerate() {
         if flags & (1 << bit) != 0 {
-            slots[bit] = 1;
+            *slot = 1;
         }
     }
 }
@@ -377,9 +377,9 @@ fn judge_exec(path: u64) {
     if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
         return;
     }
-    let allowed = unsafe { ALLOWED_EXECS.get(&*buf) }.is_some();
+    let allowed = unsafe { ALLOWED_EXECS.get(*buf) }.is_some();
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = EXEC_VERDICT.insert(&tid, &(if allowed { 0 } else { 1 }), 0);
+    let _ = EXEC_VERDICT.insert(tid, if allowed { 0 } else { 1 }, 0);
 }
 /// O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND (include/uapi/asm-generic/fcntl.h).
 const OPEN_WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
@@ -766,7 +766,7 @@ fn on_exec() {
         );
         let tid = bpf_get_current_pid_tgid() as u32;
         if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0
-            && let Some(verdict) = unsafe { EXEC_VERDICT.get(&tid) }
+            && let Some(verdict) = unsafe { EXEC_VERDICT.get(tid) }
             && *verdict == 1
         {
             // The new program has not run a single instruction yet: SIGKILL is taken on
@@ -866,7 +866,7 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
         unsafe { bpf_get_stack(ctx.as_ptr(), (&raw mut key.top_frames).cast(), top_len, 0) } > 0;
     let mut known = None;
     // With stack id 0 the key names the path (the check and its innermost frames).
-    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(&key) {
+    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(key) {
         unsafe {
             (*path).hits += 1;
             if (*path).hits % CAP_REWALK_EVERY != 0 {
@@ -886,8 +886,8 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
             };
             if have_top && id >= 0 {
                 let _ = CAP_PATHS.insert(
-                    &key,
-                    &CapPath {
+                    key,
+                    CapPath {
                         stack_id: id,
                         hits: 1,
                     },
@@ -898,12 +898,12 @@ fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: 
         }
     };
     key.stack_id = stack_id;
-    match CAP_CHECKS.get_ptr_mut(&key) {
+    match CAP_CHECKS.get_ptr_mut(key) {
         // Not atomic: concurrent checks of the same key on two CPUs may undercount by one;
         // the count is evidence, not a decision input.
         Some(count) => unsafe { *count += 1 },
         None => {
-            if CAP_CHECKS.insert(&key, &1, 0).is_err() {
+            if CAP_CHECKS.insert(key, 1, 0).is_err() {
                 count_loss(LOSS_CAP_MAP_FULL);
             }
         }
