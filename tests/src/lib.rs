@@ -353,3 +353,28 @@ pub fn profiler_on_busybox<S: AsRef<std::ffi::OsStr>>(args: &[S], script: &str) 
         .output()
         .expect("run profiler")
 }
+
+/// A run under `profiler enforce` of a script that goes on after `/bin/cat /etc/passwd`, a
+/// program its profile lacks: the script went on ("hello" before, "after" after), cat never
+/// ran, and the violations log (returned, one JSON value per line) says it was killed.
+pub fn assert_cat_killed_and_run_went_on(o: &Output, log: &Path) -> Vec<Value> {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("hello") && stdout.contains("after"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!stdout.contains("root:x:0:0"), "cat ran: {stdout}");
+    let lines: Vec<Value> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["rule"] == "exec-not-in-profile"
+            && v["action"] == "killed"
+            && v["path"] == "/bin/cat"),
+        "{lines:?}"
+    );
+    lines
+}

@@ -180,19 +180,5 @@ fn enforce_kills_an_unrecorded_program_in_a_runc_bundle() {
         .args(runc_run("enforce"))
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        stdout.contains("hello") && stdout.contains("after"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(!stdout.contains("root:x:0:0"), "cat ran: {stdout}");
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        log.lines().any(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["rule"] == "exec-not-in-profile" && v["action"] == "killed" && v["path"] == "/bin/cat"
-        }),
-        "{log}"
-    );
+    assert_cat_killed_and_run_went_on(&o, &log);
 }
