@@ -288,16 +288,19 @@ impl Probes {
     /// Starts recording a cgroup (a recording of its own; cgroups discovered below it point
     /// at it) whose processes are already running or started by someone else.
     pub fn track(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        self.records.insert(cgroup_id, false)?;
-        self.note_loss_baseline(cgroup_id);
-        Ok(())
+        self.start_recording(cgroup_id, false)
     }
 
     /// Starts recording a cgroup whose first process profiler is about to start there: what
     /// that process does before it execs the workload is profiler's, not recorded.
     pub fn track_from_exec(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
-        self.records.insert(cgroup_id, true)?;
-        self.note_loss_baseline(cgroup_id);
+        self.start_recording(cgroup_id, true)
+    }
+
+    fn start_recording(&mut self, cgroup_id: u64, awaiting_exec: bool) -> anyhow::Result<()> {
+        self.records.insert(cgroup_id, awaiting_exec)?;
+        let now = self.loss_counters();
+        self.loss_baseline.insert(cgroup_id, now);
         Ok(())
     }
 
@@ -316,11 +319,6 @@ impl Probes {
             sum(LOSS_CAP_STACK),
             sum(LOSS_CGROUP_MAP_FULL),
         ]
-    }
-
-    fn note_loss_baseline(&mut self, recording_id: u64) {
-        let now = self.loss_counters();
-        self.loss_baseline.insert(recording_id, now);
     }
 
     /// Fills the allowed-executables map of `profiler enforce`.

@@ -233,8 +233,8 @@ fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
     }
 }
 
-/// Writes the profile folder of each (trace, folder) at once (see `output::write_atomically_many`), prints
-/// the summaries; returns whether any trace lost data.
+/// Writes the profile folder of each (trace, folder) at once (see
+/// `output::write_atomically_many`), prints the summaries; returns whether any trace lost data.
 pub fn write_profiles(
     items: &[(&Trace, PathBuf)],
     quiet: bool,
@@ -529,7 +529,7 @@ pub(crate) async fn run_in_cgroup(
         }
     };
     timings::mark("workload started");
-    let pid = Some(child.id());
+    let pid = child.id();
     let mut drain_tick = tokio::time::interval(Duration::from_millis(
         profiler_common::EVENT_DRAIN_INTERVAL_MS,
     ));
@@ -571,10 +571,11 @@ enum WorkloadProcess {
 }
 
 impl WorkloadProcess {
-    fn id(&self) -> i32 {
+    /// None once reaped (never 0: kill(0, ...) would signal profiler's own process group).
+    fn id(&self) -> Option<i32> {
         match self {
-            WorkloadProcess::InCgroup(c) => c.id(),
-            WorkloadProcess::Moved(c) => c.id().map(|p| p as i32).unwrap_or(0),
+            WorkloadProcess::InCgroup(c) => Some(c.id()),
+            WorkloadProcess::Moved(c) => c.id().map(|p| p as i32),
         }
     }
 
