@@ -72,6 +72,10 @@ static TASK_REAL_CRED_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CGROUP_ID_PATH: [u32; 4] = [0; 4];
 
+/// Byte offset of `cgroup.level` (from BTF at load time); 0: unknown.
+#[unsafe(no_mangle)]
+static CGROUP_LEVEL_OFFSET: u32 = 0;
+
 #[map]
 static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
 
@@ -187,18 +191,35 @@ fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
 /// BTF pointers cost less. The rare hooks use [`current_cgroup_id`]: the verifier looks a
 /// type name up in all of vmlinux BTF for every such load it checks
 /// (kernel/bpf/verifier.c, `btf_nested_type_is_trusted`), ~1 ms of start-up each.
+///
+/// Also returns the `struct cgroup` (null when the helper had to be used), for
+/// [`below_recording_level`].
 #[inline(always)]
-fn current_cgroup_id_fast(task: *const u8) -> u64 {
+fn current_cgroup_id_fast(task: *const u8) -> (u64, *const u8) {
     let path = unsafe { core::ptr::read_volatile(&CGROUP_ID_PATH) };
     if path[0] == 0 {
-        return unsafe { bpf_get_current_cgroup_id() };
+        return (unsafe { bpf_get_current_cgroup_id() }, core::ptr::null());
     }
     unsafe {
         let css_set = *(task.add(path[0] as usize) as *const *const u8);
         let cgroup = *(css_set.add(path[1] as usize) as *const *const u8);
         let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
-        *(kn.add(path[3] as usize) as *const u64)
+        (*(kn.add(path[3] as usize) as *const u64), cgroup)
     }
+}
+
+/// Whether `cgroup` (a `struct cgroup`, may be null) is deeper in the hierarchy than the
+/// recording cgroups, i.e. could be a container below one. Every other process on the host
+/// takes this test while containers are recorded: it spares them the ancestor helper call
+/// and a second lookup (measured: +23 ns on every syscall of the host without it).
+#[inline(always)]
+fn below_recording_level(cgroup: *const u8, recording_level: i32) -> bool {
+    let offset = unsafe { core::ptr::read_volatile(&CGROUP_LEVEL_OFFSET) } as usize;
+    if offset == 0 || cgroup.is_null() {
+        return true; // unknown: ask the helper
+    }
+    // `int level` of struct cgroup (include/linux/cgroup-defs.h): the root is 0.
+    unsafe { *(cgroup.add(offset) as *const i32) > recording_level }
 }
 
 /// The current task's cgroup2 id, for hooks that run rarely.
@@ -261,14 +282,14 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
 /// does is missed however fast it starts and stops.
 #[inline(always)]
 fn current_record(task: *const u8) -> Option<*mut CgroupRecord> {
-    let cgroup_id = current_cgroup_id_fast(task);
+    let (cgroup_id, cgroup) = current_cgroup_id_fast(task);
     if let Some(record) = find_record(cgroup_id) {
         return Some(record);
     }
     // Only processes outside every recorded cgroup get here. Discovery costs one helper
-    // call and one lookup, and only while a recording is running.
+    // call and one lookup, and only for cgroups deeper than the recording cgroups.
     let level = unsafe { core::ptr::read_volatile(&RECORDING_LEVEL) };
-    if level <= 0 {
+    if level <= 0 || !below_recording_level(cgroup, level) {
         return None;
     }
     let recording_id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };

@@ -128,6 +128,7 @@ impl Probes {
             cgroup_id_path,
             pid: pid_off,
             tgid: tgid_off,
+            cgroup_level,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -144,6 +145,7 @@ impl Probes {
             .override_global("RECORDING_LEVEL", &recording_level, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
+            .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
@@ -534,6 +536,8 @@ struct KernelOffsets {
     /// `task_struct.pid` and `task_struct.tgid`.
     pid: u32,
     tgid: u32,
+    /// `cgroup.level`.
+    cgroup_level: u32,
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     attach_targets: Vec<(&'static str, u32, u32)>,
 }
@@ -605,11 +609,12 @@ impl KernelOffsets {
             "task_struct",
             &["cgroups", "pid", "tgid", "real_cred"],
         );
+        let [cgroup_kn, cgroup_level] = member_offsets(&btf, "cgroup", &["kn", "level"]);
         let cgroup_id_path = (|| {
             let path = [
                 cgroups?,
                 member_offset(&btf, "css_set", "dfl_cgrp")?,
-                member_offset(&btf, "cgroup", "kn")?,
+                cgroup_kn?,
                 member_offset(&btf, "kernfs_node", "id")?,
             ];
             // 0 means "unknown" to the probe; task_struct.cgroups is never the first member.
@@ -634,6 +639,7 @@ impl KernelOffsets {
             cgroup_id_path: cgroup_id_path.unwrap_or([0; 4]),
             pid,
             tgid,
+            cgroup_level: cgroup_level.unwrap_or(0),
             attach_targets,
         }
     }

@@ -328,6 +328,17 @@ fn syscall_loop(
             }),
         ),
         (
+            "untraced, while profiler records containers elsewhere",
+            Box::new(|| {
+                // Container mode also looks for new cgroups below the recording one.
+                let mut bg = Command::new(profiler);
+                bg.args(["record", "--quiet", "--containers", "--out"])
+                    .arg(dir.join("idle-containers-profile"))
+                    .args(["--", "sleep", "30"]);
+                beside(bg, 400)
+            }),
+        ),
+        (
             "untraced, floor attached elsewhere",
             Box::new(|| {
                 let mut bg = Command::new(profiler);
@@ -382,9 +393,15 @@ fn syscall_loop(
     )?;
     writeln!(
         report,
-        "| another process while the floor is attached | {:.3} s | +{:.0} ns |",
+        "| another process while profiler records containers | {:.3} s | +{:.0} ns |",
         secs(m[5]),
         per_syscall(m[5])
+    )?;
+    writeln!(
+        report,
+        "| another process while the floor is attached | {:.3} s | +{:.0} ns |",
+        secs(m[6]),
+        per_syscall(m[6])
     )?;
     writeln!(
         report,
