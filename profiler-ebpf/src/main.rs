@@ -195,12 +195,16 @@ fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
 /// Also returns the `struct cgroup` (null when the helper had to be used), for
 /// [`below_recording_level`].
 #[inline(always)]
-fn current_cgroup_id_fast(task: *const u8) -> (u64, *const u8) {
+fn current_cgroup_id_fast() -> (u64, *const u8) {
     let path = unsafe { core::ptr::read_volatile(&CGROUP_ID_PATH) };
     if path[0] == 0 {
+        // Without kernel BTF (the raw_tp fallback) the path is unknown. .rodata is frozen,
+        // so the verifier drops the other branch and never sees bpf_get_current_task_btf,
+        // which needs BTF.
         return (unsafe { bpf_get_current_cgroup_id() }, core::ptr::null());
     }
     unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
         let css_set = *(task.add(path[0] as usize) as *const *const u8);
         let cgroup = *(css_set.add(path[1] as usize) as *const *const u8);
         let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
@@ -281,8 +285,8 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
 /// by a runtime): the kernel registers it at its very first syscall, so nothing a container
 /// does is missed however fast it starts and stops.
 #[inline(always)]
-fn current_record(task: *const u8) -> Option<*mut CgroupRecord> {
-    let (cgroup_id, cgroup) = current_cgroup_id_fast(task);
+fn current_record() -> Option<*mut CgroupRecord> {
+    let (cgroup_id, cgroup) = current_cgroup_id_fast();
     if let Some(record) = find_record(cgroup_id) {
         return Some(record);
     }
@@ -707,8 +711,7 @@ fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 6]) {
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // Filter first: for every process that is not recorded this is the only work done.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let Some(record) = current_record(task) else {
+    let Some(record) = current_record() else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
@@ -741,8 +744,7 @@ pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
 /// unless the x32 bit says otherwise.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let Some(record) = current_record(task) else {
+    let Some(record) = current_record() else {
         return 0;
     };
     let regs: *const u8 = ctx.arg(0);
