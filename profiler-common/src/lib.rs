@@ -168,6 +168,8 @@ pub mod nr {
     pub const X86_64_SOCKET: i64 = 41;
     pub const X86_64_SOCKETPAIR: i64 = 53;
     pub const X86_64_CLONE: i64 = 56;
+    /// clone3: 435 in both tables (syscalls added after 4.20 share numbers across arches).
+    pub const CLONE3: i64 = 435;
     pub const X86_64_PERSONALITY: i64 = 135;
     pub const X86_64_UNSHARE: i64 = 272;
     pub const I386_SOCKETCALL: i64 = 102;

@@ -339,6 +339,7 @@ fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0
             nr::I386_SOCKET => mark(&mut args.socket_families, a0),
             nr::I386_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
             nr::I386_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::CLONE3 => mark_clone3_flags(args, a0),
             nr::I386_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
             nr::I386_PERSONALITY => mark_personality(args, a0),
             nr::I386_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
@@ -351,11 +352,23 @@ fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0
             nr::X86_64_SOCKET => mark(&mut args.socket_families, a0),
             nr::X86_64_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
             nr::X86_64_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::CLONE3 => mark_clone3_flags(args, a0),
             nr::X86_64_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
             nr::X86_64_PERSONALITY => mark_personality(args, a0),
             NR_X86_64_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
             _ => {}
         }
+    }
+}
+
+/// clone3(2) passes its flags in memory (`struct clone_args`, whose first member is the u64
+/// `flags`, include/uapi/linux/sched.h), where seccomp cannot look: the generated profile
+/// answers clone3 with ENOSYS and allows libc's fallback, clone(2), filtered on its flags
+/// argument. glibc's fallback passes the same flags, so they count as clone's.
+#[inline(always)]
+fn mark_clone3_flags(args: &mut profiler_common::ArgRecord, clone_args: u64) {
+    if let Ok(flags) = unsafe { bpf_probe_read_user(clone_args as *const u64) } {
+        mark_bits(&mut args.clone_flag_bits, flags);
     }
 }
 

@@ -8,7 +8,7 @@
 //!   (`docker run --cgroup-parent "$PROFILER_CGROUP_PARENT" ...`, compose `cgroup_parent:`).
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 pub const ENV_CGROUP_PARENT: &str = "PROFILER_CGROUP_PARENT";
 pub const ENV_RECORDING_SECCOMP: &str = "PROFILER_RECORDING_SECCOMP";
@@ -27,27 +27,24 @@ pub const RECORDING_SECCOMP: &str = r#"{
 }
 "#;
 
-/// A temporary file holding [`RECORDING_SECCOMP`], removed on drop.
-pub struct RecordingSeccompFile(PathBuf);
+/// [`RECORDING_SECCOMP`] in a private folder (see `private_dir`), removed on drop.
+pub struct RecordingSeccompFile {
+    dir: crate::private_dir::PrivateDir,
+    path: PathBuf,
+}
 
 impl RecordingSeccompFile {
     pub fn create() -> anyhow::Result<RecordingSeccompFile> {
-        let p = std::env::temp_dir().join(format!(
-            "profiler-recording-seccomp-{}.json",
-            std::process::id()
-        ));
-        std::fs::write(&p, RECORDING_SECCOMP)
-            .with_context(|| format!("cannot write {}", p.display()))?;
-        Ok(RecordingSeccompFile(p))
+        let dir = crate::private_dir::PrivateDir::create("recording")?;
+        let path = dir.write("recording-seccomp.json", RECORDING_SECCOMP.as_bytes())?;
+        Ok(RecordingSeccompFile { dir, path })
     }
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
-}
-
-impl Drop for RecordingSeccompFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    /// The private folder, for other files the recording hands to the engine.
+    pub fn dir(&self) -> &crate::private_dir::PrivateDir {
+        &self.dir
     }
 }
 
@@ -125,6 +122,116 @@ pub fn container_name(cgroup_path: &str) -> String {
     id.chars().take(12).collect()
 }
 
+/// The 64-hex container id a container cgroup is named after (docker's cgroupfs driver:
+/// `<parent>/<id>`; podman: `libpod-<id>`; systemd drivers: `docker-<id>.scope`).
+pub fn container_id(cgroup_path: &str) -> Option<&str> {
+    let leaf = cgroup_path.rsplit('/').next().unwrap_or(cgroup_path);
+    let id = leaf
+        .trim_start_matches("libpod-")
+        .trim_start_matches("docker-")
+        .trim_end_matches(".scope");
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The engine CLIs to ask about the containers `command` starts, with the command's own
+/// global options (`podman --root DIR --runroot DIR run ...`, `docker -H HOST run ...`), so
+/// the question reaches the same storage or daemon.
+pub fn engine_clis(command: &[String]) -> Vec<Vec<String>> {
+    if let Some(engine) = engine(command) {
+        let end = command
+            .iter()
+            .position(|a| matches!(a.as_str(), "run" | "create" | "start" | "container"))
+            .unwrap_or(1);
+        let mut cli = vec![engine.to_owned()];
+        cli.extend_from_slice(&command[1..end.max(1)]);
+        return vec![cli];
+    }
+    vec![vec!["docker".to_owned()], vec!["podman".to_owned()]]
+}
+
+/// What the engine says about container `id` (None once it is removed, or from no engine).
+pub fn inspect(clis: &[Vec<String>], id: &str) -> Option<crate::trace::ContainerInfo> {
+    for cli in clis {
+        let Ok(out) = std::process::Command::new(&cli[0])
+            .args(&cli[1..])
+            .args(["inspect", "--format", "{{json .}}", id])
+            .stderr(std::process::Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        if !out.status.success() {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            continue;
+        };
+        let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        let labels = &v["Config"]["Labels"];
+        return Some(crate::trace::ContainerInfo {
+            engine: cli[0].clone(),
+            id: id.to_owned(),
+            name: text(&v["Name"])
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
+            image: text(&v["Config"]["Image"]).or_else(|| text(&v["ImageName"])),
+            compose_project: text(&labels["com.docker.compose.project"]),
+            compose_service: text(&labels["com.docker.compose.service"]),
+            user: text(&v["Config"]["User"]),
+        });
+    }
+    None
+}
+
+/// A folder name for a recorded container: the compose service, else the container's name,
+/// else its cgroup's name. Only `[A-Za-z0-9._-]` survive (anything else becomes `_`), and
+/// a name that would mean the folder itself or its parent (`.`, `..`, empty) becomes
+/// `container-<id>`: a hostile engine-side name must not choose where root writes.
+pub fn folder_name(
+    info: Option<&crate::trace::ContainerInfo>,
+    cgroup_path: Option<&str>,
+    cgroup_id: u64,
+) -> String {
+    let raw = info
+        .and_then(|i| i.compose_service.clone().or_else(|| Some(i.name.clone())))
+        .filter(|n| !n.is_empty())
+        .or_else(|| cgroup_path.map(container_name))
+        .unwrap_or_default();
+    let clean: String = raw
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        format!("container-{cgroup_id}")
+    } else {
+        clean
+    }
+}
+
+/// Makes folder names unique in order: a second `web` becomes `web-2`.
+pub fn unique_names(names: Vec<String>) -> Vec<String> {
+    let mut taken = std::collections::BTreeSet::new();
+    names
+        .into_iter()
+        .map(|n| {
+            let mut candidate = n.clone();
+            let mut i = 2;
+            while !taken.insert(candidate.clone()) {
+                candidate = format!("{n}-{i}");
+                i += 1;
+            }
+            candidate
+        })
+        .collect()
+}
+
 /// A command rewritten to start its containers under the recording cgroup, with what must
 /// live as long as it runs.
 pub struct Prepared {
@@ -134,17 +241,33 @@ pub struct Prepared {
     pub bundle: Option<crate::oci::RecordingBundle>,
     /// The bundle had its own linux.seccomp, which was kept.
     pub bundle_has_own_seccomp: bool,
+    /// A compose stack started with the recording override (see `compose`).
+    pub compose: Option<crate::compose::Stack>,
 }
 
 /// Readies `command` for container recording (or enforcement): docker/podman get
 /// `--cgroup-parent` and `seccomp` (a Docker-format profile file), runc/crun a rewritten
 /// bundle with the same profile as `linux.seccomp`, anything else the environment variables.
+///
+/// With `private` (a recording), a compose command that creates containers gets an override
+/// file written there.
 pub fn prepare(
     command: &[String],
     cgroup_parent: &str,
     seccomp: &Path,
+    private: Option<&crate::private_dir::PrivateDir>,
 ) -> anyhow::Result<Prepared> {
-    let mut command = inject(command, cgroup_parent, seccomp)?;
+    let mut compose = None;
+    let mut command = command.to_vec();
+    if let Some(dir) = private
+        && let Some(c) = crate::compose::parse(&command)
+        && c.creates_containers()
+    {
+        let p = crate::compose::prepare(&c, cgroup_parent, seccomp, dir)?;
+        command = p.command;
+        compose = Some(p.stack);
+    }
+    let mut command = inject(&command, cgroup_parent, seccomp)?;
     let profile = crate::seccomp::DockerSeccomp::load(seccomp)?;
     let oci_seccomp = crate::oci::seccomp(&profile)?;
     let mut bundle = None;
@@ -163,5 +286,6 @@ pub fn prepare(
         ],
         bundle,
         bundle_has_own_seccomp,
+        compose,
     })
 }

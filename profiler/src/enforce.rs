@@ -170,7 +170,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         let seccomp_path = opts.profile.join(crate::output::SECCOMP_FILE);
         let seccomp = std::fs::canonicalize(&seccomp_path)
             .map_err(|e| exit_error(2, format!("{}: {e}", seccomp_path.display())))?;
-        let prepared = containers::prepare(&command, cgroup.relative_path(), &seccomp)
+        let prepared = containers::prepare(&command, cgroup.relative_path(), &seccomp, None)
             .map_err(|e| exit_error(2, format!("{e:#}")))?;
         command = prepared.command;
         env = prepared.env;

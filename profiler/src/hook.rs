@@ -302,6 +302,7 @@ fn finish(
             &[(&trace, out.join(&name))],
             quiet,
             &GenerateOptions::default(),
+            None,
         )?;
     }
     Ok(())

@@ -33,6 +33,10 @@ pub struct ImageInfo {
     pub writable_directories: BTreeSet<String>,
     /// Writes whose path could not be made absolute (dirfd-relative, after fchdir).
     pub unresolved_writes: BTreeSet<String>,
+    /// Owner, mode and prior content of each writable directory, as the workload's root
+    /// showed it at the first write below it (what a tmpfs or volume over it must keep).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub directories: BTreeMap<String, crate::dir_facts::DirectoryFacts>,
     pub network: Network,
     pub users: Users,
     #[serde(default)]
@@ -91,6 +95,13 @@ impl ImageInfo {
                 .extend(v.iter().cloned());
         }
         self.writable_directories = writable_directories(self.written_paths.keys());
+        for (dir, facts) in &other.directories {
+            self.directories
+                .entry(dir.clone())
+                .or_insert_with(|| facts.clone());
+        }
+        let writable = &self.writable_directories;
+        self.directories.retain(|d, _| writable.contains(d));
         self.unresolved_writes
             .extend(other.unresolved_writes.iter().cloned());
         let n = &other.network;
@@ -276,7 +287,15 @@ impl Builder {
             }
             _ => {}
         }
-        if Phase::from_index(e.phase as usize) == Some(Phase::Setup) && self.skip_setup {
+        let phase = Phase::from_index(e.phase as usize);
+        if phase == Some(Phase::Setup) && self.skip_setup {
+            return;
+        }
+        // Behind a container runtime, the id switches between its filter load and the
+        // entrypoint's exec are the runtime applying the configured user (runc's
+        // setgroups/setgid/setuid in libcontainer/init_linux.go finalizeNamespace), not the
+        // workload changing users: the user the entrypoint runs as is in its EXEC_OK.
+        if e.kind == EVENT_SETID && phase == Some(Phase::Runtime) && self.skip_setup {
             return;
         }
         if e.kind == EVENT_EXEC_OK && self.keep_pending {

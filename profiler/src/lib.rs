@@ -10,6 +10,8 @@
 //! - [`arch`]: syscall architectures and names;
 //! - [`capabilities`]: capability checks to a whitelist with evidence;
 //! - [`image`]: executables, written paths, network, users (the image profile);
+//! - [`dir_facts`]: owner, mode and image content of the written directories;
+//! - [`compose`]: recording compose stacks (an override file) and their production override;
 //! - [`seccomp`]: the Docker seccomp format and its libseccomp compilation;
 //! - [`oci`]: the OCI runtime-spec outputs and bundle rewriting for runc/crun;
 //! - [`output`]: rendering and atomic writing of a profile folder;
@@ -20,9 +22,11 @@
 pub mod arch;
 pub mod capabilities;
 pub mod cgroup;
+pub mod compose;
 pub mod containers;
 pub mod deploy;
 pub mod diff;
+pub mod dir_facts;
 pub mod enforce;
 pub mod hook;
 pub mod image;
@@ -30,6 +34,7 @@ pub mod launch;
 pub mod merge;
 pub mod oci;
 pub mod output;
+pub mod private_dir;
 pub mod probes;
 pub mod record;
 pub mod record_table;

@@ -28,6 +28,21 @@ struct ProfileArgs {
     /// Also list this architecture (x86_64, i386, x32) in the seccomp profile; repeatable.
     #[arg(long = "arch", value_parser = parse_arch)]
     arches: Vec<Arch>,
+    /// Resource limits are the recorded peaks times this (memory at least peak + 64 MiB).
+    #[arg(long, default_value_t = profiler::deploy::DEFAULT_HEADROOM, value_parser = parse_headroom)]
+    limit_headroom: f64,
+    /// The workload's name in kubernetes.yaml and seccompprofile.yaml (strategic-merge
+    /// patches match containers by name). Default: the container's name (the compose
+    /// service's), else the output folder's.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn parse_headroom(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (1.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a factor between 1 and 100")),
+    }
 }
 
 impl ProfileArgs {
@@ -36,6 +51,8 @@ impl ProfileArgs {
             argument_rules: !self.no_argument_rules,
             default_action: self.default_action,
             extra_arches: self.arches.clone(),
+            limit_headroom: self.limit_headroom,
+            name: self.name.clone(),
         }
     }
 }
@@ -273,13 +290,7 @@ fn generate(
     } else {
         None
     };
-    let files = output::render(
-        trace,
-        &profiles,
-        &out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
+    let files = output::render(trace, &profiles, out, options);
     let written = output::write_atomically(out, &files)?;
     for p in written {
         eprintln!("profiler: wrote {}", p.display());

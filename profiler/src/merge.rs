@@ -77,13 +77,7 @@ pub fn merge(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let only: Vec<Trace> = traces.iter().map(|(_, t)| t.clone()).collect();
     let profiles = output::generate(&only, options);
-    let mut files = output::render(
-        None,
-        &profiles,
-        &out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
+    let mut files = output::render(None, &profiles, out, options);
     let mut cov = serde_json::to_vec_pretty(&coverage(&traces, options))?;
     cov.push(b'\n');
     files.push((COVERAGE_FILE, cov));

@@ -82,18 +82,12 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 /// A rewritten copy of an OCI bundle's config.json, removed on drop.
 pub struct RecordingBundle {
-    dir: PathBuf,
+    dir: crate::private_dir::PrivateDir,
 }
 
 impl RecordingBundle {
     pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for RecordingBundle {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.path()
     }
 }
 
@@ -156,13 +150,16 @@ pub fn rewrite_bundle(
         linux.set_seccomp(Some(recording_seccomp.clone()));
     }
     spec.set_linux(Some(linux));
-    let dir = std::env::temp_dir().join(format!("profiler-bundle-{}-{id}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let recording = RecordingBundle { dir };
-    spec.save(recording.dir.join("config.json"))?;
+    // A private folder: another user must not be able to swap config.json before the
+    // runtime reads it.
+    let recording = RecordingBundle {
+        dir: crate::private_dir::PrivateDir::create("bundle")?,
+    };
+    let config = serde_json::to_vec_pretty(&spec).context("serialising config.json")?;
+    recording.dir.write("config.json", &config)?;
     let mut out = cmd[..=pos].to_vec();
     out.push("--bundle".into());
-    out.push(recording.dir.display().to_string());
+    out.push(recording.dir.path().display().to_string());
     out.extend(rest);
     Ok(Some((out, recording, own_seccomp)))
 }

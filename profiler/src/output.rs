@@ -19,6 +19,8 @@ pub const OCI_CAPABILITIES_FILE: &str = "oci-capabilities.json";
 
 pub struct Profiles {
     pub seccomp: DockerSeccomp,
+    /// The container the traces recorded, as its engine described it (the first one's).
+    pub container: Option<crate::trace::ContainerInfo>,
     pub capabilities: CapabilityProfile,
     /// The union of the traces' image sections, and the syscalls the profile allows.
     pub image: crate::image::ImageInfo,
@@ -33,19 +35,64 @@ pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
     }
     Profiles {
         seccomp: docker_profile(&observed, options),
+        container: traces.iter().find_map(|t| t.cgroup.container_info.clone()),
         capabilities: whitelist(&observed.capability_checks),
         image,
         syscalls: observed.syscalls.clone(),
     }
 }
 
-/// The files of an output folder, with their content. `name` names the workload in the
-/// Kubernetes outputs (the output folder's name).
+/// The workload's name in the Kubernetes outputs: `--name`, else the compose service or the
+/// container's name, else the output folder's name.
+pub fn workload_name(profiles: &Profiles, dir: &Path, options: &GenerateOptions) -> String {
+    options
+        .name
+        .clone()
+        .or_else(|| {
+            let c = profiles.container.as_ref()?;
+            c.compose_service.clone().or_else(|| Some(c.name.clone()))
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
+/// `dir` made absolute without resolving symlinks (the folder may not exist yet): the
+/// rendered flags name files in it, and must work from any working directory.
+pub fn absolute(dir: &Path) -> PathBuf {
+    if dir.is_absolute() {
+        crate::image::normalize(dir)
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        crate::image::normalize(&cwd.join(dir))
+    }
+}
+
+/// The production settings of the profile folder `dir`.
+pub fn deployment<'a>(
+    profiles: &'a Profiles,
+    dir: &Path,
+    options: &GenerateOptions,
+) -> crate::deploy::Deployment<'a> {
+    crate::deploy::Deployment {
+        image: &profiles.image,
+        caps: &profiles.capabilities,
+        seccomp_path: absolute(dir).join(SECCOMP_FILE).display().to_string(),
+        limits: crate::deploy::limits(&profiles.image, options.limit_headroom),
+    }
+}
+
+/// The files of an output folder `dir`, with their content.
 pub fn render(
     trace: Option<&Trace>,
     profiles: &Profiles,
-    name: &str,
+    dir: &Path,
+    options: &GenerateOptions,
 ) -> Vec<(&'static str, Vec<u8>)> {
+    let name = workload_name(profiles, dir, options);
     let mut files = Vec::new();
     if let Some(t) = trace {
         files.push((TRACE_FILE, t.to_json()));
@@ -63,16 +110,34 @@ pub fn render(
     }
     use crate::deploy;
     let image = &profiles.image;
-    let ip = deploy::image_profile(image, profiles.syscalls.clone(), &profiles.capabilities);
+    let headroom = options.limit_headroom;
+    let ip = deploy::image_profile(
+        image,
+        profiles.syscalls.clone(),
+        &profiles.capabilities,
+        headroom,
+    );
     files.push((deploy::IMAGE_PROFILE_FILE, crate::oci::to_json(&ip)));
+    let deployment = deployment(profiles, dir, options);
     files.push((
         deploy::DOCKER_RUN_FILE,
-        deploy::docker_flags(image, &profiles.capabilities, SECCOMP_FILE).into_bytes(),
+        deployment.run_flags(deploy::Engine::Docker).into_bytes(),
     ));
-    let k8s_name = deploy::k8s_name(name);
+    files.push((
+        deploy::PODMAN_RUN_FILE,
+        deployment.run_flags(deploy::Engine::Podman).into_bytes(),
+    ));
+    let k8s_name = deploy::k8s_name(&name);
     let localhost = format!("profiles/{k8s_name}.json");
-    let template = deploy::pod_template(image, &profiles.capabilities, &k8s_name, &localhost);
-    if let Ok(y) = deploy::kubernetes_yaml(template, &localhost) {
+    let template = deploy::pod_template(
+        image,
+        &profiles.capabilities,
+        &k8s_name,
+        &localhost,
+        headroom,
+    );
+    let notes = deploy::kubernetes_notes(image, &profiles.capabilities);
+    if let Ok(y) = deploy::kubernetes_yaml(template, &localhost, &notes) {
         files.push((deploy::KUBERNETES_FILE, y.into_bytes()));
     }
     if let Ok(y) = serde_yaml_ng::to_string(&deploy::spo_profile(&k8s_name, &profiles.seccomp)) {

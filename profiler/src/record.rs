@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::capabilities::{Kallsyms, checks_from_kernel};
 use crate::cgroup::RecordingCgroup;
 use crate::containers::{self, RecordingSeccompFile};
+use crate::dir_facts::DirectoryWatcher;
 use crate::output;
 use crate::probes::{Collected, Probes, check_privileges};
 use crate::seccomp::GenerateOptions;
@@ -98,6 +99,7 @@ impl TraceContext {
                 path,
                 id: c.cgroup_id,
                 container,
+                container_info: None,
             },
             seccomp_filter_loads: c.seccomp_loads,
             arguments: c
@@ -235,21 +237,45 @@ fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
 
 /// Writes the profile folder of each (trace, folder) at once (see
 /// `output::write_atomically_many`), prints the summaries; returns whether any trace lost data.
+///
+/// With `compose` (the stack the containers came from), `out` also gets
+/// `docker-compose.profile.yml`, applying each service's profile.
 pub fn write_profiles(
     items: &[(&Trace, PathBuf)],
     quiet: bool,
     options: &GenerateOptions,
+    compose: Option<(&crate::compose::Stack, &std::path::Path)>,
 ) -> anyhow::Result<bool> {
     let mut sets = Vec::new();
     let mut generated = Vec::new();
+    let mut services = BTreeMap::new();
     for (trace, dir) in items {
         let profiles = output::generate(std::slice::from_ref(*trace), options);
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        sets.push((dir.clone(), output::render(Some(trace), &profiles, &name)));
+        sets.push((
+            dir.clone(),
+            output::render(Some(trace), &profiles, dir, options),
+        ));
+        if let Some(service) = trace
+            .cgroup
+            .container_info
+            .as_ref()
+            .and_then(|c| c.compose_service.clone())
+        {
+            // A scaled service's replicas: the first one's profile (their folders say more).
+            services
+                .entry(service)
+                .or_insert_with(|| output::deployment(&profiles, dir, options).compose_service());
+        }
         generated.push(profiles);
+    }
+    if let Some((stack, out)) = compose
+        && !services.is_empty()
+    {
+        let yaml = crate::compose::production_override(stack.version.as_deref(), &services);
+        sets.push((
+            out.to_path_buf(),
+            vec![(crate::deploy::COMPOSE_OVERRIDE_FILE, yaml.into_bytes())],
+        ));
     }
     timings::mark("profiles generated");
     let written = output::write_atomically_many(&sets)?;
@@ -308,9 +334,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let mut command = opts.command.clone();
     let mut env = Vec::new();
     let mut _bundle = None;
+    let mut compose_stack = None;
     if let Some(f) = &seccomp_file {
-        let prepared = containers::prepare(&command, cgroup.relative_path(), f.path())
-            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let prepared =
+            containers::prepare(&command, cgroup.relative_path(), f.path(), Some(f.dir()))
+                .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        if let Some(stack) = &prepared.compose
+            && !stack.own_seccomp.is_empty()
+            && !opts.quiet
+        {
+            eprintln!(
+                "profiler: warning: compose services {} set their own seccomp profile; syscalls it denies never \
+                 reach the probes and will be missing from their profiles",
+                stack.own_seccomp.join(", ")
+            );
+        }
+        compose_stack = prepared.compose.clone();
         if prepared.bundle_has_own_seccomp && !opts.quiet {
             eprintln!(
                 "profiler: warning: the bundle has its own linux.seccomp; syscalls it denies never reach the \
@@ -331,10 +370,15 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // their names are noted while they exist. The kernel side needs none of this.
     let names: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
     let resources: Arc<Mutex<BTreeMap<u64, crate::image::Resources>>> = Arc::default();
+    // What the engine says about each container (name, compose service, image, user),
+    // asked once per container while it exists: a `--rm` container is gone at the end.
+    let infos: Arc<Mutex<BTreeMap<u64, crate::trace::ContainerInfo>>> = Arc::default();
+    let lookups: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let engine_clis = containers::engine_clis(&opts.command);
     let watcher = opts.containers.then(|| {
         let (names, stop, cgroup_path) = (names.clone(), stop.clone(), cgroup.path().to_owned());
-        let resources = resources.clone();
+        let (resources, infos, lookups) = (resources.clone(), infos.clone(), lookups.clone());
         let relative = cgroup.relative_path().to_owned();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -345,7 +389,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                         crate::cgroup::sample_resources(rel, res.entry(*id).or_default());
                     }
                 }
-                names.lock().unwrap().extend(found);
+                let mut known = names.lock().unwrap();
+                for (id, rel) in &found {
+                    if known.contains_key(id) {
+                        continue;
+                    }
+                    if let Some(cid) = containers::container_id(rel).map(str::to_owned) {
+                        let (infos, clis, id) = (infos.clone(), engine_clis.clone(), *id);
+                        lookups.lock().unwrap().push(std::thread::spawn(move || {
+                            if let Some(info) = containers::inspect(&clis, &cid) {
+                                infos.lock().unwrap().insert(id, info);
+                            }
+                        }));
+                    }
+                }
+                known.extend(found);
+                drop(known);
                 // The peaks are the kernel's (see sample_resources): a reading only has to
                 // come before the engine removes the cgroup. Every 5 ms this loop was ~2% of
                 // a core for as long as containers ran.
@@ -353,6 +412,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             }
         })
     });
+    let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut directories = DirectoryWatcher::new(cgroup.id(), start_cwd.clone(), opts.containers);
+    let cgroup_procs = {
+        let (names, root) = (names.clone(), crate::cgroup::cgroup2_mount().ok());
+        move |id: u64| -> Vec<u32> {
+            let Some(root) = &root else { return Vec::new() };
+            let Some(rel) = names.lock().unwrap().get(&id).cloned() else {
+                return Vec::new();
+            };
+            std::fs::read_to_string(root.join(rel.trim_start_matches('/')).join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -365,6 +440,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let (exit, mut ring) = runtime.block_on(async {
         let mut ring = watch_events(ring)?;
         let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut |batch| {
+            directories.events(&batch, &cgroup_procs);
             events.extend(batch)
         })
         .await?;
@@ -385,6 +461,11 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         let _ = w.join();
     }
     names.lock().unwrap().extend(cgroup.children());
+    // Engines answer in tens of milliseconds; a lookup still running has lost its container.
+    for handle in std::mem::take(&mut *lookups.lock().unwrap()) {
+        let _ = handle.join();
+    }
+    let infos = infos.lock().unwrap().clone();
 
     drain_events(&mut ring, &mut events);
     let collected = probes.collect(cgroup.id())?;
@@ -412,7 +493,6 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         kallsyms.join().ok().flatten(),
     )?;
     timings::mark("kallsyms ready");
-    let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let resources = resources.lock().unwrap().clone();
     let make_trace = |c: Collected, path: Option<String>, container: bool| {
         // A container's first process starts where its runtime put it; the runtime's chdir
@@ -423,7 +503,15 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             start_cwd.clone()
         };
         let res = resources.get(&c.cgroup_id).cloned().unwrap_or_default();
-        ctx.trace(c, path, container, &events, &cwd, res)
+        let id = c.cgroup_id;
+        let mut trace = ctx.trace(c, path, container, &events, &cwd, res);
+        trace.cgroup.container_info = infos.get(&id).cloned();
+        trace.image.directories = directories.facts(
+            id,
+            &trace.image.writable_directories,
+            &trace.image.written_paths,
+        );
+        trace
     };
 
     let names = names.lock().unwrap().clone();
@@ -483,24 +571,36 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     }
 
     let single = traces.len() == 1;
+    let folders = containers::unique_names(
+        traces
+            .iter()
+            .map(|t| {
+                containers::folder_name(
+                    t.cgroup.container_info.as_ref(),
+                    t.cgroup.path.as_deref(),
+                    t.cgroup.id,
+                )
+            })
+            .collect(),
+    );
     let items: Vec<(&Trace, PathBuf)> = traces
         .iter()
-        .map(|trace| {
+        .zip(folders)
+        .map(|(trace, folder)| {
             let dir = if single {
                 opts.out.clone()
             } else {
-                let name = trace
-                    .cgroup
-                    .path
-                    .as_deref()
-                    .map(containers::container_name)
-                    .unwrap_or_else(|| format!("cgroup-{}", trace.cgroup.id));
-                opts.out.join(name)
+                opts.out.join(folder)
             };
             (trace, dir)
         })
         .collect();
-    let lost = write_profiles(&items, opts.quiet, &opts.generate)?;
+    let lost = write_profiles(
+        &items,
+        opts.quiet,
+        &opts.generate,
+        compose_stack.as_ref().map(|s| (s, opts.out.as_path())),
+    )?;
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
     }

@@ -63,6 +63,11 @@ pub struct GenerateOptions {
     pub default_action: DefaultAction,
     /// Architectures to list besides the ones seen.
     pub extra_arches: Vec<Arch>,
+    /// Resource limits are the recorded peaks times this (see `deploy::limits`).
+    pub limit_headroom: f64,
+    /// The workload's name in the Kubernetes outputs (default: the container's name, else
+    /// the output folder's).
+    pub name: Option<String>,
 }
 
 impl Default for GenerateOptions {
@@ -71,6 +76,8 @@ impl Default for GenerateOptions {
             argument_rules: true,
             default_action: DefaultAction::Errno,
             extra_arches: Vec::new(),
+            limit_headroom: crate::deploy::DEFAULT_HEADROOM,
+            name: None,
         }
     }
 }
@@ -227,8 +234,18 @@ pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerS
                 }
             }
         }
-        for (name, flags) in [("clone", args.clone_flags), ("unshare", args.unshare_flags)] {
-            if names.remove(name) {
+        // clone3 is answered with ENOSYS below, so a recorded clone3 needs its fallback:
+        // glibc's pthread_create and posix_spawn try clone3 first and fall back to clone
+        // only on ENOSYS (sysdeps/unix/sysv/linux/clone-internal.c). The kernel side counts
+        // clone3's flags (read from its struct clone_args) as clone's, so the fallback gets
+        // the same namespace rule. Without this, a program that only ever made threads dies
+        // at its first pthread_create ("can't start new thread").
+        let clone3_recorded = names.contains("clone3");
+        for (name, flags, needed) in [
+            ("clone", args.clone_flags, clone3_recorded),
+            ("unshare", args.unshare_flags, false),
+        ] {
+            if names.remove(name) || needed {
                 let allowed_ns = flags.unwrap_or(0) & CLONE_NAMESPACE_FLAGS;
                 let mask = CLONE_NAMESPACE_FLAGS & !allowed_ns;
                 rules.push(rule(
@@ -241,15 +258,20 @@ pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerS
             }
         }
         // clone3 passes its flags in memory: it cannot be filtered by argument. Like
-        // Docker's profile, answer ENOSYS so libc falls back to clone, which is filtered.
+        // Docker's profile, answer ENOSYS so libc falls back to clone, which is filtered;
+        // only where clone is allowed, so the ENOSYS always leaves a working fallback (a
+        // profile that allows neither denies both, like any unrecorded call).
         names.remove("clone3");
-        rules.push(rule(
-            &["clone3"],
-            "SCMP_ACT_ERRNO",
-            Some(ENOSYS),
-            vec![],
-            "ENOSYS: libc falls back to the filtered clone",
-        ));
+        let clone_allowed = rules.iter().any(|r| r.names.iter().any(|n| n == "clone"));
+        if clone_allowed {
+            rules.push(rule(
+                &["clone3"],
+                "SCMP_ACT_ERRNO",
+                Some(ENOSYS),
+                vec![],
+                "ENOSYS: libc falls back to the filtered clone",
+            ));
+        }
         if names.contains("personality") && !args.personality_other && !args.personality.is_empty()
         {
             names.remove("personality");
@@ -484,4 +506,78 @@ fn parse_action(name: &str, errno: Option<u32>) -> anyhow::Result<ScmpAction> {
         "SCMP_ACT_TRAP" => ScmpAction::Trap,
         other => bail!("unsupported seccomp action {other:?}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(names: &[&str]) -> Observed {
+        let mut o = Observed::default();
+        o.syscalls
+            .insert(Arch::X86_64, names.iter().map(|s| s.to_string()).collect());
+        o
+    }
+
+    fn allowed(p: &DockerSeccomp, name: &str) -> bool {
+        p.syscalls
+            .iter()
+            .any(|r| r.action == "SCMP_ACT_ALLOW" && r.names.iter().any(|n| n == name))
+    }
+
+    /// Every ENOSYS answer must leave libc a working fallback in the same profile: for each
+    /// newer syscall recorded alone (what a program on a new libc makes), and each older one
+    /// recorded alone, with and without argument rules.
+    #[test]
+    fn every_enosys_answer_leaves_an_allowed_fallback() {
+        let mut cases: Vec<Vec<&str>> = Vec::new();
+        for (newer, olders) in NEWER_SIBLINGS {
+            cases.push(vec![newer]);
+            for o in *olders {
+                cases.push(vec![o]);
+            }
+        }
+        for case in cases {
+            for argument_rules in [true, false] {
+                let options = GenerateOptions {
+                    argument_rules,
+                    ..Default::default()
+                };
+                let p = docker_profile(&observed(&case), &options);
+                for r in p.syscalls.iter().filter(|r| r.errno_ret == Some(ENOSYS)) {
+                    for newer in &r.names {
+                        let (_, olders) = NEWER_SIBLINGS
+                            .iter()
+                            .find(|(n, _)| n == newer)
+                            .expect("ENOSYS only for known newer siblings");
+                        assert!(
+                            olders.iter().any(|o| allowed(&p, o)),
+                            "recorded {case:?} (argument rules {argument_rules}): {newer} gets ENOSYS \
+                             but none of {olders:?} is allowed"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A program that only made threads recorded clone3: clone3 gets ENOSYS (its flags are
+    /// in memory), so clone must be allowed, under the same namespace rule.
+    #[test]
+    fn recorded_clone3_allows_clone_without_namespace_flags() {
+        let mut o = observed(&["clone3", "futex"]);
+        // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|... as pthread_create sets.
+        o.arguments.clone_flags = Some(0x3d0f00);
+        let p = docker_profile(&o, &GenerateOptions::default());
+        let clone: Vec<&SyscallRule> = p.syscalls.iter().filter(|r| r.names == ["clone"]).collect();
+        assert_eq!(clone.len(), 1, "{p:?}");
+        assert_eq!(clone[0].action, "SCMP_ACT_ALLOW");
+        assert_eq!(clone[0].args[0].op, "SCMP_CMP_MASKED_EQ");
+        assert_eq!(clone[0].args[0].value, CLONE_NAMESPACE_FLAGS);
+        assert!(
+            p.syscalls
+                .iter()
+                .any(|r| r.names == ["clone3"] && r.errno_ret == Some(ENOSYS))
+        );
+    }
 }

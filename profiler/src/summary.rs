@@ -113,6 +113,20 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
             names.join(", ")
         ));
     }
+    let users = &profiles.image.users;
+    match crate::deploy::run_as(&profiles.image) {
+        Some(u) => out.push_str(&format!("  user:          ran as {u} throughout (--user {u})\n")),
+        None if users.needs_root
+            && users.switched_to.is_empty()
+            && profiles.capabilities.add.is_empty() =>
+        {
+            out.push_str(
+                "  user:          ran as root but needed no capability: it may run as a non-root user \
+                 (--user), if that user can write what it writes\n",
+            )
+        }
+        None => {}
+    }
     if trace.workload.leftover_processes > 0 {
         out.push_str(&format!(
             "  leftovers:     {} process(es) still ran when the command exited and were stopped\n",

@@ -208,6 +208,28 @@ pub struct CgroupInfo {
     pub id: u64,
     /// A container started under the recording cgroup, rather than the command itself.
     pub container: bool,
+    /// What the container engine said about the container while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_info: Option<ContainerInfo>,
+}
+
+/// A container as its engine describes it (`docker inspect`, `podman inspect`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerInfo {
+    /// `docker` or `podman`.
+    pub engine: String,
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The compose project and service (labels `com.docker.compose.project`/`.service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_service: Option<String>,
+    /// The user the container was configured to run as (`--user`, compose `user:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]

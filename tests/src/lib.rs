@@ -320,16 +320,23 @@ pub fn podman_argv() -> (PathBuf, Vec<String>) {
     )
 }
 
-/// The flags of a profile's `docker-run.txt`, as a user would paste them, with the seccomp
-/// profile path made absolute.
+/// The flags of a profile's `docker-run.txt`, as the shell a user pastes them into splits
+/// them (every line is shell words; the seccomp path in it is absolute).
 pub fn docker_run_flags(profile: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(profile.join("docker-run.txt")).unwrap();
+    run_flags(&profile.join("docker-run.txt"))
+}
+
+/// The same for `podman-run.txt`.
+pub fn podman_run_flags(profile: &Path) -> Vec<String> {
+    run_flags(&profile.join("podman-run.txt"))
+}
+
+fn run_flags(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .flat_map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .map(|f| match f.strip_prefix("seccomp=") {
-            Some(rest) => format!("seccomp={}", profile.join(rest).display()),
-            None => f,
+        .flat_map(|l| {
+            shell_words::split(l).unwrap_or_else(|e| panic!("{}: {l:?}: {e}", file.display()))
         })
         .collect()
 }

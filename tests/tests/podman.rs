@@ -206,8 +206,8 @@ fn hook_without_server_lets_the_container_run() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not recording"));
 }
 
-/// The generated `docker-run.txt` flags hold for podman too (read-only root, tmpfs for the
-/// written directories, capabilities, seccomp, no-new-privileges).
+/// The generated `podman-run.txt` flags hold (read-only root, tmpfs for the written
+/// directories, capabilities, seccomp, no-new-privileges).
 #[test]
 fn podman_runs_the_service_under_its_generated_flags() {
     if !can_record() {
@@ -220,7 +220,7 @@ fn podman_runs_the_service_under_its_generated_flags() {
     let o = record_podman_sh(&profile, script);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("served"));
-    let flags = docker_run_flags(&profile);
+    let flags = podman_run_flags(&profile);
     assert!(flags.iter().any(|a| a == "--read-only"), "{flags:?}");
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let o = podman_sh(&[], &flags, script);

@@ -1,0 +1,223 @@
+//! Owner, mode and prior content of the directories a workload writes, read from the
+//! workload's own root while it runs.
+//!
+//! A container made immutable gets a fresh mount over each directory it writes. That mount
+//! must look like the image's directory: a non-root service cannot write its data folder
+//! when the tmpfs over it belongs to root (`--tmpfs` defaults to 0:0, mode 1777 or 0755),
+//! and a database whose data folder came with the image cannot start on an empty one. So at
+//! the first write below a directory, profiler looks at the directory itself, through
+//! `/proc/PID/root` of a process of the cgroup: owner, mode, and the names it holds.
+//!
+//! The lookups are confined to the workload's root with `openat2(RESOLVE_IN_ROOT)`: a
+//! symlink the workload planted (`/data -> /etc/shadow`'s folder on the host) resolves inside
+//! the container's root, never on the host (fs/namei.c, `LOOKUP_IN_ROOT`).
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::fstat;
+use profiler_common::{EVENT_WRITE, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::image::Builder;
+
+/// At most this many names are kept per directory: enough to tell "came with content" from
+/// "holds only what the workload wrote", without letting a directory of millions of files
+/// cost memory.
+const MAX_NAMES: usize = 256;
+
+/// A writable directory as it was when the workload first wrote below it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirectoryFacts {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits with setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// It held entries the workload did not create during the recording: content that came
+    /// with the image (a database's data folder), which an empty tmpfs would hide.
+    pub has_image_content: bool,
+}
+
+/// What was seen of one directory at the first write below it.
+#[derive(Clone, Debug)]
+struct FirstSight {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    names: BTreeSet<String>,
+}
+
+/// Follows the write events of every recorded cgroup as they arrive and looks at each
+/// written path's directory once.
+pub struct DirectoryWatcher {
+    /// Path resolution (working directories, fork, chdir) per cgroup.
+    resolvers: HashMap<u64, Builder>,
+    seen: HashMap<u64, HashMap<String, Option<FirstSight>>>,
+    /// Cgroups whose events are not a workload's (the engine CLI in container mode).
+    ignored: Option<u64>,
+    default_cwd: PathBuf,
+    container_cwd: PathBuf,
+}
+
+impl DirectoryWatcher {
+    /// `recording_cgroup`'s own processes start in `start_cwd`; container cgroups in `/`.
+    /// With `containers`, the recording cgroup itself (the engine's CLI) is not looked at.
+    pub fn new(recording_cgroup: u64, start_cwd: PathBuf, containers: bool) -> DirectoryWatcher {
+        DirectoryWatcher {
+            resolvers: HashMap::new(),
+            seen: HashMap::new(),
+            ignored: containers.then_some(recording_cgroup),
+            default_cwd: if containers {
+                PathBuf::from("/")
+            } else {
+                start_cwd
+            },
+            container_cwd: PathBuf::from("/"),
+        }
+    }
+
+    /// Feeds a batch of events; `procs` lists the processes of a cgroup (a fallback when the
+    /// writing process is already gone).
+    pub fn events(&mut self, batch: &[Event], procs: &dyn Fn(u64) -> Vec<u32>) {
+        for e in batch {
+            if Some(e.cgroup_id) == self.ignored {
+                continue;
+            }
+            let cwd = if self.ignored.is_some() {
+                self.container_cwd.clone()
+            } else {
+                self.default_cwd.clone()
+            };
+            let resolver = self
+                .resolvers
+                .entry(e.cgroup_id)
+                .or_insert_with(|| Builder::new(cwd));
+            let resolved = resolver.event(e);
+            if e.kind != EVENT_WRITE {
+                continue;
+            }
+            let Some(dir) = resolved
+                .as_deref()
+                .and_then(|p| Path::new(p).parent())
+                .map(|d| d.display().to_string())
+            else {
+                continue;
+            };
+            let seen = self.seen.entry(e.cgroup_id).or_default();
+            if seen.contains_key(&dir) {
+                continue;
+            }
+            let mut sight = look(e.pid, &dir);
+            if sight.is_none() {
+                for pid in procs(e.cgroup_id).into_iter().take(4) {
+                    sight = look(pid, &dir);
+                    if sight.is_some() {
+                        break;
+                    }
+                }
+            }
+            seen.insert(dir, sight);
+        }
+    }
+
+    /// The facts of `cgroup`'s writable directories, given everything it wrote.
+    pub fn facts(
+        &self,
+        cgroup: u64,
+        writable: &BTreeSet<String>,
+        written: &BTreeMap<String, BTreeSet<String>>,
+    ) -> BTreeMap<String, DirectoryFacts> {
+        let Some(seen) = self.seen.get(&cgroup) else {
+            return BTreeMap::new();
+        };
+        writable
+            .iter()
+            .filter_map(|dir| {
+                let s = seen.get(dir)?.as_ref()?;
+                let prefix = if dir == "/" {
+                    "/".to_owned()
+                } else {
+                    format!("{dir}/")
+                };
+                // The workload's own entries: the first component below `dir` of each path
+                // it wrote (a file, or a folder it made on the way to one).
+                let own: BTreeSet<&str> = written
+                    .keys()
+                    .filter_map(|p| p.strip_prefix(&prefix))
+                    .filter_map(|rest| rest.split('/').next())
+                    .collect();
+                Some((
+                    dir.clone(),
+                    DirectoryFacts {
+                        uid: s.uid,
+                        gid: s.gid,
+                        mode: s.mode,
+                        has_image_content: s.names.iter().any(|n| !own.contains(n.as_str())),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Opens `dir` inside `pid`'s root and reads its owner, mode and names.
+fn look(pid: u32, dir: &str) -> Option<FirstSight> {
+    let root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let rel = dir.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd: OwnedFd = openat2(root.as_fd(), rel, how).ok()?;
+    let st = fstat(fd.as_fd()).ok()?;
+    let mut names = BTreeSet::new();
+    if let Ok(mut d) = nix::dir::Dir::from_fd(fd) {
+        for entry in d.iter().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            names.insert(name);
+            if names.len() >= MAX_NAMES {
+                break;
+            }
+        }
+    }
+    Some(FirstSight {
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode & 0o7777,
+        names,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_symlink_resolves_inside_the_root() {
+        // /proc/self/root is the host root here; a symlink to an absolute path resolves
+        // against it as RESOLVE_IN_ROOT would inside a container. The point is that the
+        // lookup works and reports the directory's own owner and mode.
+        let tmp = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/dirfacts-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("d")).unwrap();
+        std::fs::write(tmp.join("d/f"), b"x").unwrap();
+        let me = std::process::id();
+        let s = look(me, &tmp.join("d").display().to_string()).unwrap();
+        assert!(s.names.contains("f"));
+        assert_eq!(s.uid, nix::unistd::geteuid().as_raw());
+        // A symlink as the last component is refused (O_NOFOLLOW), not followed.
+        std::os::unix::fs::symlink(tmp.join("d"), tmp.join("link")).unwrap();
+        assert!(look(me, &tmp.join("link").display().to_string()).is_none());
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+}
