@@ -2,8 +2,11 @@
 //!
 //! `setup` is idempotent and installs everything the build and the tests need on a fresh
 //! Debian machine: the nightly toolchain's rust-src, bpf-linker built against nightly's own
-//! libLLVM, and the Debian packages the tests use. It also mounts tracefs/bpffs/securityfs.
+//! libLLVM, and the Debian packages the tests use. It also mounts tracefs/bpffs/securityfs
+//! and makes the container images the tests run: busybox, and a Debian image with
+//! PostgreSQL, memcached and a Python service (images.rs).
 mod bench;
+mod images;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,6 +68,10 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "busybox-static",
     "uidmap",
+    // The Debian image with real services (images.rs).
+    "debootstrap",
+    // psql, the PostgreSQL client of the real-image tests.
+    "postgresql-client",
     // 32-bit (i386) and x32 test binaries: gcc -m32 / -mx32 -static.
     "gcc",
     "gcc-multilib",
@@ -184,32 +191,22 @@ fn setup_container_images() -> anyhow::Result<()> {
             ),
         ]))?;
     }
-    setup_podman(&rootfs)
+    setup_podman(&rootfs)?;
+    images::setup_debian_apps()
 }
 
 /// Podman with private storage under target/, configured for this kind of host
 /// (../shared/platform.md): cgroupfs, runc, file events, and default ulimits that fit under
 /// the hard limits (otherwise runc fails with "error setting rlimit type 7").
 fn setup_podman(rootfs: &Path) -> anyhow::Result<()> {
-    let dir = workspace_root().join("target/test-images/podman");
+    let dir = podman_dir();
     std::fs::create_dir_all(&dir)?;
-    let conf = dir.join("containers.conf");
     std::fs::write(
-        &conf,
+        dir.join("containers.conf"),
         "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
          [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
     )?;
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(dir.join("root"))
-            // podman refuses a runroot longer than 50 characters.
-            .args(["--runroot", "/run/profiler-test-podman"])
-            .args(args);
-        c
-    };
-    let have = podman(&["image", "exists", PODMAN_IMAGE])
+    let have = podman_cmd(&["image", "exists", PODMAN_IMAGE])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -220,9 +217,27 @@ fn setup_podman(rootfs: &Path) -> anyhow::Result<()> {
             .args(["-c", "."])
             .stdout(std::process::Stdio::piped())
             .spawn()?;
-        run(podman(&["import", "-", PODMAN_IMAGE]).stdin(tar.stdout.context("tar stdout")?))?;
+        run(podman_cmd(&["import", "-", PODMAN_IMAGE]).stdin(tar.stdout.context("tar stdout")?))?;
     }
     Ok(())
+}
+
+/// The tests' private podman storage and its containers.conf (written by setup_podman).
+fn podman_dir() -> PathBuf {
+    workspace_root().join("target/test-images/podman")
+}
+
+/// `podman ARGS` on the tests' private storage, with the containers.conf setup_podman writes.
+fn podman_cmd(args: &[&str]) -> Command {
+    let dir = podman_dir();
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", dir.join("containers.conf"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        // podman refuses a runroot longer than 50 characters.
+        .args(["--runroot", "/run/profiler-test-podman"])
+        .args(args);
+    c
 }
 
 fn busybox_rootfs() -> anyhow::Result<PathBuf> {
