@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
 use crate::capabilities::CapabilityProfile;
-use crate::dir_facts::DirectoryFacts;
 use crate::image::{ImageInfo, Network};
+use crate::live_facts::DirectoryFacts;
 use crate::seccomp::{DockerSeccomp, SyscallRule};
 
 pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";
@@ -335,7 +335,14 @@ impl Deployment<'_> {
             out.push(flag(&["--security-opt", "no-new-privileges"]));
         }
         match run_as {
-            Some((u, g)) => out.push(flag(&["--user", &format!("{u}:{g}")])),
+            Some((u, g)) => {
+                out.push(flag(&["--user", &format!("{u}:{g}")]));
+                // A numeric --user gets no memberships from the image's /etc/group (a named
+                // one does): the ones the programs ran with are added back.
+                for group in &image.users.supplementary_groups {
+                    out.push(flag(&["--group-add", &group.to_string()]));
+                }
+            }
             None => out.push(note(
                 "--user left out: the workload ran as root or switched users".into(),
             )),
@@ -454,6 +461,19 @@ impl Deployment<'_> {
         m.insert("security_opt".into(), list(opts));
         if let Some((u, g)) = run_as_ids(image) {
             m.insert("user".into(), Value::String(format!("{u}:{g}")));
+            if !image.users.supplementary_groups.is_empty() {
+                m.insert(
+                    "group_add".into(),
+                    list(
+                        image
+                            .users
+                            .supplementary_groups
+                            .iter()
+                            .map(|g| g.to_string())
+                            .collect(),
+                    ),
+                );
+            }
         }
         if let Some(mem) = self.limits.memory_bytes {
             m.insert(
@@ -560,11 +580,22 @@ pub fn pod_template(
             value: p.to_string(),
         }]
     });
-    let pod_security = (fs_group.is_some() || sysctls.is_some()).then(|| PodSecurityContext {
-        fs_group,
-        sysctls,
-        ..Default::default()
-    });
+    let supplemental_groups =
+        (ids.is_some() && !image.users.supplementary_groups.is_empty()).then(|| {
+            image
+                .users
+                .supplementary_groups
+                .iter()
+                .map(|g| *g as i64)
+                .collect::<Vec<_>>()
+        });
+    let pod_security = (fs_group.is_some() || sysctls.is_some() || supplemental_groups.is_some())
+        .then(|| PodSecurityContext {
+            fs_group,
+            sysctls,
+            supplemental_groups,
+            ..Default::default()
+        });
     PodTemplateSpec {
         metadata: None,
         spec: Some(PodSpec {
@@ -751,6 +782,7 @@ mod tests {
             ran_as: ["1000:1000".to_owned()].into(),
             switched_to: Default::default(),
             needs_root: false,
+            supplementary_groups: [101].into(),
         };
         image.resources = Resources {
             peak_memory_bytes: Some(40 * 1024 * 1024),
@@ -828,6 +860,7 @@ mod tests {
         let pod = parsed.spec.template.spec.as_ref().unwrap();
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.fs_group, Some(1000));
+        assert_eq!(psc.supplemental_groups, Some(vec![101]));
         // CAP_NET_BIND_SERVICE is in the whitelist: port 80 needs no sysctl.
         assert_eq!(psc.sysctls, None);
         assert!(yaml.contains("/srv/db held content in the image"), "{yaml}");
@@ -879,6 +912,7 @@ mod tests {
             "--security-opt seccomp=/profiles/web/seccomp.json",
             "--security-opt no-new-privileges",
             "--user 1000:1000",
+            "--group-add 101",
             "--memory 112m",
             "--pids-limit 64",
         ] {

@@ -36,7 +36,7 @@ pub struct ImageInfo {
     /// Owner, mode and prior content of each writable directory, as the workload's root
     /// showed it at the first write below it (what a tmpfs or volume over it must keep).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub directories: BTreeMap<String, crate::dir_facts::DirectoryFacts>,
+    pub directories: BTreeMap<String, crate::live_facts::DirectoryFacts>,
     pub network: Network,
     pub users: Users,
     #[serde(default)]
@@ -67,6 +67,10 @@ pub struct Users {
     pub switched_to: BTreeSet<String>,
     /// Whether any program ran as root (uid 0).
     pub needs_root: bool,
+    /// Supplementary groups the programs ran with, besides their primary group (a container
+    /// user's memberships in the image's /etc/group, which a numeric `--user` drops).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub supplementary_groups: BTreeSet<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -117,6 +121,9 @@ impl ImageInfo {
             .switched_to
             .extend(other.users.switched_to.iter().cloned());
         self.users.needs_root |= other.users.needs_root;
+        self.users
+            .supplementary_groups
+            .extend(other.users.supplementary_groups.iter().copied());
         let max = |a: Option<u64>, b: Option<u64>| a.max(b);
         self.resources.peak_memory_bytes = max(
             self.resources.peak_memory_bytes,

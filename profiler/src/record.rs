@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::capabilities::{Kallsyms, checks_from_kernel};
 use crate::cgroup::RecordingCgroup;
 use crate::containers::{self, RecordingSeccompFile};
-use crate::dir_facts::DirectoryWatcher;
+use crate::live_facts::LiveFacts;
 use crate::output;
 use crate::probes::{Collected, Probes, check_privileges};
 use crate::seccomp::GenerateOptions;
@@ -413,7 +413,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         })
     });
     let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let mut directories = DirectoryWatcher::new(cgroup.id(), start_cwd.clone(), opts.containers);
+    let mut directories = LiveFacts::new(cgroup.id(), start_cwd.clone(), opts.containers);
     let cgroup_procs = {
         let (names, root) = (names.clone(), crate::cgroup::cgroup2_mount().ok());
         move |id: u64| -> Vec<u32> {
@@ -506,6 +506,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         let id = c.cgroup_id;
         let mut trace = ctx.trace(c, path, container, &events, &cwd, res);
         trace.cgroup.container_info = infos.get(&id).cloned();
+        trace.image.users.supplementary_groups = directories.groups(id);
         trace.image.directories = directories.facts(
             id,
             &trace.image.writable_directories,

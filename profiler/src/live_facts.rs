@@ -1,5 +1,6 @@
-//! Owner, mode and prior content of the directories a workload writes, read from the
-//! workload's own root while it runs.
+//! What can only be read while the workload runs: the owner, mode and prior content of the
+//! directories it writes (from its own root), and the supplementary groups its programs ran
+//! with (the exec event carries uid and gid only).
 //!
 //! A container made immutable gets a fresh mount over each directory it writes. That mount
 //! must look like the image's directory: a non-root service cannot write its data folder
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::fstat;
-use profiler_common::{EVENT_WRITE, Event};
+use profiler_common::{EVENT_EXEC_OK, EVENT_WRITE, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::image::Builder;
@@ -50,23 +51,26 @@ struct FirstSight {
 
 /// Follows the write events of every recorded cgroup as they arrive and looks at each
 /// written path's directory once.
-pub struct DirectoryWatcher {
+pub struct LiveFacts {
     /// Path resolution (working directories, fork, chdir) per cgroup.
     resolvers: HashMap<u64, Builder>,
     seen: HashMap<u64, HashMap<String, Option<FirstSight>>>,
+    /// Supplementary groups of each cgroup's programs, read at their exec.
+    groups: HashMap<u64, BTreeSet<u32>>,
     /// Cgroups whose events are not a workload's (the engine CLI in container mode).
     ignored: Option<u64>,
     default_cwd: PathBuf,
     container_cwd: PathBuf,
 }
 
-impl DirectoryWatcher {
+impl LiveFacts {
     /// `recording_cgroup`'s own processes start in `start_cwd`; container cgroups in `/`.
     /// With `containers`, the recording cgroup itself (the engine's CLI) is not looked at.
-    pub fn new(recording_cgroup: u64, start_cwd: PathBuf, containers: bool) -> DirectoryWatcher {
-        DirectoryWatcher {
+    pub fn new(recording_cgroup: u64, start_cwd: PathBuf, containers: bool) -> LiveFacts {
+        LiveFacts {
             resolvers: HashMap::new(),
             seen: HashMap::new(),
+            groups: HashMap::new(),
             ignored: containers.then_some(recording_cgroup),
             default_cwd: if containers {
                 PathBuf::from("/")
@@ -94,6 +98,18 @@ impl DirectoryWatcher {
                 .entry(e.cgroup_id)
                 .or_insert_with(|| Builder::new(cwd));
             let resolved = resolver.event(e);
+            if e.kind == EVENT_EXEC_OK {
+                // A container user's groups from the image's /etc/group (runc sets them with
+                // setgroups before the exec): `postgres` reads its TLS key as `ssl-cert`.
+                if let Some(g) = supplementary_groups(e.pid) {
+                    let primary = e.args[1] as u32;
+                    self.groups
+                        .entry(e.cgroup_id)
+                        .or_default()
+                        .extend(g.into_iter().filter(|g| *g != primary));
+                }
+                continue;
+            }
             if e.kind != EVENT_WRITE {
                 continue;
             }
@@ -119,6 +135,11 @@ impl DirectoryWatcher {
             }
             seen.insert(dir, sight);
         }
+    }
+
+    /// The supplementary groups `cgroup`'s programs ran with (their primary group aside).
+    pub fn groups(&self, cgroup: u64) -> BTreeSet<u32> {
+        self.groups.get(&cgroup).cloned().unwrap_or_default()
     }
 
     /// The facts of `cgroup`'s writable directories, given everything it wrote.
@@ -159,6 +180,17 @@ impl DirectoryWatcher {
             })
             .collect()
     }
+}
+
+/// The `Groups:` line of /proc/PID/status (fs/proc/array.c, task_state()).
+fn supplementary_groups(pid: u32) -> Option<BTreeSet<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Groups:"))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect(),
+    )
 }
 
 /// Opens `dir` inside `pid`'s root and reads its owner, mode and names.

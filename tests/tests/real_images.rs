@@ -1,0 +1,845 @@
+//! Real software in a real Debian image (`cargo xtask setup` builds it with debootstrap):
+//! PostgreSQL (multi-process, shared memory, runs as `postgres`), memcached (threads, runs
+//! as `memcache`), a threaded Python service that never forks and writes its data
+//! directory (runs as `app`, 1500:1500), and a compose stack of the service and memcached.
+//!
+//! For each: record while a training client runs, then run the same image in production
+//! with exactly the generated flags and the training client again; a second, legitimate
+//! action on the trained paths; and what the profile must deny (an exec of `sh`, a write
+//! outside the writable directories, an unrecorded syscall).
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::*;
+
+/// The Debian image `cargo xtask setup` imports (xtask/src/images.rs).
+const IMAGE: &str = "profiler-test/debian-apps:latest";
+const PODMAN_DEBIAN_IMAGE: &str = "localhost/profiler-debian-apps:latest";
+const POSTGRES: &[&str] = &[
+    "/usr/lib/postgresql/15/bin/postgres",
+    "-D",
+    "/var/lib/postgresql/15/main",
+    "-c",
+    "config_file=/etc/postgresql/15/main/postgresql.conf",
+];
+const MEMCACHED: &[&str] = &[
+    "/usr/bin/memcached",
+    "-p",
+    "11211",
+    "-l",
+    "0.0.0.0",
+    "-U",
+    "0",
+];
+const SERVICE: &[&str] = &["python3", "/opt/app/service.py"];
+
+fn require_image() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "{IMAGE} is missing: run `cargo xtask setup`");
+}
+
+/// A unique container name per test run.
+fn name(tag: &str) -> String {
+    format!("profiler-real-{tag}-{}", std::process::id())
+}
+
+/// A command running in the background, its output kept in files; killed on drop.
+struct Background {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Background {
+    fn start(cmd: &mut Command, dir: &TempDir, tag: &str) -> Background {
+        let out = dir.join(&format!("{tag}.out"));
+        let err = dir.join(&format!("{tag}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background { child, out, err }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits for the exit (at most 60 s), returning the exit code.
+    fn wait(mut self) -> (i32, String, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+                return (status.code().unwrap_or(-1), out, self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after 60 s: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it holds (30 s at most), with `what` in the failure message.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool, diag: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {}",
+            diag()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn container_ip(engine: &[&str], name: &str) -> Option<String> {
+    let o = Command::new(engine[0])
+        .args(&engine[1..])
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+        ])
+        .output()
+        .ok()?;
+    let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    (o.status.success() && !ip.is_empty()).then_some(ip)
+}
+
+/// One HTTP/1.1 request with `Connection: close`: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let start = reply.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some((status, reply[start..].to_vec()))
+}
+
+fn expect_http(addr: &str, method: &str, path: &str, body: &[u8], status: u16, reply: &[u8]) {
+    let got = http(addr, method, path, body);
+    assert_eq!(
+        got.as_ref().map(|(s, b)| (*s, b.as_slice())),
+        Some((status, reply)),
+        "{method} {path} on {addr}: {:?}",
+        got.as_ref()
+            .map(|(s, b)| (*s, String::from_utf8_lossy(b).into_owned()))
+    );
+}
+
+/// A memcached text-protocol exchange: sends `request`, reads until `end`.
+fn memcache(addr: &str, request: &str, end: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(request.as_bytes()).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(end) {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+fn psql(ip: &str, sql: &str) -> Output {
+    with_timeout("psql")
+        .args([
+            "-h",
+            ip,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-A", "-t", "-c", sql])
+        .output()
+        .expect("psql (postgresql-client) is installed by cargo xtask setup")
+}
+
+fn psql_ok(ip: &str, sql: &str) -> String {
+    let o = psql(ip, sql);
+    assert!(
+        o.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// `docker exec NAME ARGS...`.
+fn exec(engine: &[&str], name: &str, args: &[&str]) -> Output {
+    with_timeout(engine[0])
+        .args(&engine[1..])
+        .arg("exec")
+        .arg(name)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stop(engine: &[&str], name: &str) {
+    let _ = with_timeout(engine[0])
+        .args(&engine[1..])
+        .args(["stop", "-t", "10", name])
+        .output();
+}
+
+/// `profiler record --containers --out OUT -- docker run --rm --name NAME ARGS... IMAGE CMD...`
+/// in the background.
+fn record_docker(dir: &TempDir, out: &Path, name: &str, args: &[&str], cmd: &[&str]) -> Background {
+    let mut c = profiler();
+    c.args(["record", "--containers", "--out"])
+        .arg(out)
+        .args(["--", "docker", "run", "--rm", "--name", name])
+        .args(args)
+        .arg(IMAGE)
+        .args(cmd);
+    Background::start(&mut c, dir, "record")
+}
+
+/// `docker run -d --name NAME FLAGS... IMAGE CMD...` under `profiler enforce` (the image
+/// profile's exec check; the flags carry seccomp, capabilities and the rest), in the
+/// background, logging violations to `log`.
+fn production_docker(
+    dir: &TempDir,
+    profile: &Path,
+    log: &Path,
+    name: &str,
+    cmd: &[&str],
+) -> Background {
+    let mut c = profiler();
+    c.args(["enforce", "--containers", "--profile"])
+        .arg(profile)
+        .arg("--log")
+        .arg(log)
+        .args(["--", "docker", "run", "--rm", "--name", name])
+        .args(docker_run_flags(profile))
+        .arg(IMAGE)
+        .args(cmd);
+    Background::start(&mut c, dir, "production")
+}
+
+fn violations(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `sh` was never part of the recording: exec'ing it into the running container is killed
+/// before it runs, and logged.
+fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
+    let o = exec(engine, name, &["/bin/sh", "-c", "echo should-not-run"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && !stdout.contains("should-not-run"),
+        "sh ran: {o:?}"
+    );
+    let v = violations(log);
+    assert!(
+        v.iter()
+            .any(|l| l["rule"] == "exec-not-in-profile" && l["path"] == "/bin/sh"),
+        "no violation logged for /bin/sh: {v:?}"
+    );
+}
+
+fn flag_pairs(flags: &[String]) -> Vec<(String, String)> {
+    flags
+        .windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect()
+}
+
+/// The threaded Python service: runs as `app` and writes /var/lib/app (1500:1500, 0750,
+/// empty in the image). Its only clone calls are pthread_create's clone3.
+#[test]
+fn python_service_runs_non_root_under_its_docker_profile() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    require_image();
+    let dir = TempDir::new("real-python");
+    let profile = dir.join("app");
+    let n = name("py");
+    let rec = record_docker(&dir, &profile, &n, &["--user", "app"], SERVICE);
+    let mut addr = String::new();
+    wait_until(
+        "the service to answer",
+        || {
+            if let Some(ip) = container_ip(&["docker"], &n) {
+                addr = format!("{ip}:8080");
+                return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
+            }
+            false
+        },
+        &|| rec.stderr(),
+    );
+    // Training: store an item and read it back.
+    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+    stop(&["docker"], &n);
+    let (code, _, err) = rec.wait();
+    assert_eq!(code, 0, "{err}");
+
+    let trace = read_json(&profile.join("trace.json"));
+    assert_eq!(
+        trace["cgroup"]["container_info"]["name"],
+        n.as_str(),
+        "{err}"
+    );
+    let names = &traced_syscalls(&trace)["x86_64"];
+    assert!(
+        names.contains("clone3"),
+        "threads are made with clone3: {names:?}"
+    );
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(image["run_as"], "1500:1500", "{image:#}");
+    assert_eq!(
+        image["directories"]["/var/lib/app"],
+        serde_json::json!({"uid": 1500, "gid": 1500, "mode": 0o750, "has_image_content": false}),
+        "{image:#}"
+    );
+    let flags = docker_run_flags(&profile);
+    let pairs = flag_pairs(&flags);
+    for (f, v) in [
+        ("--user", "1500:1500"),
+        (
+            "--tmpfs",
+            "/var/lib/app:rw,nosuid,nodev,uid=1500,gid=1500,mode=0750",
+        ),
+        ("--cap-drop", "ALL"),
+    ] {
+        assert!(
+            pairs.contains(&(f.into(), v.into())),
+            "{f} {v} not in {flags:?}"
+        );
+    }
+    let seccomp = read_json(&profile.join("seccomp.json"));
+    let clone_rule = seccomp["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["names"] == serde_json::json!(["clone"]));
+    assert!(
+        clone_rule.is_some_and(|r| r["action"] == "SCMP_ACT_ALLOW"),
+        "{seccomp:#}"
+    );
+    let allowed = allowed_names(&profile.join("seccomp.json"));
+    assert!(
+        !allowed.contains("getsid"),
+        "the test needs an unrecorded syscall"
+    );
+
+    // Production: the same image with exactly the generated flags.
+    let log = dir.join("violations.jsonl");
+    let n2 = name("py-prod");
+    let prod = production_docker(&dir, &profile, &log, &n2, SERVICE);
+    wait_until(
+        "the service under its profile",
+        || {
+            if let Some(ip) = container_ip(&["docker"], &n2) {
+                addr = format!("{ip}:8080");
+                return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
+            }
+            false
+        },
+        &|| prod.stderr(),
+    );
+    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+    // A second, legitimate action on the trained paths: another item, overwritten.
+    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+    expect_http(&addr, "POST", "/items/second", b"2", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/second", b"", 200, b"2");
+    // Threads keep being made under the profile (each request is served by a new one).
+    let o = exec(
+        &["docker"],
+        &n2,
+        &["python3", "-c", "import os; print(os.getuid())"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1500", "{o:?}");
+    // A write outside the writable directories: the root is read-only.
+    let o = exec(&["docker"], &n2, &["python3", "-c", "open('/etc/x', 'w')"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{o:?}"
+    );
+    // An unrecorded syscall is denied by the seccomp profile (EPERM).
+    let o = exec(
+        &["docker"],
+        &n2,
+        &["python3", "-c", "import os; os.getsid(0)"],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("[Errno 1] Operation not permitted"),
+        "{o:?}"
+    );
+    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+    stop(&["docker"], &n2);
+    let (code, _, err) = prod.wait();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `uid:gid` of a user in the image, as its /etc/passwd says (Debian numbers package users
+/// as they are installed).
+fn image_ids(user: &str) -> String {
+    let o = run_ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        user,
+        IMAGE,
+        "id",
+        "-u",
+    ]));
+    let uid = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let o = run_ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        user,
+        IMAGE,
+        "id",
+        "-g",
+    ]));
+    format!("{uid}:{}", String::from_utf8_lossy(&o.stdout).trim())
+}
+
+fn ready_ip(engine: &[&str], name: &str, probe: &dyn Fn(&str) -> bool, bg: &Background) -> String {
+    let mut found = String::new();
+    wait_until(
+        &format!("{name} to answer"),
+        || {
+            container_ip(engine, name).is_some_and(|ip| {
+                found = ip;
+                probe(&found)
+            })
+        },
+        &|| bg.stderr(),
+    );
+    found
+}
+
+/// PostgreSQL: a postmaster and its forked backends, shared memory, runs as `postgres`; its
+/// data folder comes with the image (an initialised cluster), its socket folder is empty.
+#[test]
+fn postgresql_serves_under_its_docker_profile() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    require_image();
+    let ids = image_ids("postgres");
+    let dir = TempDir::new("real-postgres");
+    let profile = dir.join("db");
+    let n = name("pg");
+    let rec = record_docker(&dir, &profile, &n, &["--user", "postgres"], POSTGRES);
+    let up = |ip: &str| psql(ip, "select 1").status.success();
+    let ip = ready_ip(&["docker"], &n, &up, &rec);
+    // Training: a table, rows, a query, from two connections.
+    psql_ok(&ip, "create table items (id int primary key, name text)");
+    psql_ok(&ip, "insert into items values (1, 'one')");
+    assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
+    stop(&["docker"], &n);
+    let (code, _, err) = rec.wait();
+    assert_eq!(code, 0, "{err}");
+
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
+    let (uid, gid) = ids.split_once(':').unwrap();
+    let data = &image["directories"]["/var/lib/postgresql/15/main"];
+    assert_eq!(data["has_image_content"], true, "{image:#}");
+    let socket_dir = &image["directories"]["/var/run/postgresql"];
+    assert_eq!(socket_dir["has_image_content"], false, "{image:#}");
+    assert_eq!(socket_dir["uid"].to_string(), uid, "{image:#}");
+    let flags = docker_run_flags(&profile);
+    let pairs = flag_pairs(&flags);
+    assert!(
+        pairs.contains(&("--volume".into(), "/var/lib/postgresql/15/main".into())),
+        "the data folder must keep the image's cluster: {flags:?}"
+    );
+    assert!(
+        pairs.iter().any(|(f, v)| f == "--tmpfs"
+            && v.starts_with(&format!(
+                "/var/run/postgresql:rw,nosuid,nodev,uid={uid},gid={gid},mode="
+            ))),
+        "{flags:?}"
+    );
+    assert!(pairs.contains(&("--user".into(), ids.clone())), "{flags:?}");
+    // Debian's postgres is in ssl-cert, which lets it read its TLS key: a numeric --user
+    // loses that membership unless the flags add it back.
+    let ssl_cert = String::from_utf8_lossy(
+        &run_ok(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "getent",
+            "group",
+            "ssl-cert",
+        ]))
+        .stdout,
+    )
+    .split(':')
+    .nth(2)
+    .unwrap()
+    .to_owned();
+    assert!(
+        pairs.contains(&("--group-add".into(), ssl_cert)),
+        "{flags:?}"
+    );
+
+    let log = dir.join("violations.jsonl");
+    let n2 = name("pg-prod");
+    let prod = production_docker(&dir, &profile, &log, &n2, POSTGRES);
+    let ip = ready_ip(&["docker"], &n2, &up, &prod);
+    // The training client again (the image's cluster is a fresh copy), then more of the
+    // same: rows added and changed, an aggregate.
+    psql_ok(&ip, "create table items (id int primary key, name text)");
+    psql_ok(&ip, "insert into items values (1, 'one')");
+    assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
+    psql_ok(
+        &ip,
+        "insert into items values (2, 'two'); update items set name = 'uno' where id = 1",
+    );
+    assert_eq!(
+        psql_ok(&ip, "select string_agg(name, ',' order by id) from items"),
+        "uno,two"
+    );
+    // The server writing outside its writable folders: the root is read-only.
+    let o = psql(&ip, "copy (select 1) to '/etc/exported'");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{o:?}"
+    );
+    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+    stop(&["docker"], &n2);
+    let (code, _, err) = prod.wait();
+    assert_eq!(code, 0, "{err}");
+}
+
+/// memcached: one process, worker threads, runs as `memcache`, writes nothing.
+#[test]
+fn memcached_serves_under_its_docker_profile() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    require_image();
+    let ids = image_ids("memcache");
+    let dir = TempDir::new("real-memcached");
+    let profile = dir.join("cache");
+    let n = name("mc");
+    let rec = record_docker(&dir, &profile, &n, &["--user", "memcache"], MEMCACHED);
+    let up = |ip: &str| {
+        memcache(&format!("{ip}:11211"), "version\r\n", "\r\n")
+            .is_some_and(|r| r.starts_with("VERSION"))
+    };
+    let ip = ready_ip(&["docker"], &n, &up, &rec);
+    let addr = format!("{ip}:11211");
+    let train = |addr: &str| {
+        assert_eq!(
+            memcache(addr, "set k 0 0 3\r\none\r\n", "\r\n").as_deref(),
+            Some("STORED\r\n")
+        );
+        assert_eq!(
+            memcache(addr, "get k\r\n", "END\r\n").as_deref(),
+            Some("VALUE k 0 3\r\none\r\nEND\r\n")
+        );
+    };
+    train(&addr);
+    stop(&["docker"], &n);
+    let (code, _, err) = rec.wait();
+    assert_eq!(code, 0, "{err}");
+    let image = read_json(&profile.join("image-profile.json"));
+    assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
+    let flags = docker_run_flags(&profile);
+    assert!(flags.contains(&"--read-only".to_owned()), "{flags:?}");
+
+    let log = dir.join("violations.jsonl");
+    let n2 = name("mc-prod");
+    let prod = production_docker(&dir, &profile, &log, &n2, MEMCACHED);
+    let ip = ready_ip(&["docker"], &n2, &up, &prod);
+    let addr = format!("{ip}:11211");
+    train(&addr);
+    // More of the same: a larger value under another key, both read back in one get.
+    let big = "x".repeat(5000);
+    assert_eq!(
+        memcache(
+            &addr,
+            &format!("set k2 0 0 {}\r\n{big}\r\n", big.len()),
+            "\r\n"
+        )
+        .as_deref(),
+        Some("STORED\r\n")
+    );
+    let got = memcache(&addr, "get k k2\r\n", "END\r\n").unwrap();
+    assert!(
+        got.contains("VALUE k 0 3\r\none") && got.contains(&big),
+        "{got}"
+    );
+    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+    stop(&["docker"], &n2);
+    let (code, _, err) = prod.wait();
+    assert_eq!(code, 0, "{err}");
+}
+
+fn compose_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/apps/docker-compose.yml")
+}
+
+fn compose(project: &str, files: &[&Path], args: &[&str]) -> Output {
+    let mut c = with_timeout("docker-compose");
+    c.args(["-p", project]);
+    for f in files {
+        c.arg("-f").arg(f);
+    }
+    c.args(args).output().unwrap()
+}
+
+/// A compose stack recorded as it is started (`docker-compose up`, the user's file untouched),
+/// then run in production with the override profiler writes.
+#[test]
+fn compose_stack_recorded_and_run_with_its_override() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    require_image();
+    let dir = TempDir::new("real-compose");
+    let out = dir.join("stack");
+    let project = format!("profilerreal{}", std::process::id());
+    let file = compose_file();
+    let mut c = profiler();
+    c.args(["record", "--containers", "--out"])
+        .arg(&out)
+        .args(["--", "docker-compose", "-p", &project, "-f"])
+        .arg(&file)
+        .arg("up");
+    let rec = Background::start(&mut c, &dir, "record");
+    let app = format!("{project}_app_1");
+    let up = |ip: &str| {
+        http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+    };
+    let ip = ready_ip(&["docker"], &app, &up, &rec);
+    let addr = format!("{ip}:8080");
+    let train = |addr: &str| {
+        expect_http(addr, "POST", "/items/first", b"one", 201, b"stored\n");
+        expect_http(addr, "GET", "/items/first", b"", 200, b"one");
+        expect_http(addr, "POST", "/cache/k", b"cached", 201, b"stored\n");
+        expect_http(addr, "GET", "/cache/k", b"", 200, b"cached");
+    };
+    train(&addr);
+    // Stopped from outside the recording, as a user would; `up` then returns.
+    let o = compose(&project, &[&file], &["stop"]);
+    assert!(o.status.success(), "{o:?}");
+    let (code, _, err) = rec.wait();
+    let o = compose(&project, &[&file], &["down"]);
+    assert!(o.status.success(), "down after the recording: {o:?}");
+    assert_eq!(code, 0, "{err}");
+
+    // One folder per service, named after it, and the override for all of them.
+    for service in ["app", "cache"] {
+        let trace = read_json(&out.join(service).join("trace.json"));
+        assert_eq!(
+            trace["cgroup"]["container_info"]["compose_service"], service,
+            "{err}"
+        );
+        assert!(out.join(service).join("seccomp.json").exists());
+    }
+    let override_file = out.join("docker-compose.profile.yml");
+    let text = std::fs::read_to_string(&override_file).unwrap();
+    // docker-compose itself must accept it, merged over the user's file.
+    let o = compose(&project, &[&file, &override_file], &["config"]);
+    assert!(o.status.success(), "{text}\n{o:?}");
+    let config = String::from_utf8_lossy(&o.stdout);
+    assert!(config.contains("read_only: true"), "{config}");
+    assert!(config.contains("uid=1500,gid=1500,mode=0750"), "{config}");
+
+    let project2 = format!("{project}prod");
+    let o = compose(&project2, &[&file, &override_file], &["up", "-d"]);
+    assert!(o.status.success(), "{text}\n{o:?}");
+    let app2 = format!("{project2}_app_1");
+    let ip = container_ip(&["docker"], &app2).expect("app container");
+    let addr = format!("{ip}:8080");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up(&ip) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = || {
+        String::from_utf8_lossy(&compose(&project2, &[&file, &override_file], &["logs"]).stdout)
+            .into_owned()
+    };
+    assert!(up(&ip), "{}", logs());
+    train(&addr);
+    expect_http(&addr, "POST", "/cache/k2", b"more", 201, b"stored\n");
+    expect_http(&addr, "GET", "/cache/k2", b"", 200, b"more");
+    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+    let o = exec(
+        &["docker"],
+        &app2,
+        &["python3", "-c", "open('/etc/x', 'w')"],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{o:?}"
+    );
+    let o = compose(&project2, &[&file, &override_file], &["down"]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// The Python service under podman (runc), with podman-run.txt's flags: podman cannot give a
+/// tmpfs an owner, so the flags chown it to the container user (`U`).
+#[test]
+fn python_service_runs_under_its_podman_profile() {
+    if !can_record() {
+        return;
+    }
+    require_image();
+    let (conf, argv) = podman_argv();
+    let engine: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let dir = TempDir::new("real-podman");
+    let profile = dir.join("app");
+    let n = name("podman-py");
+    let mut c = profiler();
+    c.env("CONTAINERS_CONF", &conf)
+        .args(["record", "--containers", "--out"])
+        .arg(&profile)
+        .arg("--")
+        .args(&engine)
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            &n,
+            "--user",
+            "app",
+            PODMAN_DEBIAN_IMAGE,
+        ])
+        .args(SERVICE);
+    let rec = Background::start(&mut c, &dir, "record");
+    // SAFETY of the environment: every podman call below needs the tests' configuration.
+    let podman = |args: &[&str]| -> Output {
+        with_timeout(engine[0])
+            .env("CONTAINERS_CONF", &conf)
+            .args(&engine[1..])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ip_of = |name: &str| -> Option<String> {
+        let o = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
+        let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        (o.status.success() && !ip.is_empty()).then_some(ip)
+    };
+    let up = |ip: &str| {
+        http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+    };
+    let mut ip = String::new();
+    wait_until(
+        "the service under podman",
+        || {
+            ip_of(&n).is_some_and(|i| {
+                ip = i;
+                up(&ip)
+            })
+        },
+        &|| rec.stderr(),
+    );
+    let addr = format!("{ip}:8080");
+    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+    let o = podman(&["stop", "-t", "10", &n]);
+    assert!(o.status.success(), "{o:?}");
+    let (code, _, err) = rec.wait();
+    assert_eq!(code, 0, "{err}");
+    let flags = podman_run_flags(&profile);
+    let pairs = flag_pairs(&flags);
+    assert!(
+        pairs.contains(&(
+            "--tmpfs".into(),
+            "/var/lib/app:rw,nosuid,nodev,mode=0750,U".into()
+        )),
+        "{flags:?}"
+    );
+    assert!(
+        pairs.contains(&("--user".into(), "1500:1500".into())),
+        "{flags:?}"
+    );
+
+    let n2 = name("podman-py-prod");
+    let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", &n2];
+    args.extend(flags.iter().map(String::as_str));
+    args.push(PODMAN_DEBIAN_IMAGE);
+    args.extend(SERVICE);
+    let o = podman(&args);
+    assert!(o.status.success(), "{flags:?}: {o:?}");
+    let mut ip = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(ip_of(&n2).is_some_and(|i| {
+        ip = i;
+        up(&ip)
+    })) {
+        assert!(Instant::now() < deadline, "{:?}", podman(&["logs", &n2]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let addr = format!("{ip}:8080");
+    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+    expect_http(&addr, "GET", "/items/second", b"", 200, b"two");
+    let o = podman(&["exec", &n2, "python3", "-c", "open('/etc/x', 'w')"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{o:?}"
+    );
+    let o = podman(&["exec", &n2, "python3", "-c", "import os; os.getsid(0)"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+        "{o:?}"
+    );
+    let o = podman(&["stop", "-t", "10", &n2]);
+    assert!(o.status.success(), "{o:?}");
+}
