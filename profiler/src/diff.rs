@@ -28,6 +28,34 @@ pub struct Allowances {
     pub errno_rules: BTreeSet<String>,
     pub capabilities: BTreeSet<String>,
     pub default_action: String,
+    /// The default action lets unlisted syscalls run (ALLOW, LOG, or an action this gate
+    /// does not know, which it must not take for a denial).
+    pub default_permits: bool,
+    /// Per architecture: syscalls a rule denies (ERRNO, KILL, TRAP, TRACE).
+    pub denied: BTreeMap<String, BTreeSet<String>>,
+    /// capabilities.json drops ALL before adding.
+    pub drops_all: bool,
+}
+
+/// Actions that stop the syscall from running.
+fn denies(action: &str) -> bool {
+    matches!(
+        action,
+        "SCMP_ACT_ERRNO"
+            | "SCMP_ACT_KILL"
+            | "SCMP_ACT_KILL_THREAD"
+            | "SCMP_ACT_KILL_PROCESS"
+            | "SCMP_ACT_TRAP"
+            | "SCMP_ACT_TRACE"
+    )
+}
+
+impl Allowances {
+    /// Whether `name` runs unconditionally on `arch` (listed, or by the default action).
+    fn allows(&self, arch: &str, name: &str) -> bool {
+        self.syscalls.get(arch).is_some_and(|s| s.contains(name))
+            || (self.default_permits && !self.denied.get(arch).is_some_and(|d| d.contains(name)))
+    }
 }
 
 fn describe_rule(rule: &SyscallRule, name: &str) -> String {
@@ -72,7 +100,9 @@ impl Allowances {
         let mut a = Allowances {
             architectures: seccomp.architectures.iter().cloned().collect(),
             default_action: seccomp.default_action.clone(),
+            default_permits: !denies(&seccomp.default_action),
             capabilities: caps.add.iter().cloned().collect(),
+            drops_all: caps.drop.iter().any(|d| d == "ALL"),
             ..Default::default()
         };
         // In this format a name applies to every listed architecture.
@@ -87,7 +117,21 @@ impl Allowances {
             .collect();
         for rule in &seccomp.syscalls {
             for name in &rule.names {
-                match (rule.action.as_str(), rule.args.is_empty()) {
+                if denies(&rule.action) && rule.args.is_empty() {
+                    for arch in &arches {
+                        a.denied
+                            .entry(arch.clone())
+                            .or_default()
+                            .insert(name.clone());
+                    }
+                }
+                // An action the gate does not know counts as allowing (fail closed).
+                let action = if denies(&rule.action) {
+                    rule.action.as_str()
+                } else {
+                    "SCMP_ACT_ALLOW"
+                };
+                match (action, rule.args.is_empty()) {
                     ("SCMP_ACT_ALLOW" | "SCMP_ACT_LOG", true) => {
                         for arch in &arches {
                             a.syscalls
@@ -108,7 +152,9 @@ impl Allowances {
                         a.errno_rules
                             .insert(format!("{name} → errno {}", rule.errno_ret.unwrap_or(1)));
                     }
-                    _ => {}
+                    (other, _) => {
+                        a.errno_rules.insert(format!("{name} → {other}"));
+                    }
                 }
             }
         }
@@ -144,6 +190,8 @@ pub struct Diff {
     /// Whether NEW needs something OLD does not allow (the CI gate).
     pub needs_more: bool,
     pub default_action: Option<(String, String)>,
+    /// OLD's capabilities.json dropped ALL and NEW's does not.
+    pub drops_all_lost: bool,
 }
 
 fn minus(a: &BTreeSet<String>, b: &BTreeSet<String>) -> Vec<String> {
@@ -171,32 +219,53 @@ fn per_arch(
 }
 
 pub fn diff(old: &Allowances, new: &Allowances) -> Diff {
-    // An argument rule is covered by the other side allowing the syscall whatever its
-    // arguments.
+    // An argument rule, or a listed syscall, is covered by the other side allowing the
+    // syscall whatever its arguments (listed, or through a permissive default action).
     fn covered_by(side: &Allowances) -> impl Fn(&str, &str) -> bool + '_ {
         move |arch: &str, rule: &str| {
             let name = rule.split('(').next().unwrap_or(rule);
-            side.syscalls.get(arch).is_some_and(|s| s.contains(name))
+            side.allows(arch, name)
         }
     }
-    let added = Side {
+    let mut added = Side {
         architectures: minus(&new.architectures, &old.architectures),
-        syscalls: per_arch(&new.syscalls, &old.syscalls, |_, _| false),
+        syscalls: per_arch(&new.syscalls, &old.syscalls, covered_by(old)),
         argument_rules: per_arch(&new.argument_rules, &old.argument_rules, covered_by(old)),
         errno_rules: minus(&new.errno_rules, &old.errno_rules),
         capabilities: minus(&new.capabilities, &old.capabilities),
     };
+    // Under a permissive default, what OLD denied by name and NEW no longer does now runs.
+    if new.default_permits {
+        for (arch, names) in &old.denied {
+            let freed: Vec<String> = names
+                .iter()
+                .filter(|n| new.allows(arch, n) && !old.allows(arch, n))
+                .map(|n| format!("{n} (by defaultAction)"))
+                .collect();
+            if !freed.is_empty() {
+                added
+                    .syscalls
+                    .entry(arch.clone())
+                    .or_default()
+                    .extend(freed);
+            }
+        }
+    }
     let removed = Side {
         architectures: minus(&old.architectures, &new.architectures),
-        syscalls: per_arch(&old.syscalls, &new.syscalls, |_, _| false),
+        syscalls: per_arch(&old.syscalls, &new.syscalls, covered_by(new)),
         argument_rules: per_arch(&old.argument_rules, &new.argument_rules, covered_by(new)),
         errno_rules: minus(&old.errno_rules, &new.errno_rules),
         capabilities: minus(&old.capabilities, &new.capabilities),
     };
+    // The gate: NEW needs more when anything runs under it that did not under OLD. A default
+    // action that lets unlisted syscalls run, where OLD's did not, is the largest such step.
     let needs_more = !added.architectures.is_empty()
         || !added.syscalls.is_empty()
         || !added.argument_rules.is_empty()
-        || !added.capabilities.is_empty();
+        || !added.capabilities.is_empty()
+        || (new.default_permits && !old.default_permits)
+        || (old.drops_all && !new.drops_all);
     let default_action = (old.default_action != new.default_action)
         .then(|| (old.default_action.clone(), new.default_action.clone()));
     Diff {
@@ -204,6 +273,7 @@ pub fn diff(old: &Allowances, new: &Allowances) -> Diff {
         removed,
         needs_more,
         default_action,
+        drops_all_lost: old.drops_all && !new.drops_all,
     }
 }
 
@@ -234,6 +304,9 @@ pub fn render_text(d: &Diff) -> String {
     if let Some((o, n)) = &d.default_action {
         out.push_str(&format!("~ defaultAction {o} → {n}\n"));
     }
+    if d.drops_all_lost {
+        out.push_str("+ capabilities.json no longer drops ALL\n");
+    }
     if d.added.is_empty() && d.removed.is_empty() && d.default_action.is_none() {
         out.push_str("no differences\n");
     }
@@ -251,5 +324,97 @@ pub fn trace_in(path: &Path) -> std::path::PathBuf {
         path.join(TRACE_FILE)
     } else {
         path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str, drop_all: bool) -> Allowances {
+        let seccomp: DockerSeccomp = serde_json::from_str(json).unwrap();
+        let caps = CapabilityProfile {
+            schema: String::new(),
+            drop: if drop_all { vec!["ALL".into()] } else { vec![] },
+            add: vec![],
+            evidence: Default::default(),
+            denied: Default::default(),
+            ignored_unaudited: Default::default(),
+            notes: Default::default(),
+            ignored_other_credentials: Default::default(),
+        };
+        Allowances::from_profile(&seccomp, &caps)
+    }
+
+    const OLD: &str = r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"architectures":["SCMP_ARCH_X86_64"],
+        "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"}]}"#;
+
+    /// The CI gate fails closed: anything under which more runs "needs more".
+    #[test]
+    fn a_more_permissive_profile_always_needs_more() {
+        let old = profile(OLD, true);
+        assert!(!diff(&old, &profile(OLD, true)).needs_more);
+        for (new, why) in [
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],"syscalls":[]}"#,
+                "allow-all",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_LOG","architectures":["SCMP_ARCH_X86_64"],"syscalls":[]}"#,
+                "log-all",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_NOTIFY","architectures":["SCMP_ARCH_X86_64"],"syscalls":[]}"#,
+                "unknown default",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["read","write","ptrace"],"action":"SCMP_ACT_LOG"}]}"#,
+                "a LOG rule",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["read","write","mount"],"action":"SCMP_ACT_WHATEVER"}]}"#,
+                "an unknown rule action",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"}]}"#,
+                "another architecture",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+                            {"names":["socket"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":16,"op":"SCMP_CMP_EQ"}]}]}"#,
+                "an argument rule",
+            ),
+        ] {
+            assert!(diff(&old, &profile(new, true)).needs_more, "{why}");
+        }
+        assert!(
+            diff(&old, &profile(OLD, false)).needs_more,
+            "capabilities no longer dropped"
+        );
+    }
+
+    #[test]
+    fn under_a_permissive_default_a_lost_denial_needs_more() {
+        let old = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["ptrace","mount"],"action":"SCMP_ACT_ERRNO"}]}"#,
+            true,
+        );
+        let new = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["mount"],"action":"SCMP_ACT_ERRNO"}]}"#,
+            true,
+        );
+        let d = diff(&old, &new);
+        assert!(d.needs_more);
+        assert_eq!(d.added.syscalls["x86_64"], ["ptrace (by defaultAction)"]);
+        // The reverse takes a permission away: nothing more is needed.
+        assert!(!diff(&new, &old).needs_more);
+        // A permissive OLD covers what a stricter NEW lists.
+        assert!(!diff(&old, &profile(OLD, true)).needs_more);
     }
 }

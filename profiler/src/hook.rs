@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::cgroup2_mount;
@@ -125,7 +125,10 @@ fn hook_inner(socket: &Path) -> anyhow::Result<()> {
 
 struct Active {
     request: Request,
+    /// The container's cgroup directory.
     dir: PathBuf,
+    /// Where its profile goes.
+    folder: PathBuf,
     started: Instant,
     recorded_at_unix: u64,
 }
@@ -133,9 +136,8 @@ struct Active {
 /// `profiler serve`.
 pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
     check_privileges("profiler serve")?;
-    if !is_safe_name_dir(out) {
-        bail!("--out {} is not a usable folder", out.display());
-    }
+    crate::out_dir::OutputDir::check(out, false)
+        .with_context(|| format!("--out {} is not usable", out.display()))?;
     let mut probes = Probes::attach(0)?;
     // Read once: /proc/kallsyms takes thousands of reads to produce.
     let kallsyms = crate::capabilities::Kallsyms::load()
@@ -145,16 +147,14 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let _ = std::fs::remove_file(socket);
-        let listener = tokio::net::UnixListener::bind(socket)
-            .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+        let listener = listen(socket)?;
         if !quiet {
             eprintln!("profiler: serving on {}, writing profiles under {}", socket.display(), out.display());
         }
         let root = cgroup2_mount()?;
+        let own_cgroup = own_cgroup_path();
         let mut active: Vec<Active> = Vec::new();
+        let mut used_names = std::collections::BTreeSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         // Image events of every container being recorded, drained as they come.
         let ring = probes.take_events()?;
@@ -163,37 +163,61 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut failures = 0;
+        // Each connection is read by its own task: a client that connects and says nothing
+        // holds up only itself (and is dropped after REQUEST_TIMEOUT), never the others.
+        let (requests_tx, mut requests) =
+            tokio::sync::mpsc::channel::<(Request, tokio::sync::oneshot::Sender<Reply>)>(64);
         loop {
             tokio::select! {
                 conn = listener.accept() => {
                     let Ok((stream, _)) = conn else { continue };
-                    let (read, mut write) = stream.into_split();
-                    let mut line = String::new();
-                    let mut reader = tokio::io::BufReader::new(read);
-                    let reply = match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
-                        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-                            Ok(req) => match probes.track(req.cgroup_id) {
-                                Ok(()) => {
-                                    if !quiet {
-                                        eprintln!("profiler: recording container {} ({})", req.name, req.cgroup_path);
+                    let tx = requests_tx.clone();
+                    tokio::spawn(async move {
+                        let (read, mut write) = stream.into_split();
+                        let mut line = String::new();
+                        let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST_BYTES);
+                        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+                            Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+                                Ok(req) => {
+                                    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                                    if tx.send((req, reply_tx)).await.is_err() {
+                                        return;
                                     }
-                                    active.push(Active {
-                                        dir: root.join(req.cgroup_path.trim_start_matches('/')),
-                                        request: req,
-                                        started: Instant::now(),
-                                        recorded_at_unix: unix_now(),
-                                    });
-                                    Reply { ok: true, error: None }
+                                    reply_rx.await.unwrap_or(Reply { ok: false, error: Some("server stopping".into()) })
                                 }
-                                Err(e) => Reply { ok: false, error: Some(format!("{e:#}")) },
+                                Err(e) => Reply { ok: false, error: Some(format!("bad request: {e}")) },
                             },
-                            Err(e) => Reply { ok: false, error: Some(format!("bad request: {e}")) },
-                        },
-                        _ => Reply { ok: false, error: Some("no request".into()) },
+                            _ => Reply { ok: false, error: Some("no request".into()) },
+                        };
+                        let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
+                        bytes.push(b'\n');
+                        let _ = write.write_all(&bytes).await;
+                    });
+                }
+                Some((req, reply_tx)) = requests.recv() => {
+                    let reply = match check_request(&root, own_cgroup.as_deref(), &req)
+                        .and_then(|()| probes.track(req.cgroup_id))
+                    {
+                        Ok(()) => {
+                            let folder = unique_folder(out, &req, &mut used_names);
+                            if !quiet {
+                                eprintln!(
+                                    "profiler: recording container {:?} ({:?}) into {}",
+                                    req.name, req.cgroup_path, folder.display()
+                                );
+                            }
+                            active.push(Active {
+                                dir: root.join(req.cgroup_path.trim_start_matches('/')),
+                                folder,
+                                request: req,
+                                started: Instant::now(),
+                                recorded_at_unix: unix_now(),
+                            });
+                            Reply { ok: true, error: None }
+                        }
+                        Err(e) => Reply { ok: false, error: Some(format!("{e:#}")) },
                     };
-                    let mut bytes = serde_json::to_vec(&reply)?;
-                    bytes.push(b'\n');
-                    let _ = write.write_all(&bytes).await;
+                    let _ = reply_tx.send(reply);
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
@@ -214,7 +238,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                         let id = a.request.cgroup_id;
                         let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
                         events.retain(|e| e.cgroup_id != id);
-                        if let Err(e) = finish(&kallsyms, &mut probes, a, out, quiet, &mine) {
+                        if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &mine) {
                             failures += 1;
                             eprintln!("profiler: {e:#}");
                         }
@@ -226,7 +250,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         }
         crate::record::drain_events(ring.get_mut(), &mut events);
         for a in active.drain(..) {
-            if let Err(e) = finish(&kallsyms, &mut probes, a, out, quiet, &events) {
+            if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &events) {
                 failures += 1;
                 eprintln!("profiler: {e:#}");
             }
@@ -236,8 +260,104 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
     })
 }
 
-fn is_safe_name_dir(p: &Path) -> bool {
-    !p.as_os_str().is_empty() && !p.is_file()
+/// How long a client may take to send its one-line request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// A request is one short JSON line.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// Binds the server socket. An existing socket is replaced only when no server answers on it
+/// (a stale one); anything else at that path is left alone and refused.
+fn listen(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                bail!(
+                    "another `profiler serve` already listens on {}; stop it or choose another --socket",
+                    socket.display()
+                );
+            }
+            std::fs::remove_file(socket)
+                .with_context(|| format!("removing the stale socket {}", socket.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it (choose another --socket)",
+            socket.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", socket.display())),
+    }
+    // Created with no permissions for others from the start (no window before a chmod).
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = tokio::net::UnixListener::bind(socket);
+    nix::sys::stat::umask(old);
+    listener.with_context(|| format!("cannot listen on {}", socket.display()))
+}
+
+/// The cgroup2 path of this process (serve must never record itself or an ancestor).
+fn own_cgroup_path() -> Option<String> {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+/// A request names a container's own cgroup: a real cgroup directory below the root whose
+/// inode is the id asked for, neither the root (the whole host) nor an ancestor of serve's
+/// own cgroup.
+fn check_request(root: &Path, own: Option<&str>, req: &Request) -> anyhow::Result<()> {
+    let rel = req.cgroup_path.trim_start_matches('/');
+    if rel.is_empty() {
+        bail!("refusing to record the root cgroup (the whole host)");
+    }
+    if rel
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        || req.cgroup_path.contains('\0')
+    {
+        bail!("invalid cgroup path {:?}", req.cgroup_path);
+    }
+    if let Some(own) = own {
+        let own = own.trim_start_matches('/');
+        if own == rel || own.starts_with(&format!("{rel}/")) {
+            bail!(
+                "refusing to record cgroup {:?}: profiler serve itself runs in it",
+                req.cgroup_path
+            );
+        }
+    }
+    let meta = std::fs::symlink_metadata(root.join(rel))
+        .with_context(|| format!("no cgroup {:?}", req.cgroup_path))?;
+    if !meta.is_dir() || meta.ino() != req.cgroup_id {
+        bail!(
+            "cgroup {:?} does not have id {}",
+            req.cgroup_path,
+            req.cgroup_id
+        );
+    }
+    Ok(())
+}
+
+/// The container's folder under `out`: its name made one safe path component (see
+/// `containers::folder_name`), unique among the containers this server recorded.
+fn unique_folder(
+    out: &Path,
+    req: &Request,
+    used: &mut std::collections::BTreeSet<String>,
+) -> PathBuf {
+    let info = crate::trace::ContainerInfo {
+        name: req.name.clone(),
+        ..Default::default()
+    };
+    let base = crate::containers::folder_name(Some(&info), Some(&req.cgroup_path), req.cgroup_id);
+    let mut name = base.clone();
+    let mut i = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{base}-{i}");
+        i += 1;
+    }
+    out.join(name)
 }
 
 fn unix_now() -> u64 {
@@ -258,7 +378,6 @@ fn finish(
     kallsyms: &Option<std::sync::Arc<crate::capabilities::Kallsyms>>,
     probes: &mut Probes,
     a: Active,
-    out: &Path,
     quiet: bool,
     events: &[profiler_common::Event],
 ) -> anyhow::Result<()> {
@@ -276,19 +395,6 @@ fn finish(
         probes.cred_check,
         kallsyms.clone(),
     )?;
-    // Only a name the runtime's annotation or id gave: keep it one path component.
-    let name: String = a
-        .request
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
     for c in collected {
         let trace = ctx.trace(
             c,
@@ -299,7 +405,7 @@ fn finish(
             Default::default(),
         );
         write_profiles(
-            &[(&trace, out.join(&name))],
+            &[(&trace, a.folder.clone())],
             quiet,
             &GenerateOptions::default(),
             None,

@@ -33,6 +33,7 @@ pub mod launch;
 pub mod live_facts;
 pub mod merge;
 pub mod oci;
+pub mod out_dir;
 pub mod output;
 pub mod private_dir;
 pub mod probes;

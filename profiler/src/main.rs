@@ -36,6 +36,10 @@ struct ProfileArgs {
     /// service's), else the output folder's.
     #[arg(long)]
     name: Option<String>,
+    /// Follow symbolic links owned by other users on the way to --out (root refuses them by
+    /// default: another user may have planted one to redirect what root writes).
+    #[arg(long)]
+    follow_symlinks: bool,
 }
 
 fn parse_headroom(s: &str) -> Result<f64, String> {
@@ -53,6 +57,7 @@ impl ProfileArgs {
             extra_arches: self.arches.clone(),
             limit_headroom: self.limit_headroom,
             name: self.name.clone(),
+            follow_symlinks: self.follow_symlinks,
         }
     }
 }
@@ -291,7 +296,7 @@ fn generate(
         None
     };
     let files = output::render(trace, &profiles, out, options);
-    let written = output::write_atomically(out, &files)?;
+    let written = output::write_atomically(out, &files, options.follow_symlinks)?;
     for p in written {
         eprintln!("profiler: wrote {}", p.display());
     }

@@ -81,5 +81,5 @@ pub fn merge(
     let mut cov = serde_json::to_vec_pretty(&coverage(&traces, options))?;
     cov.push(b'\n');
     files.push((COVERAGE_FILE, cov));
-    output::write_atomically(out, &files)
+    output::write_atomically(out, &files, options.follow_symlinks)
 }

@@ -1,9 +1,5 @@
 //! Rendering every output from traces, and writing them all-or-nothing.
-use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-use anyhow::Context as _;
 
 use crate::capabilities::{CapabilityProfile, whitelist};
 use crate::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
@@ -146,73 +142,22 @@ pub fn render(
     files
 }
 
-/// Writes every file to a temporary name in `dir`, makes it durable, then renames them all
-/// into place: a failure leaves the previous contents (or nothing), never a half-written file.
-pub fn write_atomically(dir: &Path, files: &[(&str, Vec<u8>)]) -> anyhow::Result<Vec<PathBuf>> {
-    write_atomically_many(&[(dir.to_path_buf(), files.to_vec())])
+/// Writes the files of one folder all or nothing (see `out_dir`).
+pub fn write_atomically(
+    dir: &Path,
+    files: &[(&str, Vec<u8>)],
+    follow_any_symlink: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    write_atomically_many(&[(dir.to_path_buf(), files.to_vec())], follow_any_symlink)
 }
 
 /// An output folder and its files (name, content).
 pub type OutputSet<'a> = (PathBuf, Vec<(&'a str, Vec<u8>)>);
 
-/// Up to this many files are made durable one by one (fdatasync, ~0.3 ms each here); more
-/// with one syncfs (per-file syncs were most of the time to write 200 container profiles).
-/// syncfs also writes back whatever else is dirty on the filesystem, such as a build's
-/// output just written by the workload: 15 ms after a small make.
-const SYNC_FILES_ONE_BY_ONE: usize = 64;
-
 /// Several output folders at once: data made durable first, then the renames.
-pub fn write_atomically_many(sets: &[OutputSet<'_>]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let file_count: usize = sets.iter().map(|(_, files)| files.len()).sum();
-    let one_by_one = file_count <= SYNC_FILES_ONE_BY_ONE;
-    let result: anyhow::Result<()> = (|| {
-        for (dir, files) in sets {
-            fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-            for (name, content) in files {
-                let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-                let mut f = fs::File::create(&tmp)
-                    .with_context(|| format!("cannot write {}", tmp.display()))?;
-                staged.push((tmp.clone(), dir.join(name)));
-                f.write_all(content)
-                    .with_context(|| format!("cannot write {}", tmp.display()))?;
-                if one_by_one {
-                    f.sync_data()
-                        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-                }
-            }
-        }
-        // Data first, then the renames: after a crash either the old or the new files exist.
-        if !one_by_one && let Some((dir, _)) = sets.first() {
-            let d = fs::File::open(dir)?;
-            nix::unistd::syncfs(&d).context("syncing the output filesystem")?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (tmp, _) in &staged {
-            let _ = fs::remove_file(tmp);
-        }
-        return Err(e);
-    }
-    let mut written = Vec::new();
-    for (tmp, dest) in staged {
-        fs::rename(&tmp, &dest)
-            .with_context(|| format!("cannot move {} into place", dest.display()))?;
-        written.push(dest);
-    }
-    // The renames themselves.
-    if one_by_one {
-        for (dir, _) in sets {
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-    } else if let Some((dir, _)) = sets.first()
-        && let Ok(d) = fs::File::open(dir)
-    {
-        let _ = nix::unistd::syncfs(&d);
-    }
-    Ok(written)
+pub fn write_atomically_many(
+    sets: &[OutputSet<'_>],
+    follow_any_symlink: bool,
+) -> anyhow::Result<Vec<PathBuf>> {
+    crate::out_dir::write_sets(sets, follow_any_symlink)
 }

@@ -278,7 +278,7 @@ pub fn write_profiles(
         ));
     }
     timings::mark("profiles generated");
-    let written = output::write_atomically_many(&sets)?;
+    let written = output::write_atomically_many(&sets, options.follow_symlinks)?;
     timings::mark("profiles written");
     let mut lost = false;
     for ((trace, dir), profiles) in items.iter().zip(&generated) {
@@ -311,9 +311,16 @@ fn report_losses(trace: &Trace, dir: &std::path::Path) -> bool {
     false
 }
 
+/// Exit code when the workload succeeded but its profiles could not be written.
+pub const EXIT_WRITE_FAILED: i32 = 4;
+
 pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     check_privileges("profiler record")?;
     let program = resolve_command(&opts.command[0])?;
+    // An unusable --out (a file, a read-only or full filesystem, a planted symlink) must be
+    // found before the workload runs, not after.
+    crate::out_dir::OutputDir::check(&opts.out, opts.generate.follow_symlinks)
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
     warn_if_under_seccomp(opts.quiet);
     let cgroup = RecordingCgroup::create()?;
     let level = if opts.containers { cgroup.level() } else { 0 };
@@ -601,7 +608,15 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         opts.quiet,
         &opts.generate,
         compose_stack.as_ref().map(|s| (s, opts.out.as_path())),
-    )?;
+    )
+    .map_err(|e| {
+        // The workload's own failure stays what profiler reports.
+        let code = match exit.as_exit_code() {
+            0 => EXIT_WRITE_FAILED,
+            c => c,
+        };
+        exit_error(code, format!("{e:#}; no profile was written"))
+    })?;
     if lost && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
     }

@@ -68,6 +68,9 @@ pub struct GenerateOptions {
     /// The workload's name in the Kubernetes outputs (default: the container's name, else
     /// the output folder's).
     pub name: Option<String>,
+    /// Follow symbolic links owned by other users on the way to the output folder (refused
+    /// by default: see `out_dir`).
+    pub follow_symlinks: bool,
 }
 
 impl Default for GenerateOptions {
@@ -78,6 +81,7 @@ impl Default for GenerateOptions {
             extra_arches: Vec::new(),
             limit_headroom: crate::deploy::DEFAULT_HEADROOM,
             name: None,
+            follow_symlinks: false,
         }
     }
 }
