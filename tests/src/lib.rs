@@ -385,3 +385,53 @@ pub fn assert_cat_killed_and_run_went_on(o: &Output, log: &Path) -> Vec<Value> {
     );
     lines
 }
+
+/// A profile's `kubernetes.yaml` as Kubernetes takes it: merged into a Deployment whose
+/// container is `container` by kubectl's own strategic merge (`kubectl patch --local`, no API
+/// server needed), and the result checked against the official schemas with
+/// `kubernetes-validate --strict` (installed by `cargo xtask setup`). Returns the merged
+/// Deployment (YAML).
+pub fn kubernetes_patch_applied(profile: &Path, container: &str, image: &str) -> String {
+    let dir = profile.join("..").join(format!("k8s-{container}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deployment = dir.join("deployment.yaml");
+    std::fs::write(
+        &deployment,
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app}}\nspec:\n  selector: {{matchLabels: {{app: app}}}}\n  \
+             template:\n    metadata: {{labels: {{app: app}}}}\n    spec:\n      containers:\n      - name: {container}\n        image: {image}\n"
+        ),
+    )
+    .unwrap();
+    let o = run_ok(
+        Command::new("kubectl")
+            .args([
+                "patch",
+                "--local",
+                "--type",
+                "strategic",
+                "-o",
+                "yaml",
+                "-f",
+            ])
+            .arg(&deployment)
+            .arg("--patch-file")
+            .arg(profile.join("kubernetes.yaml")),
+    );
+    let merged = String::from_utf8_lossy(&o.stdout).into_owned();
+    let merged_file = dir.join("merged.yaml");
+    std::fs::write(&merged_file, &merged).unwrap();
+    let validate = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools/k8s-venv/bin/kubernetes-validate");
+    assert!(
+        validate.exists(),
+        "{} missing: run `cargo xtask setup`",
+        validate.display()
+    );
+    run_ok(
+        Command::new(validate)
+            .args(["--strict", "-k", "1.32.0"])
+            .arg(&merged_file),
+    );
+    merged
+}

@@ -158,7 +158,20 @@ fn setup() -> anyhow::Result<()> {
     install_nightly()?;
     install_bpf_linker()?;
     setup_container_images()?;
+    install_kubernetes_validate()?;
     Ok(())
+}
+
+/// `kubernetes-validate` (PyPI; it bundles the Kubernetes JSON schemas, so objects are
+/// checked offline, as no API server runs here) in a virtual environment under target/.
+fn install_kubernetes_validate() -> anyhow::Result<()> {
+    let venv = workspace_root().join("target/tools/k8s-venv");
+    let tool = venv.join("bin/kubernetes-validate");
+    if tool.exists() {
+        return Ok(());
+    }
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "kubernetes-validate"]))
 }
 
 /// A busybox root filesystem (static busybox, its applets as symlinks, minimal passwd/group)
