@@ -1,0 +1,472 @@
+//! profiler runs as root next to users who may not be friendly: a real unprivileged user
+//! (created by the test) plants symlinks and files where root writes, hostile workloads name
+//! their paths to inject flags, and the CI gate is handed permissive profiles.
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use integration_tests::*;
+
+const HOSTILE: &str = "profiler-hostile";
+
+/// The test's unprivileged user (created once, kept: tests run in parallel).
+fn hostile_ids() -> (u32, u32) {
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, HOSTILE])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if id("-u").is_none() {
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                HOSTILE,
+            ])
+            .output();
+    }
+    (
+        id("-u").expect("useradd profiler-hostile"),
+        id("-g").expect("group of profiler-hostile"),
+    )
+}
+
+/// Runs `args` as the hostile user.
+fn as_hostile(args: &[&str]) -> Output {
+    let (uid, gid) = hostile_ids();
+    run_ok(
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--"])
+            .args(args),
+    )
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A folder the hostile user can write in (the scratch folder itself stays root's).
+fn hostile_folder(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    let (uid, gid) = hostile_ids();
+    let p = dir.join(name);
+    std::fs::create_dir(&p).unwrap();
+    std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// A user who owns the output folder plants symlinks at the names root will write (and
+/// could not predict the staging names): root replaces the links, never writes through them.
+#[test]
+fn symlinks_planted_in_the_output_folder_never_redirect_root() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-planted");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let out = hostile_folder(&dir, "out");
+    for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
+        as_hostile(&[
+            "ln",
+            "-s",
+            victim.to_str().unwrap(),
+            out.join(name).to_str().unwrap(),
+        ]);
+    }
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(&out)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
+        let m = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(m.file_type().is_file(), "{name} is still a link");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name().to_string_lossy().contains(".tmp-")
+                && !std::fs::symlink_metadata(e.path())
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+}
+
+/// `--out` through a symlink another user planted is refused before the workload runs;
+/// `--follow-symlinks` follows it.
+#[test]
+fn an_output_path_through_another_users_symlink_is_refused() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-outlink");
+    let target = dir.join("root-owned");
+    std::fs::create_dir(&target).unwrap();
+    let theirs = hostile_folder(&dir, "theirs");
+    let link = theirs.join("out");
+    as_hostile(&["ln", "-s", target.to_str().unwrap(), link.to_str().unwrap()]);
+    let marker = dir.join("ran");
+    let script = format!("touch {}", marker.display());
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(link.join("profile"))
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refusing to follow the symbolic link"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !marker.exists(),
+        "the workload ran before the output was checked"
+    );
+    assert!(!target.join("profile").exists());
+    let o = profiler()
+        .args(["record", "-q", "--follow-symlinks", "--out"])
+        .arg(link.join("profile"))
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(target.join("profile/seccomp.json").exists());
+}
+
+/// An unusable `--out` (a file, a read-only or a full filesystem) stops profiler before the
+/// workload starts.
+#[test]
+fn an_unusable_output_is_found_before_the_workload_runs() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-unusable");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let ro = dir.join("ro");
+    let full = dir.join("full");
+    for (m, opts) in [(&ro, "ro,size=1m"), (&full, "size=64k")] {
+        std::fs::create_dir(m).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+                .arg(m),
+        );
+    }
+    // Fill the small one.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=64"])
+        .arg(format!("of={}", full.join("fill").display()))
+        .output();
+    let marker = dir.join("ran");
+    let script = format!("touch {}", marker.display());
+    for out in [file.clone(), ro.join("p"), full.join("p")] {
+        let o = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(&out)
+            .args(["--", "/bin/sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}: {}",
+            out.display(),
+            stderr(&o)
+        );
+        assert!(!marker.exists(), "{}: the workload ran", out.display());
+    }
+    for m in [&ro, &full] {
+        let _ = Command::new("umount").arg(m).output();
+    }
+}
+
+/// A directory where an output file must go: nothing is written (no half-renamed folder, no
+/// staging files), and the workload's own exit code is kept.
+#[test]
+fn a_directory_in_the_way_writes_nothing_and_keeps_the_exit_code() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-inway");
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("seccomp.json")).unwrap();
+    for (script, code) in [("exit 0", 4), ("exit 7", 7)] {
+        let o = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(&out)
+            .args(["--", "/bin/sh", "-c", script])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["seccomp.json"], "something was written");
+    }
+}
+
+/// A workload names a directory so that pasting docker-run.txt into a shell would add
+/// `--privileged` and mount the host: every flag stays one shell word, and the YAML outputs
+/// parse back with their consumers' rules (kubectl's strategic merge).
+#[test]
+fn hostile_path_names_cannot_inject_flags() {
+    if !can_record() {
+        return;
+    }
+    require_docker();
+    let dir = TempDir::new("sec-inject");
+    let out = dir.join("p");
+    let script = "d=\"$(printf '/tmp/x\\n--privileged\\n--volume=/:/host\\n')\"; mkdir -p \"$d\"; echo > \"$d/f\"; \
+                  mkdir -p \"/tmp/a b \\$(reboot)\"; echo > \"/tmp/a b \\$(reboot)/f\"; \
+                  mkdir -p '/tmp/c,uid=0' && echo > '/tmp/c,uid=0/f'";
+    let o = profiler_on_busybox(
+        &[
+            "record",
+            "-q",
+            "--containers",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        script,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["docker-run.txt", "podman-run.txt"] {
+        // The shell's own word splitting, on the README's one-liner.
+        let shell = format!(
+            "eval \"set -- $(grep -v '^#' {} | tr '\\n' ' ')\"; printf '%s\\n' \"$@\"",
+            out.join(file).display()
+        );
+        let words = run_ok(Command::new("/bin/sh").args(["-c", &shell]));
+        let words = String::from_utf8_lossy(&words.stdout).into_owned();
+        assert!(
+            !words
+                .lines()
+                .any(|w| w == "--privileged" || w.starts_with("--volume=/:")),
+            "{file} injects flags:\n{words}"
+        );
+        assert!(
+            words
+                .lines()
+                .any(|w| w.starts_with("/tmp/a b $(reboot):rw,nosuid,nodev")),
+            "a path with a space and $( ) stays one word: {words}"
+        );
+        assert!(
+            !words.contains("uid=0:rw") && !words.contains("/tmp/c,uid=0"),
+            "{words}"
+        );
+    }
+    let merged = kubernetes_patch_applied(&out, "app", BUSYBOX_IMAGE);
+    assert!(!merged.contains("privileged: true"), "{merged}");
+}
+
+/// `profiler diff` is a CI gate: a NEW profile that lets more run (an allow-all default, a
+/// logging default) fails it.
+#[test]
+fn the_diff_gate_fails_permissive_profiles() {
+    let dir = TempDir::new("sec-diff");
+    let old = dir.join("old");
+    let new = dir.join("new");
+    for d in [&old, &new] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(
+            d.join("capabilities.json"),
+            r#"{"schema":"profiler.dev/capabilities/v1","drop":["ALL"],"add":[]}"#,
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        old.join("seccomp.json"),
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["read","write","exit_group"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    for default in ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"] {
+        std::fs::write(
+            new.join("seccomp.json"),
+            format!(r#"{{"defaultAction":"{default}","architectures":["SCMP_ARCH_X86_64"],"syscalls":[]}}"#),
+        )
+        .unwrap();
+        let o = profiler().arg("diff").arg(&old).arg(&new).output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{default}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+/// Talks to a server socket: sends `line`, returns the reply line.
+fn ask(socket: &Path, line: &str) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    s.write_all(b"\n").unwrap();
+    let mut reply = String::new();
+    std::io::BufReader::new(&s).read_line(&mut reply).unwrap();
+    reply
+}
+
+/// `profiler serve` keeps what is not its own, does not take over a live server, does not
+/// record the host, lets no silent client stall the others, and keeps each container's
+/// folder inside --out, whatever the container is called.
+#[test]
+fn serve_holds_against_hostile_clients_and_names() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-serve");
+    let out = dir.join("profiles");
+    std::fs::create_dir(&out).unwrap();
+    // A regular file at the socket path is never deleted.
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let o = profiler()
+        .args(["serve", "-q", "--socket"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a socket"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+
+    let socket = dir.join("serve.sock");
+    let server = profiler()
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped however the test ends.
+    struct Server(Option<std::process::Child>);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(c) = &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut server = Server(Some(server));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600);
+    // A second server does not take the socket over.
+    let o = profiler()
+        .args(["serve", "-q", "--socket"])
+        .arg(&socket)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("already listens"), "{}", stderr(&o));
+    // Clients that connect and say nothing (served one after the other, three of them would
+    // hold the next client for three request timeouts)...
+    let _silent: Vec<_> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    // ...do not hold up the next one, which asks for the root cgroup: refused at once.
+    let started = Instant::now();
+    let root_id = std::fs::metadata("/sys/fs/cgroup/unified")
+        .or_else(|_| std::fs::metadata("/sys/fs/cgroup"))
+        .unwrap()
+        .ino();
+    let reply = ask(
+        &socket,
+        &format!(r#"{{"container_id":"x","name":"host","cgroup_id":{root_id},"cgroup_path":"/"}}"#),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stalled by the silent clients"
+    );
+    assert!(reply.contains("root cgroup"), "{reply}");
+    // A container named "..": its folder stays inside --out.
+    let mount = cgroup2_root();
+    let cg = mount.join(format!("profiler-sec-{}", std::process::id()));
+    std::fs::create_dir(&cg).unwrap();
+    let id = std::fs::metadata(&cg).unwrap().ino();
+    let rel = format!("/{}", cg.file_name().unwrap().to_string_lossy());
+    let reply = ask(
+        &socket,
+        &format!(r#"{{"container_id":"c1","name":"..","cgroup_id":{id},"cgroup_path":"{rel}"}}"#),
+    );
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let reply = ask(
+        &socket,
+        &format!(
+            "{{\"container_id\":\"c2\",\"name\":\"..\\u001b[2J\",\"cgroup_id\":{id},\"cgroup_path\":\"{rel}\"}}"
+        ),
+    );
+    // Recording the same cgroup twice is refused or lands in its own folder; either way, not
+    // outside --out.
+    let _ = reply;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&out).unwrap().count() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let child = server.0.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let log = stderr(&o);
+    let _ = std::fs::remove_dir(&cg);
+    assert!(
+        !log.contains('\u{1b}'),
+        "raw control characters in the log: {log:?}"
+    );
+    let folders: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!folders.is_empty(), "{log}");
+    for f in &folders {
+        assert!(f != "." && f != ".." && !f.contains('/'), "{folders:?}");
+    }
+    assert!(
+        !dir.join("seccomp.json").exists(),
+        "written into the parent of --out"
+    );
+    assert!(
+        std::fs::read_dir(&out)
+            .unwrap()
+            .all(|e| e.unwrap().path().join("seccomp.json").exists()),
+        "{log}"
+    );
+}
+
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(std::path::PathBuf::from)
+        .expect("a cgroup2 mount")
+}
