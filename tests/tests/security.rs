@@ -82,6 +82,24 @@ fn symlinks_planted_in_the_output_folder_never_redirect_root() {
             out.join(name).to_str().unwrap(),
         ]);
     }
+    // Staging names made of a pid (`.seccomp.json.tmp-PID`) would be predictable: links at
+    // every name the next few hundred pids would give.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut script = String::new();
+    for pid in last + 1..last + 400 {
+        for name in ["seccomp.json", "trace.json"] {
+            script.push_str(&format!(
+                "ln -s {} {}/.{name}.tmp-{pid}\n",
+                victim.display(),
+                out.display()
+            ));
+        }
+    }
+    as_hostile(&["/bin/sh", "-c", &script]);
     let o = profiler()
         .args(["record", "-q", "--out"])
         .arg(&out)
