@@ -39,6 +39,18 @@ pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Resul
     }
 
     let program = resolve_command(&command[0])?;
+    // Once the filter is loaded, profiler cannot say anything the profile denies (write):
+    // a profile that cannot even start the command is reported before.
+    if !seccomp.may_allow("execve") {
+        return Err(exit_error(
+            126,
+            format!(
+                "{}: the profile does not allow execve, so {} cannot start under it",
+                profile_dir.join(SECCOMP_FILE).display(),
+                program.display()
+            ),
+        ));
+    }
     let (filter, unknown) = seccomp
         .compile()
         .map_err(|e| exit_error(2, format!("{e:#}")))?;
@@ -80,8 +92,16 @@ pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Resul
     } else {
         ""
     };
-    Err(exit_error(
-        126,
-        format!("cannot execute {}: {err}{hint}", program.display()),
-    ))
+    // From here on profiler itself runs under the profile: it may deny write(2) (Rust's
+    // eprintln! then panics) or anything an unwinding exit would make. One raw write, whose
+    // failure changes nothing, and _exit (exit_group is always allowed).
+    let msg = format!(
+        "profiler: cannot execute {}: {err}{hint}\n",
+        program.display()
+    );
+    // SAFETY: a plain write of a valid buffer, then process exit.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(126)
+    }
 }

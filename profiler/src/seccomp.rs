@@ -425,6 +425,18 @@ impl DockerSeccomp {
         })
     }
 
+    /// Whether some rule (or the default action) can let `name` run.
+    pub fn may_allow(&self, name: &str) -> bool {
+        let permits = |a: &str| matches!(a, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG");
+        match self.syscalls.iter().find(|r| r.names.iter().any(|n| n == name)) {
+            Some(_) => self
+                .syscalls
+                .iter()
+                .any(|r| permits(&r.action) && r.names.iter().any(|n| n == name)),
+            None => permits(&self.default_action),
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("serialises");
         v.push(b'\n');
@@ -438,7 +450,14 @@ impl DockerSeccomp {
         let mut filter = ScmpFilterContext::new(default)?;
         // The native arch is in a new filter; keep it only if the profile lists it.
         let mut arches = Vec::new();
-        for name in &self.architectures {
+        // Docker and runc apply a profile without `architectures` to the native one
+        // (moby profiles/seccomp, libcontainer/seccomp): so does this.
+        let listed: Vec<String> = if self.architectures.is_empty() {
+            vec![Arch::X86_64.seccomp_name().to_owned()]
+        } else {
+            self.architectures.clone()
+        };
+        for name in &listed {
             let arch = Arch::from_seccomp_name(name)
                 .with_context(|| format!("unsupported architecture {name:?} in seccomp profile"))?;
             arches.push(arch);
@@ -470,6 +489,12 @@ impl DockerSeccomp {
                     .args
                     .iter()
                     .map(|a| {
+                        if a.index > 5 {
+                            bail!(
+                                "rule for {name}: argument index {} out of range (a syscall has arguments 0 to 5)",
+                                a.index
+                            );
+                        }
                         let op = match a.op.as_str() {
                             "SCMP_CMP_EQ" => ScmpCompareOp::Equal,
                             "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
@@ -478,7 +503,9 @@ impl DockerSeccomp {
                             "SCMP_CMP_GT" => ScmpCompareOp::Greater,
                             "SCMP_CMP_GE" => ScmpCompareOp::GreaterEqual,
                             "SCMP_CMP_MASKED_EQ" => ScmpCompareOp::MaskedEqual(a.value),
-                            other => bail!("unsupported argument comparison {other:?}"),
+                            other => bail!(
+                                "rule for {name}: unsupported argument comparison {other:?} (SCMP_CMP_EQ, _NE, _LT, _LE, _GT, _GE, _MASKED_EQ)"
+                            ),
                         };
                         let datum = if matches!(op, ScmpCompareOp::MaskedEqual(_)) {
                             a.value_two

@@ -488,3 +488,57 @@ fn cgroup2_root() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .expect("a cgroup2 mount")
 }
+
+/// Profiles that `profiler run` cannot apply as asked fail with a clear message and the
+/// right code, never a panic: a profile denying execve (and write, so nothing could be said
+/// after the filter is loaded) is 126; a Docker-valid profile without `architectures` applies
+/// to the native one; an unknown comparison or argument index is bad input (2).
+#[test]
+fn run_reports_unusable_profiles_clearly() {
+    let dir = TempDir::new("sec-run");
+    std::fs::write(
+        dir.join("capabilities.json"),
+        r#"{"schema":"profiler.dev/capabilities/v1","drop":["ALL"],"add":[]}"#,
+    )
+    .unwrap();
+    let run = |profile: &str| {
+        std::fs::write(dir.join("seccomp.json"), profile).unwrap();
+        profiler()
+            .args(["run", "--profile"])
+            .arg(dir.path())
+            .args(["--", "/bin/echo", "ran"])
+            .output()
+            .unwrap()
+    };
+    let o = run(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+                    "syscalls":[{"names":["exit_group"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not allow execve"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["ptrace"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+    for (bad, says) in [
+        (
+            r#"{"index":0,"value":1,"op":"SCMP_CMP_SOMETIMES"}"#,
+            "unsupported argument comparison",
+        ),
+        (
+            r#"{"index":6,"value":1,"op":"SCMP_CMP_EQ"}"#,
+            "argument index 6 out of range",
+        ),
+    ] {
+        let o = run(&format!(
+            r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{bad}]}}]}}"#
+        ));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+}
