@@ -315,14 +315,118 @@ impl Trace {
                 path.display()
             ),
         }
-        serde_json::from_str(&text).map_err(|e| {
+        let trace: Trace = serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{}:{}: invalid trace: {e}",
                 path.display(),
                 e.line(),
                 e.column()
             )
-        })
+        })?;
+        if let Err(bad) = trace.validate() {
+            let at = bad
+                .needle
+                .as_deref()
+                .and_then(|n| position_of(&text, n))
+                .map(|(l, c)| format!(":{l}:{c}"))
+                .unwrap_or_default();
+            bail!(
+                "{}{at}: invalid trace at {}: {}",
+                path.display(),
+                bad.pointer,
+                bad.message
+            );
+        }
+        Ok(trace)
+    }
+
+    /// Checks what the JSON schema cannot: every syscall name is the one its architecture's
+    /// table gives its number, every capability is a real one with its real number, and the
+    /// resource peaks are within what a kernel can report. A trace is input like any other:
+    /// an edited or hostile one must not put names into profiles that the architecture does
+    /// not have, or limits that wrap.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |pointer: String, message: String, needle: Option<String>| {
+            Err(Invalid {
+                pointer,
+                message,
+                needle,
+            })
+        };
+        for (arch, entries) in &self.syscalls {
+            for (i, e) in entries.iter().enumerate() {
+                let expected = arch.display_name(e.nr);
+                if e.name != expected {
+                    return bad(
+                        format!("/syscalls/{arch}/{i}/name"),
+                        format!(
+                            "{:?} is not {arch} syscall {} ({expected})",
+                            e.name, e.nr
+                        ),
+                        Some(e.name.clone()),
+                    );
+                }
+            }
+        }
+        for (i, c) in self.capability_checks.iter().enumerate() {
+            match crate::capabilities::parse_capability(&c.capability) {
+                Ok(cap) if cap.index() as u32 == c.number => {}
+                Ok(cap) => {
+                    return bad(
+                        format!("/capability_checks/{i}/number"),
+                        format!("{} is capability {}, not {}", c.capability, cap.index(), c.number),
+                        Some(c.capability.clone()),
+                    );
+                }
+                Err(e) => {
+                    return bad(
+                        format!("/capability_checks/{i}/capability"),
+                        format!("{e:#}"),
+                        Some(c.capability.clone()),
+                    );
+                }
+            }
+            if let Some(s) = &c.syscall
+                && s.name != s.arch.display_name(s.nr)
+            {
+                return bad(
+                    format!("/capability_checks/{i}/syscall/name"),
+                    format!("{:?} is not {} syscall {}", s.name, s.arch, s.nr),
+                    Some(s.name.clone()),
+                );
+            }
+        }
+        let r = &self.image.resources;
+        if r.peak_memory_bytes.is_some_and(|m| m > MAX_MEMORY_BYTES) {
+            return bad(
+                "/image/resources/peak_memory_bytes".into(),
+                format!("a peak above {MAX_MEMORY_BYTES} bytes is not a measurement"),
+                None,
+            );
+        }
+        if r.peak_tasks.is_some_and(|t| t > MAX_TASKS) {
+            return bad(
+                "/image/resources/peak_tasks".into(),
+                format!("a peak above {MAX_TASKS} tasks (the kernel's PID_MAX_LIMIT) is not a measurement"),
+                None,
+            );
+        }
+        let paths = self
+            .image
+            .executables
+            .keys()
+            .chain(self.image.written_paths.keys())
+            .chain(self.image.writable_directories.iter());
+        for p in paths {
+            if p.contains('\0') || !p.starts_with('/') {
+                return bad(
+                    "/image".into(),
+                    format!("{p:?} is not an absolute path a kernel could have passed"),
+                    Some(p.clone()),
+                );
+            }
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -405,6 +509,30 @@ impl Trace {
             .filter(|(_, names): &(Arch, BTreeSet<String>)| !names.is_empty())
             .collect()
     }
+}
+
+/// A peak no machine reports (1 PiB): what a wrapped or made-up value looks like.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+/// PID_MAX_LIMIT on 64-bit kernels (include/linux/threads.h): no cgroup holds more tasks.
+pub const MAX_TASKS: u64 = 4 * 1024 * 1024;
+
+/// Where a trace is wrong: a JSON pointer, what is wrong, and the offending string (to find
+/// its line and column in the file).
+#[derive(Debug)]
+pub struct Invalid {
+    pub pointer: String,
+    pub message: String,
+    pub needle: Option<String>,
+}
+
+/// Line and column (1-based) of the first occurrence of `value` as a JSON string literal.
+fn position_of(text: &str, value: &str) -> Option<(usize, usize)> {
+    let literal = serde_json::to_string(value).ok()?;
+    let offset = text.find(&literal)?;
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    Some((line, col))
 }
 
 /// The union of several traces, as the generators see it.

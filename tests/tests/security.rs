@@ -542,3 +542,59 @@ fn run_reports_unusable_profiles_clearly() {
         assert!(stderr(&o).contains(says), "{}", stderr(&o));
     }
 }
+
+/// A trace is input: names its architecture does not have (quotes, newlines), unknown
+/// capabilities and impossible peaks are refused with the file and position, exit 2, and
+/// nothing is written.
+#[test]
+fn hostile_traces_are_refused_with_their_position() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/demo/trace.json");
+    let original: serde_json::Value = read_json(&demo);
+    let dir = TempDir::new("sec-trace");
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 4] = [
+        (
+            "name",
+            |t| t["syscalls"]["x86_64"][0]["name"] = "read\"\n--privileged".into(),
+            "is not x86_64 syscall",
+        ),
+        (
+            "nul",
+            |t| t["syscalls"]["x86_64"][1]["name"] = "open\u{0}at".into(),
+            "is not x86_64 syscall",
+        ),
+        (
+            "cap",
+            |t| t["capability_checks"][0]["capability"] = "CAP_EVERYTHING".into(),
+            "unknown capability",
+        ),
+        (
+            "peak",
+            |t| t["image"]["resources"]["peak_tasks"] = u64::MAX.into(),
+            "not a measurement",
+        ),
+    ];
+    for (tag, edit, says) in cases {
+        let mut t = original.clone();
+        edit(&mut t);
+        let file = dir.join(&format!("{tag}.json"));
+        std::fs::write(&file, serde_json::to_vec_pretty(&t).unwrap()).unwrap();
+        let out = dir.join(&format!("{tag}-out"));
+        for verb in ["generate", "merge"] {
+            let o = profiler()
+                .arg(verb)
+                .arg("--out")
+                .arg(&out)
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(2), "{tag} {verb}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(says) && err.contains(&file.display().to_string()),
+                "{tag}: {err}"
+            );
+            assert!(!out.exists(), "{tag} {verb}: output written");
+        }
+    }
+}
