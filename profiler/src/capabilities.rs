@@ -19,7 +19,7 @@
 //! is only evidence.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -69,22 +69,24 @@ pub struct Kallsyms {
 /// /proc/kallsyms a page per read(): ~37 ms of system time here, the largest part of
 /// profiler's own CPU use on a short workload, for a table that changes only when a module
 /// is loaded or unloaded, or at the next boot (new KASLR offset).
-const KALLSYMS_CACHE: &str = "/run/profiler/kallsyms.cache";
+const KALLSYMS_CACHE: &str = "kallsyms.cache";
 const KALLSYMS_CACHE_MAGIC: &[u8; 8] = b"PRKSYM01";
 
 impl Kallsyms {
     /// The symbol table, from the cache when it belongs to this boot and module set.
     pub fn load() -> anyhow::Result<Kallsyms> {
         let key = kallsyms_cache_key();
-        if let Some(key) = key
-            && let Some(k) = Self::from_cache(Path::new(KALLSYMS_CACHE), key)
+        // The runtime folder is checked (root's, 0700) before anything in it is trusted.
+        let dir = crate::private_dir::runtime_dir().ok();
+        if let (Some(key), Some(dir)) = (key, &dir)
+            && let Some(k) = Self::from_cache(dir, key)
         {
             return Ok(k);
         }
         let k = Self::from_proc()?;
-        if let Some(key) = key {
+        if let (Some(key), Some(dir)) = (key, &dir) {
             // Best effort: without a cache the next run reads /proc/kallsyms again.
-            let _ = k.save_cache(Path::new(KALLSYMS_CACHE), key);
+            let _ = k.save_cache(dir, key);
         }
         Ok(k)
     }
@@ -115,18 +117,20 @@ impl Kallsyms {
             symbols.push((addr, text.len() as u32, name.len() as u32));
             text.push_str(name);
         }
+        if symbols.is_empty() {
+            anyhow::bail!(
+                "/proc/kallsyms shows no kernel addresses (kernel.kptr_restrict hides them): kernel stacks \
+                 cannot be symbolised"
+            );
+        }
         symbols.sort_unstable_by_key(|(a, _, _)| *a);
         Ok(Kallsyms { text, symbols })
     }
 
     /// Layout: magic, key (u64), symbol count (u64), symbols (u64 address, u32 name start,
     /// u32 name length), names. Native endianness: the file never leaves this machine.
-    fn save_cache(&self, path: &Path, key: u64) -> anyhow::Result<()> {
-        let dir = path.parent().context("cache path")?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+    /// Into `dir`, a folder only this user can write.
+    fn save_cache(&self, dir: &Path, key: u64) -> anyhow::Result<()> {
         let mut bytes = Vec::with_capacity(24 + self.symbols.len() * 16 + self.text.len());
         bytes.extend_from_slice(KALLSYMS_CACHE_MAGIC);
         bytes.extend_from_slice(&key.to_ne_bytes());
@@ -137,21 +141,41 @@ impl Kallsyms {
             bytes.extend_from_slice(&len.to_ne_bytes());
         }
         bytes.extend_from_slice(self.text.as_bytes());
-        // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses.
+        // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses;
+        // created exclusively, never through a link.
         let tmp = dir.join(format!(".kallsyms.cache.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
         std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?
             .write_all(&bytes)?;
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(&tmp, dir.join(KALLSYMS_CACHE))?;
         Ok(())
     }
 
-    fn from_cache(path: &Path, key: u64) -> Option<Kallsyms> {
-        let bytes = std::fs::read(path).ok()?;
+    /// From `dir`, a folder only this user can write: the file is trusted only as a regular
+    /// file of this user's that nobody else can write (a planted cache would choose what the
+    /// kernel stacks say, and so which checks count as unaudited).
+    fn from_cache(dir: &Path, key: u64) -> Option<Kallsyms> {
+        let path = dir.join(KALLSYMS_CACHE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        use std::os::unix::fs::MetadataExt as _;
+        if !meta.is_file()
+            || meta.uid() != nix::unistd::geteuid().as_raw()
+            || meta.mode() & 0o077 != 0
+        {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
         let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
         if bytes.get(..8)? != KALLSYMS_CACHE_MAGIC || u64_at(8)? != key {
             return None;
@@ -170,10 +194,12 @@ impl Kallsyms {
         Some(Kallsyms { text, symbols })
     }
 
-    /// `function+0xoffset`, or the raw address when kallsyms hides addresses.
+    /// `function+0xoffset`, or [`UNKNOWN_FRAME`] for an address below every symbol: a raw
+    /// kernel address never goes into a trace (trace.json is readable by others, and the
+    /// addresses would give away the kernel's KASLR offset).
     pub fn symbolize(&self, ip: u64) -> String {
         match self.symbols.partition_point(|(a, _, _)| *a <= ip) {
-            0 => format!("{ip:#x}"),
+            0 => UNKNOWN_FRAME.to_owned(),
             i => {
                 let (base, start, len) = self.symbols[i - 1];
                 let name = &self.text[start as usize..(start + len) as usize];
@@ -204,6 +230,9 @@ fn function_of(frame: &str) -> &str {
     frame.split('+').next().unwrap_or(frame)
 }
 
+/// A kernel stack frame that could not be symbolised.
+pub const UNKNOWN_FRAME: &str = "?";
+
 /// Decides audited/unaudited for one check, with the reason.
 pub fn classify(flags: u32, stack: &[String]) -> (Audit, String) {
     if flags & CAP_FLAG_OPTS_KNOWN != 0 {
@@ -233,6 +262,13 @@ pub fn classify(flags: u32, stack: &[String]) -> (Audit, String) {
         return (
             Audit::Audited,
             "no kernel stack was recorded; treated as audited to be safe".to_owned(),
+        );
+    }
+    if stack.iter().all(|f| f == UNKNOWN_FRAME) {
+        return (
+            Audit::Unclassified,
+            "the kernel stack could not be symbolised (kernel addresses hidden): audited or not cannot be told"
+                .to_owned(),
         );
     }
     let caller = stack
@@ -280,7 +316,7 @@ pub fn checks_from_kernel(
     for (key, count, ips) in raw {
         let mut stack: Vec<String> = match kallsyms {
             Some(k) => ips.iter().map(|ip| k.symbolize(*ip)).collect(),
-            None => ips.iter().map(|ip| format!("{ip:#x}")).collect(),
+            None => ips.iter().map(|_| UNKNOWN_FRAME.to_owned()).collect(),
         };
         // Drop the frames of the probe and the tracepoint machinery: the stack starts at
         // cap_capable(), the function the kernel checks in.
@@ -375,6 +411,10 @@ pub struct CapabilityProfile {
     /// another task's), with counts: the workload's capabilities do not decide them.
     #[serde(default)]
     pub ignored_other_credentials: BTreeMap<String, u64>,
+    /// Checks that could not be classified (kernel addresses hidden): not added, since a
+    /// guess would put CAP_SYS_ADMIN into every whitelist; a person must decide.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unclassified: BTreeMap<String, Vec<Evidence>>,
 }
 
 pub const CAPABILITIES_SCHEMA: &str = "profiler.dev/capabilities/v1";
@@ -391,8 +431,9 @@ pub struct Evidence {
 fn environment_note(cap: &str) -> Option<&'static str> {
     Some(match cap {
         "CAP_NET_BIND_SERVICE" => {
-            "needed to bind ports below net.ipv4.ip_unprivileged_port_start (1024 by default); Docker and \
-             podman set it to 0 inside containers, where this capability is then not needed"
+            "needed to bind ports below net.ipv4.ip_unprivileged_port_start (1024 by default); Docker sets it \
+             to 0 inside containers, where this capability is then not needed (podman and Kubernetes keep \
+             1024: podman-run.txt and kubernetes.yaml set the sysctl instead)"
         }
         "CAP_NET_RAW" => {
             "raw and packet sockets; ICMP echo also works without it through ping sockets when the group is in \
@@ -422,9 +463,21 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
     let mut denied: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
     let mut ignored: BTreeMap<String, u64> = BTreeMap::new();
     let mut other_creds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut unclassified: BTreeMap<String, Vec<Evidence>> = BTreeMap::new();
     for c in checks {
         if c.audit == Audit::Noaudit {
             *ignored.entry(c.capability.clone()).or_default() += c.count;
+            continue;
+        }
+        if c.audit == Audit::Unclassified {
+            unclassified
+                .entry(c.capability.clone())
+                .or_default()
+                .push(Evidence {
+                    syscall: c.syscall.as_ref().map(|s| format!("{}/{}", s.arch, s.name)),
+                    checked_by: c.audit_reason.clone(),
+                    count: c.count,
+                });
             continue;
         }
         // access()/faccessat() check through an override copy of the caller's own
@@ -474,6 +527,7 @@ pub fn whitelist(checks: &[CapabilityCheck]) -> CapabilityProfile {
         ignored_unaudited: ignored,
         notes,
         ignored_other_credentials: other_creds,
+        unclassified,
     }
 }
 
@@ -593,24 +647,34 @@ mod kallsyms_cache_tests {
             text: "_stextcap_capable".to_owned(),
             symbols,
         };
-        let dir = std::env::temp_dir().join(format!("profiler-kallsyms-{}", std::process::id()));
-        let path = dir.join("kallsyms.cache");
-        k.save_cache(&path, 42).unwrap();
-        let back = Kallsyms::from_cache(&path, 42).expect("cache read back");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/kallsyms-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(super::KALLSYMS_CACHE);
+        k.save_cache(&dir, 42).unwrap();
+        let back = Kallsyms::from_cache(&dir, 42).expect("cache read back");
         for ip in [0xffff_ffff_8100_0010, 0xffff_ffff_8100_0183, 0x10] {
             assert_eq!(back.symbolize(ip), k.symbolize(ip));
         }
         assert_eq!(back.symbolize(0xffff_ffff_8100_0183), "cap_capable+0x83");
         assert!(
-            Kallsyms::from_cache(&path, 43).is_none(),
+            Kallsyms::from_cache(&dir, 43).is_none(),
             "other key accepted"
         );
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(
-            Kallsyms::from_cache(&path, 42).is_none(),
+            Kallsyms::from_cache(&dir, 42).is_none(),
             "truncated cache accepted"
         );
+        // A cache others could have written is not trusted.
+        k.save_cache(&dir, 42).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(Kallsyms::from_cache(&dir, 42).is_none(), "world-writable cache accepted");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/proc/kallsyms", &path).unwrap();
+        assert!(Kallsyms::from_cache(&dir, 42).is_none(), "a symlink accepted");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -797,6 +797,7 @@ mod tests {
             ignored_unaudited: Default::default(),
             notes: Default::default(),
             ignored_other_credentials: Default::default(),
+            unclassified: Default::default(),
         };
         let seccomp: DockerSeccomp = serde_json::from_str(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"architectures":["SCMP_ARCH_X86_64"],

@@ -342,6 +342,7 @@ mod tests {
             ignored_unaudited: Default::default(),
             notes: Default::default(),
             ignored_other_credentials: Default::default(),
+            unclassified: Default::default(),
         };
         Allowances::from_profile(&seccomp, &caps)
     }

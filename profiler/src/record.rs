@@ -297,6 +297,23 @@ pub fn write_profiles(
 
 /// Says loudly when a trace lost data; returns whether it did.
 fn report_losses(trace: &Trace, dir: &std::path::Path) -> bool {
+    let unclassified: std::collections::BTreeSet<&str> = trace
+        .capability_checks
+        .iter()
+        .filter(|c| c.audit == crate::trace::Audit::Unclassified)
+        .map(|c| c.capability.as_str())
+        .collect();
+    let hidden = !unclassified.is_empty();
+    if hidden {
+        eprintln!(
+            "profiler: ERROR: kernel addresses are hidden (kernel.kptr_restrict), so capability checks of {} could \
+             not be told audited or unaudited; they are listed under \"unclassified\" in {}/capabilities.json and \
+             NOT added (guessing would add CAP_SYS_ADMIN to every whitelist). Record again with \
+             kernel.kptr_restrict=0 or 1 (root with CAP_SYSLOG sees addresses).",
+            unclassified.into_iter().collect::<Vec<_>>().join(", "),
+            dir.display()
+        );
+    }
     if trace.losses.any() {
         eprintln!(
             "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
@@ -308,7 +325,7 @@ fn report_losses(trace: &Trace, dir: &std::path::Path) -> bool {
         );
         return true;
     }
-    false
+    hidden
 }
 
 /// Exit code when the workload succeeded but its profiles could not be written.

@@ -248,6 +248,11 @@ pub enum Audit {
     /// behaviour (e.g. memory overcommit headroom for CAP_SYS_ADMIN) and never belongs in a
     /// whitelist.
     Noaudit,
+    /// The kernel stack could not be symbolised (kernel addresses hidden by kptr_restrict,
+    /// no /proc/kallsyms) and the hook could not say either: which of the two it is cannot be
+    /// known, and profiler does not guess (such checks are kept out of the whitelist, listed
+    /// apart, and the recording reports lost data).
+    Unclassified,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
