@@ -671,10 +671,16 @@ mod kallsyms_cache_tests {
         k.save_cache(&dir, 42).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(Kallsyms::from_cache(&dir, 42).is_none(), "world-writable cache accepted");
+        assert!(
+            Kallsyms::from_cache(&dir, 42).is_none(),
+            "world-writable cache accepted"
+        );
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/proc/kallsyms", &path).unwrap();
-        assert!(Kallsyms::from_cache(&dir, 42).is_none(), "a symlink accepted");
+        assert!(
+            Kallsyms::from_cache(&dir, 42).is_none(),
+            "a symlink accepted"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

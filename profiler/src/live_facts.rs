@@ -163,8 +163,11 @@ impl LiveFacts {
                 };
                 // The workload's own entries: the first component below `dir` of each path
                 // it wrote (a file, or a folder it made on the way to one).
+                // (The paths below `dir` sort together, right after `dir/`.)
                 let own: BTreeSet<&str> = written
-                    .keys()
+                    .range(prefix.clone()..)
+                    .map(|(p, _)| p)
+                    .take_while(|p| p.starts_with(&prefix))
                     .filter_map(|p| p.strip_prefix(&prefix))
                     .filter_map(|rest| rest.split('/').next())
                     .collect();

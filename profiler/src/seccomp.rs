@@ -428,7 +428,11 @@ impl DockerSeccomp {
     /// Whether some rule (or the default action) can let `name` run.
     pub fn may_allow(&self, name: &str) -> bool {
         let permits = |a: &str| matches!(a, "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG");
-        match self.syscalls.iter().find(|r| r.names.iter().any(|n| n == name)) {
+        match self
+            .syscalls
+            .iter()
+            .find(|r| r.names.iter().any(|n| n == name))
+        {
             Some(_) => self
                 .syscalls
                 .iter()

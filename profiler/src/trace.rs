@@ -299,9 +299,22 @@ impl Losses {
 impl Trace {
     /// Reads a trace, naming the file and the line/column of any parse error.
     pub fn load(path: &Path) -> anyhow::Result<Trace> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read trace {}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        // Read from the file as it is parsed, twice, rather than held whole in memory: a
+        // trace can hold millions of paths (the parsed form is bounded, see
+        // `image::MAX_WRITTEN_PATHS`). First only the schema (ignoring the rest allocates
+        // nothing), so a file of another schema gets that error, not a field's.
+        let reader = || -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+            Ok(std::io::BufReader::with_capacity(
+                1 << 16,
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read trace {}", path.display()))?,
+            ))
+        };
+        #[derive(Deserialize)]
+        struct SchemaOnly {
+            schema: Option<serde_json::Value>,
+        }
+        let head: SchemaOnly = serde_json::from_reader(reader()?).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{}:{}: malformed JSON: {e}",
                 path.display(),
@@ -309,7 +322,7 @@ impl Trace {
                 e.column()
             )
         })?;
-        match value.get("schema").and_then(|s| s.as_str()) {
+        match head.schema.as_ref().and_then(|s| s.as_str()) {
             Some(TRACE_SCHEMA) => {}
             Some(other) => bail!(
                 "{}: unsupported trace schema {other:?} (this profiler reads {TRACE_SCHEMA:?})",
@@ -320,7 +333,7 @@ impl Trace {
                 path.display()
             ),
         }
-        let trace: Trace = serde_json::from_str(&text).map_err(|e| {
+        let mut trace: Trace = serde_json::from_reader(reader()?).map_err(|e| {
             anyhow::anyhow!(
                 "{}:{}:{}: invalid trace: {e}",
                 path.display(),
@@ -328,11 +341,16 @@ impl Trace {
                 e.column()
             )
         })?;
+        trace.image.fold_written_paths();
         if let Err(bad) = trace.validate() {
             let at = bad
                 .needle
                 .as_deref()
-                .and_then(|n| position_of(&text, n))
+                .and_then(|n| {
+                    std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|t| position_of(&t, n))
+                })
                 .map(|(l, c)| format!(":{l}:{c}"))
                 .unwrap_or_default();
             bail!(
@@ -364,10 +382,7 @@ impl Trace {
                 if e.name != expected {
                     return bad(
                         format!("/syscalls/{arch}/{i}/name"),
-                        format!(
-                            "{:?} is not {arch} syscall {} ({expected})",
-                            e.name, e.nr
-                        ),
+                        format!("{:?} is not {arch} syscall {} ({expected})", e.name, e.nr),
                         Some(e.name.clone()),
                     );
                 }
@@ -379,7 +394,12 @@ impl Trace {
                 Ok(cap) => {
                     return bad(
                         format!("/capability_checks/{i}/number"),
-                        format!("{} is capability {}, not {}", c.capability, cap.index(), c.number),
+                        format!(
+                            "{} is capability {}, not {}",
+                            c.capability,
+                            cap.index(),
+                            c.number
+                        ),
                         Some(c.capability.clone()),
                     );
                 }
@@ -412,7 +432,9 @@ impl Trace {
         if r.peak_tasks.is_some_and(|t| t > MAX_TASKS) {
             return bad(
                 "/image/resources/peak_tasks".into(),
-                format!("a peak above {MAX_TASKS} tasks (the kernel's PID_MAX_LIMIT) is not a measurement"),
+                format!(
+                    "a peak above {MAX_TASKS} tasks (the kernel's PID_MAX_LIMIT) is not a measurement"
+                ),
                 None,
             );
         }

@@ -28,6 +28,8 @@ pub enum Part {
     Scale,
     Startup,
     Idle,
+    /// Many written paths: a workload creating files, and generating from a huge trace.
+    Paths,
 }
 
 pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
@@ -87,6 +89,9 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     }
     if runs(Part::Idle) {
         idle(&mut report, &cfg, &profiler, &bins, before)?;
+    }
+    if runs(Part::Paths) {
+        paths(&mut report, quick, &profiler, &dir)?;
     }
 
     print!("{report}");
@@ -623,6 +628,120 @@ fn stress(
     if !missing.is_empty() || !extra.is_empty() || !lossless || !status.success() {
         bail!("stress benchmark failed: the recording is not exact");
     }
+    Ok(())
+}
+
+/// Runs `cmd` and returns (success, its own peak RSS in KiB), from wait4's rusage.
+fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(bool, u64)> {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointers; the child is ours and not yet reaped.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
+    if r != pid {
+        bail!("wait4 failed");
+    }
+    Ok((
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        u.ru_maxrss as u64,
+    ))
+}
+
+/// Many written paths (issue 11): a real workload creating N files under `profiler record`
+/// (what the time after its end costs), and `profiler generate` from a trace holding
+/// millions of written paths (time and memory).
+fn paths(report: &mut String, quick: bool, profiler: &Path, dir: &Path) -> anyhow::Result<()> {
+    let files = if quick { 10_000 } else { 50_000 };
+    let work = dir.join("paths-work");
+    let out = dir.join("paths-profile");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    // 100 folders of files, made by one shell (no process per file).
+    let script = format!(
+        "cd {w}; for d in $(seq 100); do mkdir d$d; done; i=0; while [ $i -lt {files} ]; do : > d$((i % 100 + 1))/f$i; i=$((i+1)); done; date +%s.%N",
+        w = work.display()
+    );
+    let start = Instant::now();
+    let o = Command::new(profiler)
+        .args(["record", "--quiet", "--out"])
+        .arg(&out)
+        .args(["--", "sh", "-c", &script])
+        .output()?;
+    let total = start.elapsed();
+    if !o.status.success() {
+        bail!(
+            "paths: recording failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let end: f64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let after_end = (now - end).max(0.0);
+    let trace = std::fs::read_to_string(out.join("trace.json"))?;
+    let v: serde_json::Value = serde_json::from_str(&trace)?;
+    let kept = v["image"]["written_paths"]
+        .as_object()
+        .map_or(0, |m| m.len());
+    let folded = v["image"]["written_paths_folded"].as_u64().unwrap_or(0);
+
+    // A trace with millions of written paths, as a hand-made or hostile input could be.
+    let big = if quick { 200_000 } else { 1_600_000 };
+    let mut t = v.clone();
+    let mut written = serde_json::Map::new();
+    for i in 0..big {
+        written.insert(
+            format!("/srv/data/d{}/e{}/f{i}", i % 1000, i % 7),
+            serde_json::json!(["openat"]),
+        );
+    }
+    t["image"]["written_paths"] = serde_json::Value::Object(written);
+    let big_trace = dir.join("paths-big-trace.json");
+    std::fs::write(&big_trace, serde_json::to_vec(&t)?)?;
+    let size_mb = std::fs::metadata(&big_trace)?.len() as f64 / 1e6;
+    let gen_out = dir.join("paths-generated");
+    let _ = std::fs::remove_dir_all(&gen_out);
+    let start = Instant::now();
+    let (ok, rss) = run_with_peak_rss(
+        Command::new(profiler)
+            .args(["generate", "--out"])
+            .arg(&gen_out)
+            .arg(&big_trace),
+    )?;
+    let gen_time = start.elapsed();
+    if !ok {
+        bail!("paths: generate from {} failed", big_trace.display());
+    }
+    writeln!(report, "## 7. Many written paths\n")?;
+    writeln!(report, "| measure | value |")?;
+    writeln!(report, "| --- | --- |")?;
+    writeln!(
+        report,
+        "| `record` of a shell creating {files} files in 100 folders: whole run | {:.2} s |",
+        total.as_secs_f64()
+    )?;
+    writeln!(
+        report,
+        "| of which after the workload ended (profiles built and written) | {:.2} s |",
+        after_end
+    )?;
+    writeln!(
+        report,
+        "| written paths kept one by one / folded into their folder | {kept} / {folded} |"
+    )?;
+    writeln!(
+        report,
+        "| `generate` from a trace with {big} written paths ({size_mb:.0} MB) | {:.2} s, peak RSS {:.0} MiB |\n",
+        gen_time.as_secs_f64(),
+        rss as f64 / 1024.0
+    )?;
+    let _ = std::fs::remove_file(&big_trace);
+    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
 
