@@ -40,6 +40,11 @@ struct ProfileArgs {
     /// default: another user may have planted one to redirect what root writes).
     #[arg(long)]
     follow_symlinks: bool,
+    /// Allow io_uring in the seccomp profile when the recording used it. Refused by default:
+    /// seccomp cannot see the file and network operations io_uring carries, so allowing it
+    /// allows them all.
+    #[arg(long)]
+    allow_io_uring: bool,
 }
 
 fn parse_headroom(s: &str) -> Result<f64, String> {
@@ -58,6 +63,7 @@ impl ProfileArgs {
             limit_headroom: self.limit_headroom,
             name: self.name.clone(),
             follow_symlinks: self.follow_symlinks,
+            allow_io_uring: self.allow_io_uring,
         }
     }
 }

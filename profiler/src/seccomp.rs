@@ -68,6 +68,8 @@ pub struct GenerateOptions {
     /// The workload's name in the Kubernetes outputs (default: the container's name, else
     /// the output folder's).
     pub name: Option<String>,
+    /// Allow io_uring when the recording used it (refused by default: see [`IO_URING`]).
+    pub allow_io_uring: bool,
     /// Follow symbolic links owned by other users on the way to the output folder (refused
     /// by default: see `out_dir`).
     pub follow_symlinks: bool,
@@ -82,6 +84,7 @@ impl Default for GenerateOptions {
             limit_headroom: crate::deploy::DEFAULT_HEADROOM,
             name: None,
             follow_symlinks: false,
+            allow_io_uring: false,
         }
     }
 }
@@ -151,6 +154,13 @@ pub const NEWER_SIBLINGS: &[(&str, &[&str])] = &[
     ("futex_waitv", &["futex"]),
 ];
 
+/// io_uring's syscalls. io_uring is a syscall multiplexer that seccomp cannot see into: a
+/// ring set up for one NOP can then open, create, connect and remove through operations that
+/// never enter the matching syscalls (io_uring/opdef.c), so a profile allowing io_uring
+/// allows far more than was recorded. Generated profiles refuse it unless asked
+/// (`--allow-io-uring`); Docker's default profile refuses it too (moby#46762).
+pub const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 /// ENOSYS, the errno of a syscall the kernel does not have.
 pub const ENOSYS: u32 = 38;
 
@@ -216,6 +226,18 @@ pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerS
     names.extend(ALWAYS_ALLOWED.iter().map(|s| s.to_string()));
     let mut rules = Vec::new();
     let args = &observed.arguments;
+    if !options.allow_io_uring && IO_URING.iter().any(|n| names.contains(*n)) {
+        for n in IO_URING {
+            names.remove(*n);
+        }
+        rules.push(rule(
+            IO_URING,
+            "SCMP_ACT_ERRNO",
+            Some(DEFAULT_ERRNO),
+            vec![],
+            "recorded, but refused: seccomp cannot see the operations io_uring carries (profiler --allow-io-uring allows it)",
+        ));
+    }
 
     if options.argument_rules {
         // i386's socketcall(2) carries the real arguments in memory, where seccomp cannot
@@ -473,6 +495,11 @@ impl DockerSeccomp {
         let mut unknown = Vec::new();
         for rule in &self.syscalls {
             let action = parse_action(&rule.action, rule.errno_ret.or(self.default_errno_ret))?;
+            // A rule that does what the default does changes nothing, and libseccomp refuses
+            // it (EACCES); runc skips it the same way (libcontainer/seccomp).
+            if action == default {
+                continue;
+            }
             for name in &rule.names {
                 let known_somewhere = arches
                     .iter()

@@ -113,6 +113,22 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
             names.join(", ")
         ));
     }
+    let used_io_uring = trace
+        .syscall_names()
+        .values()
+        .any(|names| names.contains("io_uring_setup") || names.contains("io_uring_enter"));
+    if used_io_uring {
+        let allowed = profiles.seccomp.may_allow("io_uring_setup");
+        out.push_str(&format!(
+            "  WARNING:       the workload used io_uring; seccomp cannot see the operations it carries (open, \
+             connect, mkdir... never enter their syscalls), so {}\n",
+            if allowed {
+                "seccomp.json allows io_uring and with it every such operation (--allow-io-uring)"
+            } else {
+                "seccomp.json refuses io_uring (EPERM); the program must fall back, or pass --allow-io-uring"
+            }
+        ));
+    }
     let users = &profiles.image.users;
     match crate::deploy::run_as(&profiles.image) {
         Some(u) => out.push_str(&format!("  user:          ran as {u} throughout (--user {u})\n")),

@@ -598,3 +598,60 @@ fn hostile_traces_are_refused_with_their_position() {
         }
     }
 }
+
+/// io_uring carries operations seccomp cannot see: a workload recorded doing one NOP must
+/// not be able to create directories through it under its profile, while mkdir(2) itself is
+/// denied. Generated profiles refuse io_uring unless asked, and say so.
+#[test]
+fn io_uring_cannot_bypass_the_profile() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-iouring");
+    let bin = dir.join("io_uring");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/io_uring.c");
+    run_ok(Command::new("gcc").args(["-O2", "-o"]).arg(&bin).arg(&src));
+    let bin_s = bin.to_str().unwrap();
+    let profile = dir.join("p");
+    let o = profiler()
+        .args(["record", "--out"])
+        .arg(&profile)
+        .args(["--", bin_s, "nop"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the workload used io_uring"),
+        "{}",
+        stderr(&o)
+    );
+    let names = traced_syscalls(&read_json(&profile.join("trace.json")))["x86_64"].clone();
+    assert!(
+        names.contains("io_uring_setup") && !names.contains("mkdir"),
+        "{names:?}"
+    );
+    let target = dir.join("made-through-io_uring");
+    let o = run_confined(&profile, &[bin_s, "mkdir", target.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(11),
+        "io_uring_setup must be refused: {}",
+        stderr(&o)
+    );
+    assert!(!target.exists(), "a directory was made through io_uring");
+    let o = run_confined(&profile, &["/bin/mkdir", target.to_str().unwrap()]);
+    assert!(!o.status.success() && !target.exists());
+
+    // With the opt-in the ring is allowed, and with it what it carries: that is the risk the
+    // summary names.
+    let allowed = dir.join("allowed");
+    let o = profiler()
+        .args(["record", "-q", "--allow-io-uring", "--out"])
+        .arg(&allowed)
+        .args(["--", bin_s, "nop"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_confined(&allowed, &[bin_s, "mkdir", target.to_str().unwrap()]);
+    assert!(o.status.success() && target.exists(), "{}", stderr(&o));
+}
