@@ -63,6 +63,8 @@ pub struct RecordingCgroup {
     relative: String,
     /// Level in the hierarchy, as `bpf_get_current_ancestor_cgroup_id()` counts (root = 0).
     level: i32,
+    /// `profiler reap` for this cgroup (see [`spawn_reaper`]); its stdin closes with us.
+    reaper: Option<std::process::Child>,
 }
 
 /// The mount's root within the cgroup2 hierarchy (mountinfo field 4), "/" unless profiler
@@ -103,11 +105,13 @@ impl RecordingCgroup {
                     let relative = format!("/{PARENT}/rec-{pid}-{n}");
                     let root = cgroup2_mount_root();
                     let level = root.split('/').filter(|c| !c.is_empty()).count() as i32 + 2;
+                    let reaper = spawn_reaper(&path);
                     return Ok(RecordingCgroup {
                         path,
                         id,
                         relative,
                         level,
+                        reaper,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -172,13 +176,78 @@ impl RecordingCgroup {
 
 impl Drop for RecordingCgroup {
     fn drop(&mut self) {
-        kill_and_wait(&self.path);
-        remove_tree(&self.path);
-        // Container engines on cgroup v1 hosts create the same path in every v1 hierarchy.
-        for v1 in cgroup_v1_mounts() {
-            remove_tree(&v1.join(self.relative.trim_start_matches('/')));
+        clean_up(&self.path, &self.relative);
+        if let Some(mut reaper) = self.reaper.take() {
+            drop(reaper.stdin.take());
+            let _ = reaper.wait();
         }
     }
+}
+
+/// Kills what is left in a recording cgroup and removes it (and the same path in the v1
+/// hierarchies, where container engines on hybrid hosts create it too).
+fn clean_up(path: &Path, relative: &str) {
+    kill_and_wait(path);
+    remove_tree(path);
+    for v1 in cgroup_v1_mounts() {
+        remove_tree(&v1.join(relative.trim_start_matches('/')));
+    }
+}
+
+/// A workload must not outlive its recorder: after `kill -9` of profiler nothing in
+/// profiler runs, and its processes (a daemon, a container below the cgroup) would go on in
+/// a cgroup nobody records. So a small process of profiler's own, outside the cgroup and in
+/// a session of its own (a signal to profiler's process group does not reach it), waits for
+/// its stdin, a pipe only profiler holds (close-on-exec: the workload never inherits it), to
+/// close; then it kills what is left in the cgroup (cgroup.kill) and removes it. When
+/// profiler ends normally it has cleaned up already, and the reaper finds nothing to do.
+fn spawn_reaper(path: &Path) -> Option<std::process::Child> {
+    let exe = std::env::current_exe().ok()?;
+    std::process::Command::new(exe)
+        .arg("reap")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .ok()
+}
+
+/// `profiler reap CGROUP` (hidden; see [`spawn_reaper`]).
+pub fn reap(path: &Path) -> anyhow::Result<i32> {
+    let _ = nix::unistd::setsid();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        // SAFETY: setting a signal to be ignored.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if !path.exists() {
+        return Ok(0);
+    }
+    let root = cgroup2_mount()?;
+    let relative = format!(
+        "/{}",
+        path.strip_prefix(&root)
+            .context("not a cgroup below the cgroup2 mount")?
+            .display()
+    );
+    let left = fs::read_to_string(path.join("cgroup.procs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    clean_up(path, &relative);
+    eprintln!(
+        "profiler: the recorder of {} ended without cleaning up (killed?): stopped the {left} process(es) it left and \
+         removed the cgroup; no profile was written",
+        path.display()
+    );
+    Ok(0)
 }
 
 /// Descendant cgroups of `path` (whose path relative to the root is `relative`), as
@@ -298,10 +367,7 @@ fn sweep_stale(parent: &Path) {
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        kill_and_wait(&entry.path());
-        remove_tree(&entry.path());
-        for v1 in cgroup_v1_mounts() {
-            remove_tree(&v1.join(PARENT).join(entry.file_name()));
-        }
+        let relative = format!("/{PARENT}/{}", entry.file_name().to_string_lossy());
+        clean_up(&entry.path(), &relative);
     }
 }

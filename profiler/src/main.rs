@@ -174,6 +174,9 @@ enum Command {
         #[arg(long)]
         required: bool,
     },
+    /// Internal: stops what a recording cgroup holds once its recorder is gone.
+    #[command(hide = true)]
+    Reap { cgroup: PathBuf },
     /// Run CMD confined by a profile folder (seccomp.json + capabilities.json).
     Run {
         #[arg(long)]
@@ -214,6 +217,7 @@ fn main() -> ExitCode {
             quiet,
             cmd,
         } => run::run(&profile, &cmd, quiet),
+        Command::Reap { cgroup } => profiler::cgroup::reap(&cgroup),
         Command::Merge {
             out,
             profile,

@@ -655,3 +655,60 @@ fn io_uring_cannot_bypass_the_profile() {
     let o = run_confined(&allowed, &[bin_s, "mkdir", target.to_str().unwrap()]);
     assert!(o.status.success() && target.exists(), "{}", stderr(&o));
 }
+
+/// `kill -9` of profiler: the workload, its background children included, does not go on
+/// in a cgroup nobody records; the cgroup is removed, and the user is told.
+#[test]
+fn a_killed_recorder_takes_its_workload_with_it() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("sec-kill9");
+    let pids = dir.join("pids");
+    let script = format!(
+        "sleep 1000 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pids.display()
+    );
+    let mut child = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(dir.join("p"))
+        .args(["--", "/bin/sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !pids.exists() {
+        assert!(Instant::now() < deadline, "the workload did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let workload: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", workload[0])).unwrap();
+    let rel = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap()
+        .to_owned();
+    let cgroup_dir = cgroup2_root().join(rel.trim_start_matches('/'));
+    assert!(cgroup_dir.exists());
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workload
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        || cgroup_dir.exists()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "workload {workload:?} outlived its recorder (cgroup {} exists: {})",
+            cgroup_dir.display(),
+            cgroup_dir.exists()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = o;
+}
