@@ -358,6 +358,10 @@ pub const EVENT_SOCKET: u32 = 11;
 /// `profiler enforce` killed a program that an exec started and the profile does not list
 /// (the path is in this thread's preceding EVENT_EXEC_ATTEMPT).
 pub const EVENT_EXEC_KILLED: u32 = 12;
+/// A task was moved into a cgroup that is not recorded (any on the host): args[0] = the
+/// destination cgroup id, args[1] = the task's tgid. Userspace decides whether the task was
+/// the workload's (then the recording lost it).
+pub const EVENT_CGROUP_ATTACH: u32 = 13;
 
 /// Key of the allowed-executables map of `profiler enforce`: the path as passed to execve,
 /// NUL-padded.

@@ -43,9 +43,10 @@ use profiler_common::{
 };
 
 use profiler_common::{
-    ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CHDIR, EVENT_CONNECT, EVENT_EXEC_ATTEMPT,
-    EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN, EVENT_SETID,
-    EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_CX_OFFSET, PT_REGS_R10_OFFSET,
+    ENFORCE_CONTAINERS, EVENT_AUX_LEN, EVENT_BIND, EVENT_CGROUP_ATTACH, EVENT_CHDIR, EVENT_CONNECT,
+    EVENT_EXEC_ATTEMPT, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FCHDIR, EVENT_FORK, EVENT_LISTEN,
+    EVENT_SETID, EVENT_SOCKET, EVENT_WRITE, Event, ExecPath, LOSS_EVENTS, PT_REGS_CX_OFFSET,
+    PT_REGS_R10_OFFSET,
 };
 
 /// The recorded cgroups, an open-addressed table (see `profiler_common::RECORD_SLOTS`).
@@ -75,6 +76,10 @@ static CGROUP_ID_PATH: [u32; 4] = [0; 4];
 /// Byte offset of `cgroup.level` (from BTF at load time); 0: unknown.
 #[unsafe(no_mangle)]
 static CGROUP_LEVEL_OFFSET: u32 = 0;
+
+/// Byte offset of `cgroup.root` (from BTF at load time); 0: unknown.
+#[unsafe(no_mangle)]
+static CGROUP_ROOT_OFFSET: u32 = 0;
 
 #[map]
 static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
@@ -842,6 +847,56 @@ pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u64;
     let phase = unsafe { (*record).phase } as usize;
     emit(EVENT_FORK, phase, [parent, tgid as u64, 0, 0], 0, 0, 0);
+    0
+}
+
+/// tp_btf `cgroup_attach_task(struct cgroup *dst_cgrp, const char *path, struct
+/// task_struct *task, bool threadgroup)` (include/trace/events/cgroup.h), fired once a task
+/// has moved (kernel/cgroup/cgroup.c, cgroup_attach_task()): by then the task's old cgroup is
+/// gone from it, so every move into a cgroup that is not recorded is reported, with the
+/// task, and userspace tells whether the task was a workload's. Moves are rare (container
+/// starts, cgroup managers); the hot path is untouched.
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
+    let (path, tgid_off, root_off) = unsafe {
+        (
+            core::ptr::read_volatile(&CGROUP_ID_PATH),
+            core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
+            core::ptr::read_volatile(&CGROUP_ROOT_OFFSET) as usize,
+        )
+    };
+    if path[0] == 0 || tgid_off == 0 || root_off == 0 {
+        return 0;
+    }
+    let dst: *const u8 = ctx.arg(0);
+    let task: *const u8 = ctx.arg(2);
+    if dst.is_null() || task.is_null() {
+        return 0;
+    }
+    // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a hybrid
+    // host (runc joins every controller's cgroup) are not departures. The default
+    // hierarchy's root is the one of the current task's default cgroup.
+    let (_, current_dfl) = current_cgroup_id_fast();
+    if current_dfl.is_null() {
+        return 0;
+    }
+    let same_hierarchy = unsafe {
+        *(dst.add(root_off) as *const usize) == *(current_dfl.add(root_off) as *const usize)
+    };
+    if !same_hierarchy {
+        return 0;
+    }
+    let (dst_id, tgid) = unsafe {
+        let kn = *(dst.add(path[2] as usize) as *const *const u8);
+        (
+            *(kn.add(path[3] as usize) as *const u64),
+            *(task.add(tgid_off) as *const i32),
+        )
+    };
+    if find_record(dst_id).is_some() {
+        return 0;
+    }
+    emit(EVENT_CGROUP_ATTACH, 0, [dst_id, tgid as u64, 0, 0], 0, 0, 0);
     0
 }
 

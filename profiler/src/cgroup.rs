@@ -212,6 +212,21 @@ fn spawn_reaper(path: &Path) -> Option<std::process::Child> {
         .ok()
 }
 
+/// Whether process `pid` is in the cgroup at `path` or below it.
+pub fn pid_in(pid: u32, path: &Path) -> bool {
+    let Ok(root) = cgroup2_mount() else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(str::to_owned)
+        })
+        .is_some_and(|rel| root.join(rel.trim_start_matches('/')).starts_with(path))
+}
+
 /// `profiler reap CGROUP` (hidden; see [`spawn_reaper`]).
 pub fn reap(path: &Path) -> anyhow::Result<i32> {
     let _ = nix::unistd::setsid();

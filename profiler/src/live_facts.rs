@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::fstat;
-use profiler_common::{EVENT_EXEC_OK, EVENT_WRITE, Event};
+use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
 use serde::{Deserialize, Serialize};
 
 use crate::image::Builder;
@@ -57,6 +57,10 @@ pub struct LiveFacts {
     seen: HashMap<u64, HashMap<String, Option<FirstSight>>>,
     /// Supplementary groups of each cgroup's programs, read at their exec.
     groups: HashMap<u64, BTreeSet<u32>>,
+    /// Every process seen in a recorded cgroup (its events, its forks).
+    pids: std::collections::HashSet<u32>,
+    /// Workload processes that moved into a cgroup outside the recording: (pid, cgroup id).
+    pub escaped: Vec<(u32, u64)>,
     /// Cgroups whose events are not a workload's (the engine CLI in container mode).
     ignored: Option<u64>,
     default_cwd: PathBuf,
@@ -71,6 +75,8 @@ impl LiveFacts {
             resolvers: HashMap::new(),
             seen: HashMap::new(),
             groups: HashMap::new(),
+            pids: std::collections::HashSet::new(),
+            escaped: Vec::new(),
             ignored: containers.then_some(recording_cgroup),
             default_cwd: if containers {
                 PathBuf::from("/")
@@ -82,9 +88,30 @@ impl LiveFacts {
     }
 
     /// Feeds a batch of events; `procs` lists the processes of a cgroup (a fallback when the
-    /// writing process is already gone).
-    pub fn events(&mut self, batch: &[Event], procs: &dyn Fn(u64) -> Vec<u32>) {
+    /// writing process is already gone); `recorded` says whether a cgroup id belongs to the
+    /// recording (the recording cgroup or one below it).
+    pub fn events(
+        &mut self,
+        batch: &[Event],
+        procs: &dyn Fn(u64) -> Vec<u32>,
+        recorded: &dyn Fn(u64) -> bool,
+        reclaim: &dyn Fn(u32),
+    ) {
         for e in batch {
+            if e.kind == EVENT_CGROUP_ATTACH {
+                // Any move on the host into a cgroup the kernel side does not record; a
+                // workload's process moving there leaves its recording, and is moved back.
+                let (dst, pid) = (e.args[0], e.args[1] as u32);
+                if self.pids.contains(&pid) && !recorded(dst) {
+                    reclaim(pid);
+                    self.escaped.push((pid, dst));
+                }
+                continue;
+            }
+            self.pids.insert(e.pid);
+            if e.kind == EVENT_FORK {
+                self.pids.insert(e.args[1] as u32);
+            }
             if Some(e.cgroup_id) == self.ignored {
                 continue;
             }

@@ -129,6 +129,7 @@ impl Probes {
             pid: pid_off,
             tgid: tgid_off,
             cgroup_level,
+            cgroup_root,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -146,6 +147,7 @@ impl Probes {
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
+            .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
@@ -165,6 +167,7 @@ impl Probes {
             ];
             if pid_off != 0 {
                 wanted.push(("sched_process_fork_btf", "sched_process_fork"));
+                wanted.push(("cgroup_attach_task_btf", "cgroup_attach_task"));
             }
             verify_in_parallel(&mut ebpf, btf, &wanted);
             crate::timings::mark("programs verified");
@@ -247,6 +250,19 @@ impl Probes {
             )
         {
             exec_errors.push(format!("tp_btf/sched_process_fork: {e:#}"));
+        }
+        // Tasks leaving their recorded cgroup (a workload escaping its recording). Optional:
+        // without it such a move goes unnoticed, as before.
+        if let Some(btf) = btf.as_ref()
+            && pid_off != 0
+            && let Err(e) = attach_btf_tracepoint(
+                &mut ebpf,
+                "cgroup_attach_task_btf",
+                "cgroup_attach_task",
+                btf,
+            )
+        {
+            exec_errors.push(format!("tp_btf/cgroup_attach_task: {e:#}"));
         }
 
         // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
@@ -473,6 +489,8 @@ pub fn loaded_profiler_programs() -> Vec<String> {
         "cap_capable_btf",
         "cap_capable_fex",
         "sched_process_e",
+        "sched_process_f",
+        "cgroup_attach_t",
     ];
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
@@ -538,6 +556,8 @@ struct KernelOffsets {
     tgid: u32,
     /// `cgroup.level`.
     cgroup_level: u32,
+    /// `cgroup.root`: which hierarchy a cgroup is in.
+    cgroup_root: u32,
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     attach_targets: Vec<(&'static str, u32, u32)>,
 }
@@ -548,10 +568,11 @@ const BTF_KIND_TYPEDEF: u32 = 8;
 const BTF_KIND_FUNC: u32 = 12;
 
 /// What tp_btf and fexit programs attach to: `btf_trace_<tracepoint>` typedefs and functions.
-const ATTACH_TARGETS: [(&str, u32); 5] = [
+const ATTACH_TARGETS: [(&str, u32); 6] = [
     ("btf_trace_sys_enter", BTF_KIND_TYPEDEF),
     ("btf_trace_sched_process_exec", BTF_KIND_TYPEDEF),
     ("btf_trace_sched_process_fork", BTF_KIND_TYPEDEF),
+    ("btf_trace_cgroup_attach_task", BTF_KIND_TYPEDEF),
     ("btf_trace_cap_capable", BTF_KIND_TYPEDEF),
     ("cap_capable", BTF_KIND_FUNC),
 ];
@@ -609,7 +630,8 @@ impl KernelOffsets {
             "task_struct",
             &["cgroups", "pid", "tgid", "real_cred"],
         );
-        let [cgroup_kn, cgroup_level] = member_offsets(&btf, "cgroup", &["kn", "level"]);
+        let [cgroup_kn, cgroup_level, cgroup_root] =
+            member_offsets(&btf, "cgroup", &["kn", "level", "root"]);
         let cgroup_id_path = (|| {
             let path = [
                 cgroups?,
@@ -640,6 +662,7 @@ impl KernelOffsets {
             pid,
             tgid,
             cgroup_level: cgroup_level.unwrap_or(0),
+            cgroup_root: cgroup_root.unwrap_or(0),
             attach_targets,
         }
     }

@@ -438,6 +438,31 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     });
     let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let mut directories = LiveFacts::new(cgroup.id(), start_cwd.clone(), opts.containers);
+    // Whether a cgroup id is the recording's own or one below it (a container the engine is
+    // setting up may not have made its first syscall yet, so the directory decides).
+    let recorded = {
+        let (names, rec_id, path, rel) = (
+            names.clone(),
+            cgroup.id(),
+            cgroup.path().to_owned(),
+            cgroup.relative_path().to_owned(),
+        );
+        move |id: u64| -> bool {
+            id == rec_id
+                || names.lock().unwrap().contains_key(&id)
+                || crate::cgroup::children_of(&path, &rel)
+                    .iter()
+                    .any(|(i, _)| *i == id)
+        }
+    };
+    // A workload process that moved itself out is moved back (with the threads of its
+    // process), so it stays recorded and stoppable; the moments in between are lost.
+    let reclaim = {
+        let procs = cgroup.path().join("cgroup.procs");
+        move |pid: u32| {
+            let _ = std::fs::write(&procs, pid.to_string());
+        }
+    };
     let cgroup_procs = {
         let (names, root) = (names.clone(), crate::cgroup::cgroup2_mount().ok());
         move |id: u64| -> Vec<u32> {
@@ -464,13 +489,37 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let (exit, mut ring) = runtime.block_on(async {
         let mut ring = watch_events(ring)?;
         let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut |batch| {
-            directories.events(&batch, &cgroup_procs);
+            directories.events(&batch, &cgroup_procs, &recorded, &reclaim);
             events.extend(batch)
         })
         .await?;
         anyhow::Ok((exit, ring.into_inner()))
     })?;
+    // What the ring still holds from the workload's last moments (a short workload may end
+    // before the first drain tick).
+    let mut last = Vec::new();
+    drain_events(&mut ring, &mut last);
+    directories.events(&last, &cgroup_procs, &recorded, &reclaim);
+    events.extend(last);
 
+    // Processes that left the recording for another cgroup: what they did there is not in
+    // the profile, and they must not outlive the recording either.
+    let escaped = std::mem::take(&mut directories.escaped);
+    for (pid, dst) in &escaped {
+        eprintln!(
+            "profiler: ERROR: process {pid} of the workload moved itself into cgroup {dst}, outside the recording; \
+             profiler moved it back, but what it did in between (and any child it started there) is not in the \
+             profile"
+        );
+        // Children it started in the other cgroup before it was moved back stay there:
+        // they are the workload's, and are stopped.
+        for p in descendants(*pid) {
+            if !crate::cgroup::pid_in(p, cgroup.path()) {
+                // SAFETY: a signal to a process of the workload's own family.
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            }
+        }
+    }
     let leftover = cgroup.process_count();
     if leftover > 0 {
         if opts.wait_descendants {
@@ -634,10 +683,48 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         };
         exit_error(code, format!("{e:#}; no profile was written"))
     })?;
-    if lost && exit.as_exit_code() == 0 {
+    if (lost || !escaped.is_empty()) && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
     }
     Ok(exit.as_exit_code())
+}
+
+/// Every process whose parent chain leads to `pid`, from /proc (field 4 of
+/// /proc/PID/stat, after the command name, which may hold spaces and parentheses).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                parent_of.insert(p, ppid);
+            }
+        }
+    }
+    parent_of
+        .keys()
+        .copied()
+        .filter(|p| {
+            let mut cur = *p;
+            for _ in 0..64 {
+                match parent_of.get(&cur) {
+                    Some(&pp) if pp == pid => return true,
+                    Some(&pp) if pp > 1 => cur = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
 }
 
 /// Starts the command inside the cgroup and waits for it, forwarding termination signals.

@@ -495,11 +495,6 @@ impl DockerSeccomp {
         let mut unknown = Vec::new();
         for rule in &self.syscalls {
             let action = parse_action(&rule.action, rule.errno_ret.or(self.default_errno_ret))?;
-            // A rule that does what the default does changes nothing, and libseccomp refuses
-            // it (EACCES); runc skips it the same way (libcontainer/seccomp).
-            if action == default {
-                continue;
-            }
             for name in &rule.names {
                 let known_somewhere = arches
                     .iter()
@@ -546,6 +541,12 @@ impl DockerSeccomp {
                         Ok(ScmpArgCompare::new(a.index, op, datum))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
+                // A rule that does what the default does changes nothing, and libseccomp
+                // refuses it (EACCES); runc skips it the same way (libcontainer/seccomp).
+                // Checked after its arguments, so a malformed rule is still an error.
+                if action == default {
+                    continue;
+                }
                 if comparators.is_empty() {
                     filter.add_rule(action, sc)
                 } else {

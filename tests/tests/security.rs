@@ -712,3 +712,39 @@ fn a_killed_recorder_takes_its_workload_with_it() {
     }
     let _ = o;
 }
+
+/// A workload that moves itself out of its recording cgroup (writes its pid into another
+/// cgroup's cgroup.procs) is seen leaving, moved back, reported as lost data (exit 3), and
+/// leaves nothing running in the cgroup it went to.
+#[test]
+fn a_workload_leaving_its_cgroup_is_brought_back_and_reported() {
+    if !can_record() {
+        return;
+    }
+    let elsewhere = cgroup2_root().join(format!("profiler-escape-{}", std::process::id()));
+    std::fs::create_dir(&elsewhere).unwrap();
+    let dir = TempDir::new("sec-escape");
+    let script = format!(
+        "echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left",
+        elsewhere.display()
+    );
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(dir.join("p"))
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    let left = std::fs::read_to_string(elsewhere.join("cgroup.procs")).unwrap();
+    let removed = std::fs::remove_dir(&elsewhere);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("moved itself into cgroup"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        left, "",
+        "processes of the workload stayed in the other cgroup"
+    );
+    assert!(removed.is_ok());
+}
