@@ -81,6 +81,15 @@ static CGROUP_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CGROUP_ROOT_OFFSET: u32 = 0;
 
+/// Byte offsets of `cgroup_subsys_state.parent` (usable on a `struct cgroup`, whose first
+/// member is its `self` css, include/linux/cgroup-defs.h) and `cgroup_subsys_state.cgroup`
+/// (back from the parent css to its cgroup); a `parent` offset of 0: unknown.
+#[unsafe(no_mangle)]
+static CSS_PARENT_OFFSET: [u32; 2] = [0; 2];
+
+/// How far up from a destination cgroup a recording is looked for.
+const MAX_CGROUP_DEPTH: usize = 16;
+
 #[map]
 static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
 
@@ -858,14 +867,16 @@ pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
 /// starts, cgroup managers); the hot path is untouched.
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
-    let (path, tgid_off, root_off) = unsafe {
+    let (path, tgid_off, root_off, [parent_off, css_cgroup_off]) = unsafe {
         (
             core::ptr::read_volatile(&CGROUP_ID_PATH),
             core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
             core::ptr::read_volatile(&CGROUP_ROOT_OFFSET) as usize,
+            core::ptr::read_volatile(&CSS_PARENT_OFFSET),
         )
     };
-    if path[0] == 0 || tgid_off == 0 || root_off == 0 {
+    // (`css.cgroup` is the css's first member, at offset 0: only `parent` says "unknown".)
+    if path[0] == 0 || tgid_off == 0 || root_off == 0 || parent_off == 0 {
         return 0;
     }
     let dst: *const u8 = ctx.arg(0);
@@ -893,8 +904,25 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
             *(task.add(tgid_off) as *const i32),
         )
     };
-    if find_record(dst_id).is_some() {
-        return 0;
+    // A move into a recorded cgroup or below one (a container a runtime is setting up, not
+    // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
+    let mut cgroup = dst;
+    for _ in 0..MAX_CGROUP_DEPTH {
+        let id = unsafe {
+            let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
+            *(kn.add(path[3] as usize) as *const u64)
+        };
+        if find_record(id).is_some() {
+            return 0;
+        }
+        let parent_css = unsafe { *(cgroup.add(parent_off as usize) as *const *const u8) };
+        if parent_css.is_null() {
+            break;
+        }
+        cgroup = unsafe { *(parent_css.add(css_cgroup_off as usize) as *const *const u8) };
+        if cgroup.is_null() {
+            break;
+        }
     }
     emit(EVENT_CGROUP_ATTACH, 0, [dst_id, tgid as u64, 0, 0], 0, 0, 0);
     0

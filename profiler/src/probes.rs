@@ -53,6 +53,8 @@ pub struct Probes {
     pub cap_hook: Option<String>,
     /// Why each capability hook that was tried failed (shown when none attached).
     pub cap_hook_errors: Vec<String>,
+    /// Optional hooks (forks, cgroup moves) that could not be attached, and why.
+    pub optional_hook_errors: Vec<String>,
 }
 
 /// Refuses early, with the privilege that is missing, instead of failing in the middle.
@@ -130,6 +132,7 @@ impl Probes {
             tgid: tgid_off,
             cgroup_level,
             cgroup_root,
+            css_parent,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -148,6 +151,7 @@ impl Probes {
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
             .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
+            .override_global("CSS_PARENT_OFFSET", &css_parent, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
@@ -264,6 +268,8 @@ impl Probes {
         {
             exec_errors.push(format!("tp_btf/cgroup_attach_task: {e:#}"));
         }
+        // What an optional hook could not do is said, not swallowed.
+        let optional_hook_errors = exec_errors;
 
         // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
         // cap_capable() where the kernel allows fexit (not under lockdown).
@@ -300,6 +306,7 @@ impl Probes {
             syscall_hook,
             cap_hook,
             cap_hook_errors,
+            optional_hook_errors,
         })
     }
 
@@ -558,6 +565,9 @@ struct KernelOffsets {
     cgroup_level: u32,
     /// `cgroup.root`: which hierarchy a cgroup is in.
     cgroup_root: u32,
+    /// `cgroup_subsys_state.parent` and `.cgroup`, to walk up from a `struct cgroup` (whose
+    /// `self` css is its first member: checked); 0: unknown.
+    css_parent: [u32; 2],
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     attach_targets: Vec<(&'static str, u32, u32)>,
 }
@@ -630,8 +640,15 @@ impl KernelOffsets {
             "task_struct",
             &["cgroups", "pid", "tgid", "real_cred"],
         );
-        let [cgroup_kn, cgroup_level, cgroup_root] =
-            member_offsets(&btf, "cgroup", &["kn", "level", "root"]);
+        let [cgroup_kn, cgroup_level, cgroup_root, cgroup_self] =
+            member_offsets(&btf, "cgroup", &["kn", "level", "root", "self"]);
+        let css_parent = match (
+            cgroup_self,
+            member_offsets(&btf, "cgroup_subsys_state", &["parent", "cgroup"]),
+        ) {
+            (Some(0), [Some(parent), Some(cgroup)]) => [parent, cgroup],
+            _ => [0, 0],
+        };
         let cgroup_id_path = (|| {
             let path = [
                 cgroups?,
@@ -663,6 +680,7 @@ impl KernelOffsets {
             tgid,
             cgroup_level: cgroup_level.unwrap_or(0),
             cgroup_root: cgroup_root.unwrap_or(0),
+            css_parent,
             attach_targets,
         }
     }

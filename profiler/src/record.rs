@@ -344,6 +344,13 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let mut probes = Probes::attach(level)?;
     probes.track_from_exec(cgroup.id())?;
     timings::mark("probes attached");
+    if !probes.optional_hook_errors.is_empty() && !opts.quiet {
+        eprintln!(
+            "profiler: warning: optional kernel hooks are missing (child working directories, processes leaving \
+             the cgroup go unseen):\n  {}",
+            probes.optional_hook_errors.join("\n  ")
+        );
+    }
     if probes.cap_hook.is_none() && !opts.quiet {
         eprintln!(
             "profiler: warning: no capability hook could be attached; capabilities.json will be empty:\n  {}",
