@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use profiler::arch::Arch;
-use profiler::seccomp::{DefaultAction, GenerateOptions};
-use profiler::{output, record, run, trace::Trace, workload::ExitError};
+use profiler::profile::seccomp::{DefaultAction, GenerateOptions};
+use profiler::{cli::record, confine::run, exit::ExitError, profile, trace::Trace};
 
 /// Record a workload with eBPF and turn what it did into security profiles.
 #[derive(Parser)]
@@ -29,7 +29,7 @@ struct ProfileArgs {
     #[arg(long = "arch", value_parser = parse_arch)]
     arches: Vec<Arch>,
     /// Resource limits are the recorded peaks times this (memory at least peak + 64 MiB).
-    #[arg(long, default_value_t = profiler::deploy::DEFAULT_HEADROOM, value_parser = parse_headroom)]
+    #[arg(long, default_value_t = profiler::profile::deploy::DEFAULT_HEADROOM, value_parser = parse_headroom)]
     limit_headroom: f64,
     /// The workload's name in kubernetes.yaml and seccompprofile.yaml (strategic-merge
     /// patches match containers by name). Default: the container's name (the compose
@@ -159,7 +159,7 @@ enum Command {
     /// Record containers that runtimes start on their own, announced by `profiler hook`;
     /// writes OUT/<name>/ when each container's cgroup empties, and the rest on SIGINT/SIGTERM.
     Serve {
-        #[arg(long, default_value = profiler::hook::DEFAULT_SOCKET)]
+        #[arg(long, default_value = profiler::cli::oci_hook::DEFAULT_SOCKET)]
         socket: PathBuf,
         #[arg(long, default_value = "profiles")]
         out: PathBuf,
@@ -169,7 +169,7 @@ enum Command {
     /// OCI hook (createRuntime or prestart): reads the container state on stdin and has
     /// `profiler serve` record the container. Exits 0 when no server listens, unless --required.
     Hook {
-        #[arg(long, default_value = profiler::hook::DEFAULT_SOCKET)]
+        #[arg(long, default_value = profiler::cli::oci_hook::DEFAULT_SOCKET)]
         socket: PathBuf,
         #[arg(long)]
         required: bool,
@@ -217,13 +217,13 @@ fn main() -> ExitCode {
             quiet,
             cmd,
         } => run::run(&profile, &cmd, quiet),
-        Command::Reap { cgroup } => profiler::cgroup::reap(&cgroup),
+        Command::Reap { cgroup } => profiler::recording::cgroup::reap(&cgroup),
         Command::Merge {
             out,
             profile,
             inputs,
-        } => profiler::merge::merge(&out, &inputs, &profile.options())
-            .map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))
+        } => profiler::cli::merge::merge(&out, &inputs, &profile.options())
+            .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
             .map(|written| {
                 for p in written {
                     eprintln!("profiler: wrote {}", p.display());
@@ -237,20 +237,22 @@ fn main() -> ExitCode {
             containers,
             log,
             cmd,
-        } => profiler::enforce::enforce(profiler::enforce::EnforceOptions {
+        } => profiler::confine::enforce::enforce(profiler::confine::enforce::EnforceOptions {
             profile,
             command: cmd,
             containers,
             log,
         }),
         Command::BenchAttached => {
-            for name in profiler::probes::loaded_profiler_programs() {
+            for name in profiler::kernel::loaded_profiler_programs() {
                 println!("{name}");
             }
             Ok(0)
         }
-        Command::Serve { socket, out, quiet } => profiler::hook::serve(&socket, &out, quiet),
-        Command::Hook { socket, required } => profiler::hook::hook(&socket, required),
+        Command::Serve { socket, out, quiet } => {
+            profiler::cli::oci_hook::serve(&socket, &out, quiet)
+        }
+        Command::Hook { socket, required } => profiler::cli::oci_hook::hook(&socket, required),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -263,8 +265,8 @@ fn main() -> ExitCode {
 }
 
 fn bench_floor(cmd: &[String]) -> anyhow::Result<i32> {
-    profiler::probes::check_privileges("profiler bench-floor")?;
-    let _floor = profiler::probes::attach_floor()?;
+    profiler::kernel::check_privileges("profiler bench-floor")?;
+    let _floor = profiler::kernel::attach_floor()?;
     let status = std::process::Command::new(&cmd[0])
         .args(&cmd[1..])
         .status()?;
@@ -275,9 +277,9 @@ fn bench_floor(cmd: &[String]) -> anyhow::Result<i32> {
 }
 
 fn diff(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<i32> {
-    use profiler::diff::{Allowances, diff, render_text};
+    use profiler::confine::diff::{Allowances, diff, render_text};
     let load = |p: &std::path::Path| {
-        Allowances::load(p).map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))
+        Allowances::load(p).map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
     };
     let d = diff(&load(old)?, &load(new)?);
     if json {
@@ -297,16 +299,16 @@ fn generate(
         .iter()
         .map(|p| Trace::load(p))
         .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(|e| profiler::workload::exit_error(2, format!("{e:#}")))?;
-    let profiles = output::generate(&loaded, options);
+        .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))?;
+    let profiles = profile::generate(&loaded, options);
     // A single trace is copied along so the folder stays self-describing.
     let trace = if loaded.len() == 1 {
         Some(&loaded[0])
     } else {
         None
     };
-    let files = output::render(trace, &profiles, out, options);
-    let written = output::write_atomically(out, &files, options.follow_symlinks)?;
+    let files = profile::render(trace, &profiles, out, options);
+    let written = profile::write_atomically(out, &files, options.follow_symlinks)?;
     for p in written {
         eprintln!("profiler: wrote {}", p.display());
     }

@@ -74,7 +74,7 @@ impl OutputDir {
     }
 
     fn walk(path: &Path, follow_any_symlink: bool, create: bool) -> anyhow::Result<OutputDir> {
-        let abs = crate::output::absolute(path);
+        let abs = crate::profile::absolute(path);
         let root = nix::fcntl::open(
             "/",
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

@@ -238,11 +238,11 @@ pub struct Prepared {
     pub command: Vec<String>,
     pub env: Vec<(&'static str, String)>,
     /// The rewritten OCI bundle of a runc/crun command (removed on drop).
-    pub bundle: Option<crate::oci::RecordingBundle>,
+    pub bundle: Option<crate::profile::oci::RecordingBundle>,
     /// The bundle had its own linux.seccomp, which was kept.
     pub bundle_has_own_seccomp: bool,
     /// A compose stack started with the recording override (see `compose`).
-    pub compose: Option<crate::compose::Stack>,
+    pub compose: Option<crate::recording::compose::Stack>,
 }
 
 /// Readies `command` for container recording (or enforcement): docker/podman get
@@ -260,19 +260,20 @@ pub fn prepare(
     let mut compose = None;
     let mut command = command.to_vec();
     if let Some(dir) = private
-        && let Some(c) = crate::compose::parse(&command)
+        && let Some(c) = crate::recording::compose::parse(&command)
         && c.creates_containers()
     {
-        let p = crate::compose::prepare(&c, cgroup_parent, seccomp, dir)?;
+        let p = crate::recording::compose::prepare(&c, cgroup_parent, seccomp, dir)?;
         command = p.command;
         compose = Some(p.stack);
     }
     let mut command = inject(&command, cgroup_parent, seccomp)?;
-    let profile = crate::seccomp::DockerSeccomp::load(seccomp)?;
-    let oci_seccomp = crate::oci::seccomp(&profile)?;
+    let profile = crate::profile::seccomp::DockerSeccomp::load(seccomp)?;
+    let oci_seccomp = crate::profile::oci::seccomp(&profile)?;
     let mut bundle = None;
     let mut bundle_has_own_seccomp = false;
-    if let Some((cmd, b, own)) = crate::oci::rewrite_bundle(&command, cgroup_parent, &oci_seccomp)?
+    if let Some((cmd, b, own)) =
+        crate::profile::oci::rewrite_bundle(&command, cgroup_parent, &oci_seccomp)?
     {
         command = cmd;
         bundle = Some(b);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::output;
-use crate::seccomp::GenerateOptions;
+use crate::profile;
+use crate::profile::seccomp::GenerateOptions;
 use crate::trace::Trace;
 
 pub const COVERAGE_FILE: &str = "coverage.json";
@@ -55,7 +55,7 @@ pub fn coverage(traces: &[(PathBuf, Trace)], options: &GenerateOptions) -> Cover
                 note(m, &n, &run);
             }
         }
-        let caps = output::generate(std::slice::from_ref(trace), options).capabilities;
+        let caps = profile::generate(std::slice::from_ref(trace), options).capabilities;
         for cap in caps.add {
             note(&mut c.capabilities, &cap, &run);
         }
@@ -71,15 +71,15 @@ pub fn merge(
     let traces = inputs
         .iter()
         .map(|p| {
-            let t = crate::diff::trace_in(p);
+            let t = crate::confine::diff::trace_in(p);
             Trace::load(&t).map(|trace| (t, trace))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let only: Vec<Trace> = traces.iter().map(|(_, t)| t.clone()).collect();
-    let profiles = output::generate(&only, options);
-    let mut files = output::render(None, &profiles, out, options);
+    let profiles = profile::generate(&only, options);
+    let mut files = profile::render(None, &profiles, out, options);
     let mut cov = serde_json::to_vec_pretty(&coverage(&traces, options))?;
     cov.push(b'\n');
     files.push((COVERAGE_FILE, cov));
-    output::write_atomically(out, &files, options.follow_symlinks)
+    profile::write_atomically(out, &files, options.follow_symlinks)
 }

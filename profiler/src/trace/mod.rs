@@ -1,6 +1,7 @@
 //! The trace: everything one recording observed, in a versioned JSON schema
 //! (`trace.json`). Every output format is generated from traces alone, so
 //! `profiler generate` can regenerate profiles later, or from the union of several runs.
+pub mod image;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -60,7 +61,7 @@ pub struct Trace {
     pub arguments: BTreeMap<Phase, ArgumentValues>,
     /// What the workload is: executables, written paths, network, users, resources.
     #[serde(default)]
-    pub image: crate::image::ImageInfo,
+    pub image: crate::trace::image::ImageInfo,
     /// Every distinct capability check (capability, outcome, syscall, kernel path).
     pub capability_checks: Vec<CapabilityCheck>,
     pub losses: Losses,
@@ -389,7 +390,7 @@ impl Trace {
             }
         }
         for (i, c) in self.capability_checks.iter().enumerate() {
-            match crate::capabilities::parse_capability(&c.capability) {
+            match crate::profile::capabilities::parse_capability(&c.capability) {
                 Ok(cap) if cap.index() as u32 == c.number => {}
                 Ok(cap) => {
                     return bad(

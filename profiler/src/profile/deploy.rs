@@ -12,10 +12,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
-use crate::capabilities::CapabilityProfile;
-use crate::image::{ImageInfo, Network};
-use crate::live_facts::DirectoryFacts;
-use crate::seccomp::{DockerSeccomp, SyscallRule};
+use crate::profile::capabilities::CapabilityProfile;
+use crate::profile::seccomp::{DockerSeccomp, SyscallRule};
+use crate::recording::live_facts::DirectoryFacts;
+use crate::trace::image::{ImageInfo, Network};
 
 pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";
 pub const DOCKER_RUN_FILE: &str = "docker-run.txt";
@@ -98,10 +98,10 @@ pub struct ImageProfile {
     pub written_paths: BTreeMap<String, BTreeSet<String>>,
     pub unresolved_writes: BTreeSet<String>,
     pub network: Network,
-    pub users: crate::image::Users,
+    pub users: crate::trace::image::Users,
     /// A `uid:gid` the workload can run as from the start, when it never needed root.
     pub run_as: Option<String>,
-    pub resources: crate::image::Resources,
+    pub resources: crate::trace::image::Resources,
     pub limits: Limits,
     pub events_lost: u64,
 }
@@ -131,8 +131,8 @@ pub fn image_profile(
 ) -> ImageProfile {
     ImageProfile {
         schema: IMAGE_PROFILE_SCHEMA.to_owned(),
-        seccomp_profile: crate::output::SECCOMP_FILE.to_owned(),
-        capabilities_file: crate::output::CAPABILITIES_FILE.to_owned(),
+        seccomp_profile: crate::profile::SECCOMP_FILE.to_owned(),
+        capabilities_file: crate::profile::CAPABILITIES_FILE.to_owned(),
         syscalls,
         capabilities: caps.add.clone(),
         executables: image.executables.clone(),
@@ -746,7 +746,7 @@ pub fn k8s_name(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Resources, Users};
+    use crate::trace::image::{Resources, Users};
 
     fn sample() -> (ImageInfo, CapabilityProfile, DockerSeccomp) {
         let mut image = ImageInfo::default();
@@ -758,7 +758,8 @@ mod tests {
                 .written_paths
                 .insert(p.into(), ["openat".to_owned()].into());
         }
-        image.writable_directories = crate::image::writable_directories(image.written_paths.keys());
+        image.writable_directories =
+            crate::trace::image::writable_directories(image.written_paths.keys());
         image.directories.insert(
             "/data".into(),
             DirectoryFacts {
@@ -811,7 +812,7 @@ mod tests {
     /// Compares with a checked-in snapshot; `UPDATE_SNAPSHOTS=1` rewrites it.
     fn snapshot(name: &str, actual: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/snapshots")
+            .join("src/profile/snapshots")
             .join(name);
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(&path, actual).unwrap();
@@ -960,7 +961,8 @@ mod tests {
                 .written_paths
                 .insert(p.into(), ["openat".to_owned()].into());
         }
-        image.writable_directories = crate::image::writable_directories(image.written_paths.keys());
+        image.writable_directories =
+            crate::trace::image::writable_directories(image.written_paths.keys());
         for engine in [Engine::Docker, Engine::Podman] {
             let flags = deployment(&image, &caps).run_flags(engine);
             let words: Vec<String> = shell_lines(&flags).into_iter().flatten().collect();

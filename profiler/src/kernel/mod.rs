@@ -5,6 +5,7 @@
 //! tp_btf and raw_tp work. So every hook is tried in order of preference and the one that
 //! attached is recorded in the trace (`probes`). Links are owned by file descriptors (no
 //! pinning): if profiler dies, the kernel detaches everything.
+pub mod record_table;
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
@@ -19,7 +20,7 @@ use profiler_common::{
 };
 
 use crate::arch::Arch;
-use crate::record_table::RecordTable;
+use crate::kernel::record_table::RecordTable;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
 

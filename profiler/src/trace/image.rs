@@ -41,7 +41,7 @@ pub struct ImageInfo {
     /// Owner, mode and prior content of each writable directory, as the workload's root
     /// showed it at the first write below it (what a tmpfs or volume over it must keep).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub directories: BTreeMap<String, crate::live_facts::DirectoryFacts>,
+    pub directories: BTreeMap<String, crate::recording::live_facts::DirectoryFacts>,
     pub network: Network,
     pub users: Users,
     #[serde(default)]

@@ -2,7 +2,7 @@
 //! workload's stdout, and only after the workload has ended).
 use std::path::PathBuf;
 
-use crate::output::Profiles;
+use crate::profile::Profiles;
 use crate::trace::{Audit, Exit, Trace};
 
 pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
@@ -130,7 +130,7 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
         ));
     }
     let users = &profiles.image.users;
-    match crate::deploy::run_as(&profiles.image) {
+    match crate::profile::deploy::run_as(&profiles.image) {
         Some(u) => out.push_str(&format!("  user:          ran as {u} throughout (--user {u})\n")),
         None if users.needs_root
             && users.switched_to.is_empty()

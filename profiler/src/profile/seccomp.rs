@@ -81,7 +81,7 @@ impl Default for GenerateOptions {
             argument_rules: true,
             default_action: DefaultAction::Errno,
             extra_arches: Vec::new(),
-            limit_headroom: crate::deploy::DEFAULT_HEADROOM,
+            limit_headroom: crate::profile::deploy::DEFAULT_HEADROOM,
             name: None,
             follow_symlinks: false,
             allow_io_uring: false,

@@ -292,7 +292,7 @@ pub fn children_of(path: &Path, relative: &str) -> Vec<(u64, String)> {
 /// here has none): `memory.max_usage_in_bytes` and `pids.peak` (Linux 6.12+) are the kernel's
 /// own peaks, so sampling only has to happen before the engine removes the cgroup; where
 /// `pids.peak` is missing the task count is sampled.
-pub fn sample_resources(relative: &str, res: &mut crate::image::Resources) {
+pub fn sample_resources(relative: &str, res: &mut crate::trace::image::Resources) {
     let rel = relative.trim_start_matches('/');
     let read = |p: String| {
         fs::read_to_string(p)

@@ -10,20 +10,20 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::capabilities::{Kallsyms, checks_from_kernel};
-use crate::cgroup::RecordingCgroup;
-use crate::containers::{self, RecordingSeccompFile};
-use crate::live_facts::LiveFacts;
-use crate::output;
-use crate::probes::{Collected, Probes, check_privileges};
-use crate::seccomp::GenerateOptions;
-use crate::summary;
+use crate::exit::{exit_error, resolve_command};
+use crate::kernel::{Collected, Probes, check_privileges};
+use crate::profile;
+use crate::profile::capabilities::{Kallsyms, checks_from_kernel};
+use crate::profile::seccomp::GenerateOptions;
+use crate::profile::summary;
+use crate::recording::cgroup::RecordingCgroup;
+use crate::recording::containers::{self, RecordingSeccompFile};
+use crate::recording::live_facts::LiveFacts;
 use crate::timings;
 use crate::trace::{
     ArgumentValues, CgroupInfo, Exit, Host, Losses, Phase, Probes as ProbeInfo, SyscallEntry,
     TRACE_SCHEMA, Trace, Workload,
 };
-use crate::workload::{exit_error, resolve_command};
 use profiler_common::Event;
 
 pub struct RecordOptions {
@@ -84,7 +84,7 @@ impl TraceContext {
         container: bool,
         events: &[Event],
         cwd: &std::path::Path,
-        resources: crate::image::Resources,
+        resources: crate::trace::image::Resources,
     ) -> Trace {
         let cgroup_id = c.cgroup_id;
         let events_lost = c.events_lost;
@@ -139,7 +139,7 @@ impl TraceContext {
             },
             image: Default::default(),
         };
-        let mut builder = crate::image::Builder::new(cwd.to_path_buf())
+        let mut builder = crate::trace::image::Builder::new(cwd.to_path_buf())
             .skipping_setup(trace.filter_loaded_before_exec());
         for e in events.iter().filter(|e| e.cgroup_id == cgroup_id) {
             let _ = builder.event(e);
@@ -236,7 +236,7 @@ fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
 }
 
 /// Writes the profile folder of each (trace, folder) at once (see
-/// `output::write_atomically_many`), prints the summaries; returns whether any trace lost data.
+/// `profile::write_atomically_many`), prints the summaries; returns whether any trace lost data.
 ///
 /// With `compose` (the stack the containers came from), `out` also gets
 /// `docker-compose.profile.yml`, applying each service's profile.
@@ -244,16 +244,16 @@ pub fn write_profiles(
     items: &[(&Trace, PathBuf)],
     quiet: bool,
     options: &GenerateOptions,
-    compose: Option<(&crate::compose::Stack, &std::path::Path)>,
+    compose: Option<(&crate::recording::compose::Stack, &std::path::Path)>,
 ) -> anyhow::Result<bool> {
     let mut sets = Vec::new();
     let mut generated = Vec::new();
     let mut services = BTreeMap::new();
     for (trace, dir) in items {
-        let profiles = output::generate(std::slice::from_ref(*trace), options);
+        let profiles = profile::generate(std::slice::from_ref(*trace), options);
         sets.push((
             dir.clone(),
-            output::render(Some(trace), &profiles, dir, options),
+            profile::render(Some(trace), &profiles, dir, options),
         ));
         if let Some(service) = trace
             .cgroup
@@ -264,21 +264,25 @@ pub fn write_profiles(
             // A scaled service's replicas: the first one's profile (their folders say more).
             services
                 .entry(service)
-                .or_insert_with(|| output::deployment(&profiles, dir, options).compose_service());
+                .or_insert_with(|| profile::deployment(&profiles, dir, options).compose_service());
         }
         generated.push(profiles);
     }
     if let Some((stack, out)) = compose
         && !services.is_empty()
     {
-        let yaml = crate::compose::production_override(stack.version.as_deref(), &services);
+        let yaml =
+            crate::recording::compose::production_override(stack.version.as_deref(), &services);
         sets.push((
             out.to_path_buf(),
-            vec![(crate::deploy::COMPOSE_OVERRIDE_FILE, yaml.into_bytes())],
+            vec![(
+                crate::profile::deploy::COMPOSE_OVERRIDE_FILE,
+                yaml.into_bytes(),
+            )],
         ));
     }
     timings::mark("profiles generated");
-    let written = output::write_atomically_many(&sets, options.follow_symlinks)?;
+    let written = profile::write_atomically_many(&sets, options.follow_symlinks)?;
     timings::mark("profiles written");
     let mut lost = false;
     for ((trace, dir), profiles) in items.iter().zip(&generated) {
@@ -336,7 +340,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let program = resolve_command(&opts.command[0])?;
     // An unusable --out (a file, a read-only or full filesystem, a planted symlink) must be
     // found before the workload runs, not after.
-    crate::out_dir::OutputDir::check(&opts.out, opts.generate.follow_symlinks)
+    crate::profile::out_dir::OutputDir::check(&opts.out, opts.generate.follow_symlinks)
         .map_err(|e| exit_error(2, format!("{e:#}")))?;
     warn_if_under_seccomp(opts.quiet);
     let cgroup = RecordingCgroup::create()?;
@@ -400,7 +404,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // Container cgroups can be gone (removed by the runtime) by the time the recording ends;
     // their names are noted while they exist. The kernel side needs none of this.
     let names: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
-    let resources: Arc<Mutex<BTreeMap<u64, crate::image::Resources>>> = Arc::default();
+    let resources: Arc<Mutex<BTreeMap<u64, crate::trace::image::Resources>>> = Arc::default();
     // What the engine says about each container (name, compose service, image, user),
     // asked once per container while it exists: a `--rm` container is gone at the end.
     let infos: Arc<Mutex<BTreeMap<u64, crate::trace::ContainerInfo>>> = Arc::default();
@@ -413,11 +417,14 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         let relative = cgroup.relative_path().to_owned();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let found = crate::cgroup::children_of(&cgroup_path, &relative);
+                let found = crate::recording::cgroup::children_of(&cgroup_path, &relative);
                 {
                     let mut res = resources.lock().unwrap();
                     for (id, rel) in &found {
-                        crate::cgroup::sample_resources(rel, res.entry(*id).or_default());
+                        crate::recording::cgroup::sample_resources(
+                            rel,
+                            res.entry(*id).or_default(),
+                        );
                     }
                 }
                 let mut known = names.lock().unwrap();
@@ -457,7 +464,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         move |id: u64| -> bool {
             id == rec_id
                 || names.lock().unwrap().contains_key(&id)
-                || crate::cgroup::children_of(&path, &rel)
+                || crate::recording::cgroup::children_of(&path, &rel)
                     .iter()
                     .any(|(i, _)| *i == id)
         }
@@ -471,7 +478,10 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         }
     };
     let cgroup_procs = {
-        let (names, root) = (names.clone(), crate::cgroup::cgroup2_mount().ok());
+        let (names, root) = (
+            names.clone(),
+            crate::recording::cgroup::cgroup2_mount().ok(),
+        );
         move |id: u64| -> Vec<u32> {
             let Some(root) = &root else { return Vec::new() };
             let Some(rel) = names.lock().unwrap().get(&id).cloned() else {
@@ -521,7 +531,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         // Children it started in the other cgroup before it was moved back stay there:
         // they are the workload's, and are stopped.
         for p in descendants(*pid) {
-            if !crate::cgroup::pid_in(p, cgroup.path()) {
+            if !crate::recording::cgroup::pid_in(p, cgroup.path()) {
                 // SAFETY: a signal to a process of the workload's own family.
                 unsafe { libc::kill(p as i32, libc::SIGKILL) };
             }
@@ -748,13 +758,14 @@ pub(crate) async fn run_in_cgroup(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     timings::mark("spawning the workload");
-    let mut child = match crate::launch::spawn_in_cgroup(cgroup.path(), program, command, env) {
-        Ok(child) => WorkloadProcess::InCgroup(child),
-        Err(crate::launch::SpawnError::Failed(e)) => return Err(e),
-        Err(crate::launch::SpawnError::Unsupported(_)) => {
-            WorkloadProcess::Moved(spawn_then_join(cgroup, program, command, env)?)
-        }
-    };
+    let mut child =
+        match crate::recording::spawn::spawn_in_cgroup(cgroup.path(), program, command, env) {
+            Ok(child) => WorkloadProcess::InCgroup(child),
+            Err(crate::recording::spawn::SpawnError::Failed(e)) => return Err(e),
+            Err(crate::recording::spawn::SpawnError::Unsupported(_)) => {
+                WorkloadProcess::Moved(spawn_then_join(cgroup, program, command, env)?)
+            }
+        };
     timings::mark("workload started");
     let pid = child.id();
     let mut drain_tick = tokio::time::interval(Duration::from_millis(
@@ -792,7 +803,7 @@ pub(crate) async fn run_in_cgroup(
 /// The workload process, however it was started.
 enum WorkloadProcess {
     /// Created inside the recording cgroup (clone3, Linux 5.7+).
-    InCgroup(crate::launch::Child),
+    InCgroup(crate::recording::spawn::Child),
     /// Forked, then moved into the cgroup before exec.
     Moved(tokio::process::Child),
 }

@@ -12,12 +12,12 @@ use anyhow::Context as _;
 use profiler_common::{EVENT_BIND, EVENT_EXEC_KILLED, EVENT_WRITE, Event};
 use serde::Serialize;
 
-use crate::cgroup::RecordingCgroup;
-use crate::containers;
-use crate::deploy::{IMAGE_PROFILE_FILE, ImageProfile};
-use crate::image::Builder;
-use crate::probes::{Probes, check_privileges};
-use crate::workload::{exit_error, resolve_command};
+use crate::exit::{exit_error, resolve_command};
+use crate::kernel::{Probes, check_privileges};
+use crate::profile::deploy::{IMAGE_PROFILE_FILE, ImageProfile};
+use crate::recording::cgroup::RecordingCgroup;
+use crate::recording::containers;
+use crate::trace::image::Builder;
 
 pub struct EnforceOptions {
     pub profile: PathBuf,
@@ -167,7 +167,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     if opts.containers {
         // The container runs under the profile's own seccomp filter (not the permissive
         // recording one): loaded at the same point, it also marks where the runtime's set-up ends.
-        let seccomp_path = opts.profile.join(crate::output::SECCOMP_FILE);
+        let seccomp_path = opts.profile.join(crate::profile::SECCOMP_FILE);
         let seccomp = std::fs::canonicalize(&seccomp_path)
             .map_err(|e| exit_error(2, format!("{}: {e}", seccomp_path.display())))?;
         let prepared = containers::prepare(&command, cgroup.relative_path(), &seccomp, None)
@@ -204,8 +204,8 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         .build()?;
     let ring = probes.take_events()?;
     let exit = runtime.block_on(async {
-        let mut ring = crate::record::watch_events(ring)?;
-        let exit = crate::record::run_in_cgroup(
+        let mut ring = crate::cli::record::watch_events(ring)?;
+        let exit = crate::cli::record::run_in_cgroup(
             &cgroup,
             &program,
             &command,
@@ -219,7 +219,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         )
         .await?;
         let mut rest = Vec::new();
-        crate::record::drain_events(ring.get_mut(), &mut rest);
+        crate::cli::record::drain_events(ring.get_mut(), &mut rest);
         for e in &rest {
             checker.event(e);
         }

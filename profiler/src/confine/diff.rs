@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::arch::Arch;
-use crate::capabilities::CapabilityProfile;
-use crate::output::{self, CAPABILITIES_FILE, SECCOMP_FILE, TRACE_FILE};
-use crate::seccomp::{DockerSeccomp, GenerateOptions, SyscallRule};
+use crate::profile::capabilities::CapabilityProfile;
+use crate::profile::seccomp::{DockerSeccomp, GenerateOptions, SyscallRule};
+use crate::profile::{self, CAPABILITIES_FILE, SECCOMP_FILE, TRACE_FILE};
 use crate::trace::Trace;
 
 /// What one profile allows, in comparable pieces.
@@ -90,7 +90,7 @@ impl Allowances {
             (seccomp, caps)
         } else {
             let trace = Trace::load(path)?;
-            let p = output::generate(std::slice::from_ref(&trace), &GenerateOptions::default());
+            let p = profile::generate(std::slice::from_ref(&trace), &GenerateOptions::default());
             (p.seccomp, p.capabilities)
         };
         Ok(Allowances::from_profile(&seccomp, &caps))

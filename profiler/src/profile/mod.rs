@@ -1,8 +1,15 @@
-//! Rendering every output from traces, and writing them all-or-nothing.
+//! Renderers: every output of a profile folder made from traces, one file per format, and
+//! the folder written all or nothing.
+pub mod capabilities;
+pub mod deploy;
+pub mod oci;
+pub mod out_dir;
+pub mod seccomp;
+pub mod summary;
 use std::path::{Path, PathBuf};
 
-use crate::capabilities::{CapabilityProfile, whitelist};
-use crate::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
+use crate::profile::capabilities::{CapabilityProfile, whitelist};
+use crate::profile::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
 use crate::trace::{Observed, Trace};
 
 pub const TRACE_FILE: &str = "trace.json";
@@ -19,13 +26,13 @@ pub struct Profiles {
     pub container: Option<crate::trace::ContainerInfo>,
     pub capabilities: CapabilityProfile,
     /// The union of the traces' image sections, and the syscalls the profile allows.
-    pub image: crate::image::ImageInfo,
+    pub image: crate::trace::image::ImageInfo,
     pub syscalls: std::collections::BTreeMap<crate::arch::Arch, std::collections::BTreeSet<String>>,
 }
 
 pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
     let observed = Observed::from_traces(traces);
-    let mut image = crate::image::ImageInfo::default();
+    let mut image = crate::trace::image::ImageInfo::default();
     for t in traces {
         image.union(&t.image);
     }
@@ -60,10 +67,10 @@ pub fn workload_name(profiles: &Profiles, dir: &Path, options: &GenerateOptions)
 /// rendered flags name files in it, and must work from any working directory.
 pub fn absolute(dir: &Path) -> PathBuf {
     if dir.is_absolute() {
-        crate::image::normalize(dir)
+        crate::trace::image::normalize(dir)
     } else {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        crate::image::normalize(&cwd.join(dir))
+        crate::trace::image::normalize(&cwd.join(dir))
     }
 }
 
@@ -72,12 +79,12 @@ pub fn deployment<'a>(
     profiles: &'a Profiles,
     dir: &Path,
     options: &GenerateOptions,
-) -> crate::deploy::Deployment<'a> {
-    crate::deploy::Deployment {
+) -> crate::profile::deploy::Deployment<'a> {
+    crate::profile::deploy::Deployment {
         image: &profiles.image,
         caps: &profiles.capabilities,
         seccomp_path: absolute(dir).join(SECCOMP_FILE).display().to_string(),
-        limits: crate::deploy::limits(&profiles.image, options.limit_headroom),
+        limits: crate::profile::deploy::limits(&profiles.image, options.limit_headroom),
     }
 }
 
@@ -98,13 +105,13 @@ pub fn render(
     caps.push(b'\n');
     files.push((CAPABILITIES_FILE, caps));
     // Both come from values this program built, so conversion cannot fail on names it made.
-    if let Ok(s) = crate::oci::seccomp(&profiles.seccomp) {
-        files.push((OCI_SECCOMP_FILE, crate::oci::to_json(&s)));
+    if let Ok(s) = crate::profile::oci::seccomp(&profiles.seccomp) {
+        files.push((OCI_SECCOMP_FILE, crate::profile::oci::to_json(&s)));
     }
-    if let Ok(c) = crate::oci::capabilities(&profiles.capabilities) {
-        files.push((OCI_CAPABILITIES_FILE, crate::oci::to_json(&c)));
+    if let Ok(c) = crate::profile::oci::capabilities(&profiles.capabilities) {
+        files.push((OCI_CAPABILITIES_FILE, crate::profile::oci::to_json(&c)));
     }
-    use crate::deploy;
+    use crate::profile::deploy;
     let image = &profiles.image;
     let headroom = options.limit_headroom;
     let ip = deploy::image_profile(
@@ -113,7 +120,10 @@ pub fn render(
         &profiles.capabilities,
         headroom,
     );
-    files.push((deploy::IMAGE_PROFILE_FILE, crate::oci::to_json(&ip)));
+    files.push((
+        deploy::IMAGE_PROFILE_FILE,
+        crate::profile::oci::to_json(&ip),
+    ));
     let deployment = deployment(profiles, dir, options);
     files.push((
         deploy::DOCKER_RUN_FILE,
@@ -159,5 +169,5 @@ pub fn write_atomically_many(
     sets: &[OutputSet<'_>],
     follow_any_symlink: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    crate::out_dir::write_sets(sets, follow_any_symlink)
+    crate::profile::out_dir::write_sets(sets, follow_any_symlink)
 }

@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use caps::{CapSet, CapsHashSet};
 
-use crate::capabilities::{CapabilityProfile, parse_capability};
-use crate::output::{CAPABILITIES_FILE, SECCOMP_FILE};
-use crate::seccomp::DockerSeccomp;
-use crate::workload::{exit_error, resolve_command};
+use crate::exit::{exit_error, resolve_command};
+use crate::profile::capabilities::{CapabilityProfile, parse_capability};
+use crate::profile::seccomp::DockerSeccomp;
+use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE};
 
 pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {
     let seccomp = DockerSeccomp::load(&profile_dir.join(SECCOMP_FILE))

@@ -10,8 +10,8 @@ use oci_spec::runtime::{
 };
 
 use crate::arch::Arch;
-use crate::capabilities::CapabilityProfile;
-use crate::seccomp::DockerSeccomp;
+use crate::profile::capabilities::CapabilityProfile;
+use crate::profile::seccomp::DockerSeccomp;
 
 fn oci_action(name: &str) -> anyhow::Result<LinuxSeccompAction> {
     LinuxSeccompAction::from_str(name)

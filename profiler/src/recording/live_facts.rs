@@ -21,7 +21,7 @@ use nix::sys::stat::fstat;
 use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::image::Builder;
+use crate::trace::image::Builder;
 
 /// At most this many names are kept per directory: enough to tell "came with content" from
 /// "holds only what the workload wrote", without letting a directory of millions of files

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cgroup::cgroup2_mount;
-use crate::probes::{Probes, check_privileges};
-use crate::record::{TraceContext, write_profiles};
-use crate::seccomp::GenerateOptions;
+use crate::cli::record::{TraceContext, write_profiles};
+use crate::kernel::{Probes, check_privileges};
+use crate::profile::seccomp::GenerateOptions;
+use crate::recording::cgroup::cgroup2_mount;
 use crate::trace::{Exit, Workload};
 
 /// Default socket path of `profiler serve`.
@@ -136,11 +136,11 @@ struct Active {
 /// `profiler serve`.
 pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
     check_privileges("profiler serve")?;
-    crate::out_dir::OutputDir::check(out, false)
+    crate::profile::out_dir::OutputDir::check(out, false)
         .with_context(|| format!("--out {} is not usable", out.display()))?;
     let mut probes = Probes::attach(0)?;
     // Read once: /proc/kallsyms takes thousands of reads to produce.
-    let kallsyms = crate::capabilities::Kallsyms::load()
+    let kallsyms = crate::profile::capabilities::Kallsyms::load()
         .ok()
         .map(std::sync::Arc::new);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +158,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         // Image events of every container being recorded, drained as they come.
         let ring = probes.take_events()?;
-        let mut ring = crate::record::watch_events(ring)?;
+        let mut ring = crate::cli::record::watch_events(ring)?;
         let mut events: Vec<profiler_common::Event> = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -221,12 +221,12 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    crate::record::drain_events(guard.get_inner_mut(), &mut events);
+                    crate::cli::record::drain_events(guard.get_inner_mut(), &mut events);
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
                     // The programs wake this loop only when the buffer fills up.
-                    crate::record::drain_events(ring.get_mut(), &mut events);
+                    crate::cli::record::drain_events(ring.get_mut(), &mut events);
                     let mut i = 0;
                     while i < active.len() {
                         if cgroup_populated(&active[i].dir) {
@@ -234,7 +234,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                             continue;
                         }
                         let a = active.remove(i);
-                        crate::record::drain_events(ring.get_mut(), &mut events);
+                        crate::cli::record::drain_events(ring.get_mut(), &mut events);
                         let id = a.request.cgroup_id;
                         let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
                         events.retain(|e| e.cgroup_id != id);
@@ -248,7 +248,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 _ = sigterm.recv() => break,
             }
         }
-        crate::record::drain_events(ring.get_mut(), &mut events);
+        crate::cli::record::drain_events(ring.get_mut(), &mut events);
         for a in active.drain(..) {
             if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &events) {
                 failures += 1;
@@ -350,7 +350,11 @@ fn unique_folder(
         name: req.name.clone(),
         ..Default::default()
     };
-    let base = crate::containers::folder_name(Some(&info), Some(&req.cgroup_path), req.cgroup_id);
+    let base = crate::recording::containers::folder_name(
+        Some(&info),
+        Some(&req.cgroup_path),
+        req.cgroup_id,
+    );
     let mut name = base.clone();
     let mut i = 2;
     while !used.insert(name.clone()) {
@@ -375,7 +379,7 @@ fn cgroup_populated(dir: &Path) -> bool {
 }
 
 fn finish(
-    kallsyms: &Option<std::sync::Arc<crate::capabilities::Kallsyms>>,
+    kallsyms: &Option<std::sync::Arc<crate::profile::capabilities::Kallsyms>>,
     probes: &mut Probes,
     a: Active,
     quiet: bool,

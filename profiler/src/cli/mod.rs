@@ -1,0 +1,4 @@
+//! The verbs: each orchestrates the stages below it and holds no stage logic of its own.
+pub mod merge;
+pub mod oci_hook;
+pub mod record;

@@ -1,0 +1,5 @@
+//! Proof and enforcement: a command run under a profile folder (`run`), a workload held to
+//! its image profile (`enforce`), and the CI gate between two profiles (`diff`).
+pub mod diff;
+pub mod enforce;
+pub mod run;

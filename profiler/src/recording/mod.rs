@@ -1,0 +1,7 @@
+//! The workload in its cgroup: starting it there, recording the containers it starts, and
+//! turning what the kernel side aggregated into a [`crate::trace::Trace`].
+pub mod cgroup;
+pub mod compose;
+pub mod containers;
+pub mod live_facts;
+pub mod spawn;
