@@ -24,10 +24,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::record::{TraceContext, write_profiles};
+use crate::kernel::events::{drain_events, watch_events};
 use crate::kernel::{Probes, check_privileges};
 use crate::profile::seccomp::GenerateOptions;
+use crate::profile::write_profiles;
 use crate::recording::cgroup::cgroup2_mount;
+use crate::recording::to_trace::TraceContext;
 use crate::trace::{Exit, Workload};
 
 /// Default socket path of `profiler serve`.
@@ -140,7 +142,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         .with_context(|| format!("--out {} is not usable", out.display()))?;
     let mut probes = Probes::attach(0)?;
     // Read once: /proc/kallsyms takes thousands of reads to produce.
-    let kallsyms = crate::profile::capabilities::Kallsyms::load()
+    let kallsyms = crate::kernel::kallsyms::Kallsyms::load()
         .ok()
         .map(std::sync::Arc::new);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +160,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         // Image events of every container being recorded, drained as they come.
         let ring = probes.take_events()?;
-        let mut ring = crate::cli::record::watch_events(ring)?;
+        let mut ring = watch_events(ring)?;
         let mut events: Vec<profiler_common::Event> = Vec::new();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -221,12 +223,12 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    crate::cli::record::drain_events(guard.get_inner_mut(), &mut events);
+                    drain_events(guard.get_inner_mut(), &mut events);
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
                     // The programs wake this loop only when the buffer fills up.
-                    crate::cli::record::drain_events(ring.get_mut(), &mut events);
+                    drain_events(ring.get_mut(), &mut events);
                     let mut i = 0;
                     while i < active.len() {
                         if cgroup_populated(&active[i].dir) {
@@ -234,7 +236,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                             continue;
                         }
                         let a = active.remove(i);
-                        crate::cli::record::drain_events(ring.get_mut(), &mut events);
+                        drain_events(ring.get_mut(), &mut events);
                         let id = a.request.cgroup_id;
                         let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
                         events.retain(|e| e.cgroup_id != id);
@@ -248,7 +250,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 _ = sigterm.recv() => break,
             }
         }
-        crate::cli::record::drain_events(ring.get_mut(), &mut events);
+        drain_events(ring.get_mut(), &mut events);
         for a in active.drain(..) {
             if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &events) {
                 failures += 1;
@@ -379,7 +381,7 @@ fn cgroup_populated(dir: &Path) -> bool {
 }
 
 fn finish(
-    kallsyms: &Option<std::sync::Arc<crate::profile::capabilities::Kallsyms>>,
+    kallsyms: &Option<std::sync::Arc<crate::kernel::kallsyms::Kallsyms>>,
     probes: &mut Probes,
     a: Active,
     quiet: bool,

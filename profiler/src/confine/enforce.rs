@@ -204,8 +204,8 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         .build()?;
     let ring = probes.take_events()?;
     let exit = runtime.block_on(async {
-        let mut ring = crate::cli::record::watch_events(ring)?;
-        let exit = crate::cli::record::run_in_cgroup(
+        let mut ring = crate::kernel::events::watch_events(ring)?;
+        let exit = crate::recording::process::run_in_cgroup(
             &cgroup,
             &program,
             &command,
@@ -219,7 +219,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         )
         .await?;
         let mut rest = Vec::new();
-        crate::cli::record::drain_events(ring.get_mut(), &mut rest);
+        crate::kernel::events::drain_events(ring.get_mut(), &mut rest);
         for e in &rest {
             checker.event(e);
         }

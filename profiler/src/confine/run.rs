@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use caps::{CapSet, CapsHashSet};
 
 use crate::exit::{exit_error, resolve_command};
-use crate::profile::capabilities::{CapabilityProfile, parse_capability};
+use crate::profile::capabilities::CapabilityProfile;
 use crate::profile::seccomp::DockerSeccomp;
 use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE};
+use crate::trace::capability::parse_capability;
 
 pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {
     let seccomp = DockerSeccomp::load(&profile_dir.join(SECCOMP_FILE))

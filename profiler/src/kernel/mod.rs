@@ -5,6 +5,8 @@
 //! tp_btf and raw_tp work. So every hook is tried in order of preference and the one that
 //! attached is recorded in the trace (`probes`). Links are owned by file descriptors (no
 //! pinning): if profiler dies, the kernel detaches everything.
+pub mod events;
+pub mod kallsyms;
 pub mod record_table;
 use std::collections::BTreeMap;
 

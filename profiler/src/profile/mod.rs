@@ -6,6 +6,7 @@ pub mod oci;
 pub mod out_dir;
 pub mod seccomp;
 pub mod summary;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::profile::capabilities::{CapabilityProfile, whitelist};
@@ -170,4 +171,101 @@ pub fn write_atomically_many(
     follow_any_symlink: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     crate::profile::out_dir::write_sets(sets, follow_any_symlink)
+}
+
+/// Exit code when the workload succeeded but the recording lost data.
+pub const EXIT_LOST_DATA: i32 = 3;
+
+/// Writes the profile folder of each (trace, folder) at once (see
+/// `profile::write_atomically_many`), prints the summaries; returns whether any trace lost data.
+///
+/// With `compose` (the stack the containers came from), `out` also gets
+/// `docker-compose.profile.yml`, applying each service's profile.
+pub fn write_profiles(
+    items: &[(&Trace, PathBuf)],
+    quiet: bool,
+    options: &GenerateOptions,
+    compose: Option<(&crate::recording::compose::Stack, &std::path::Path)>,
+) -> anyhow::Result<bool> {
+    let mut sets = Vec::new();
+    let mut generated = Vec::new();
+    let mut services = BTreeMap::new();
+    for (trace, dir) in items {
+        let profiles = generate(std::slice::from_ref(*trace), options);
+        sets.push((dir.clone(), render(Some(trace), &profiles, dir, options)));
+        if let Some(service) = trace
+            .cgroup
+            .container_info
+            .as_ref()
+            .and_then(|c| c.compose_service.clone())
+        {
+            // A scaled service's replicas: the first one's profile (their folders say more).
+            services
+                .entry(service)
+                .or_insert_with(|| deployment(&profiles, dir, options).compose_service());
+        }
+        generated.push(profiles);
+    }
+    if let Some((stack, out)) = compose
+        && !services.is_empty()
+    {
+        let yaml =
+            crate::recording::compose::production_override(stack.version.as_deref(), &services);
+        sets.push((
+            out.to_path_buf(),
+            vec![(
+                crate::profile::deploy::COMPOSE_OVERRIDE_FILE,
+                yaml.into_bytes(),
+            )],
+        ));
+    }
+    crate::timings::mark("profiles generated");
+    let written = write_atomically_many(&sets, options.follow_symlinks)?;
+    crate::timings::mark("profiles written");
+    let mut lost = false;
+    for ((trace, dir), profiles) in items.iter().zip(&generated) {
+        if !quiet {
+            let mine: Vec<PathBuf> = written
+                .iter()
+                .filter(|p| p.parent() == Some(dir.as_path()))
+                .cloned()
+                .collect();
+            summary::print(trace, profiles, &mine);
+        }
+        lost |= report_losses(trace, dir);
+    }
+    Ok(lost)
+}
+
+/// Says loudly when a trace lost data; returns whether it did.
+pub fn report_losses(trace: &Trace, dir: &std::path::Path) -> bool {
+    let unclassified: std::collections::BTreeSet<&str> = trace
+        .capability_checks
+        .iter()
+        .filter(|c| c.audit == crate::trace::Audit::Unclassified)
+        .map(|c| c.capability.as_str())
+        .collect();
+    let hidden = !unclassified.is_empty();
+    if hidden {
+        eprintln!(
+            "profiler: ERROR: kernel addresses are hidden (kernel.kptr_restrict), so capability checks of {} could \
+             not be told audited or unaudited; they are listed under \"unclassified\" in {}/capabilities.json and \
+             NOT added (guessing would add CAP_SYS_ADMIN to every whitelist). Record again with \
+             kernel.kptr_restrict=0 or 1 (root with CAP_SYSLOG sees addresses).",
+            unclassified.into_iter().collect::<Vec<_>>().join(", "),
+            dir.display()
+        );
+    }
+    if trace.losses.any() {
+        eprintln!(
+            "profiler: ERROR: the recording lost data ({} syscalls out of range, {} capability checks dropped, \
+             {} cgroups not recorded); the profiles in {} are incomplete",
+            trace.losses.syscalls_out_of_range,
+            trace.losses.capability_map_full,
+            trace.losses.cgroup_map_full,
+            dir.display()
+        );
+        return true;
+    }
+    hidden
 }

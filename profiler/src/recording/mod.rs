@@ -1,7 +1,10 @@
 //! The workload in its cgroup: starting it there, recording the containers it starts, and
 //! turning what the kernel side aggregated into a [`crate::trace::Trace`].
+pub mod cap_checks;
 pub mod cgroup;
 pub mod compose;
 pub mod containers;
 pub mod live_facts;
+pub mod process;
 pub mod spawn;
+pub mod to_trace;

@@ -195,3 +195,34 @@ impl Child {
         }
     }
 }
+
+/// The fallback where clone3(CLONE_INTO_CGROUP) is missing: fork, join the cgroup through
+/// cgroup.procs between fork and exec, exec.
+pub fn spawn_then_join(
+    cgroup: &crate::recording::cgroup::RecordingCgroup,
+    program: &std::path::Path,
+    command: &[String],
+    env: &[(&str, String)],
+) -> anyhow::Result<tokio::process::Child> {
+    let procs = cgroup.procs_file()?;
+    let procs_fd = procs.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg0(&command[0]).args(&command[1..]);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The workload must not outlive a killed profiler (the cgroup would then hold an
+            // unrecorded process); this is the spawning thread of a current-thread runtime.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // Join the recording cgroup before exec: the probes are attached already, so the
+            // execve itself and everything after it is recorded.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", program.display()))
+}

@@ -1,6 +1,7 @@
 //! The trace: everything one recording observed, in a versioned JSON schema
 //! (`trace.json`). Every output format is generated from traces alone, so
 //! `profiler generate` can regenerate profiles later, or from the union of several runs.
+pub mod capability;
 pub mod image;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -390,7 +391,7 @@ impl Trace {
             }
         }
         for (i, c) in self.capability_checks.iter().enumerate() {
-            match crate::profile::capabilities::parse_capability(&c.capability) {
+            match crate::trace::capability::parse_capability(&c.capability) {
                 Ok(cap) if cap.index() as u32 == c.number => {}
                 Ok(cap) => {
                     return bad(

@@ -1,0 +1,233 @@
+//! /proc/kallsyms, for symbolising the kernel stacks of capability checks, with a per-boot
+//! cache in profiler's runtime folder.
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// A kernel stack frame that could not be symbolised.
+pub const UNKNOWN_FRAME: &str = "?";
+
+/// /proc/kallsyms, sorted, for symbolising kernel stack addresses. The names stay in one
+/// string (some 120,000 of them): no allocation per symbol.
+pub struct Kallsyms {
+    text: String,
+    /// (address, byte range of the name in `text`), sorted by address.
+    symbols: Vec<(u64, u32, u32)>,
+}
+
+/// Where the text symbols of /proc/kallsyms are kept between runs. The kernel formats
+/// /proc/kallsyms a page per read(): ~37 ms of system time here, the largest part of
+/// profiler's own CPU use on a short workload, for a table that changes only when a module
+/// is loaded or unloaded, or at the next boot (new KASLR offset).
+const KALLSYMS_CACHE: &str = "kallsyms.cache";
+const KALLSYMS_CACHE_MAGIC: &[u8; 8] = b"PRKSYM01";
+
+impl Kallsyms {
+    /// The symbol table, from the cache when it belongs to this boot and module set.
+    pub fn load() -> anyhow::Result<Kallsyms> {
+        let key = kallsyms_cache_key();
+        // The runtime folder is checked (root's, 0700) before anything in it is trusted.
+        let dir = crate::private_dir::runtime_dir().ok();
+        if let (Some(key), Some(dir)) = (key, &dir)
+            && let Some(k) = Self::from_cache(dir, key)
+        {
+            return Ok(k);
+        }
+        let k = Self::from_proc()?;
+        if let (Some(key), Some(dir)) = (key, &dir) {
+            // Best effort: without a cache the next run reads /proc/kallsyms again.
+            let _ = k.save_cache(dir, key);
+        }
+        Ok(k)
+    }
+
+    fn from_proc() -> anyhow::Result<Kallsyms> {
+        let raw = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+        // Only the names are kept (the lines are three times as long).
+        let mut text = String::with_capacity(raw.len() / 3);
+        let mut symbols = Vec::with_capacity(raw.len() / 40);
+        for line in raw.lines() {
+            let bytes = line.as_bytes();
+            // "ffffffff81000000 T _stext [module]"
+            if bytes.len() < 20
+                || bytes[16] != b' '
+                || !matches!(bytes[17], b't' | b'T' | b'w' | b'W')
+            {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(&line[..16], 16) else {
+                continue;
+            };
+            if addr == 0 {
+                // kptr_restrict hides addresses: nothing to symbolise with.
+                continue;
+            }
+            let name = &line[19..];
+            let name = &name[..name.find(char::is_whitespace).unwrap_or(name.len())];
+            symbols.push((addr, text.len() as u32, name.len() as u32));
+            text.push_str(name);
+        }
+        if symbols.is_empty() {
+            anyhow::bail!(
+                "/proc/kallsyms shows no kernel addresses (kernel.kptr_restrict hides them): kernel stacks \
+                 cannot be symbolised"
+            );
+        }
+        symbols.sort_unstable_by_key(|(a, _, _)| *a);
+        Ok(Kallsyms { text, symbols })
+    }
+
+    /// Layout: magic, key (u64), symbol count (u64), symbols (u64 address, u32 name start,
+    /// u32 name length), names. Native endianness: the file never leaves this machine.
+    /// Into `dir`, a folder only this user can write.
+    fn save_cache(&self, dir: &Path, key: u64) -> anyhow::Result<()> {
+        let mut bytes = Vec::with_capacity(24 + self.symbols.len() * 16 + self.text.len());
+        bytes.extend_from_slice(KALLSYMS_CACHE_MAGIC);
+        bytes.extend_from_slice(&key.to_ne_bytes());
+        bytes.extend_from_slice(&(self.symbols.len() as u64).to_ne_bytes());
+        for (addr, start, len) in &self.symbols {
+            bytes.extend_from_slice(&addr.to_ne_bytes());
+            bytes.extend_from_slice(&start.to_ne_bytes());
+            bytes.extend_from_slice(&len.to_ne_bytes());
+        }
+        bytes.extend_from_slice(self.text.as_bytes());
+        // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses;
+        // created exclusively, never through a link.
+        let tmp = dir.join(format!(".kallsyms.cache.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?
+            .write_all(&bytes)?;
+        std::fs::rename(&tmp, dir.join(KALLSYMS_CACHE))?;
+        Ok(())
+    }
+
+    /// From `dir`, a folder only this user can write: the file is trusted only as a regular
+    /// file of this user's that nobody else can write (a planted cache would choose what the
+    /// kernel stacks say, and so which checks count as unaudited).
+    fn from_cache(dir: &Path, key: u64) -> Option<Kallsyms> {
+        let path = dir.join(KALLSYMS_CACHE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        use std::os::unix::fs::MetadataExt as _;
+        if !meta.is_file()
+            || meta.uid() != nix::unistd::geteuid().as_raw()
+            || meta.mode() & 0o077 != 0
+        {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
+        let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+        if bytes.get(..8)? != KALLSYMS_CACHE_MAGIC || u64_at(8)? != key {
+            return None;
+        }
+        let count = usize::try_from(u64_at(16)?).ok()?;
+        let names_at = count.checked_mul(16)?.checked_add(24)?;
+        let text = std::str::from_utf8(bytes.get(names_at..)?).ok()?.to_owned();
+        let mut symbols = Vec::with_capacity(count);
+        for entry in bytes.get(24..names_at)?.chunks_exact(16) {
+            let addr = u64::from_ne_bytes(entry[..8].try_into().ok()?);
+            let start = u32::from_ne_bytes(entry[8..12].try_into().ok()?);
+            let len = u32::from_ne_bytes(entry[12..].try_into().ok()?);
+            text.get(start as usize..(start + len) as usize)?;
+            symbols.push((addr, start, len));
+        }
+        Some(Kallsyms { text, symbols })
+    }
+
+    /// `function+0xoffset`, or [`UNKNOWN_FRAME`] for an address below every symbol: a raw
+    /// kernel address never goes into a trace (trace.json is readable by others, and the
+    /// addresses would give away the kernel's KASLR offset).
+    pub fn symbolize(&self, ip: u64) -> String {
+        match self.symbols.partition_point(|(a, _, _)| *a <= ip) {
+            0 => UNKNOWN_FRAME.to_owned(),
+            i => {
+                let (base, start, len) = self.symbols[i - 1];
+                let name = &self.text[start as usize..(start + len) as usize];
+                format!("{name}+{:#x}", ip - base)
+            }
+        }
+    }
+}
+
+/// What the symbol table depends on: this boot (KASLR offset, built-in symbols) and the
+/// loaded modules with their addresses.
+fn kallsyms_cache_key() -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    // Absent on kernels built without module support (this project's machines).
+    let modules = match std::fs::read_to_string("/proc/modules") {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(_) => return None,
+    };
+    let mut h = std::hash::DefaultHasher::new();
+    boot_id.hash(&mut h);
+    modules.hash(&mut h);
+    Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kallsyms;
+
+    /// A table read back from the cache symbolises exactly as the one it was saved from; a
+    /// cache of another boot or module set, or a damaged one, is not used.
+    #[test]
+    fn cache_round_trip_and_rejection() {
+        let symbols = vec![
+            (0xffff_ffff_8100_0000, 0, 6),
+            (0xffff_ffff_8100_0100, 6, 11),
+        ];
+        let k = Kallsyms {
+            text: "_stextcap_capable".to_owned(),
+            symbols,
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/kallsyms-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(super::KALLSYMS_CACHE);
+        k.save_cache(&dir, 42).unwrap();
+        let back = Kallsyms::from_cache(&dir, 42).expect("cache read back");
+        for ip in [0xffff_ffff_8100_0010, 0xffff_ffff_8100_0183, 0x10] {
+            assert_eq!(back.symbolize(ip), k.symbolize(ip));
+        }
+        assert_eq!(back.symbolize(0xffff_ffff_8100_0183), "cap_capable+0x83");
+        assert!(
+            Kallsyms::from_cache(&dir, 43).is_none(),
+            "other key accepted"
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(
+            Kallsyms::from_cache(&dir, 42).is_none(),
+            "truncated cache accepted"
+        );
+        // A cache others could have written is not trusted.
+        k.save_cache(&dir, 42).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            Kallsyms::from_cache(&dir, 42).is_none(),
+            "world-writable cache accepted"
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/proc/kallsyms", &path).unwrap();
+        assert!(
+            Kallsyms::from_cache(&dir, 42).is_none(),
+            "a symlink accepted"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
