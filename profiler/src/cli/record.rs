@@ -8,13 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 
-use crate::exit::{exit_error, resolve_command};
+use crate::exit::exit_error;
 use crate::kernel::events::{drain_events, watch_events};
 use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::{Collected, Probes, check_privileges};
 use crate::profile::seccomp::GenerateOptions;
 use crate::profile::{EXIT_LOST_DATA, write_profiles};
 use crate::recording::cgroup::RecordingCgroup;
+use crate::recording::command::resolve_command;
 use crate::recording::containers::{self, RecordingSeccompFile};
 use crate::recording::live_facts::LiveFacts;
 use crate::recording::process::{descendants, run_in_cgroup, wait_until_empty};
@@ -89,9 +90,17 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let mut _bundle = None;
     let mut compose_stack = None;
     if let Some(f) = &seccomp_file {
-        let prepared =
-            containers::prepare(&command, cgroup.relative_path(), f.path(), Some(f.dir()))
-                .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let oci_seccomp = crate::profile::seccomp::DockerSeccomp::load(f.path())
+            .and_then(|p| crate::profile::oci::seccomp(&p))
+            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let prepared = containers::prepare(
+            &command,
+            cgroup.relative_path(),
+            f.path(),
+            &oci_seccomp,
+            Some(f.dir()),
+        )
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
         if let Some(stack) = &prepared.compose
             && !stack.own_seccomp.is_empty()
             && !opts.quiet
@@ -408,7 +417,9 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         &items,
         opts.quiet,
         &opts.generate,
-        compose_stack.as_ref().map(|s| (s, opts.out.as_path())),
+        compose_stack
+            .as_ref()
+            .map(|s| (s.version.as_deref(), opts.out.as_path())),
     )
     .map_err(|e| {
         // The workload's own failure stays what profiler reports.

@@ -12,12 +12,13 @@ use anyhow::Context as _;
 use profiler_common::{EVENT_BIND, EVENT_EXEC_KILLED, EVENT_WRITE, Event};
 use serde::Serialize;
 
-use crate::exit::{exit_error, resolve_command};
+use crate::exit::exit_error;
 use crate::kernel::{Probes, check_privileges};
 use crate::profile::deploy::{IMAGE_PROFILE_FILE, ImageProfile};
 use crate::recording::cgroup::RecordingCgroup;
+use crate::recording::command::resolve_command;
 use crate::recording::containers;
-use crate::trace::image::Builder;
+use crate::recording::image_events::Builder;
 
 pub struct EnforceOptions {
     pub profile: PathBuf,
@@ -170,8 +171,17 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         let seccomp_path = opts.profile.join(crate::profile::SECCOMP_FILE);
         let seccomp = std::fs::canonicalize(&seccomp_path)
             .map_err(|e| exit_error(2, format!("{}: {e}", seccomp_path.display())))?;
-        let prepared = containers::prepare(&command, cgroup.relative_path(), &seccomp, None)
+        let oci_seccomp = crate::profile::seccomp::DockerSeccomp::load(&seccomp)
+            .and_then(|p| crate::profile::oci::seccomp(&p))
             .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let prepared = containers::prepare(
+            &command,
+            cgroup.relative_path(),
+            &seccomp,
+            &oci_seccomp,
+            None,
+        )
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
         command = prepared.command;
         env = prepared.env;
         _bundle = prepared.bundle;

@@ -3,3 +3,4 @@
 pub mod diff;
 pub mod enforce;
 pub mod run;
+pub mod seccomp_filter;

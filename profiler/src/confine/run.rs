@@ -8,10 +8,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use caps::{CapSet, CapsHashSet};
 
-use crate::exit::{exit_error, resolve_command};
+use crate::exit::exit_error;
 use crate::profile::capabilities::CapabilityProfile;
 use crate::profile::seccomp::DockerSeccomp;
 use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE};
+use crate::recording::command::resolve_command;
 use crate::trace::capability::parse_capability;
 
 pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::Arch;
 use crate::profile::capabilities::CapabilityProfile;
 use crate::profile::seccomp::{DockerSeccomp, SyscallRule};
-use crate::recording::live_facts::DirectoryFacts;
+use crate::trace::image::DirectoryFacts;
 use crate::trace::image::{ImageInfo, Network};
 
 pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";

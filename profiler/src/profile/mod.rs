@@ -1,6 +1,7 @@
 //! Renderers: every output of a profile folder made from traces, one file per format, and
 //! the folder written all or nothing.
 pub mod capabilities;
+pub mod compose;
 pub mod deploy;
 pub mod oci;
 pub mod out_dir;
@@ -179,13 +180,14 @@ pub const EXIT_LOST_DATA: i32 = 3;
 /// Writes the profile folder of each (trace, folder) at once (see
 /// `profile::write_atomically_many`), prints the summaries; returns whether any trace lost data.
 ///
-/// With `compose` (the stack the containers came from), `out` also gets
+/// With `compose` (the compose file version of the stack the containers came from, and the
+/// output folder), that folder also gets
 /// `docker-compose.profile.yml`, applying each service's profile.
 pub fn write_profiles(
     items: &[(&Trace, PathBuf)],
     quiet: bool,
     options: &GenerateOptions,
-    compose: Option<(&crate::recording::compose::Stack, &std::path::Path)>,
+    compose: Option<(Option<&str>, &std::path::Path)>,
 ) -> anyhow::Result<bool> {
     let mut sets = Vec::new();
     let mut generated = Vec::new();
@@ -206,11 +208,10 @@ pub fn write_profiles(
         }
         generated.push(profiles);
     }
-    if let Some((stack, out)) = compose
+    if let Some((version, out)) = compose
         && !services.is_empty()
     {
-        let yaml =
-            crate::recording::compose::production_override(stack.version.as_deref(), &services);
+        let yaml = compose::production_override(version, &services);
         sets.push((
             out.to_path_buf(),
             vec![(

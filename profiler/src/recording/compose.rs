@@ -1,5 +1,5 @@
-//! Compose stacks: recording them without editing the compose file, and the production
-//! override that applies every service's profile.
+//! Compose stacks, recorded without editing the compose file (the production override that
+//! applies every service's profile is `profile::compose`).
 //!
 //! `profiler record --containers -- docker-compose [OPTIONS] up|run|create ...` (and
 //! `docker compose ...`, the v2 plugin) gets one more `-f` file, written in a private
@@ -9,7 +9,6 @@
 //! own file discovery, the files compose would have found are passed first, as compose finds
 //! them: `COMPOSE_FILE`, else `docker-compose.yml`/`.yaml` (or `compose.yml`/`.yaml`) in the
 //! project folder or the nearest parent that has one, plus its `docker-compose.override.yml`.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -292,36 +291,6 @@ pub fn prepare(
     command.push(compose.subcommand.clone());
     command.extend(compose.rest.iter().cloned());
     Ok(Prepared { command, stack })
-}
-
-/// `docker-compose.profile.yml`: every recorded service's production settings, to use as
-/// `docker-compose -f docker-compose.yml -f docker-compose.profile.yml up`.
-pub fn production_override(version: Option<&str>, services: &BTreeMap<String, Mapping>) -> String {
-    let v3 = version.is_some_and(|v| v.starts_with('3'));
-    let mut out = Mapping::new();
-    for (name, settings) in services {
-        let mut s = settings.clone();
-        if v3 {
-            // Format 3 moved limits under deploy (honoured by `docker-compose --compatibility`).
-            let mem = s.remove("mem_limit");
-            s.remove("pids_limit");
-            if let Some(mem) = mem {
-                let mut limits = Mapping::new();
-                limits.insert("memory".into(), mem);
-                let mut resources = Mapping::new();
-                resources.insert("limits".into(), Value::Mapping(limits));
-                let mut deploy = Mapping::new();
-                deploy.insert("resources".into(), Value::Mapping(resources));
-                s.insert("deploy".into(), Value::Mapping(deploy));
-            }
-        }
-        out.insert(Value::String(name.clone()), Value::Mapping(s));
-    }
-    format!(
-        "# Made by profiler from a recording: every service held to what it was recorded doing.\n\
-         #   docker-compose -f docker-compose.yml -f docker-compose.profile.yml up\n{}",
-        document(version, out)
-    )
 }
 
 #[cfg(test)]

@@ -238,7 +238,7 @@ pub struct Prepared {
     pub command: Vec<String>,
     pub env: Vec<(&'static str, String)>,
     /// The rewritten OCI bundle of a runc/crun command (removed on drop).
-    pub bundle: Option<crate::profile::oci::RecordingBundle>,
+    pub bundle: Option<crate::recording::oci_bundle::RecordingBundle>,
     /// The bundle had its own linux.seccomp, which was kept.
     pub bundle_has_own_seccomp: bool,
     /// A compose stack started with the recording override (see `compose`).
@@ -251,10 +251,14 @@ pub struct Prepared {
 ///
 /// With `private` (a recording), a compose command that creates containers gets an override
 /// file written there.
+///
+/// `seccomp` is the profile file (Docker format, for docker/podman/compose) and
+/// `oci_seccomp` the same profile as OCI `linux.seccomp` (for runc/crun bundles).
 pub fn prepare(
     command: &[String],
     cgroup_parent: &str,
     seccomp: &Path,
+    oci_seccomp: &oci_spec::runtime::LinuxSeccomp,
     private: Option<&crate::private_dir::PrivateDir>,
 ) -> anyhow::Result<Prepared> {
     let mut compose = None;
@@ -268,12 +272,10 @@ pub fn prepare(
         compose = Some(p.stack);
     }
     let mut command = inject(&command, cgroup_parent, seccomp)?;
-    let profile = crate::profile::seccomp::DockerSeccomp::load(seccomp)?;
-    let oci_seccomp = crate::profile::oci::seccomp(&profile)?;
     let mut bundle = None;
     let mut bundle_has_own_seccomp = false;
     if let Some((cmd, b, own)) =
-        crate::profile::oci::rewrite_bundle(&command, cgroup_parent, &oci_seccomp)?
+        crate::recording::oci_bundle::rewrite_bundle(&command, cgroup_parent, oci_seccomp)?
     {
         command = cmd;
         bundle = Some(b);

@@ -19,26 +19,14 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::fstat;
 use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
-use serde::{Deserialize, Serialize};
 
-use crate::trace::image::Builder;
+use crate::recording::image_events::Builder;
+use crate::trace::image::DirectoryFacts;
 
 /// At most this many names are kept per directory: enough to tell "came with content" from
 /// "holds only what the workload wrote", without letting a directory of millions of files
 /// cost memory.
 const MAX_NAMES: usize = 256;
-
-/// A writable directory as it was when the workload first wrote below it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DirectoryFacts {
-    pub uid: u32,
-    pub gid: u32,
-    /// Permission bits with setgid/sticky (`st_mode & 0o7777`).
-    pub mode: u32,
-    /// It held entries the workload did not create during the recording: content that came
-    /// with the image (a database's data folder), which an empty tmpfs would hide.
-    pub has_image_content: bool,
-}
 
 /// What was seen of one directory at the first write below it.
 #[derive(Clone, Debug)]

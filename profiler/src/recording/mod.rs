@@ -2,9 +2,12 @@
 //! turning what the kernel side aggregated into a [`crate::trace::Trace`].
 pub mod cap_checks;
 pub mod cgroup;
+pub mod command;
 pub mod compose;
 pub mod containers;
+pub mod image_events;
 pub mod live_facts;
+pub mod oci_bundle;
 pub mod process;
 pub mod spawn;
 pub mod to_trace;

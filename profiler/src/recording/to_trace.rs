@@ -111,7 +111,7 @@ impl TraceContext {
             },
             image: Default::default(),
         };
-        let mut builder = crate::trace::image::Builder::new(cwd.to_path_buf())
+        let mut builder = crate::recording::image_events::Builder::new(cwd.to_path_buf())
             .skipping_setup(trace.filter_loaded_before_exec());
         for e in events.iter().filter(|e| e.cgroup_id == cgroup_id) {
             let _ = builder.event(e);
