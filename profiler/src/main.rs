@@ -29,7 +29,7 @@ struct ProfileArgs {
     #[arg(long = "arch", value_parser = parse_arch)]
     arches: Vec<Arch>,
     /// Resource limits are the recorded peaks times this (memory at least peak + 64 MiB).
-    #[arg(long, default_value_t = profiler::profile::deploy::DEFAULT_HEADROOM, value_parser = parse_headroom)]
+    #[arg(long, default_value_t = profiler::profile::image_profile::DEFAULT_HEADROOM, value_parser = parse_headroom)]
     limit_headroom: f64,
     /// The workload's name in kubernetes.yaml and seccompprofile.yaml (strategic-merge
     /// patches match containers by name). Default: the container's name (the compose

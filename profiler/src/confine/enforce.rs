@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::exit::exit_error;
 use crate::kernel::{Probes, check_privileges};
-use crate::profile::deploy::{IMAGE_PROFILE_FILE, ImageProfile};
+use crate::profile::IMAGE_PROFILE_FILE;
+use crate::profile::image_profile::ImageProfile;
 use crate::recording::cgroup::RecordingCgroup;
 use crate::recording::command::resolve_command;
 use crate::recording::containers;

@@ -2,11 +2,16 @@
 //! the folder written all or nothing.
 pub mod capabilities;
 pub mod compose;
-pub mod deploy;
+pub mod docker;
+pub mod image_profile;
+pub mod kubernetes;
 pub mod oci;
 pub mod out_dir;
 pub mod seccomp;
 pub mod summary;
+
+#[cfg(test)]
+mod render_tests;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +19,13 @@ use crate::profile::capabilities::{CapabilityProfile, whitelist};
 use crate::profile::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
 use crate::trace::{Observed, Trace};
 
+pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";
+pub const DOCKER_RUN_FILE: &str = "docker-run.txt";
+pub const PODMAN_RUN_FILE: &str = "podman-run.txt";
+/// Written next to the per-service folders when the recorded containers came from compose.
+pub const COMPOSE_OVERRIDE_FILE: &str = "docker-compose.profile.yml";
+pub const KUBERNETES_FILE: &str = "kubernetes.yaml";
+pub const SPO_FILE: &str = "seccompprofile.yaml";
 pub const TRACE_FILE: &str = "trace.json";
 pub const SECCOMP_FILE: &str = "seccomp.json";
 pub const CAPABILITIES_FILE: &str = "capabilities.json";
@@ -81,12 +93,12 @@ pub fn deployment<'a>(
     profiles: &'a Profiles,
     dir: &Path,
     options: &GenerateOptions,
-) -> crate::profile::deploy::Deployment<'a> {
-    crate::profile::deploy::Deployment {
+) -> crate::profile::docker::Deployment<'a> {
+    crate::profile::docker::Deployment {
         image: &profiles.image,
         caps: &profiles.capabilities,
         seccomp_path: absolute(dir).join(SECCOMP_FILE).display().to_string(),
-        limits: crate::profile::deploy::limits(&profiles.image, options.limit_headroom),
+        limits: crate::profile::image_profile::limits(&profiles.image, options.limit_headroom),
     }
 }
 
@@ -113,43 +125,40 @@ pub fn render(
     if let Ok(c) = crate::profile::oci::capabilities(&profiles.capabilities) {
         files.push((OCI_CAPABILITIES_FILE, crate::profile::oci::to_json(&c)));
     }
-    use crate::profile::deploy;
     let image = &profiles.image;
     let headroom = options.limit_headroom;
-    let ip = deploy::image_profile(
+    let ip = image_profile::image_profile(
         image,
         profiles.syscalls.clone(),
         &profiles.capabilities,
         headroom,
     );
-    files.push((
-        deploy::IMAGE_PROFILE_FILE,
-        crate::profile::oci::to_json(&ip),
-    ));
+    files.push((IMAGE_PROFILE_FILE, crate::profile::oci::to_json(&ip)));
     let deployment = deployment(profiles, dir, options);
     files.push((
-        deploy::DOCKER_RUN_FILE,
-        deployment.run_flags(deploy::Engine::Docker).into_bytes(),
+        DOCKER_RUN_FILE,
+        deployment.run_flags(docker::Engine::Docker).into_bytes(),
     ));
     files.push((
-        deploy::PODMAN_RUN_FILE,
-        deployment.run_flags(deploy::Engine::Podman).into_bytes(),
+        PODMAN_RUN_FILE,
+        deployment.run_flags(docker::Engine::Podman).into_bytes(),
     ));
-    let k8s_name = deploy::k8s_name(&name);
+    let k8s_name = kubernetes::k8s_name(&name);
     let localhost = format!("profiles/{k8s_name}.json");
-    let template = deploy::pod_template(
+    let template = kubernetes::pod_template(
         image,
         &profiles.capabilities,
         &k8s_name,
         &localhost,
         headroom,
     );
-    let notes = deploy::kubernetes_notes(image, &profiles.capabilities);
-    if let Ok(y) = deploy::kubernetes_yaml(template, &localhost, &notes) {
-        files.push((deploy::KUBERNETES_FILE, y.into_bytes()));
+    let notes = kubernetes::kubernetes_notes(image, &profiles.capabilities);
+    if let Ok(y) = kubernetes::kubernetes_yaml(template, &localhost, &notes) {
+        files.push((KUBERNETES_FILE, y.into_bytes()));
     }
-    if let Ok(y) = serde_yaml_ng::to_string(&deploy::spo_profile(&k8s_name, &profiles.seccomp)) {
-        files.push((deploy::SPO_FILE, y.into_bytes()));
+    if let Ok(y) = serde_yaml_ng::to_string(&kubernetes::spo_profile(&k8s_name, &profiles.seccomp))
+    {
+        files.push((SPO_FILE, y.into_bytes()));
     }
     files
 }
@@ -214,10 +223,7 @@ pub fn write_profiles(
         let yaml = compose::production_override(version, &services);
         sets.push((
             out.to_path_buf(),
-            vec![(
-                crate::profile::deploy::COMPOSE_OVERRIDE_FILE,
-                yaml.into_bytes(),
-            )],
+            vec![(COMPOSE_OVERRIDE_FILE, yaml.into_bytes())],
         ));
     }
     crate::timings::mark("profiles generated");

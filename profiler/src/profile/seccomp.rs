@@ -63,7 +63,7 @@ pub struct GenerateOptions {
     pub default_action: DefaultAction,
     /// Architectures to list besides the ones seen.
     pub extra_arches: Vec<Arch>,
-    /// Resource limits are the recorded peaks times this (see `deploy::limits`).
+    /// Resource limits are the recorded peaks times this (see `image_profile::limits`).
     pub limit_headroom: f64,
     /// The workload's name in the Kubernetes outputs (default: the container's name, else
     /// the output folder's).
@@ -81,7 +81,7 @@ impl Default for GenerateOptions {
             argument_rules: true,
             default_action: DefaultAction::Errno,
             extra_arches: Vec::new(),
-            limit_headroom: crate::profile::deploy::DEFAULT_HEADROOM,
+            limit_headroom: crate::profile::image_profile::DEFAULT_HEADROOM,
             name: None,
             follow_symlinks: false,
             allow_io_uring: false,

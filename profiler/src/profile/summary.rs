@@ -130,7 +130,7 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
         ));
     }
     let users = &profiles.image.users;
-    match crate::profile::deploy::run_as(&profiles.image) {
+    match crate::profile::image_profile::run_as(&profiles.image) {
         Some(u) => out.push_str(&format!("  user:          ran as {u} throughout (--user {u})\n")),
         None if users.needs_root
             && users.switched_to.is_empty()

@@ -1,0 +1,260 @@
+//! The renderers' outputs parsed back, and compared with checked-in snapshots.
+
+use super::capabilities::CapabilityProfile;
+use super::docker::*;
+use super::image_profile::*;
+use super::kubernetes::*;
+use super::seccomp::DockerSeccomp;
+use crate::trace::image::{DirectoryFacts, ImageInfo};
+use crate::trace::image::{Resources, Users};
+
+fn sample() -> (ImageInfo, CapabilityProfile, DockerSeccomp) {
+    let mut image = ImageInfo::default();
+    image
+        .executables
+        .insert("/bin/httpd".into(), ["httpd".to_owned()].into());
+    for p in ["/tmp/www/index.html", "/data/app.log", "/srv/db/pg.pid"] {
+        image
+            .written_paths
+            .insert(p.into(), ["openat".to_owned()].into());
+    }
+    image.writable_directories =
+        crate::trace::image::writable_directories(image.written_paths.keys());
+    image.directories.insert(
+        "/data".into(),
+        DirectoryFacts {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o750,
+            has_image_content: false,
+        },
+    );
+    image.directories.insert(
+        "/srv/db".into(),
+        DirectoryFacts {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o700,
+            has_image_content: true,
+        },
+    );
+    image.network.bound_ports.insert(80);
+    image.users = Users {
+        ran_as: ["1000:1000".to_owned()].into(),
+        switched_to: Default::default(),
+        needs_root: false,
+        supplementary_groups: [101].into(),
+    };
+    image.resources = Resources {
+        peak_memory_bytes: Some(40 * 1024 * 1024),
+        peak_tasks: Some(5),
+    };
+    let caps = CapabilityProfile {
+        schema: String::new(),
+        drop: vec!["ALL".into()],
+        add: vec!["CAP_NET_BIND_SERVICE".into()],
+        evidence: Default::default(),
+        denied: Default::default(),
+        ignored_unaudited: Default::default(),
+        notes: Default::default(),
+        ignored_other_credentials: Default::default(),
+        unclassified: Default::default(),
+    };
+    let seccomp: DockerSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":1,"architectures":["SCMP_ARCH_X86_64"],
+                "syscalls":[{"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+                            {"names":["clone3"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+        )
+        .unwrap();
+    (image, caps, seccomp)
+}
+
+/// Compares with a checked-in snapshot; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn snapshot(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/profile/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        actual, expected,
+        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
+    );
+}
+
+#[test]
+fn kubernetes_patch_parses_back_and_matches_the_profile() {
+    let (image, caps, _) = sample();
+    let template = pod_template(&image, &caps, "web", "profiles/web.json", DEFAULT_HEADROOM);
+    let notes = kubernetes_notes(&image, &caps);
+    let yaml = kubernetes_yaml(template.clone(), "profiles/web.json", &notes).unwrap();
+    snapshot("kubernetes.yaml", &yaml);
+    let parsed: DeploymentPatch = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(parsed.spec.template, template);
+    let c = &parsed.spec.template.spec.as_ref().unwrap().containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.run_as_user, Some(1000));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().add,
+        Some(vec!["NET_BIND_SERVICE".to_owned()])
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "Localhost");
+    let mounts: Vec<&str> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/data", "/srv/db", "/tmp/www"]);
+    // 40 MiB peak: x2 = 80 MiB, but at least peak + 64 MiB = 104 MiB, rounded up to 112.
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "112Mi"
+    );
+    // /data belongs to 1000:1000 in the image: the pod's fsGroup makes the emptyDir
+    // writable for the non-root user; port 80 needs the unprivileged-port sysctl.
+    let pod = parsed.spec.template.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.fs_group, Some(1000));
+    assert_eq!(psc.supplemental_groups, Some(vec![101]));
+    // CAP_NET_BIND_SERVICE is in the whitelist: port 80 needs no sysctl.
+    assert_eq!(psc.sysctls, None);
+    assert!(yaml.contains("/srv/db held content in the image"), "{yaml}");
+}
+
+#[test]
+fn spo_profile_parses_back_and_matches_the_seccomp_profile() {
+    let (_, _, seccomp) = sample();
+    let yaml = serde_yaml_ng::to_string(&spo_profile("web", &seccomp)).unwrap();
+    snapshot("seccompprofile.yaml", &yaml);
+    let parsed: SpoSeccompProfile = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(parsed.api_version, SPO_API_VERSION);
+    assert_eq!(parsed.kind, "SeccompProfile");
+    assert_eq!(parsed.metadata.name.as_deref(), Some("web"));
+    assert_eq!(parsed.spec.default_action, seccomp.default_action);
+    assert_eq!(parsed.spec.syscalls, seccomp.syscalls);
+}
+
+fn deployment<'a>(image: &'a ImageInfo, caps: &'a CapabilityProfile) -> Deployment<'a> {
+    Deployment {
+        image,
+        caps,
+        seccomp_path: "/profiles/web/seccomp.json".into(),
+        limits: limits(image, DEFAULT_HEADROOM),
+    }
+}
+
+/// The lines of a run-flags file as the shell splits them.
+fn shell_lines(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| shell_words::split(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn docker_flags_hold_the_workload_to_its_recording() {
+    let (image, caps, _) = sample();
+    let flags = deployment(&image, &caps).run_flags(Engine::Docker);
+    snapshot("docker-run.txt", &flags);
+    let lines = shell_lines(&flags);
+    for f in [
+        "--read-only",
+        "--tmpfs /tmp/www:rw,nosuid,nodev",
+        "--tmpfs /data:rw,nosuid,nodev,uid=1000,gid=1000,mode=0750",
+        "--volume /srv/db",
+        "--cap-drop ALL",
+        "--cap-add NET_BIND_SERVICE",
+        "--security-opt seccomp=/profiles/web/seccomp.json",
+        "--security-opt no-new-privileges",
+        "--user 1000:1000",
+        "--group-add 101",
+        "--memory 112m",
+        "--pids-limit 64",
+    ] {
+        let words: Vec<String> = f.split(' ').map(str::to_owned).collect();
+        assert!(lines.contains(&words), "{f} missing in\n{flags}");
+    }
+    assert!(flags.contains("# recorded memory peak 40 MiB"), "{flags}");
+}
+
+#[test]
+fn podman_flags_say_what_podman_needs_that_docker_gives() {
+    let (image, mut caps, _) = sample();
+    caps.add.clear();
+    let flags = deployment(&image, &caps).run_flags(Engine::Podman);
+    let lines = shell_lines(&flags);
+    let has = |f: &str| lines.contains(&f.split(' ').map(str::to_owned).collect());
+    // podman refuses uid=/gid= on --tmpfs; U chowns it to the container user (1000:1000,
+    // who owns /data in the image).
+    assert!(has("--tmpfs /data:rw,nosuid,nodev,mode=0750,U"), "{flags}");
+    assert!(
+        has("--sysctl net.ipv4.ip_unprivileged_port_start=80"),
+        "{flags}"
+    );
+    let docker = deployment(&image, &caps).run_flags(Engine::Docker);
+    assert!(!docker.contains("--sysctl"), "{docker}");
+    // Kubernetes keeps 1024 like podman: the pod sets the (safe) sysctl.
+    let pod = pod_template(&image, &caps, "web", "p.json", DEFAULT_HEADROOM)
+        .spec
+        .unwrap();
+    let sysctls = pod.security_context.unwrap().sysctls.unwrap();
+    assert_eq!(sysctls[0].name, "net.ipv4.ip_unprivileged_port_start");
+    assert_eq!(sysctls[0].value, "80");
+}
+
+#[test]
+fn hostile_paths_cannot_add_flags() {
+    let (mut image, caps, _) = sample();
+    for p in [
+        "/data/x\n--privileged\n--volume=/:/host/y",
+        "/a b/$(reboot)/f",
+        "/c,uid=0:rw/f",
+    ] {
+        image
+            .written_paths
+            .insert(p.into(), ["openat".to_owned()].into());
+    }
+    image.writable_directories =
+        crate::trace::image::writable_directories(image.written_paths.keys());
+    for engine in [Engine::Docker, Engine::Podman] {
+        let flags = deployment(&image, &caps).run_flags(engine);
+        let words: Vec<String> = shell_lines(&flags).into_iter().flatten().collect();
+        assert!(
+            !words
+                .iter()
+                .any(|w| w == "--privileged" || w.starts_with("--volume=")),
+            "{flags}"
+        );
+        // Every line parses as shell words, and a path with spaces stays one word.
+        assert!(
+            words.iter().any(|w| w == "/a b/$(reboot):rw,nosuid,nodev"),
+            "{flags}"
+        );
+        assert!(!words.iter().any(|w| w.contains("uid=0:rw")), "{flags}");
+    }
+    let compose = serde_yaml_ng::to_string(&deployment(&image, &caps).compose_service()).unwrap();
+    let back: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&compose).unwrap();
+    assert_eq!(back, deployment(&image, &caps).compose_service());
+}
+
+#[test]
+fn limits_keep_headroom_and_say_the_peak() {
+    let mut image = ImageInfo::default();
+    image.resources.peak_memory_bytes = Some(304 * 1024 * 1024);
+    image.resources.peak_tasks = Some(100);
+    let l = limits(&image, 2.0);
+    assert_eq!(l.memory_bytes, Some(608 * 1024 * 1024));
+    assert_eq!(l.pids, Some(200));
+    assert_eq!(l.peak_memory_bytes, Some(304 * 1024 * 1024));
+    let l = limits(&image, 1.2);
+    // 360 MiB is less than peak + 64 MiB.
+    assert_eq!(l.memory_bytes, Some(368 * 1024 * 1024));
+    assert_eq!(l.pids, Some(120));
+}
