@@ -7,6 +7,7 @@ pub mod image_profile;
 pub mod kubernetes;
 pub mod oci;
 pub mod out_dir;
+pub mod policy;
 pub mod seccomp;
 pub mod summary;
 
@@ -16,8 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::profile::capabilities::{CapabilityProfile, whitelist};
+use crate::profile::policy::Observed;
 use crate::profile::seccomp::{DockerSeccomp, GenerateOptions, docker_profile};
-use crate::trace::{Observed, Trace};
+use crate::trace::Trace;
 
 pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";
 pub const DOCKER_RUN_FILE: &str = "docker-run.txt";

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
-use crate::trace::Observed;
+use crate::profile::policy::Observed;
 
 /// `EPERM`: what a denied syscall returns, so programs report "Operation not permitted".
 pub const DEFAULT_ERRNO: u32 = 1;
