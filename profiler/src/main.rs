@@ -244,7 +244,7 @@ fn main() -> ExitCode {
             log,
         }),
         Command::BenchAttached => {
-            for name in profiler::kernel::loaded_profiler_programs() {
+            for name in profiler::kernel::hooks::loaded_profiler_programs() {
                 println!("{name}");
             }
             Ok(0)

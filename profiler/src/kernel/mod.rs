@@ -6,6 +6,7 @@
 //! attached is recorded in the trace (`probes`). Links are owned by file descriptors (no
 //! pinning): if profiler dies, the kernel detaches everything.
 pub mod events;
+pub mod hooks;
 pub mod kallsyms;
 pub mod record_table;
 use std::collections::BTreeMap;
@@ -14,7 +15,6 @@ use anyhow::{Context as _, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
-    programs::{BtfTracePoint, FExit, RawTracePoint},
 };
 use profiler_common::{
     ARCH_COUNT, CapKey, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, PHASE_COUNT,
@@ -22,6 +22,7 @@ use profiler_common::{
 };
 
 use crate::arch::Arch;
+use crate::kernel::hooks::{BTF_KIND_FUNC, BTF_KIND_PTR, BTF_KIND_TYPEDEF};
 use crate::kernel::record_table::RecordTable;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
@@ -167,140 +168,42 @@ impl Probes {
         };
 
         if let Some(btf) = btf.as_ref() {
-            let mut wanted = vec![
-                ("sys_enter_btf", "sys_enter"),
-                ("sched_process_exec_btf", "sched_process_exec"),
-                ("cap_capable_btf", "cap_capable"),
-            ];
-            if pid_off != 0 {
-                wanted.push(("sched_process_fork_btf", "sched_process_fork"));
-                wanted.push(("cgroup_attach_task_btf", "cgroup_attach_task"));
-            }
-            verify_in_parallel(&mut ebpf, btf, &wanted);
+            hooks::verify_in_parallel(&mut ebpf, btf, &hooks::preferred_btf_programs(pid_off != 0));
             crate::timings::mark("programs verified");
         }
-
-        // Syscalls: tp_btf, else raw_tp.
-        let mut errors = Vec::new();
+        // Every hook of the table, in its order: the first candidate that attaches wins.
         let mut syscall_hook = None;
-        if let Some(btf) = btf.as_ref() {
-            match attach_btf_tracepoint(&mut ebpf, "sys_enter_btf", "sys_enter", btf) {
-                Ok(()) => syscall_hook = Some("tp_btf/sys_enter".to_owned()),
-                Err(e) => errors.push(format!("tp_btf/sys_enter: {e:#}")),
-            }
-        }
-        if syscall_hook.is_none() {
-            let r: anyhow::Result<()> = (|| {
-                let prog: &mut RawTracePoint = ebpf
-                    .program_mut("sys_enter_raw")
-                    .context("program sys_enter_raw missing")?
-                    .try_into()?;
-                prog.load()?;
-                prog.attach("sys_enter")?;
-                Ok(())
-            })();
-            match r {
-                Ok(()) => syscall_hook = Some("raw_tp/sys_enter".to_owned()),
-                Err(e) => errors.push(format!("raw_tp/sys_enter: {e:#}")),
-            }
-        }
-        let Some(syscall_hook) = syscall_hook else {
-            bail!(
-                "cannot attach a syscall probe on this kernel:\n  {}",
-                errors.join("\n  ")
-            );
-        };
-
-        crate::timings::mark("sys_enter verified and attached");
-        // Exec: marks where a cgroup's workload starts (tp_btf, else raw_tp).
-        let mut exec_errors = Vec::new();
-        let mut exec_ok = false;
-        if let Some(btf) = btf.as_ref() {
-            match attach_btf_tracepoint(
-                &mut ebpf,
-                "sched_process_exec_btf",
-                "sched_process_exec",
-                btf,
-            ) {
-                Ok(()) => exec_ok = true,
-                Err(e) => exec_errors.push(format!("tp_btf/sched_process_exec: {e:#}")),
-            }
-        }
-        if !exec_ok {
-            let r: anyhow::Result<()> = (|| {
-                let prog: &mut RawTracePoint = ebpf
-                    .program_mut("sched_process_exec_raw")
-                    .context("program sched_process_exec_raw missing")?
-                    .try_into()?;
-                prog.load()?;
-                prog.attach("sched_process_exec")?;
-                Ok(())
-            })();
-            if let Err(e) = r {
-                exec_errors.push(format!("raw_tp/sched_process_exec: {e:#}"));
-                bail!(
-                    "cannot attach an exec probe on this kernel:\n  {}",
-                    exec_errors.join("\n  ")
-                );
-            }
-        }
-
-        // Forks: new processes inherit their parent's working directory (path resolution).
-        // Optional: without it relative paths of children resolve against the start folder.
-        if let Some(btf) = btf.as_ref()
-            && pid_off != 0
-            && let Err(e) = attach_btf_tracepoint(
-                &mut ebpf,
-                "sched_process_fork_btf",
-                "sched_process_fork",
-                btf,
-            )
-        {
-            exec_errors.push(format!("tp_btf/sched_process_fork: {e:#}"));
-        }
-        // Tasks leaving their recorded cgroup (a workload escaping its recording). Optional:
-        // without it such a move goes unnoticed, as before.
-        if let Some(btf) = btf.as_ref()
-            && pid_off != 0
-            && let Err(e) = attach_btf_tracepoint(
-                &mut ebpf,
-                "cgroup_attach_task_btf",
-                "cgroup_attach_task",
-                btf,
-            )
-        {
-            exec_errors.push(format!("tp_btf/cgroup_attach_task: {e:#}"));
-        }
-        // What an optional hook could not do is said, not swallowed.
-        let optional_hook_errors = exec_errors;
-
-        // Capability checks: the cap_capable tracepoint (Linux 6.14+), else fexit on
-        // cap_capable() where the kernel allows fexit (not under lockdown).
         let mut cap_hook = None;
         let mut cap_hook_errors = Vec::new();
-        if let Some(btf) = btf.as_ref() {
-            match attach_btf_tracepoint(&mut ebpf, "cap_capable_btf", "cap_capable", btf) {
-                Ok(()) => cap_hook = Some("tp_btf/cap_capable".to_owned()),
-                Err(e) => cap_hook_errors.push(format!("tp_btf/cap_capable: {e:#}")),
+        let mut optional_hook_errors = Vec::new();
+        for hook in hooks::HOOKS {
+            if hook.needs_task_offsets && pid_off == 0 {
+                optional_hook_errors.push(format!(
+                    "{:?}: the kernel's BTF does not give task_struct's pid/tgid offsets",
+                    hook.point
+                ));
+                continue;
             }
-            if cap_hook.is_none() {
-                let r: anyhow::Result<()> = (|| {
-                    let prog: &mut FExit = ebpf
-                        .program_mut("cap_capable_fexit")
-                        .context("program cap_capable_fexit missing")?
-                        .try_into()?;
-                    prog.load("cap_capable", btf)?;
-                    prog.attach()?;
-                    Ok(())
-                })();
-                match r {
-                    Ok(()) => cap_hook = Some("fexit/cap_capable".to_owned()),
-                    Err(e) => cap_hook_errors.push(format!("fexit/cap_capable: {e:#}")),
-                }
+            match hooks::attach_first(&mut ebpf, btf.as_ref(), hook) {
+                Ok(label) => match hook.point {
+                    hooks::Point::Syscalls => syscall_hook = Some(label),
+                    hooks::Point::Capabilities => cap_hook = Some(label),
+                    _ => {}
+                },
+                Err(errors) if hook.required => bail!(
+                    "cannot attach a {:?} probe on this kernel:\n  {}",
+                    hook.point,
+                    errors.join("\n  ")
+                ),
+                // Said, not swallowed: what each optional hook could not do.
+                Err(errors) if hook.point == hooks::Point::Capabilities => cap_hook_errors = errors,
+                Err(errors) => optional_hook_errors.extend(errors),
             }
-        } else {
-            cap_hook_errors.push("kernel has no BTF (/sys/kernel/btf/vmlinux)".to_owned());
+            if hook.point == hooks::Point::Syscalls {
+                crate::timings::mark("sys_enter verified and attached");
+            }
         }
+        let syscall_hook = syscall_hook.context("the syscall hook is required")?;
         Ok(Probes {
             ebpf,
             records,
@@ -489,32 +392,12 @@ impl Probes {
     }
 }
 
-/// Names of this project's programs currently loaded in the kernel (by anyone).
-pub fn loaded_profiler_programs() -> Vec<String> {
-    // The kernel keeps the first 15 bytes of a program's name (BPF_OBJ_NAME_LEN).
-    const OURS: &[&str] = &[
-        "sys_enter_btf",
-        "sys_enter_raw",
-        "sys_enter_floor",
-        "cap_capable_btf",
-        "cap_capable_fex",
-        "sched_process_e",
-        "sched_process_f",
-        "cgroup_attach_t",
-    ];
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_owned))
-        .filter(|n| OURS.iter().any(|o| n.starts_with(o)))
-        .collect()
-}
-
 /// Attaches only the do-nothing `sys_enter_floor` program (benchmarks' baseline) and keeps
 /// it attached while the returned object lives.
 pub fn attach_floor() -> anyhow::Result<Ebpf> {
     let btf = Btf::from_sys_fs().context("the floor program needs kernel BTF")?;
     let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT)?;
-    attach_btf_tracepoint(&mut ebpf, "sys_enter_floor", "sys_enter", &btf)?;
+    hooks::attach(&mut ebpf, Some(&btf), hooks::FLOOR)?;
     Ok(ebpf)
 }
 
@@ -572,23 +455,8 @@ struct KernelOffsets {
     /// `self` css is its first member: checked); 0: unknown.
     css_parent: [u32; 2],
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
-    attach_targets: Vec<(&'static str, u32, u32)>,
+    attach_targets: Vec<(String, u32, u32)>,
 }
-
-/// BTF kinds (include/uapi/linux/btf.h).
-const BTF_KIND_PTR: u32 = 2;
-const BTF_KIND_TYPEDEF: u32 = 8;
-const BTF_KIND_FUNC: u32 = 12;
-
-/// What tp_btf and fexit programs attach to: `btf_trace_<tracepoint>` typedefs and functions.
-const ATTACH_TARGETS: [(&str, u32); 6] = [
-    ("btf_trace_sys_enter", BTF_KIND_TYPEDEF),
-    ("btf_trace_sched_process_exec", BTF_KIND_TYPEDEF),
-    ("btf_trace_sched_process_fork", BTF_KIND_TYPEDEF),
-    ("btf_trace_cgroup_attach_task", BTF_KIND_TYPEDEF),
-    ("btf_trace_cap_capable", BTF_KIND_TYPEDEF),
-    ("cap_capable", BTF_KIND_FUNC),
-];
 
 /// An aya `Btf` in which each attach target has its id from the kernel's BTF.
 ///
@@ -596,7 +464,7 @@ const ATTACH_TARGETS: [(&str, u32); 6] = [
 /// loader already parses all of vmlinux BTF once for itself (~14 ms and ~20 MB here), with
 /// no way to share that parse. This BTF has the targets at their kernel ids and a
 /// nameless pointer type at every other id: the kernel only ever sees the ids.
-fn attach_targets_btf(targets: &[(&'static str, u32, u32)]) -> Option<Btf> {
+fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {
     let max_id = targets.iter().map(|(_, _, id)| *id).max()?;
     let mut strings = vec![0u8];
     let mut types = Vec::with_capacity(max_id as usize * 12);
@@ -663,17 +531,19 @@ impl KernelOffsets {
             (path[0] != 0).then_some(path)
         })();
         let (pid, tgid) = pid.zip(tgid).unwrap_or((0, 0));
-        let attach_targets = ATTACH_TARGETS
-            .iter()
+        let attach_targets = hooks::btf_targets()
+            .into_iter()
             .filter_map(|(name, kind)| {
-                let id = btf.resolve_ids_by_name(name).ok()?.into_iter().find(|id| {
-                    match btf.resolve_type_by_id(*id) {
-                        Ok(btf_rs::Type::Typedef(_)) => *kind == BTF_KIND_TYPEDEF,
-                        Ok(btf_rs::Type::Func(_)) => *kind == BTF_KIND_FUNC,
+                let id = btf
+                    .resolve_ids_by_name(&name)
+                    .ok()?
+                    .into_iter()
+                    .find(|id| match btf.resolve_type_by_id(*id) {
+                        Ok(btf_rs::Type::Typedef(_)) => kind == BTF_KIND_TYPEDEF,
+                        Ok(btf_rs::Type::Func(_)) => kind == BTF_KIND_FUNC,
                         _ => false,
-                    }
-                })?;
-                Some((*name, *kind, id))
+                    })?;
+                Some((name, kind, id))
             })
             .collect();
         KernelOffsets {
@@ -687,42 +557,4 @@ impl KernelOffsets {
             attach_targets,
         }
     }
-}
-
-fn attach_btf_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &str,
-    tracepoint: &str,
-    btf: &Btf,
-) -> anyhow::Result<()> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the eBPF object"))?
-        .try_into()?;
-    if prog.fd().is_err() {
-        // Not loaded by `verify_in_parallel` (or it failed there): load now, for the error.
-        prog.load(tracepoint, btf)?;
-    }
-    prog.attach()?;
-    Ok(())
-}
-
-/// Loads the preferred tp_btf programs, (program, tracepoint) pairs, on one thread each: the
-/// verifier runs in the loading thread, and one after the other they took ~25 ms here.
-/// Failures are left for [`attach_btf_tracepoint`] to retry and report.
-fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
-    let programs: Vec<(&str, &mut BtfTracePoint)> = ebpf
-        .programs_mut()
-        .filter_map(|(name, program)| {
-            let (_, tracepoint) = wanted.iter().find(|(p, _)| *p == name)?;
-            Some((*tracepoint, <&mut BtfTracePoint>::try_from(program).ok()?))
-        })
-        .collect();
-    std::thread::scope(|scope| {
-        for (tracepoint, program) in programs {
-            scope.spawn(move || {
-                let _ = program.load(tracepoint, btf);
-            });
-        }
-    });
 }

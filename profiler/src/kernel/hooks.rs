@@ -1,0 +1,259 @@
+//! The kernel hooks profiler attaches, as data: for each hook what it is for, whether a
+//! recording can do without it, when it applies, and its candidate programs in order of
+//! preference. The loader's verify list, the attach loop, the attach-target BTF, and the
+//! "which programs are ours" check all derive from [`HOOKS`]; the eBPF side has one file
+//! per row (`profiler-ebpf/src/programs/`).
+//!
+//! Why these candidates: `tp_btf` programs read kernel structures through BTF pointers
+//! directly, where `bpf_probe_read_kernel` may be refused (lockdown); `raw_tp` is the
+//! fallback on kernels without BTF; `fexit` on `cap_capable()` serves kernels older than the
+//! `capability:cap_capable` tracepoint (6.14), where the kernel lets fexit load.
+use anyhow::Context as _;
+use aya::Btf;
+use aya::Ebpf;
+use aya::programs::{BtfTracePoint, FExit, RawTracePoint};
+
+/// One way of attaching a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// (program, tracepoint): `tp_btf`, needs kernel BTF.
+    TpBtf(&'static str, &'static str),
+    /// (program, tracepoint): `raw_tp`.
+    RawTp(&'static str, &'static str),
+    /// (program, kernel function): `fexit`, needs kernel BTF.
+    FExit(&'static str, &'static str),
+}
+
+impl Attach {
+    pub fn program(self) -> &'static str {
+        match self {
+            Attach::TpBtf(p, _) | Attach::RawTp(p, _) | Attach::FExit(p, _) => p,
+        }
+    }
+
+    /// How trace.json and messages name it: `tp_btf/sys_enter`.
+    pub fn label(self) -> String {
+        match self {
+            Attach::TpBtf(_, t) => format!("tp_btf/{t}"),
+            Attach::RawTp(_, t) => format!("raw_tp/{t}"),
+            Attach::FExit(_, f) => format!("fexit/{f}"),
+        }
+    }
+
+    /// The BTF type it attaches to (name, kind), for the attach-target BTF.
+    pub fn btf_target(self) -> Option<(String, u32)> {
+        match self {
+            Attach::TpBtf(_, t) => Some((format!("btf_trace_{t}"), BTF_KIND_TYPEDEF)),
+            Attach::FExit(_, f) => Some((f.to_owned(), BTF_KIND_FUNC)),
+            Attach::RawTp(..) => None,
+        }
+    }
+}
+
+/// BTF kinds (include/uapi/linux/btf.h).
+pub const BTF_KIND_PTR: u32 = 2;
+pub const BTF_KIND_TYPEDEF: u32 = 8;
+pub const BTF_KIND_FUNC: u32 = 12;
+
+/// What a hook is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    /// Every syscall of a recorded cgroup (the profile's substance).
+    Syscalls,
+    /// Execs: where a cgroup's workload starts, and what it runs.
+    Exec,
+    /// Forks: children inherit their parent's working directory (path resolution).
+    Fork,
+    /// Tasks moved between cgroups: a workload leaving its recording.
+    CgroupMove,
+    /// Capability checks.
+    Capabilities,
+}
+
+/// One kernel hook.
+pub struct Hook {
+    pub point: Point,
+    /// A recording cannot go on without it.
+    pub required: bool,
+    /// Needs `task_struct.pid`/`tgid` offsets from BTF (the program reads another task).
+    pub needs_task_offsets: bool,
+    /// In order of preference.
+    pub candidates: &'static [Attach],
+}
+
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        point: Point::Syscalls,
+        required: true,
+        needs_task_offsets: false,
+        candidates: &[
+            Attach::TpBtf("sys_enter_btf", "sys_enter"),
+            Attach::RawTp("sys_enter_raw", "sys_enter"),
+        ],
+    },
+    Hook {
+        point: Point::Exec,
+        required: true,
+        needs_task_offsets: false,
+        candidates: &[
+            Attach::TpBtf("sched_process_exec_btf", "sched_process_exec"),
+            Attach::RawTp("sched_process_exec_raw", "sched_process_exec"),
+        ],
+    },
+    Hook {
+        point: Point::Fork,
+        required: false,
+        needs_task_offsets: true,
+        candidates: &[Attach::TpBtf(
+            "sched_process_fork_btf",
+            "sched_process_fork",
+        )],
+    },
+    Hook {
+        point: Point::CgroupMove,
+        required: false,
+        needs_task_offsets: true,
+        candidates: &[Attach::TpBtf(
+            "cgroup_attach_task_btf",
+            "cgroup_attach_task",
+        )],
+    },
+    Hook {
+        point: Point::Capabilities,
+        required: false,
+        needs_task_offsets: false,
+        candidates: &[
+            Attach::TpBtf("cap_capable_btf", "cap_capable"),
+            Attach::FExit("cap_capable_fexit", "cap_capable"),
+        ],
+    },
+];
+
+/// The benchmarks' do-nothing program on the syscall tracepoint (not a recording's hook).
+pub const FLOOR: Attach = Attach::TpBtf("sys_enter_floor", "sys_enter");
+
+/// Every BTF type a program attaches to.
+pub fn btf_targets() -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = HOOKS
+        .iter()
+        .flat_map(|h| h.candidates.iter())
+        .chain(std::iter::once(&FLOOR))
+        .filter_map(|a| a.btf_target())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The preferred `tp_btf` program of every hook that applies, to verify ahead on threads.
+pub fn preferred_btf_programs(task_offsets: bool) -> Vec<(&'static str, &'static str)> {
+    HOOKS
+        .iter()
+        .filter(|h| task_offsets || !h.needs_task_offsets)
+        .filter_map(|h| match h.candidates.first() {
+            Some(Attach::TpBtf(p, t)) => Some((*p, *t)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Attaches the first candidate of `hook` that works; returns its label, or why each failed.
+pub fn attach_first(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    hook: &Hook,
+) -> Result<String, Vec<String>> {
+    let mut errors = Vec::new();
+    for &candidate in hook.candidates {
+        match attach(ebpf, btf, candidate) {
+            Ok(()) => return Ok(candidate.label()),
+            Err(e) => errors.push(format!("{}: {e:#}", candidate.label())),
+        }
+    }
+    Err(errors)
+}
+
+pub fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, how: Attach) -> anyhow::Result<()> {
+    let program = ebpf
+        .program_mut(how.program())
+        .with_context(|| format!("program {} missing from the eBPF object", how.program()))?;
+    match how {
+        Attach::TpBtf(_, tracepoint) => {
+            let btf = btf.context("kernel has no BTF (/sys/kernel/btf/vmlinux)")?;
+            let prog: &mut BtfTracePoint = program.try_into()?;
+            if prog.fd().is_err() {
+                // Not loaded by `verify_in_parallel` (or it failed there): load now, for the
+                // error.
+                prog.load(tracepoint, btf)?;
+            }
+            prog.attach()?;
+        }
+        Attach::RawTp(_, tracepoint) => {
+            let prog: &mut RawTracePoint = program.try_into()?;
+            prog.load()?;
+            prog.attach(tracepoint)?;
+        }
+        Attach::FExit(_, function) => {
+            let btf = btf.context("kernel has no BTF (/sys/kernel/btf/vmlinux)")?;
+            let prog: &mut FExit = program.try_into()?;
+            prog.load(function, btf)?;
+            prog.attach()?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads `tp_btf` programs, (program, tracepoint) pairs, on one thread each: the verifier
+/// runs in the loading thread (`cargo xtask bench --only startup` measures start-up).
+/// Failures are left for [`attach`] to retry and report.
+pub fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
+    let programs: Vec<(&str, &mut BtfTracePoint)> = ebpf
+        .programs_mut()
+        .filter_map(|(name, program)| {
+            let (_, tracepoint) = wanted.iter().find(|(p, _)| *p == name)?;
+            Some((*tracepoint, <&mut BtfTracePoint>::try_from(program).ok()?))
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (tracepoint, program) in programs {
+            scope.spawn(move || {
+                let _ = program.load(tracepoint, btf);
+            });
+        }
+    });
+}
+
+/// Names of this project's programs currently loaded in the kernel (by anyone).
+pub fn loaded_profiler_programs() -> Vec<String> {
+    // The kernel keeps the first 15 bytes of a program's name (BPF_OBJ_NAME_LEN - 1).
+    let ours: Vec<&str> = HOOKS
+        .iter()
+        .flat_map(|h| h.candidates.iter())
+        .chain(std::iter::once(&FLOOR))
+        .map(|a| &a.program()[..a.program().len().min(15)])
+        .collect();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| ours.iter().any(|o| n.starts_with(o)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hook_has_candidates_and_names_are_unique() {
+        let mut names: Vec<&str> = HOOKS
+            .iter()
+            .flat_map(|h| h.candidates.iter().map(|a| a.program()))
+            .chain(std::iter::once(FLOOR.program()))
+            .collect();
+        assert!(HOOKS.iter().all(|h| !h.candidates.is_empty()));
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "a program appears twice");
+    }
+}
