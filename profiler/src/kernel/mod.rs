@@ -1,12 +1,14 @@
-//! Loading the eBPF object and attaching it, with a fallback for each hook.
+//! The kernel side: the eBPF object loaded and attached ([`Probes`]), its maps read back.
 //!
-//! Kernels differ: this project's machines run with lockdown=confidentiality, where fentry,
-//! fexit and LSM programs fail to load (EPERM) and bpf_probe_read_kernel is refused, while
-//! tp_btf and raw_tp work. So every hook is tried in order of preference and the one that
-//! attached is recorded in the trace (`probes`). Links are owned by file descriptors (no
-//! pinning): if profiler dies, the kernel detaches everything.
+//! Kernels differ: under lockdown fentry, fexit and LSM programs can fail to load (EPERM)
+//! and bpf_probe_read_kernel be refused, while tp_btf and raw_tp work. So every hook of
+//! [`hooks::HOOKS`] is tried in order of preference and the one that attached is recorded in
+//! the trace (`probes`). Links are owned by file descriptors (no pinning): if profiler dies,
+//! the kernel detaches everything.
+pub mod btf;
 pub mod events;
 pub mod hooks;
+pub mod host;
 pub mod kallsyms;
 pub mod record_table;
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ use profiler_common::{
 };
 
 use crate::arch::Arch;
-use crate::kernel::hooks::{BTF_KIND_FUNC, BTF_KIND_PTR, BTF_KIND_TYPEDEF};
+use crate::kernel::btf::{KernelOffsets, attach_targets_btf};
+pub use crate::kernel::host::{check_privileges, ensure_kernel_filesystems};
 use crate::kernel::record_table::RecordTable;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler"));
@@ -59,54 +62,6 @@ pub struct Probes {
     pub cap_hook_errors: Vec<String>,
     /// Optional hooks (forks, cgroup moves) that could not be attached, and why.
     pub optional_hook_errors: Vec<String>,
-}
-
-/// Refuses early, with the privilege that is missing, instead of failing in the middle.
-pub fn check_privileges(what: &str) -> anyhow::Result<()> {
-    use caps::{CapSet, Capability};
-    let eff = caps::read(None, CapSet::Effective).unwrap_or_default();
-    let bpf_ok = eff.contains(&Capability::CAP_SYS_ADMIN)
-        || (eff.contains(&Capability::CAP_BPF) && eff.contains(&Capability::CAP_PERFMON));
-    if !bpf_ok {
-        bail!(
-            "{what} needs privileges to load eBPF programs (CAP_BPF and CAP_PERFMON, or \
-             CAP_SYS_ADMIN) and to create cgroups; this process (uid {}) has neither: run it as root, e.g. with sudo",
-            nix::unistd::geteuid()
-        );
-    }
-    Ok(())
-}
-
-/// Mounts tracefs and bpffs where they are missing (classic tracepoints need tracefs; hosts
-/// like this project's machines boot without either). Best effort: tp_btf needs neither.
-pub fn ensure_kernel_filesystems() {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for (fstype, target) in [
-        ("tracefs", "/sys/kernel/tracing"),
-        ("bpf", "/sys/fs/bpf"),
-        ("securityfs", "/sys/kernel/security"),
-    ] {
-        let mounted = mounts
-            .lines()
-            .any(|l| l.split_whitespace().nth(2) == Some(fstype));
-        if !mounted && std::path::Path::new(target).is_dir() {
-            let _ = nix::mount::mount(
-                Some(fstype),
-                target,
-                Some(fstype),
-                nix::mount::MsFlags::empty(),
-                None::<&str>,
-            );
-        }
-    }
-}
-
-/// `none [integrity] confidentiality` -> `integrity`.
-pub fn lockdown_mode() -> Option<String> {
-    let s = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
-    let start = s.find('[')?;
-    let end = s[start..].find(']')?;
-    Some(s[start + 1..start + end].to_owned())
 }
 
 impl Probes {
@@ -399,162 +354,4 @@ pub fn attach_floor() -> anyhow::Result<Ebpf> {
     let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT)?;
     hooks::attach(&mut ebpf, Some(&btf), hooks::FLOOR)?;
     Ok(ebpf)
-}
-
-fn vmlinux_btf() -> Option<btf_rs::Btf> {
-    // The mmap backend reads only what the lookup needs (the cached one parses all of
-    // vmlinux BTF first: ~120 ms here, most of profiler's start-up).
-    btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()
-}
-
-/// Byte offset of member `member` of `struct name`, from the running kernel's BTF.
-fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
-    member_offsets(btf, name, &[member])[0]
-}
-
-/// Byte offsets of several members of `struct name`: one lookup of the struct (a scan of all
-/// of vmlinux BTF with the mmap backend, ~1 ms) for all of them.
-fn member_offsets<const N: usize>(
-    btf: &btf_rs::Btf,
-    name: &str,
-    members: &[&str; N],
-) -> [Option<u32>; N] {
-    let mut found = [None; N];
-    for ty in btf.resolve_types_by_name(name).unwrap_or_default() {
-        if let btf_rs::Type::Struct(st) = ty {
-            for m in &st.members {
-                let Ok(m_name) = btf.resolve_name(m) else {
-                    continue;
-                };
-                if let Some(i) = members.iter().position(|wanted| *wanted == m_name) {
-                    // The first struct of that name counts, as in a lookup by name.
-                    found[i].get_or_insert(m.bit_offset() / 8);
-                }
-            }
-        }
-    }
-    found
-}
-
-/// Byte offsets into kernel structures the programs read through BTF pointers (aya has no
-/// CO-RE for Rust programs). 0 means unknown: the program then does without.
-#[derive(Default)]
-struct KernelOffsets {
-    /// `task_struct.real_cred`.
-    real_cred: u32,
-    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`.
-    cgroup_id_path: [u32; 4],
-    /// `task_struct.pid` and `task_struct.tgid`.
-    pid: u32,
-    tgid: u32,
-    /// `cgroup.level`.
-    cgroup_level: u32,
-    /// `cgroup.root`: which hierarchy a cgroup is in.
-    cgroup_root: u32,
-    /// `cgroup_subsys_state.parent` and `.cgroup`, to walk up from a `struct cgroup` (whose
-    /// `self` css is its first member: checked); 0: unknown.
-    css_parent: [u32; 2],
-    /// The BTF ids of the types programs attach to: (name, BTF kind, id).
-    attach_targets: Vec<(String, u32, u32)>,
-}
-
-/// An aya `Btf` in which each attach target has its id from the kernel's BTF.
-///
-/// aya looks the attach id up by name in a parsed `Btf` (`BtfTracePoint::load`), and its
-/// loader already parses all of vmlinux BTF once for itself (~14 ms and ~20 MB here), with
-/// no way to share that parse. This BTF has the targets at their kernel ids and a
-/// nameless pointer type at every other id: the kernel only ever sees the ids.
-fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {
-    let max_id = targets.iter().map(|(_, _, id)| *id).max()?;
-    let mut strings = vec![0u8];
-    let mut types = Vec::with_capacity(max_id as usize * 12);
-    for id in 1..=max_id {
-        let (name_off, kind) = match targets.iter().find(|(_, _, i)| *i == id) {
-            Some((name, kind, _)) => {
-                let off = strings.len() as u32;
-                strings.extend_from_slice(name.as_bytes());
-                strings.push(0);
-                (off, *kind)
-            }
-            None => (0, BTF_KIND_PTR),
-        };
-        // struct btf_type: name_off, info (kind << 24), type; 0 is void.
-        for word in [name_off, kind << 24, 0] {
-            types.extend_from_slice(&word.to_ne_bytes());
-        }
-    }
-    // struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
-    let mut blob = Vec::with_capacity(24 + types.len() + strings.len());
-    blob.extend_from_slice(&0xeb9fu16.to_ne_bytes());
-    blob.extend_from_slice(&[1, 0]);
-    for word in [
-        24,
-        0,
-        types.len() as u32,
-        types.len() as u32,
-        strings.len() as u32,
-    ] {
-        blob.extend_from_slice(&word.to_ne_bytes());
-    }
-    blob.extend_from_slice(&types);
-    blob.extend_from_slice(&strings);
-    Btf::parse(&blob, aya::Endianness::default()).ok()
-}
-
-impl KernelOffsets {
-    fn read() -> KernelOffsets {
-        let Some(btf) = vmlinux_btf() else {
-            return KernelOffsets::default();
-        };
-        let [cgroups, pid, tgid, real_cred] = member_offsets(
-            &btf,
-            "task_struct",
-            &["cgroups", "pid", "tgid", "real_cred"],
-        );
-        let [cgroup_kn, cgroup_level, cgroup_root, cgroup_self] =
-            member_offsets(&btf, "cgroup", &["kn", "level", "root", "self"]);
-        let css_parent = match (
-            cgroup_self,
-            member_offsets(&btf, "cgroup_subsys_state", &["parent", "cgroup"]),
-        ) {
-            (Some(0), [Some(parent), Some(cgroup)]) => [parent, cgroup],
-            _ => [0, 0],
-        };
-        let cgroup_id_path = (|| {
-            let path = [
-                cgroups?,
-                member_offset(&btf, "css_set", "dfl_cgrp")?,
-                cgroup_kn?,
-                member_offset(&btf, "kernfs_node", "id")?,
-            ];
-            // 0 means "unknown" to the probe; task_struct.cgroups is never the first member.
-            (path[0] != 0).then_some(path)
-        })();
-        let (pid, tgid) = pid.zip(tgid).unwrap_or((0, 0));
-        let attach_targets = hooks::btf_targets()
-            .into_iter()
-            .filter_map(|(name, kind)| {
-                let id = btf
-                    .resolve_ids_by_name(&name)
-                    .ok()?
-                    .into_iter()
-                    .find(|id| match btf.resolve_type_by_id(*id) {
-                        Ok(btf_rs::Type::Typedef(_)) => kind == BTF_KIND_TYPEDEF,
-                        Ok(btf_rs::Type::Func(_)) => kind == BTF_KIND_FUNC,
-                        _ => false,
-                    })?;
-                Some((name, kind, id))
-            })
-            .collect();
-        KernelOffsets {
-            real_cred: real_cred.unwrap_or(0),
-            cgroup_id_path: cgroup_id_path.unwrap_or([0; 4]),
-            pid,
-            tgid,
-            cgroup_level: cgroup_level.unwrap_or(0),
-            cgroup_root: cgroup_root.unwrap_or(0),
-            css_parent,
-            attach_targets,
-        }
-    }
 }
