@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use profiler::arch::Arch;
 use profiler::profile::seccomp::{DefaultAction, GenerateOptions};
-use profiler::{cli::record, confine::run, exit::ExitError, profile, trace::Trace};
+use profiler::{cli::record, confine::run, exit::ExitError};
 
 /// Record a workload with eBPF and turn what it did into security profiles.
 #[derive(Parser)]
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
             out,
             profile,
             traces,
-        } => generate(&out, &traces, &profile.options()),
+        } => profiler::cli::generate::generate(&out, &traces, &profile.options()),
         Command::Run {
             profile,
             quiet,
@@ -230,8 +230,8 @@ fn main() -> ExitCode {
                 }
                 0
             }),
-        Command::Diff { old, new, json } => diff(&old, &new, json),
-        Command::BenchFloor { cmd } => bench_floor(&cmd),
+        Command::Diff { old, new, json } => profiler::cli::diff::diff(&old, &new, json),
+        Command::BenchFloor { cmd } => profiler::cli::bench::bench_floor(&cmd),
         Command::Enforce {
             profile,
             containers,
@@ -243,12 +243,7 @@ fn main() -> ExitCode {
             containers,
             log,
         }),
-        Command::BenchAttached => {
-            for name in profiler::kernel::hooks::loaded_profiler_programs() {
-                println!("{name}");
-            }
-            Ok(0)
-        }
+        Command::BenchAttached => profiler::cli::bench::attached(),
         Command::Serve { socket, out, quiet } => {
             profiler::cli::oci_hook::serve(&socket, &out, quiet)
         }
@@ -262,55 +257,4 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
-}
-
-fn bench_floor(cmd: &[String]) -> anyhow::Result<i32> {
-    profiler::kernel::check_privileges("profiler bench-floor")?;
-    let _floor = profiler::kernel::attach_floor()?;
-    let status = std::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .status()?;
-    use std::os::unix::process::ExitStatusExt as _;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-}
-
-fn diff(old: &std::path::Path, new: &std::path::Path, json: bool) -> anyhow::Result<i32> {
-    use profiler::confine::diff::{Allowances, diff, render_text};
-    let load = |p: &std::path::Path| {
-        Allowances::load(p).map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
-    };
-    let d = diff(&load(old)?, &load(new)?);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
-    } else {
-        print!("{}", render_text(&d));
-    }
-    Ok(if d.needs_more { 1 } else { 0 })
-}
-
-fn generate(
-    out: &std::path::Path,
-    traces: &[PathBuf],
-    options: &GenerateOptions,
-) -> anyhow::Result<i32> {
-    let loaded = traces
-        .iter()
-        .map(|p| Trace::load(p))
-        .collect::<anyhow::Result<Vec<_>>>()
-        .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))?;
-    let profiles = profile::generate(&loaded, options);
-    // A single trace is copied along so the folder stays self-describing.
-    let trace = if loaded.len() == 1 {
-        Some(&loaded[0])
-    } else {
-        None
-    };
-    let files = profile::render(trace, &profiles, out, options);
-    let written = profile::write_atomically(out, &files, options.follow_symlinks)?;
-    for p in written {
-        eprintln!("profiler: wrote {}", p.display());
-    }
-    Ok(0)
 }
