@@ -1,0 +1,46 @@
+//! Capability checks, aggregated in the kernel by [`CapKey`].
+
+/// The check was granted (`cap_capable` returned 0).
+pub const CAP_FLAG_GRANTED: u32 = 1;
+/// The check happened outside any syscall (`orig_ax` of the task's user frame was -1).
+pub const CAP_FLAG_NO_SYSCALL: u32 = 2;
+/// The fexit fallback saw `CAP_OPT_NOAUDIT` in the opts argument (include/linux/security.h).
+pub const CAP_FLAG_NOAUDIT: u32 = 4;
+/// The fexit fallback knows the audit flag exactly ([`CAP_FLAG_NOAUDIT`] is meaningful).
+pub const CAP_FLAG_OPTS_KNOWN: u32 = 8;
+/// The check was made with credentials other than the task's own (`cred` argument !=
+/// `current->real_cred`): under `override_creds()` (overlayfs acting with its mounter's
+/// credentials, nfsd, access()'s real-uid copy...) or on behalf of another task.
+pub const CAP_FLAG_OTHER_CRED: u32 = 16;
+/// Bits 8..16 of the flags hold the cgroup's phase (`PHASE_*`) at the time of the check.
+pub const CAP_FLAG_PHASE_SHIFT: u32 = 8;
+
+/// Key of the capability-check aggregation map: one entry per distinct
+/// (cgroup, capability, outcome, syscall, kernel stack).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CapKey {
+    pub cgroup_id: u64,
+    pub cap: u32,
+    pub flags: u32,
+    /// Syscall number during which the check happened, as seen in the task's `orig_ax`.
+    pub syscall_nr: i64,
+    /// One of the `ARCH_*` slots.
+    pub arch: u32,
+    /// Id in the kernel stack-trace map, or negative when the stack could not be taken.
+    pub stack_id: i32,
+    /// The innermost frames (return addresses; the probe's own two come first), also the
+    /// identity of the call path: checks with the same frames share one walk of the whole
+    /// stack. When the stack map could not take the stack, these still show who asked.
+    pub top_frames: [u64; CAP_TOP_FRAMES],
+}
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no padding (the size is asserted next).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CapKey {}
+const _: () = assert!(core::mem::size_of::<CapKey>() == 32 + 8 * CAP_TOP_FRAMES);
+
+/// How many innermost frames [`CapKey::top_frames`] holds: the probe's program and
+/// bpf_trace_run, then cap_capable and five callers, deep enough to reach the function that
+/// decides whether the check is audited (ns_capable_noaudit, security_vm_enough_memory_mm...).
+pub const CAP_TOP_FRAMES: usize = 8;

@@ -1,0 +1,67 @@
+//! Rare events, streamed through a ring buffer (execs, file writes, network endpoints, user
+//! switches). Never the syscall record itself: a flood of events can only lose events, which
+//! are counted, never a syscall.
+
+/// Bytes of a path, or of a sockaddr, in [`Event::data`] (NUL-padded).
+pub const EVENT_PATH_LEN: usize = 256;
+/// Bytes of a second string (`argv[0]` of an exec) in [`Event::aux`] (NUL-padded).
+pub const EVENT_AUX_LEN: usize = 64;
+
+/// How often userspace drains the event ring buffer without being woken: the programs wake
+/// it only when the buffer fills up (a wake-up per event costs more than the event).
+pub const EVENT_DRAIN_INTERVAL_MS: u64 = 50;
+
+/// execve/execveat entered: `data` = filename as passed, `aux` = argv[0], args[0] = dirfd.
+pub const EVENT_EXEC_ATTEMPT: u32 = 1;
+/// An exec succeeded (sched_process_exec): args[0] = uid, args[1] = gid.
+pub const EVENT_EXEC_OK: u32 = 2;
+/// A path was opened for writing, created, removed or renamed: args[0] = syscall number,
+/// args[1] = dirfd, args[2] = open flags; `data` = path as passed.
+pub const EVENT_WRITE: u32 = 3;
+/// chdir: `data` = path.
+pub const EVENT_CHDIR: u32 = 4;
+/// fchdir: args[0] = fd.
+pub const EVENT_FCHDIR: u32 = 5;
+/// A new process: args[0] = parent tgid, args[1] = child tgid.
+pub const EVENT_FORK: u32 = 6;
+/// bind/connect: args[0] = fd, args[1] = address length; `data` = the sockaddr bytes.
+pub const EVENT_BIND: u32 = 7;
+pub const EVENT_CONNECT: u32 = 8;
+/// listen: args[0] = fd, args[1] = backlog.
+pub const EVENT_LISTEN: u32 = 9;
+/// setuid family: args[0] = syscall number, args[1..4] = the ids.
+pub const EVENT_SETID: u32 = 10;
+/// socket: args[0..3] = family, type, protocol.
+pub const EVENT_SOCKET: u32 = 11;
+/// `profiler enforce` killed a program that an exec started and the profile does not list
+/// (the path is in this thread's preceding EVENT_EXEC_ATTEMPT).
+pub const EVENT_EXEC_KILLED: u32 = 12;
+/// A task was moved into a cgroup that is not recorded (any on the host): args[0] = the
+/// destination cgroup id, args[1] = the task's tgid. Userspace decides whether the task was
+/// the workload's (then the recording lost it).
+pub const EVENT_CGROUP_ATTACH: u32 = 13;
+
+/// Key of the allowed-executables map of `profiler enforce`: the path as passed to execve,
+/// NUL-padded.
+pub type ExecPath = [u8; EVENT_PATH_LEN];
+
+/// One event as the ring buffer carries it: `kind` is one of the `EVENT_*` values above.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub cgroup_id: u64,
+    pub kind: u32,
+    /// Process (tgid) and thread id.
+    pub pid: u32,
+    pub tid: u32,
+    pub phase: u32,
+    pub args: [u64; 4],
+    pub data: [u8; EVENT_PATH_LEN],
+    pub aux: [u8; EVENT_AUX_LEN],
+}
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no padding (the size is asserted next).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Event {}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);

@@ -1,0 +1,155 @@
+//! The record of one cgroup (which syscalls ran, per phase and architecture, and the
+//! deciding arguments of a few) and the table of records the kernel side and userspace share.
+use crate::ARCH_COUNT;
+
+/// Syscall numbers are recorded in one byte per number. x86_64 tops out near 470, i386 near
+/// 470 and x32's own range ends at 547 (arch/x86/entry/syscalls/syscall_64.tbl), so 1024 slots
+/// leave room for a decade of new syscalls. A number outside the table is counted in
+/// [`LOSS_SYSCALL_OUT_OF_RANGE`](crate::LOSS_SYSCALL_OUT_OF_RANGE) rather than dropped silently.
+pub const SYSCALL_SLOTS: usize = 1024;
+
+/// Phases of a cgroup's life, so a container runtime's own set-up can be told apart from the
+/// workload without knowing the runtime's name.
+///
+/// Before the runtime loads the container's seccomp filter ...
+pub const PHASE_SETUP: usize = 0;
+/// ... after a seccomp filter was loaded (seccomp(SECCOMP_SET_MODE_FILTER) or
+/// prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)) and before the first exec: these are the
+/// runtime's syscalls that the profile must still allow ...
+pub const PHASE_RUNTIME: usize = 1;
+/// ... and from the first successful exec after that load on: the workload. A cgroup where
+/// no filter is loaded (a command profiler started itself) stays in [`PHASE_SETUP`].
+pub const PHASE_WORKLOAD: usize = 2;
+pub const PHASE_COUNT: usize = 3;
+
+/// Argument values of the syscalls whose power depends on an argument, the ones Docker's
+/// default profile filters by argument. One byte per value (same reasoning as the syscall
+/// bytes: idempotent plain stores).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ArgRecord {
+    /// socket(2): address family (arg 0), values 0..63.
+    pub socket_families: [u8; 64],
+    /// socketpair(2): address family.
+    pub socketpair_families: [u8; 64],
+    /// clone(2): flag bits (arg 0) that were set, bit i at index i.
+    pub clone_flag_bits: [u8; 32],
+    /// unshare(2): flag bits that were set.
+    pub unshare_flag_bits: [u8; 32],
+    /// personality(2): [`PERSONALITY_VALUES`] slots, the last one for any other value.
+    pub personality: [u8; 8],
+    /// prctl(2): option (arg 0) 0..126; index 127 for any larger option.
+    pub prctl_options: [u8; 128],
+    /// i386 socketcall(2): call number (arg 0, include/uapi/linux/net.h SYS_*).
+    pub socketcall_calls: [u8; 32],
+    /// i386 ipc(2): call number (include/uapi/linux/ipc.h SEMOP...).
+    pub ipc_calls: [u8; 32],
+}
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no padding (the size is asserted next).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ArgRecord {}
+const _: () = assert!(core::mem::size_of::<ArgRecord>() == 392);
+
+/// personality(2) values with a slot of their own: PER_LINUX, PER_LINUX32, UNAME26,
+/// PER_LINUX32|UNAME26 and the 0xffffffff query, the values Docker's default profile allows.
+pub const PERSONALITY_VALUES: [u64; 5] = [0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+/// Slot of [`ArgRecord::personality`] for any other value.
+pub const PERSONALITY_OTHER: usize = 7;
+pub const PRCTL_OTHER: usize = 127;
+
+/// Per recorded cgroup: which syscall numbers ran, per phase and architecture.
+///
+/// One byte per number instead of one bit: the probe can then mark a number with a plain
+/// store of 1, which is idempotent, so concurrent CPUs never lose each other's updates (a
+/// bit-or would need an atomic read-modify-write), and it first reads the byte so a syscall
+/// already seen never dirties the cache line again.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupRecord {
+    /// The cgroup2 id this slot of the record table holds, or [`SLOT_FREE`] /
+    /// [`SLOT_DELETED`]. Written with compare-and-swap by whoever claims the slot (userspace
+    /// for a recording cgroup, the kernel for a cgroup it discovers below one).
+    pub cgroup_id: u64,
+    /// The recording this cgroup belongs to: its own id for a cgroup profiler created, the
+    /// recording cgroup's id for a descendant (a container) the kernel side discovered.
+    pub recording_id: u64,
+    /// One of the `PHASE_*` values.
+    pub phase: u32,
+    /// Number of seccomp filters loaded in this cgroup.
+    pub seccomp_loads: u32,
+    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
+    pub out_of_range: u64,
+    /// Non-zero until the cgroup's first exec: profiler's own child runs in the cgroup from
+    /// its creation (clone3 CLONE_INTO_CGROUP) and its few syscalls before exec are not the
+    /// workload's. Only that execve is recorded meanwhile.
+    pub awaiting_exec: u32,
+    pub _reserved: u32,
+    pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
+    /// Argument values, per phase.
+    pub args: [ArgRecord; PHASE_COUNT],
+}
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no padding (the size is asserted next).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CgroupRecord {}
+const _: () = assert!(
+    core::mem::size_of::<CgroupRecord>()
+        == SYSCALL_SLOTS * ARCH_COUNT * PHASE_COUNT + 40 + 392 * PHASE_COUNT
+);
+
+/// The record table: an array map of [`RECORD_SLOTS`] records, open addressing with linear
+/// probing on the cgroup id. An array lookup is a few inlined instructions, a hash-map
+/// lookup a call with jhash and a bucket walk: measured here, ~1 ns against ~28 ns, paid by
+/// every syscall on the host while a recording runs.
+pub const RECORD_SLOTS: u32 = 1024;
+/// How many consecutive slots a cgroup may land in. cgroup2 ids are kernfs ids handed out
+/// in sequence, so the ids of one recording's cgroups fill consecutive slots and probing is
+/// rare; beyond this many a cgroup is refused and counted, never dropped silently.
+pub const RECORD_PROBES: u32 = 16;
+/// A slot that never held a record: all of it is zero. A lookup stops here.
+pub const SLOT_FREE: u64 = 0;
+/// A slot whose record was collected: a lookup goes on past it; only userspace reuses it.
+pub const SLOT_DELETED: u64 = u64::MAX;
+
+/// Slot of the `probe`-th try for `cgroup_id`.
+#[inline(always)]
+pub const fn record_slot(cgroup_id: u64, probe: u32) -> u32 {
+    (cgroup_id as u32).wrapping_add(probe) & (RECORD_SLOTS - 1)
+}
+
+// Userspace maps the table and indexes it by `size_of::<CgroupRecord>()`; the kernel's
+// array element size is the value size rounded up to 8 (kernel/bpf/arraymap.c).
+const _: () = assert!(core::mem::size_of::<CgroupRecord>().is_multiple_of(8));
+const _: () = assert!(RECORD_SLOTS.is_power_of_two());
+
+impl CgroupRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            cgroup_id: SLOT_FREE,
+            recording_id: 0,
+            phase: PHASE_SETUP as u32,
+            seccomp_loads: 0,
+            out_of_range: 0,
+            awaiting_exec: 0,
+            _reserved: 0,
+            syscalls: [[[0; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
+            args: [ArgRecord::zeroed(); PHASE_COUNT],
+        }
+    }
+}
+
+impl ArgRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            socket_families: [0; 64],
+            socketpair_families: [0; 64],
+            clone_flag_bits: [0; 32],
+            unshare_flag_bits: [0; 32],
+            personality: [0; 8],
+            prctl_options: [0; 128],
+            socketcall_calls: [0; 32],
+            ipc_calls: [0; 32],
+        }
+    }
+}

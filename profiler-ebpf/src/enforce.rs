@@ -1,0 +1,44 @@
+//! `profiler enforce` on the kernel side: an exec of a program the profile does not list is
+//! judged when it is attempted and killed in sched_process_exec, once it has succeeded.
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes};
+use profiler_common::{CgroupRecord, ENFORCE_CONTAINERS, EVENT_PATH_LEN, PHASE_SETUP};
+
+use crate::{
+    globals::ENFORCE,
+    maps::{ALLOWED_EXECS, EXEC_VERDICT, PATH_SCRATCH},
+    record::current_cgroup_id,
+};
+
+/// Whether `profiler enforce` judges this exec (decided only for execs, not every syscall).
+/// In container mode, neither the engine's own CLI (the recording cgroup itself) nor the
+/// runtime's set-up is judged: runc re-executes itself from a memfd inside the container's
+/// cgroup before it loads the filter. From the filter load on, every exec (the entrypoint's
+/// first) is the container's.
+#[inline(always)]
+pub(crate) fn enforcing(record: *mut CgroupRecord, phase: usize) -> bool {
+    let enforce = unsafe { core::ptr::read_volatile(&ENFORCE) };
+    enforce != 0
+        && (enforce != ENFORCE_CONTAINERS
+            || (phase != PHASE_SETUP && unsafe { (*record).recording_id != current_cgroup_id() }))
+}
+
+/// Remembers, for this thread, whether the program it is about to exec is in the profile;
+/// the verdict is carried out in sched_process_exec, once the exec has succeeded.
+#[inline(always)]
+pub(crate) fn judge_exec(path: u64) {
+    let Some(buf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // Zeroed 8 bytes at a time (32 stores, not 256): the key must be fully initialised.
+    let words = buf as *mut u64;
+    for i in 0..(EVENT_PATH_LEN / 8) {
+        unsafe { *words.add(i) = 0 };
+    }
+    let buf = unsafe { &mut *buf };
+    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
+        return;
+    }
+    let allowed = unsafe { ALLOWED_EXECS.get(*buf) }.is_some();
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let _ = EXEC_VERDICT.insert(tid, if allowed { 0 } else { 1 }, 0);
+}

@@ -1,0 +1,47 @@
+//! The load-time globals: `.rodata` that userspace sets with `override_global` before loading
+//! (`profiler/src/kernel/mod.rs`), by these names. .rodata is frozen at load, so the verifier
+//! sees each value as a constant and drops the branches it rules out. Read them with
+//! `core::ptr::read_volatile`, or the compiler folds in the zero they are declared with.
+
+/// Level in the cgroup2 hierarchy of the recording cgroups (`<root>/profiler/rec-*`), set by
+/// userspace at load time. 0 disables discovery of descendant cgroups.
+#[unsafe(no_mangle)]
+pub(crate) static RECORDING_LEVEL: i32 = 0;
+
+/// Byte offset of `real_cred` in `struct task_struct`, read by userspace from the kernel's BTF
+/// at load time (aya has no CO-RE for Rust programs). 0: unknown, the comparison is skipped.
+/// .rodata is frozen at load, so the verifier sees a constant offset into a BTF object.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_REAL_CRED_OFFSET: u32 = 0;
+
+/// Byte offsets to read the current task's cgroup2 id without a helper call:
+/// `task_struct.cgroups` -> `css_set.dfl_cgrp` -> `cgroup.kn` -> `kernfs_node.id`, the path
+/// `bpf_get_current_cgroup_id()` takes (kernel/bpf/helpers.c, `cgroup_id(task_dfl_cgroup())`).
+/// Read from the kernel's BTF at load time; all 0 (unknown): use the helper.
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_ID_PATH: [u32; 4] = [0; 4];
+
+/// Byte offset of `cgroup.level` (from BTF at load time); 0: unknown.
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_LEVEL_OFFSET: u32 = 0;
+
+/// Byte offset of `cgroup.root` (from BTF at load time); 0: unknown.
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_ROOT_OFFSET: u32 = 0;
+
+/// Byte offsets of `cgroup_subsys_state.parent` (usable on a `struct cgroup`, whose first
+/// member is its `self` css, include/linux/cgroup-defs.h) and `cgroup_subsys_state.cgroup`
+/// (back from the parent css to its cgroup); a `parent` offset of 0: unknown.
+#[unsafe(no_mangle)]
+pub(crate) static CSS_PARENT_OFFSET: [u32; 2] = [0; 2];
+
+/// `profiler enforce`: ENFORCE_ALL / ENFORCE_CONTAINERS, 0 when recording.
+#[unsafe(no_mangle)]
+pub(crate) static ENFORCE: u32 = 0;
+
+/// Byte offsets of `task_struct.pid` and `task_struct.tgid` (from BTF at load time), to tell
+/// a new process from a new thread in sched_process_fork. 0: no fork events.
+#[unsafe(no_mangle)]
+pub(crate) static TASK_PID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+pub(crate) static TASK_TGID_OFFSET: u32 = 0;

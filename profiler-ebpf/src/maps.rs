@@ -1,0 +1,62 @@
+//! Every map of the object. Userspace finds them by name (`RECORDS`, `CAP_CHECKS`...), so the
+//! names are part of the interface; the load-time globals are in [`crate::globals`].
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+};
+use profiler_common::{CapKey, CgroupRecord, ExecPath, LOSS_COUNTERS, RECORD_SLOTS};
+
+use crate::capabilities::CapPath;
+
+/// The recorded cgroups, an open-addressed table (see `profiler_common::RECORD_SLOTS`).
+/// Mappable so userspace can claim and release slots with compare-and-swap on the same
+/// memory the programs use.
+#[map]
+pub(crate) static RECORDS: Array<CgroupRecord> =
+    Array::with_max_entries(RECORD_SLOTS, BPF_F_MMAPABLE);
+
+#[map]
+pub(crate) static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub(crate) static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+
+/// Capability checks by call path, to walk and store each path's whole stack once instead of
+/// per check (`bpf_get_stackid` ~3.5 us here, the top frames ~1.5 us; a process checks
+/// CAP_SYS_ADMIN on nearly every mmap). Checks share a path when their innermost frames are
+/// equal; the stored stack is then one of the paths that begin so, and every
+/// `CAP_REWALK_EVERY`th check walks again (`crate::capabilities`).
+#[map]
+pub(crate) static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);
+
+/// Rare events (execs, writes, endpoints, user switches) for the image profile; drained by
+/// userspace while the workload runs. Losses are counted in LOSS_EVENTS.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+const EVENTS_BYTES: u32 = 1 << 20;
+/// Fill level from which each event wakes the reader up.
+pub(crate) const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
+
+/// Executables the profile allows (paths as the workload passes them to execve).
+#[map]
+pub(crate) static ALLOWED_EXECS: HashMap<ExecPath, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Per thread: whether its last exec attempt was of a program the profile does not allow.
+#[map]
+pub(crate) static EXEC_VERDICT: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// A zeroed path buffer per CPU (a map key must be fully initialised).
+#[map]
+pub(crate) static PATH_SCRATCH: PerCpuArray<ExecPath> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub(crate) fn count_loss(index: u32) {
+    if let Some(counter) = LOSSES.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it, so a plain increment is exact.
+        unsafe { *counter += 1 };
+    }
+}

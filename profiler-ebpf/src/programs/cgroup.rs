@@ -1,0 +1,82 @@
+//! The `cgroup_attach_task` tracepoint (`cgroup_attach_task_btf`, only when userspace knows
+//! the offsets it needs): a task moved out of the recordings.
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use profiler_common::EVENT_CGROUP_ATTACH;
+
+use crate::{
+    events::emit,
+    globals::{CGROUP_ID_PATH, CGROUP_ROOT_OFFSET, CSS_PARENT_OFFSET, TASK_TGID_OFFSET},
+    record::{current_cgroup_id_fast, find_record},
+};
+
+/// How far up from a destination cgroup a recording is looked for.
+const MAX_CGROUP_DEPTH: usize = 16;
+
+/// tp_btf `cgroup_attach_task(struct cgroup *dst_cgrp, const char *path, struct
+/// task_struct *task, bool threadgroup)` (include/trace/events/cgroup.h), fired once a task
+/// has moved (kernel/cgroup/cgroup.c, cgroup_attach_task()): by then the task's old cgroup is
+/// gone from it, so every move into a cgroup that is not recorded is reported, with the
+/// task, and userspace tells whether the task was a workload's. Moves are rare (container
+/// starts, cgroup managers); the hot path is untouched.
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
+    let (path, tgid_off, root_off, [parent_off, css_cgroup_off]) = unsafe {
+        (
+            core::ptr::read_volatile(&CGROUP_ID_PATH),
+            core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
+            core::ptr::read_volatile(&CGROUP_ROOT_OFFSET) as usize,
+            core::ptr::read_volatile(&CSS_PARENT_OFFSET),
+        )
+    };
+    // (`css.cgroup` is the css's first member, at offset 0: only `parent` says "unknown".)
+    if path[0] == 0 || tgid_off == 0 || root_off == 0 || parent_off == 0 {
+        return 0;
+    }
+    let dst: *const u8 = ctx.arg(0);
+    let task: *const u8 = ctx.arg(2);
+    if dst.is_null() || task.is_null() {
+        return 0;
+    }
+    // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a hybrid
+    // host (runc joins every controller's cgroup) are not departures. The default
+    // hierarchy's root is the one of the current task's default cgroup.
+    let (_, current_dfl) = current_cgroup_id_fast();
+    if current_dfl.is_null() {
+        return 0;
+    }
+    let same_hierarchy = unsafe {
+        *(dst.add(root_off) as *const usize) == *(current_dfl.add(root_off) as *const usize)
+    };
+    if !same_hierarchy {
+        return 0;
+    }
+    let (dst_id, tgid) = unsafe {
+        let kn = *(dst.add(path[2] as usize) as *const *const u8);
+        (
+            *(kn.add(path[3] as usize) as *const u64),
+            *(task.add(tgid_off) as *const i32),
+        )
+    };
+    // A move into a recorded cgroup or below one (a container a runtime is setting up, not
+    // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
+    let mut cgroup = dst;
+    for _ in 0..MAX_CGROUP_DEPTH {
+        let id = unsafe {
+            let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
+            *(kn.add(path[3] as usize) as *const u64)
+        };
+        if find_record(id).is_some() {
+            return 0;
+        }
+        let parent_css = unsafe { *(cgroup.add(parent_off as usize) as *const *const u8) };
+        if parent_css.is_null() {
+            break;
+        }
+        cgroup = unsafe { *(parent_css.add(css_cgroup_off as usize) as *const *const u8) };
+        if cgroup.is_null() {
+            break;
+        }
+    }
+    emit(EVENT_CGROUP_ATTACH, 0, [dst_id, tgid as u64, 0, 0], 0, 0, 0);
+    0
+}

@@ -1,0 +1,102 @@
+//! The `sched_process_exec` tracepoint (`sched_process_exec_btf`, else
+//! `sched_process_exec_raw`) and `sched_process_fork` (`sched_process_fork_btf`, only when
+//! userspace knows the pid offsets).
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_send_signal},
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use profiler_common::{
+    EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, PHASE_RUNTIME, PHASE_WORKLOAD,
+};
+
+use crate::{
+    events::emit,
+    globals::{ENFORCE, TASK_PID_OFFSET, TASK_TGID_OFFSET},
+    maps::EXEC_VERDICT,
+    record::{current_cgroup_id, find_record},
+};
+
+/// An exec after the runtime loaded the seccomp filter is the container's entrypoint: the
+/// workload starts. Execs before the filter load stay in the set-up phase: runc, for one,
+/// re-executes itself from a sealed memfd inside the container's cgroup
+/// (libcontainer/nsenter/cloned_binary.c) long before it starts the entrypoint.
+#[inline(always)]
+fn on_exec() {
+    let cgroup_id = current_cgroup_id();
+    if let Some(record) = find_record(cgroup_id) {
+        let phase = unsafe {
+            (*record).awaiting_exec = 0;
+            if (*record).phase == PHASE_RUNTIME as u32 {
+                (*record).phase = PHASE_WORKLOAD as u32;
+            }
+            (*record).phase
+        };
+        let uid_gid = bpf_get_current_uid_gid();
+        emit(
+            EVENT_EXEC_OK,
+            phase as usize,
+            [uid_gid & 0xffff_ffff, uid_gid >> 32, 0, 0],
+            0,
+            0,
+            0,
+        );
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0
+            && let Some(verdict) = unsafe { EXEC_VERDICT.get(tid) }
+            && *verdict == 1
+        {
+            // The new program has not run a single instruction yet: SIGKILL is taken on
+            // the way back to user space.
+            unsafe { bpf_send_signal(9) };
+            emit(EVENT_EXEC_KILLED, phase as usize, [0; 4], 0, 0, 0);
+        }
+    }
+}
+
+/// tp_btf `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+/// (include/trace/events/sched.h): fires once an exec has succeeded.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec_btf(_ctx: BtfTracePointContext) -> i32 {
+    on_exec();
+    0
+}
+
+/// raw_tp `sched_process_exec`, for kernels without BTF.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
+    on_exec();
+    0
+}
+
+/// tp_btf `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: a new
+/// process inherits its parent's working directory, which path resolution needs.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
+    let (pid_off, tgid_off) = unsafe {
+        (
+            core::ptr::read_volatile(&TASK_PID_OFFSET) as usize,
+            core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
+        )
+    };
+    if pid_off == 0 || tgid_off == 0 {
+        return 0;
+    }
+    let Some(record) = find_record(current_cgroup_id()) else {
+        return 0;
+    };
+    let child: *const u8 = ctx.arg(1);
+    let (pid, tgid) = unsafe {
+        (
+            *(child.add(pid_off) as *const i32),
+            *(child.add(tgid_off) as *const i32),
+        )
+    };
+    if pid != tgid {
+        return 0; // a thread
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u64;
+    let phase = unsafe { (*record).phase } as usize;
+    emit(EVENT_FORK, phase, [parent, tgid as u64, 0, 0], 0, 0, 0);
+    0
+}

@@ -1,0 +1,69 @@
+//! The `sys_enter` tracepoint: `sys_enter_btf` (tp_btf), else `sys_enter_raw` (raw_tp), and
+//! the benchmarks' floor `sys_enter_floor`.
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use profiler_common::{
+    PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_DI_OFFSET, PT_REGS_DX_OFFSET,
+    PT_REGS_R10_OFFSET, PT_REGS_SI_OFFSET,
+};
+
+use crate::{record::current_record, syscalls::on_sys_enter};
+
+/// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    // Filter first: for every process that is not recorded this is the only work done.
+    let Some(record) = current_record() else {
+        return 0;
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
+    let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
+    let cs = load(PT_REGS_CS_OFFSET);
+    let args = [
+        load(PT_REGS_DI_OFFSET),
+        load(PT_REGS_SI_OFFSET),
+        load(PT_REGS_DX_OFFSET),
+        load(PT_REGS_BX_OFFSET),
+        load(PT_REGS_R10_OFFSET),
+        load(PT_REGS_CX_OFFSET),
+    ];
+    on_sys_enter(record, id, cs, args);
+    0
+}
+
+/// The cost floor for benchmarks (`profiler bench-floor`): attached to the same tracepoint,
+/// does nothing. What every sys_enter program costs every syscall on the host just by being
+/// there; the recording program's own work is measured against it.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+/// raw_tp `sys_enter` for kernels without BTF. The register frame has to be read with
+/// bpf_probe_read_kernel here; if that is refused the syscall is still recorded, as x86_64
+/// unless the x32 bit says otherwise.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
+    let Some(record) = current_record() else {
+        return 0;
+    };
+    let regs: *const u8 = ctx.arg(0);
+    let id: i64 = ctx.arg(1);
+    let read =
+        |off: usize| unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
+    let args = [
+        read(PT_REGS_DI_OFFSET),
+        read(PT_REGS_SI_OFFSET),
+        read(PT_REGS_DX_OFFSET),
+        read(PT_REGS_BX_OFFSET),
+        read(PT_REGS_R10_OFFSET),
+        read(PT_REGS_CX_OFFSET),
+    ];
+    on_sys_enter(record, id, read(PT_REGS_CS_OFFSET), args);
+    0
+}

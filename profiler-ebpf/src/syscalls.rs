@@ -1,0 +1,180 @@
+//! What every recorded syscall does: its architecture and number, its mark in the cgroup's
+//! record, the arguments recorded for the few syscalls whose power depends on one, its events,
+//! and the phase change at a seccomp filter load.
+use aya_ebpf::helpers::bpf_probe_read_user;
+use profiler_common::{
+    ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
+    PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS,
+    USER32_CS, X32_SYSCALL_BIT, nr,
+};
+
+use crate::{
+    events::{emit_events, i386_event_form},
+    maps::count_loss,
+};
+
+/// Splits the raw syscall id into (architecture slot, number).
+///
+/// x32 syscalls enter through the 64-bit path with `__X32_SYSCALL_BIT` set in the number
+/// (arch/x86/entry/syscall_64.c, `do_syscall_x32`). Compat i386 syscalls enter from a 32-bit
+/// code segment, so the saved `cs` is `__USER32_CS`. The one case this misses is a 64-bit
+/// process issuing `int $0x80` from 64-bit code (the kernel treats it as i386 through
+/// TS_COMPAT); that is recorded as x86_64.
+#[inline(always)]
+pub(crate) fn split_arch(id: i64, cs: u64) -> (usize, i64) {
+    if id >= 0 && (id as u64) & X32_SYSCALL_BIT != 0 {
+        (ARCH_X32, ((id as u64) & !X32_SYSCALL_BIT) as i64)
+    } else if cs == USER32_CS {
+        (ARCH_I386, id)
+    } else {
+        (ARCH_X86_64, id)
+    }
+}
+
+#[inline(always)]
+fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
+    // `get_mut` instead of indexing: a failed bounds check must not become a panic call,
+    // which the verifier rejects.
+    let slot = if (0..SYSCALL_SLOTS as i64).contains(&nr) {
+        unsafe { (*record).syscalls.get_mut(phase) }
+            .and_then(|p| p.get_mut(arch))
+            .and_then(|row| row.get_mut(nr as usize))
+    } else {
+        None
+    };
+    let Some(slot) = slot else {
+        unsafe { (*record).out_of_range += 1 };
+        count_loss(LOSS_SYSCALL_OUT_OF_RANGE);
+        return;
+    };
+    // Read before writing: after the first call of a number this is a read-only hit and the
+    // cache line stays shared between CPUs.
+    if *slot == 0 {
+        *slot = 1;
+    }
+}
+
+#[inline(always)]
+fn mark(slots: &mut [u8], index: u64) {
+    if let Some(slot) = slots.get_mut(index as usize)
+        && *slot == 0
+    {
+        *slot = 1;
+    }
+}
+
+#[inline(always)]
+fn mark_bits(slots: &mut [u8; 32], flags: u64) {
+    for (bit, slot) in slots.iter_mut().enumerate() {
+        if flags & (1 << bit) != 0 {
+            *slot = 1;
+        }
+    }
+}
+
+/// Records the argument that decides what the syscall may do, for the few syscalls whose
+/// power depends on it (see `profiler_common::ArgRecord`). `a0` is the first argument of the
+/// syscall's own ABI: `di` on the 64-bit entry, `bx` on the compat one.
+#[inline(always)]
+fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0: u64) {
+    let Some(args) = (unsafe { (*record).args.get_mut(phase) }) else {
+        return;
+    };
+    if arch == ARCH_I386 {
+        match nr {
+            nr::I386_SOCKET => mark(&mut args.socket_families, a0),
+            nr::I386_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
+            nr::I386_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::CLONE3 => mark_clone3_flags(args, a0),
+            nr::I386_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
+            nr::I386_PERSONALITY => mark_personality(args, a0),
+            nr::I386_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
+            nr::I386_SOCKETCALL => mark(&mut args.socketcall_calls, a0),
+            nr::I386_IPC => mark(&mut args.ipc_calls, a0 & 0xffff),
+            _ => {}
+        }
+    } else {
+        match nr {
+            nr::X86_64_SOCKET => mark(&mut args.socket_families, a0),
+            nr::X86_64_SOCKETPAIR => mark(&mut args.socketpair_families, a0),
+            nr::X86_64_CLONE => mark_bits(&mut args.clone_flag_bits, a0),
+            nr::CLONE3 => mark_clone3_flags(args, a0),
+            nr::X86_64_UNSHARE => mark_bits(&mut args.unshare_flag_bits, a0),
+            nr::X86_64_PERSONALITY => mark_personality(args, a0),
+            nr::X86_64_PRCTL => mark(&mut args.prctl_options, a0.min(PRCTL_OTHER as u64)),
+            _ => {}
+        }
+    }
+}
+
+/// clone3(2) passes its flags in memory (`struct clone_args`, whose first member is the u64
+/// `flags`, include/uapi/linux/sched.h), where seccomp cannot look: the generated profile
+/// answers clone3 with ENOSYS and allows libc's fallback, clone(2), filtered on its flags
+/// argument. glibc's fallback passes the same flags, so they count as clone's.
+#[inline(always)]
+fn mark_clone3_flags(args: &mut ArgRecord, clone_args: u64) {
+    if let Ok(flags) = unsafe { bpf_probe_read_user(clone_args as *const u64) } {
+        mark_bits(&mut args.clone_flag_bits, flags);
+    }
+}
+
+#[inline(always)]
+fn mark_personality(args: &mut ArgRecord, value: u64) {
+    let value = value & 0xffff_ffff;
+    let mut slot = PERSONALITY_OTHER;
+    for (i, v) in PERSONALITY_VALUES.iter().enumerate() {
+        if *v == value {
+            slot = i;
+        }
+    }
+    mark(&mut args.personality, slot as u64);
+}
+
+#[inline(always)]
+pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 6]) {
+    let [di, si, dx, bx, r10, cx] = regs;
+    let (arch, nr) = split_arch(id, cs);
+    // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
+    if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
+        return;
+    }
+    let phase = unsafe { (*record).phase } as usize;
+    mark_syscall(record, phase, arch, nr);
+    record_args(
+        record,
+        phase,
+        arch,
+        nr,
+        if arch == ARCH_I386 { bx } else { di },
+    );
+    // Events come from both 64-bit and 32-bit processes, told in x86_64 terms. (x32 has its
+    // own numbers for a few of these; it cannot run on this project's kernels.)
+    let event_form = if arch == ARCH_X86_64 {
+        Some((nr, [di, si, dx, r10], false))
+    } else if arch == ARCH_I386 {
+        i386_event_form(nr, [bx, cx, dx, si]).map(|(n, a)| (n, a, true))
+    } else {
+        None
+    };
+    if let Some((nr, a, compat)) = event_form {
+        emit_events(record, phase, nr, a, compat);
+    }
+    // A seccomp filter being loaded before the first exec is the runtime locking the
+    // container down: what follows until the exec must be allowed by the profile. The filter
+    // pointer must be set: libseccomp probes which flags the kernel supports with
+    // seccomp(SECCOMP_SET_MODE_FILTER, flag, NULL), which loads nothing (EFAULT).
+    if arch == ARCH_X86_64
+        && ((nr == nr::X86_64_SECCOMP && di == nr::SECCOMP_SET_MODE_FILTER && dx != 0)
+            || (nr == nr::X86_64_PRCTL
+                && di == nr::PR_SET_SECCOMP
+                && si == nr::SECCOMP_MODE_FILTER
+                && dx != 0))
+    {
+        unsafe {
+            (*record).seccomp_loads += 1;
+            if phase == PHASE_SETUP {
+                (*record).phase = PHASE_RUNTIME as u32;
+            }
+        }
+    }
+}
