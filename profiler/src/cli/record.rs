@@ -143,12 +143,14 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         let (resources, infos, lookups) = (resources.clone(), infos.clone(), lookups.clone());
         let relative = cgroup.relative_path().to_owned();
         std::thread::spawn(move || {
+            let resource_mounts = crate::recording::cgroup::ResourceMounts::find();
             while !stop.load(Ordering::Relaxed) {
                 let found = crate::recording::cgroup::children_of(&cgroup_path, &relative);
                 {
                     let mut res = resources.lock().unwrap();
                     for (id, rel) in &found {
                         crate::recording::cgroup::sample_resources(
+                            &resource_mounts,
                             rel,
                             res.entry(*id).or_default(),
                         );

@@ -6,13 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::arch::Arch;
 use crate::profile::capabilities::CapabilityProfile;
 use crate::profile::seccomp::{DockerSeccomp, GenerateOptions, SyscallRule};
-use crate::profile::{self, CAPABILITIES_FILE, SECCOMP_FILE, TRACE_FILE};
+use crate::profile::{self, TRACE_FILE};
 use crate::trace::Trace;
 
 /// What one profile allows, in comparable pieces.
@@ -78,16 +77,10 @@ impl Allowances {
     /// Reads a profile folder, or a trace file.
     pub fn load(path: &Path) -> anyhow::Result<Allowances> {
         let (seccomp, caps) = if path.is_dir() {
-            let seccomp = DockerSeccomp::load(&path.join(SECCOMP_FILE))?;
-            let caps_path = path.join(CAPABILITIES_FILE);
-            let caps: CapabilityProfile = serde_json::from_str(
-                &std::fs::read_to_string(&caps_path)
-                    .with_context(|| format!("cannot read {}", caps_path.display()))?,
+            (
+                profile::load_seccomp(path)?,
+                profile::load_capabilities(path)?,
             )
-            .map_err(|e| {
-                anyhow::anyhow!("{}:{}:{}: {e}", caps_path.display(), e.line(), e.column())
-            })?;
-            (seccomp, caps)
         } else {
             let trace = Trace::load(path)?;
             let p = profile::generate(std::slice::from_ref(&trace), &GenerateOptions::default());

@@ -14,8 +14,6 @@ use serde::Serialize;
 
 use crate::exit::exit_error;
 use crate::kernel::{Probes, check_privileges};
-use crate::profile::IMAGE_PROFILE_FILE;
-use crate::profile::image_profile::ImageProfile;
 use crate::recording::cgroup::RecordingCgroup;
 use crate::recording::command::resolve_command;
 use crate::recording::containers;
@@ -132,27 +130,8 @@ fn bind_port(e: &Event) -> Option<u16> {
 
 pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     check_privileges("profiler enforce")?;
-    let path = opts.profile.join(IMAGE_PROFILE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        exit_error(
-            2,
-            format!(
-                "cannot read {}: {e} (record the workload first: `profiler record`)",
-                path.display()
-            ),
-        )
-    })?;
-    let profile: ImageProfile = serde_json::from_str(&text).map_err(|e| {
-        exit_error(
-            2,
-            format!(
-                "{}:{}:{}: invalid image profile: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let profile = crate::profile::load_image_profile(&opts.profile)
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
     let program = resolve_command(&opts.command[0])?;
     let cgroup = RecordingCgroup::create()?;
     let (level, mode) = if opts.containers {

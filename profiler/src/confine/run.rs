@@ -9,29 +9,15 @@ use anyhow::Context as _;
 use caps::{CapSet, CapsHashSet};
 
 use crate::exit::exit_error;
-use crate::profile::capabilities::CapabilityProfile;
-use crate::profile::seccomp::DockerSeccomp;
-use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE};
+use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE, load_capabilities, load_seccomp};
 use crate::recording::command::resolve_command;
 use crate::trace::capability::parse_capability;
 
 pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {
-    let seccomp = DockerSeccomp::load(&profile_dir.join(SECCOMP_FILE))
-        .map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let seccomp = load_seccomp(profile_dir).map_err(|e| exit_error(2, format!("{e:#}")))?;
     let caps_path = profile_dir.join(CAPABILITIES_FILE);
-    let caps_text = std::fs::read_to_string(&caps_path)
-        .map_err(|e| exit_error(2, format!("cannot read {}: {e}", caps_path.display())))?;
-    let cap_profile: CapabilityProfile = serde_json::from_str(&caps_text).map_err(|e| {
-        exit_error(
-            2,
-            format!(
-                "{}:{}:{}: invalid capability profile: {e}",
-                caps_path.display(),
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let cap_profile =
+        load_capabilities(profile_dir).map_err(|e| exit_error(2, format!("{e:#}")))?;
     let mut keep = CapsHashSet::new();
     for name in &cap_profile.add {
         keep.insert(

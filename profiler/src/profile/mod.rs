@@ -90,6 +90,37 @@ pub fn absolute(dir: &Path) -> PathBuf {
     }
 }
 
+/// Reads one JSON file of a profile folder: errors name the file, and the line and column
+/// of a parse error, one style for every file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: invalid {what}: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+/// `seccomp.json` of the profile folder `dir`.
+pub fn load_seccomp(dir: &Path) -> anyhow::Result<DockerSeccomp> {
+    DockerSeccomp::load(&dir.join(SECCOMP_FILE))
+}
+
+/// `capabilities.json` of the profile folder `dir`.
+pub fn load_capabilities(dir: &Path) -> anyhow::Result<CapabilityProfile> {
+    read_json(&dir.join(CAPABILITIES_FILE), "capability profile")
+}
+
+/// `image-profile.json` of the profile folder `dir`.
+pub fn load_image_profile(dir: &Path) -> anyhow::Result<image_profile::ImageProfile> {
+    read_json(&dir.join(IMAGE_PROFILE_FILE), "image profile")
+        .map_err(|e| e.context("record the workload first: `profiler record`"))
+}
+
 /// The production settings of the profile folder `dir`.
 pub fn deployment<'a>(
     profiles: &'a Profiles,

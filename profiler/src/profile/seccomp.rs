@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
@@ -435,16 +434,7 @@ pub const IPC_NAMES: &[(u32, &str)] = &[
 
 impl DockerSeccomp {
     pub fn load(path: &Path) -> anyhow::Result<DockerSeccomp> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read seccomp profile {}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: invalid seccomp profile: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })
+        crate::profile::read_json(path, "seccomp profile")
     }
 
     /// Whether some rule (or the default action) can let `name` run.

@@ -15,44 +15,28 @@ use anyhow::{Context as _, bail};
 /// Folder under the cgroup2 root that holds recording cgroups, `rec-<profiler pid>-<n>`.
 const PARENT: &str = "profiler";
 
-/// Where cgroup2 is mounted: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on
-/// hybrid ones, read from /proc/self/mountinfo (field 9 is the filesystem type).
-pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if right.split_whitespace().next() == Some("cgroup2")
-            && let Some(mount_point) = left.split_whitespace().nth(4)
-        {
-            return Ok(PathBuf::from(unescape_mountinfo(mount_point)));
-        }
-    }
-    bail!(
-        "no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
-    )
+/// The cgroup filesystems this process sees, from /proc/self/mountinfo (the one reader:
+/// the `procfs` crate, which also undoes mountinfo's octal escapes).
+fn cgroup_mounts() -> Vec<procfs::process::MountInfo> {
+    procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map(|m| {
+            m.into_iter()
+                .filter(|m| m.fs_type == "cgroup2" || m.fs_type == "cgroup")
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 4 <= bytes.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
+/// Where cgroup2 is mounted: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on
+/// hybrid ones.
+pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    match cgroup_mounts().into_iter().find(|m| m.fs_type == "cgroup2") {
+        Some(m) => Ok(m.mount_point),
+        None => bail!(
+            "no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+        ),
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A recording cgroup, removed on drop (after killing whatever is left in it).
@@ -70,16 +54,10 @@ pub struct RecordingCgroup {
 /// The mount's root within the cgroup2 hierarchy (mountinfo field 4), "/" unless profiler
 /// runs in a cgroup namespace or on a bind mount.
 fn cgroup2_mount_root() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| {
-                    l.split_once(" - ")
-                        .is_some_and(|(_, r)| r.starts_with("cgroup2 "))
-                })
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        })
+    cgroup_mounts()
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.root)
         .unwrap_or_else(|| "/".to_owned())
 }
 
@@ -287,27 +265,59 @@ pub fn children_of(path: &Path, relative: &str) -> Vec<(u64, String)> {
     out
 }
 
+/// Where a cgroup's resource peaks can be read: the v1 memory and pids controllers (where
+/// a container engine on a hybrid host creates them) and the cgroup2 mount. Found once, from
+/// the mount table, not assumed at /sys/fs/cgroup.
+pub struct ResourceMounts {
+    memory_v1: Option<PathBuf>,
+    pids_v1: Option<PathBuf>,
+    v2: Option<PathBuf>,
+}
+
+impl ResourceMounts {
+    pub fn find() -> ResourceMounts {
+        let mounts = cgroup_mounts();
+        let v1 = |controller: &str| {
+            mounts
+                .iter()
+                .find(|m| m.fs_type == "cgroup" && m.super_options.contains_key(controller))
+                .map(|m| m.mount_point.clone())
+        };
+        ResourceMounts {
+            memory_v1: v1("memory"),
+            pids_v1: v1("pids"),
+            v2: mounts
+                .iter()
+                .find(|m| m.fs_type == "cgroup2")
+                .map(|m| m.mount_point.clone()),
+        }
+    }
+}
+
 /// Samples the peaks a container's cgroup shows in the cgroup v1 memory and pids
 /// hierarchies (where engines on hybrid hosts keep their controllers; the unified hierarchy
 /// here has none): `memory.max_usage_in_bytes` and `pids.peak` (Linux 6.12+) are the kernel's
 /// own peaks, so sampling only has to happen before the engine removes the cgroup; where
 /// `pids.peak` is missing the task count is sampled.
-pub fn sample_resources(relative: &str, res: &mut crate::trace::image::Resources) {
+pub fn sample_resources(
+    mounts: &ResourceMounts,
+    relative: &str,
+    res: &mut crate::trace::image::Resources,
+) {
     let rel = relative.trim_start_matches('/');
-    let read = |p: String| {
-        fs::read_to_string(p)
+    let read = |base: &Option<PathBuf>, file: &str| {
+        let path = base.as_ref()?.join(rel).join(file);
+        fs::read_to_string(path)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
     };
-    if let Some(m) = read(format!(
-        "/sys/fs/cgroup/memory/{rel}/memory.max_usage_in_bytes"
-    ))
-    .or_else(|| read(format!("/sys/fs/cgroup/unified/{rel}/memory.peak")))
+    if let Some(m) = read(&mounts.memory_v1, "memory.max_usage_in_bytes")
+        .or_else(|| read(&mounts.v2, "memory.peak"))
     {
         res.peak_memory_bytes = Some(res.peak_memory_bytes.unwrap_or(0).max(m));
     }
-    if let Some(t) = read(format!("/sys/fs/cgroup/pids/{rel}/pids.peak"))
-        .or_else(|| read(format!("/sys/fs/cgroup/pids/{rel}/pids.current")))
+    if let Some(t) =
+        read(&mounts.pids_v1, "pids.peak").or_else(|| read(&mounts.pids_v1, "pids.current"))
     {
         res.peak_tasks = Some(res.peak_tasks.unwrap_or(0).max(t));
     }
@@ -326,16 +336,10 @@ fn remove_tree(path: &Path) {
 }
 
 fn cgroup_v1_mounts() -> Vec<PathBuf> {
-    let Ok(m) = fs::read_to_string("/proc/self/mountinfo") else {
-        return vec![];
-    };
-    m.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            right
-                .starts_with("cgroup ")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
+    cgroup_mounts()
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup")
+        .map(|m| m.mount_point)
         .collect()
 }
 
