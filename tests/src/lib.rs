@@ -6,6 +6,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// What `cargo xtask setup` makes, named once in xtask/src/lib.rs: the busybox image in
+/// Docker ([`BUSYBOX_IMAGE`]) and in the tests' private podman storage ([`PODMAN_IMAGE`]), the
+/// Debian image with real services ([`DEBIAN_APPS_IMAGE`], [`PODMAN_DEBIAN_APPS_IMAGE`]), and
+/// where podman keeps its run-time state ([`PODMAN_RUNROOT`]).
+pub use xtask::{
+    BUSYBOX_IMAGE, DEBIAN_APPS_IMAGE, PODMAN_BUSYBOX_IMAGE as PODMAN_IMAGE,
+    PODMAN_DEBIAN_APPS_IMAGE, PODMAN_RUNROOT,
+};
+
+/// A path relative to the workspace root (as xtask/src/lib.rs names them), seen from here.
+fn workspace_path(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
 /// The profiler binary: `PROFILER_BIN` (set by `cargo xtask test`), else the workspace's
 /// debug build.
 pub fn profiler_bin() -> PathBuf {
@@ -36,6 +50,68 @@ pub fn can_record() -> bool {
         eprintln!("note: no kernel BTF; profiler will fall back to raw_tp");
     }
     true
+}
+
+/// A privileged integration test (after ripgrep's `rgtest!`): a `#[test]` that skips, with
+/// the reason [`can_record`] prints, where this process cannot record. A test that takes a
+/// `dir: TempDir` also gets a scratch folder, removed when the test ends, named by its
+/// `#[scratch = "tag"]` (else by the test's name; paths under it then grow by that much,
+/// which matters where they pile up in one argument or a socket address):
+///
+/// ```ignore
+/// privileged_test!(
+///     /// Doc comments and other attributes (`#[ignore]`) go on the test.
+///     fn records_true() {
+///         // runs only where can_record()
+///     }
+/// );
+///
+/// privileged_test!(
+///     #[scratch = "true"]
+///     fn records_true_into_a_folder(dir: TempDir) {
+///         // dir = TempDir::new("true")
+///         record(&dir.join("profile"), &["/bin/true"]);
+///     }
+/// );
+/// ```
+///
+/// The shapes are Rust functions, so rustfmt formats the tests' bodies.
+#[macro_export]
+macro_rules! privileged_test {
+    (
+        $(#[doc = $doc:literal])*
+        #[scratch = $tag:expr]
+        $(#[$attr:meta])*
+        fn $name:ident($dir:ident: TempDir) $body:block
+    ) => {
+        $(#[doc = $doc])*
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            if !$crate::can_record() {
+                return;
+            }
+            let $dir = $crate::TempDir::new($tag);
+            $body
+        }
+    };
+    ($(#[$attr:meta])* fn $name:ident($dir:ident: TempDir) $body:block) => {
+        $crate::privileged_test!(
+            #[scratch = stringify!($name)]
+            $(#[$attr])*
+            fn $name($dir: TempDir) $body
+        );
+    };
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            if !$crate::can_record() {
+                return;
+            }
+            $body
+        }
+    };
 }
 
 /// A scratch folder removed on drop.
@@ -182,9 +258,6 @@ pub fn run_confined(profile: &Path, cmd: &[&str]) -> Output {
         .expect("run profiler")
 }
 
-/// The busybox image `cargo xtask setup` imports into Docker.
-pub const BUSYBOX_IMAGE: &str = "profiler-test/busybox:latest";
-
 /// The Docker Engine must be up for the container tests: a machine where it is not is
 /// misconfigured, not lacking a kernel feature, so this fails with what to do.
 pub fn require_docker() {
@@ -243,7 +316,7 @@ pub fn cap_add_flags(capabilities: &Path) -> Vec<String> {
 
 /// The busybox root filesystem `cargo xtask setup` builds.
 pub fn busybox_rootfs() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/busybox-rootfs");
+    let p = workspace_path(xtask::BUSYBOX_ROOTFS);
     assert!(
         p.join("bin/busybox").exists(),
         "{} missing: run `cargo xtask setup`",
@@ -293,17 +366,10 @@ pub fn apply_oci_profile(bundle: &Path, profile: &Path, no_new_privileges: bool)
     .unwrap();
 }
 
-/// The busybox image in the tests' private podman storage (`cargo xtask setup`).
-pub const PODMAN_IMAGE: &str = "localhost/profiler-busybox:latest";
-
-/// Where podman keeps its run-time state for the tests: podman refuses a runroot longer
-/// than 50 characters, so it cannot live under target/.
-pub const PODMAN_RUNROOT: &str = "/run/profiler-test-podman";
-
 /// `podman` with the private storage and host configuration `cargo xtask setup` prepared:
 /// (the CONTAINERS_CONF value, the podman argv).
 pub fn podman_argv() -> (PathBuf, Vec<String>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images/podman");
+    let dir = workspace_path(xtask::PODMAN_DIR);
     assert!(
         dir.join("containers.conf").exists(),
         "run `cargo xtask setup` first"
@@ -421,8 +487,7 @@ pub fn kubernetes_patch_applied(profile: &Path, container: &str, image: &str) ->
     let merged = String::from_utf8_lossy(&o.stdout).into_owned();
     let merged_file = dir.join("merged.yaml");
     std::fs::write(&merged_file, &merged).unwrap();
-    let validate = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/tools/k8s-venv/bin/kubernetes-validate");
+    let validate = workspace_path(xtask::KUBERNETES_VALIDATE_VENV).join("bin/kubernetes-validate");
     assert!(
         validate.exists(),
         "{} missing: run `cargo xtask setup`",

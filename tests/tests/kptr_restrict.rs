@@ -17,44 +17,42 @@ impl Drop for Restore {
     }
 }
 
-#[test]
-fn hidden_kernel_addresses_are_reported_not_guessed() {
-    if !can_record() {
-        return;
+privileged_test!(
+    fn hidden_kernel_addresses_are_reported_not_guessed() {
+        let before = std::fs::read_to_string(SYSCTL).unwrap();
+        let _restore = Restore(before.clone());
+        std::fs::write(SYSCTL, "2").unwrap();
+        // The cache from an earlier run would still symbolise: without it, nothing can.
+        let _ = std::fs::remove_file(CACHE);
+        let dir = TempDir::new("kptr");
+        let out = dir.join("p");
+        let script = format!("touch {0}; chown 1 {0}", dir.join("f").display());
+        let o = profiler()
+            .args(["record", "--out"])
+            .arg(&out)
+            .args(["--", "/bin/sh", "-c", &script])
+            .output()
+            .unwrap();
+        drop(_restore);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{err}");
+        assert!(err.contains("kernel addresses are hidden"), "{err}");
+        let caps = read_json(&out.join("capabilities.json"));
+        let add = caps["add"].as_array().unwrap();
+        assert!(
+            !add.iter().any(|c| c == "CAP_SYS_ADMIN"),
+            "guessed CAP_SYS_ADMIN: {caps:#}"
+        );
+        assert!(
+            caps["unclassified"]
+                .as_object()
+                .is_some_and(|u| !u.is_empty()),
+            "{caps:#}"
+        );
+        let trace = std::fs::read_to_string(out.join("trace.json")).unwrap();
+        assert!(
+            !trace.contains("0xffff"),
+            "raw kernel addresses in trace.json"
+        );
     }
-    let before = std::fs::read_to_string(SYSCTL).unwrap();
-    let _restore = Restore(before.clone());
-    std::fs::write(SYSCTL, "2").unwrap();
-    // The cache from an earlier run would still symbolise: without it, nothing can.
-    let _ = std::fs::remove_file(CACHE);
-    let dir = TempDir::new("kptr");
-    let out = dir.join("p");
-    let script = format!("touch {0}; chown 1 {0}", dir.join("f").display());
-    let o = profiler()
-        .args(["record", "--out"])
-        .arg(&out)
-        .args(["--", "/bin/sh", "-c", &script])
-        .output()
-        .unwrap();
-    drop(_restore);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("kernel addresses are hidden"), "{err}");
-    let caps = read_json(&out.join("capabilities.json"));
-    let add = caps["add"].as_array().unwrap();
-    assert!(
-        !add.iter().any(|c| c == "CAP_SYS_ADMIN"),
-        "guessed CAP_SYS_ADMIN: {caps:#}"
-    );
-    assert!(
-        caps["unclassified"]
-            .as_object()
-            .is_some_and(|u| !u.is_empty()),
-        "{caps:#}"
-    );
-    let trace = std::fs::read_to_string(out.join("trace.json")).unwrap();
-    assert!(
-        !trace.contains("0xffff"),
-        "raw kernel addresses in trace.json"
-    );
-}
+);

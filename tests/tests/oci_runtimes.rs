@@ -37,24 +37,20 @@ fn crun_command(dir: &Path) -> PathBuf {
     wrapper
 }
 
-#[test]
-fn runc_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
-    if !can_record() {
-        return;
+privileged_test!(
+    #[scratch = "runc"]
+    fn runc_bundle_passes_under_its_oci_profile_with_and_without_nnp(dir: TempDir) {
+        check_runtime(&dir, PathBuf::from("runc"));
     }
-    let dir = TempDir::new("runc");
-    check_runtime(&dir, PathBuf::from("runc"));
-}
+);
 
-#[test]
-fn crun_bundle_passes_under_its_oci_profile_with_and_without_nnp() {
-    if !can_record() {
-        return;
+privileged_test!(
+    #[scratch = "crun"]
+    fn crun_bundle_passes_under_its_oci_profile_with_and_without_nnp(dir: TempDir) {
+        let crun = crun_command(dir.path());
+        check_runtime(&dir, crun);
     }
-    let dir = TempDir::new("crun");
-    let crun = crun_command(dir.path());
-    check_runtime(&dir, crun);
-}
+);
 
 fn check_runtime(dir: &TempDir, runtime: PathBuf) {
     // Recorded without no-new-privileges: runc then loads the filter earlier, so the profile
@@ -128,57 +124,55 @@ fn check_runtime(dir: &TempDir, runtime: PathBuf) {
     assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
 }
 
-/// `profiler enforce` on a runc bundle (its config.json is rewritten into a copy, as for
-/// recording): a program the recording never ran is killed before it runs.
-#[test]
-fn enforce_kills_an_unrecorded_program_in_a_runc_bundle() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("oci-enforce");
-    // `ls` is not the last command, so the shell forks for it (busybox sh execs a last
-    // command in place): the profile must allow the forks of the run under enforcement.
-    let recorded = "echo hello; ls / > /dev/null; echo done";
-    let bundle = oci_bundle(dir.path(), recorded, false);
-    let runc_run = |id: &str| -> Vec<std::ffi::OsString> {
-        vec![
-            "runc".into(),
-            "run".into(),
-            "--bundle".into(),
-            bundle.clone().into(),
-            format!("profiler-enforce-{id}-{}", std::process::id()).into(),
-        ]
-    };
-    let profile = dir.join("profile");
-    let o = profiler()
-        .args(["record", "-q", "--containers", "--out"])
-        .arg(&profile)
-        .arg("--")
-        .args(runc_run("record"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+privileged_test!(
+    /// `profiler enforce` on a runc bundle (its config.json is rewritten into a copy, as for
+    /// recording): a program the recording never ran is killed before it runs.
+    #[scratch = "oci-enforce"]
+    fn enforce_kills_an_unrecorded_program_in_a_runc_bundle(dir: TempDir) {
+        // `ls` is not the last command, so the shell forks for it (busybox sh execs a last
+        // command in place): the profile must allow the forks of the run under enforcement.
+        let recorded = "echo hello; ls / > /dev/null; echo done";
+        let bundle = oci_bundle(dir.path(), recorded, false);
+        let runc_run = |id: &str| -> Vec<std::ffi::OsString> {
+            vec![
+                "runc".into(),
+                "run".into(),
+                "--bundle".into(),
+                bundle.clone().into(),
+                format!("profiler-enforce-{id}-{}", std::process::id()).into(),
+            ]
+        };
+        let profile = dir.join("profile");
+        let o = profiler()
+            .args(["record", "-q", "--containers", "--out"])
+            .arg(&profile)
+            .arg("--")
+            .args(runc_run("record"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let mut config = read_json(&bundle.join("config.json"));
-    config["process"]["args"] = serde_json::json!([
-        "/bin/sh",
-        "-c",
-        format!("{recorded}; /bin/cat /etc/passwd; echo after")
-    ]);
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&config).unwrap(),
-    )
-    .unwrap();
-    let log = dir.join("violations.jsonl");
-    let o = profiler()
-        .args(["enforce", "--containers", "--profile"])
-        .arg(&profile)
-        .arg("--log")
-        .arg(&log)
-        .arg("--")
-        .args(runc_run("enforce"))
-        .output()
+        let mut config = read_json(&bundle.join("config.json"));
+        config["process"]["args"] = serde_json::json!([
+            "/bin/sh",
+            "-c",
+            format!("{recorded}; /bin/cat /etc/passwd; echo after")
+        ]);
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
         .unwrap();
-    assert_cat_killed_and_run_went_on(&o, &log);
-}
+        let log = dir.join("violations.jsonl");
+        let o = profiler()
+            .args(["enforce", "--containers", "--profile"])
+            .arg(&profile)
+            .arg("--log")
+            .arg(&log)
+            .arg("--")
+            .args(runc_run("enforce"))
+            .output()
+            .unwrap();
+        assert_cat_killed_and_run_went_on(&o, &log);
+    }
+);

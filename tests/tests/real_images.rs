@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use integration_tests::*;
 
 /// The Debian image `cargo xtask setup` imports (xtask/src/images.rs).
-const IMAGE: &str = "profiler-test/debian-apps:latest";
-const PODMAN_DEBIAN_IMAGE: &str = "localhost/profiler-debian-apps:latest";
+const IMAGE: &str = DEBIAN_APPS_IMAGE;
+const PODMAN_DEBIAN_IMAGE: &str = PODMAN_DEBIAN_APPS_IMAGE;
 const POSTGRES: &[&str] = &[
     "/usr/lib/postgresql/15/bin/postgres",
     "-D",
@@ -296,136 +296,134 @@ fn flag_pairs(flags: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The threaded Python service: runs as `app` and writes /var/lib/app (1500:1500, 0750,
-/// empty in the image). Its only clone calls are pthread_create's clone3.
-#[test]
-fn python_service_runs_non_root_under_its_docker_profile() {
-    if !can_record() {
-        return;
-    }
-    require_docker();
-    require_image();
-    let dir = TempDir::new("real-python");
-    let profile = dir.join("app");
-    let n = name("py");
-    let rec = record_docker(&dir, &profile, &n, &["--user", "app"], SERVICE);
-    let mut addr = String::new();
-    wait_until(
-        "the service to answer",
-        || {
-            if let Some(ip) = container_ip(&["docker"], &n) {
-                addr = format!("{ip}:8080");
-                return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
-            }
-            false
-        },
-        &|| rec.stderr(),
-    );
-    // Training: store an item and read it back.
-    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
-    stop(&["docker"], &n);
-    let (code, _, err) = rec.wait();
-    assert_eq!(code, 0, "{err}");
-
-    let trace = read_json(&profile.join("trace.json"));
-    assert_eq!(
-        trace["cgroup"]["container_info"]["name"],
-        n.as_str(),
-        "{err}"
-    );
-    let names = &traced_syscalls(&trace)["x86_64"];
-    assert!(
-        names.contains("clone3"),
-        "threads are made with clone3: {names:?}"
-    );
-    let image = read_json(&profile.join("image-profile.json"));
-    assert_eq!(image["run_as"], "1500:1500", "{image:#}");
-    assert_eq!(
-        image["directories"]["/var/lib/app"],
-        serde_json::json!({"uid": 1500, "gid": 1500, "mode": 0o750, "has_image_content": false}),
-        "{image:#}"
-    );
-    let flags = docker_run_flags(&profile);
-    let pairs = flag_pairs(&flags);
-    for (f, v) in [
-        ("--user", "1500:1500"),
-        (
-            "--tmpfs",
-            "/var/lib/app:rw,nosuid,nodev,uid=1500,gid=1500,mode=0750",
-        ),
-        ("--cap-drop", "ALL"),
-    ] {
-        assert!(
-            pairs.contains(&(f.into(), v.into())),
-            "{f} {v} not in {flags:?}"
+privileged_test!(
+    /// The threaded Python service: runs as `app` and writes /var/lib/app (1500:1500, 0750,
+    /// empty in the image). Its only clone calls are pthread_create's clone3.
+    fn python_service_runs_non_root_under_its_docker_profile() {
+        require_docker();
+        require_image();
+        let dir = TempDir::new("real-python");
+        let profile = dir.join("app");
+        let n = name("py");
+        let rec = record_docker(&dir, &profile, &n, &["--user", "app"], SERVICE);
+        let mut addr = String::new();
+        wait_until(
+            "the service to answer",
+            || {
+                if let Some(ip) = container_ip(&["docker"], &n) {
+                    addr = format!("{ip}:8080");
+                    return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
+                }
+                false
+            },
+            &|| rec.stderr(),
         );
-    }
-    let seccomp = read_json(&profile.join("seccomp.json"));
-    let clone_rule = seccomp["syscalls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["names"] == serde_json::json!(["clone"]));
-    assert!(
-        clone_rule.is_some_and(|r| r["action"] == "SCMP_ACT_ALLOW"),
-        "{seccomp:#}"
-    );
-    let allowed = allowed_names(&profile.join("seccomp.json"));
-    assert!(
-        !allowed.contains("getsid"),
-        "the test needs an unrecorded syscall"
-    );
+        // Training: store an item and read it back.
+        expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
 
-    // Production: the same image with exactly the generated flags.
-    let log = dir.join("violations.jsonl");
-    let n2 = name("py-prod");
-    let prod = production_docker(&dir, &profile, &log, &n2, SERVICE);
-    wait_until(
-        "the service under its profile",
-        || {
-            if let Some(ip) = container_ip(&["docker"], &n2) {
-                addr = format!("{ip}:8080");
-                return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
-            }
-            false
-        },
-        &|| prod.stderr(),
-    );
-    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
-    // A second, legitimate action on the trained paths: another item, overwritten.
-    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
-    expect_http(&addr, "POST", "/items/second", b"2", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/second", b"", 200, b"2");
-    // Threads keep being made under the profile (each request is served by a new one).
-    let o = exec(
-        &["docker"],
-        &n2,
-        &["python3", "-c", "import os; print(os.getuid())"],
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1500", "{o:?}");
-    // A write outside the writable directories: the root is read-only.
-    let o = exec(&["docker"], &n2, &["python3", "-c", "open('/etc/x', 'w')"]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
-        "{o:?}"
-    );
-    // An unrecorded syscall is denied by the seccomp profile (EPERM).
-    let o = exec(
-        &["docker"],
-        &n2,
-        &["python3", "-c", "import os; os.getsid(0)"],
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("[Errno 1] Operation not permitted"),
-        "{o:?}"
-    );
-    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
-    stop(&["docker"], &n2);
-    let (code, _, err) = prod.wait();
-    assert_eq!(code, 0, "{err}");
-}
+        let trace = read_json(&profile.join("trace.json"));
+        assert_eq!(
+            trace["cgroup"]["container_info"]["name"],
+            n.as_str(),
+            "{err}"
+        );
+        let names = &traced_syscalls(&trace)["x86_64"];
+        assert!(
+            names.contains("clone3"),
+            "threads are made with clone3: {names:?}"
+        );
+        let image = read_json(&profile.join("image-profile.json"));
+        assert_eq!(image["run_as"], "1500:1500", "{image:#}");
+        assert_eq!(
+            image["directories"]["/var/lib/app"],
+            serde_json::json!({"uid": 1500, "gid": 1500, "mode": 0o750, "has_image_content": false}),
+            "{image:#}"
+        );
+        let flags = docker_run_flags(&profile);
+        let pairs = flag_pairs(&flags);
+        for (f, v) in [
+            ("--user", "1500:1500"),
+            (
+                "--tmpfs",
+                "/var/lib/app:rw,nosuid,nodev,uid=1500,gid=1500,mode=0750",
+            ),
+            ("--cap-drop", "ALL"),
+        ] {
+            assert!(
+                pairs.contains(&(f.into(), v.into())),
+                "{f} {v} not in {flags:?}"
+            );
+        }
+        let seccomp = read_json(&profile.join("seccomp.json"));
+        let clone_rule = seccomp["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["names"] == serde_json::json!(["clone"]));
+        assert!(
+            clone_rule.is_some_and(|r| r["action"] == "SCMP_ACT_ALLOW"),
+            "{seccomp:#}"
+        );
+        let allowed = allowed_names(&profile.join("seccomp.json"));
+        assert!(
+            !allowed.contains("getsid"),
+            "the test needs an unrecorded syscall"
+        );
+
+        // Production: the same image with exactly the generated flags.
+        let log = dir.join("violations.jsonl");
+        let n2 = name("py-prod");
+        let prod = production_docker(&dir, &profile, &log, &n2, SERVICE);
+        wait_until(
+            "the service under its profile",
+            || {
+                if let Some(ip) = container_ip(&["docker"], &n2) {
+                    addr = format!("{ip}:8080");
+                    return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
+                }
+                false
+            },
+            &|| prod.stderr(),
+        );
+        expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+        // A second, legitimate action on the trained paths: another item, overwritten.
+        expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+        expect_http(&addr, "POST", "/items/second", b"2", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/second", b"", 200, b"2");
+        // Threads keep being made under the profile (each request is served by a new one).
+        let o = exec(
+            &["docker"],
+            &n2,
+            &["python3", "-c", "import os; print(os.getuid())"],
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1500", "{o:?}");
+        // A write outside the writable directories: the root is read-only.
+        let o = exec(&["docker"], &n2, &["python3", "-c", "open('/etc/x', 'w')"]);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+            "{o:?}"
+        );
+        // An unrecorded syscall is denied by the seccomp profile (EPERM).
+        let o = exec(
+            &["docker"],
+            &n2,
+            &["python3", "-c", "import os; os.getsid(0)"],
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("[Errno 1] Operation not permitted"),
+            "{o:?}"
+        );
+        assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+        stop(&["docker"], &n2);
+        let (code, _, err) = prod.wait();
+        assert_eq!(code, 0, "{err}");
+    }
+);
 
 /// `uid:gid` of a user in the image, as its /etc/passwd says (Debian numbers package users
 /// as they are installed).
@@ -471,170 +469,166 @@ fn ready_ip(engine: &[&str], name: &str, probe: &dyn Fn(&str) -> bool, bg: &Back
     found
 }
 
-/// PostgreSQL: a postmaster and its forked backends, shared memory, runs as `postgres`; its
-/// data folder comes with the image (an initialised cluster), its socket folder is empty.
-#[test]
-fn postgresql_serves_under_its_docker_profile() {
-    if !can_record() {
-        return;
-    }
-    require_docker();
-    require_image();
-    let ids = image_ids("postgres");
-    let dir = TempDir::new("real-postgres");
-    let profile = dir.join("db");
-    let n = name("pg");
-    let rec = record_docker(&dir, &profile, &n, &["--user", "postgres"], POSTGRES);
-    let up = |ip: &str| psql(ip, "select 1").status.success();
-    let ip = ready_ip(&["docker"], &n, &up, &rec);
-    // Training: a table, rows, a query, from two connections.
-    psql_ok(&ip, "create table items (id int primary key, name text)");
-    psql_ok(&ip, "insert into items values (1, 'one')");
-    assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
-    stop(&["docker"], &n);
-    let (code, _, err) = rec.wait();
-    assert_eq!(code, 0, "{err}");
+privileged_test!(
+    /// PostgreSQL: a postmaster and its forked backends, shared memory, runs as `postgres`; its
+    /// data folder comes with the image (an initialised cluster), its socket folder is empty.
+    fn postgresql_serves_under_its_docker_profile() {
+        require_docker();
+        require_image();
+        let ids = image_ids("postgres");
+        let dir = TempDir::new("real-postgres");
+        let profile = dir.join("db");
+        let n = name("pg");
+        let rec = record_docker(&dir, &profile, &n, &["--user", "postgres"], POSTGRES);
+        let up = |ip: &str| psql(ip, "select 1").status.success();
+        let ip = ready_ip(&["docker"], &n, &up, &rec);
+        // Training: a table, rows, a query, from two connections.
+        psql_ok(&ip, "create table items (id int primary key, name text)");
+        psql_ok(&ip, "insert into items values (1, 'one')");
+        assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
 
-    let image = read_json(&profile.join("image-profile.json"));
-    assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
-    let (uid, gid) = ids.split_once(':').unwrap();
-    let data = &image["directories"]["/var/lib/postgresql/15/main"];
-    assert_eq!(data["has_image_content"], true, "{image:#}");
-    let socket_dir = &image["directories"]["/var/run/postgresql"];
-    assert_eq!(socket_dir["has_image_content"], false, "{image:#}");
-    assert_eq!(socket_dir["uid"].to_string(), uid, "{image:#}");
-    let flags = docker_run_flags(&profile);
-    let pairs = flag_pairs(&flags);
-    assert!(
-        pairs.contains(&("--volume".into(), "/var/lib/postgresql/15/main".into())),
-        "the data folder must keep the image's cluster: {flags:?}"
-    );
-    assert!(
-        pairs.iter().any(|(f, v)| f == "--tmpfs"
-            && v.starts_with(&format!(
-                "/var/run/postgresql:rw,nosuid,nodev,uid={uid},gid={gid},mode="
-            ))),
-        "{flags:?}"
-    );
-    assert!(pairs.contains(&("--user".into(), ids.clone())), "{flags:?}");
-    // Debian's postgres is in ssl-cert, which lets it read its TLS key: a numeric --user
-    // loses that membership unless the flags add it back.
-    let ssl_cert = String::from_utf8_lossy(
-        &run_ok(Command::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            IMAGE,
-            "getent",
-            "group",
-            "ssl-cert",
-        ]))
-        .stdout,
-    )
-    .split(':')
-    .nth(2)
-    .unwrap()
-    .to_owned();
-    assert!(
-        pairs.contains(&("--group-add".into(), ssl_cert)),
-        "{flags:?}"
-    );
+        let image = read_json(&profile.join("image-profile.json"));
+        assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
+        let (uid, gid) = ids.split_once(':').unwrap();
+        let data = &image["directories"]["/var/lib/postgresql/15/main"];
+        assert_eq!(data["has_image_content"], true, "{image:#}");
+        let socket_dir = &image["directories"]["/var/run/postgresql"];
+        assert_eq!(socket_dir["has_image_content"], false, "{image:#}");
+        assert_eq!(socket_dir["uid"].to_string(), uid, "{image:#}");
+        let flags = docker_run_flags(&profile);
+        let pairs = flag_pairs(&flags);
+        assert!(
+            pairs.contains(&("--volume".into(), "/var/lib/postgresql/15/main".into())),
+            "the data folder must keep the image's cluster: {flags:?}"
+        );
+        assert!(
+            pairs.iter().any(|(f, v)| f == "--tmpfs"
+                && v.starts_with(&format!(
+                    "/var/run/postgresql:rw,nosuid,nodev,uid={uid},gid={gid},mode="
+                ))),
+            "{flags:?}"
+        );
+        assert!(pairs.contains(&("--user".into(), ids.clone())), "{flags:?}");
+        // Debian's postgres is in ssl-cert, which lets it read its TLS key: a numeric --user
+        // loses that membership unless the flags add it back.
+        let ssl_cert = String::from_utf8_lossy(
+            &run_ok(Command::new("docker").args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                IMAGE,
+                "getent",
+                "group",
+                "ssl-cert",
+            ]))
+            .stdout,
+        )
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+        assert!(
+            pairs.contains(&("--group-add".into(), ssl_cert)),
+            "{flags:?}"
+        );
 
-    let log = dir.join("violations.jsonl");
-    let n2 = name("pg-prod");
-    let prod = production_docker(&dir, &profile, &log, &n2, POSTGRES);
-    let ip = ready_ip(&["docker"], &n2, &up, &prod);
-    // The training client again (the image's cluster is a fresh copy), then more of the
-    // same: rows added and changed, an aggregate.
-    psql_ok(&ip, "create table items (id int primary key, name text)");
-    psql_ok(&ip, "insert into items values (1, 'one')");
-    assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
-    psql_ok(
-        &ip,
-        "insert into items values (2, 'two'); update items set name = 'uno' where id = 1",
-    );
-    assert_eq!(
-        psql_ok(&ip, "select string_agg(name, ',' order by id) from items"),
-        "uno,two"
-    );
-    // The server writing outside its writable folders: the root is read-only.
-    let o = psql(&ip, "copy (select 1) to '/etc/exported'");
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
-        "{o:?}"
-    );
-    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
-    stop(&["docker"], &n2);
-    let (code, _, err) = prod.wait();
-    assert_eq!(code, 0, "{err}");
-}
-
-/// memcached: one process, worker threads, runs as `memcache`, writes nothing.
-#[test]
-fn memcached_serves_under_its_docker_profile() {
-    if !can_record() {
-        return;
-    }
-    require_docker();
-    require_image();
-    let ids = image_ids("memcache");
-    let dir = TempDir::new("real-memcached");
-    let profile = dir.join("cache");
-    let n = name("mc");
-    let rec = record_docker(&dir, &profile, &n, &["--user", "memcache"], MEMCACHED);
-    let up = |ip: &str| {
-        memcache(&format!("{ip}:11211"), "version\r\n", "\r\n")
-            .is_some_and(|r| r.starts_with("VERSION"))
-    };
-    let ip = ready_ip(&["docker"], &n, &up, &rec);
-    let addr = format!("{ip}:11211");
-    let train = |addr: &str| {
+        let log = dir.join("violations.jsonl");
+        let n2 = name("pg-prod");
+        let prod = production_docker(&dir, &profile, &log, &n2, POSTGRES);
+        let ip = ready_ip(&["docker"], &n2, &up, &prod);
+        // The training client again (the image's cluster is a fresh copy), then more of the
+        // same: rows added and changed, an aggregate.
+        psql_ok(&ip, "create table items (id int primary key, name text)");
+        psql_ok(&ip, "insert into items values (1, 'one')");
+        assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
+        psql_ok(
+            &ip,
+            "insert into items values (2, 'two'); update items set name = 'uno' where id = 1",
+        );
         assert_eq!(
-            memcache(addr, "set k 0 0 3\r\none\r\n", "\r\n").as_deref(),
+            psql_ok(&ip, "select string_agg(name, ',' order by id) from items"),
+            "uno,two"
+        );
+        // The server writing outside its writable folders: the root is read-only.
+        let o = psql(&ip, "copy (select 1) to '/etc/exported'");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+            "{o:?}"
+        );
+        assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+        stop(&["docker"], &n2);
+        let (code, _, err) = prod.wait();
+        assert_eq!(code, 0, "{err}");
+    }
+);
+
+privileged_test!(
+    /// memcached: one process, worker threads, runs as `memcache`, writes nothing.
+    fn memcached_serves_under_its_docker_profile() {
+        require_docker();
+        require_image();
+        let ids = image_ids("memcache");
+        let dir = TempDir::new("real-memcached");
+        let profile = dir.join("cache");
+        let n = name("mc");
+        let rec = record_docker(&dir, &profile, &n, &["--user", "memcache"], MEMCACHED);
+        let up = |ip: &str| {
+            memcache(&format!("{ip}:11211"), "version\r\n", "\r\n")
+                .is_some_and(|r| r.starts_with("VERSION"))
+        };
+        let ip = ready_ip(&["docker"], &n, &up, &rec);
+        let addr = format!("{ip}:11211");
+        let train = |addr: &str| {
+            assert_eq!(
+                memcache(addr, "set k 0 0 3\r\none\r\n", "\r\n").as_deref(),
+                Some("STORED\r\n")
+            );
+            assert_eq!(
+                memcache(addr, "get k\r\n", "END\r\n").as_deref(),
+                Some("VALUE k 0 3\r\none\r\nEND\r\n")
+            );
+        };
+        train(&addr);
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
+        let image = read_json(&profile.join("image-profile.json"));
+        assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
+        let flags = docker_run_flags(&profile);
+        assert!(flags.contains(&"--read-only".to_owned()), "{flags:?}");
+
+        let log = dir.join("violations.jsonl");
+        let n2 = name("mc-prod");
+        let prod = production_docker(&dir, &profile, &log, &n2, MEMCACHED);
+        let ip = ready_ip(&["docker"], &n2, &up, &prod);
+        let addr = format!("{ip}:11211");
+        train(&addr);
+        // More of the same: a larger value under another key, both read back in one get.
+        let big = "x".repeat(5000);
+        assert_eq!(
+            memcache(
+                &addr,
+                &format!("set k2 0 0 {}\r\n{big}\r\n", big.len()),
+                "\r\n"
+            )
+            .as_deref(),
             Some("STORED\r\n")
         );
-        assert_eq!(
-            memcache(addr, "get k\r\n", "END\r\n").as_deref(),
-            Some("VALUE k 0 3\r\none\r\nEND\r\n")
+        let got = memcache(&addr, "get k k2\r\n", "END\r\n").unwrap();
+        assert!(
+            got.contains("VALUE k 0 3\r\none") && got.contains(&big),
+            "{got}"
         );
-    };
-    train(&addr);
-    stop(&["docker"], &n);
-    let (code, _, err) = rec.wait();
-    assert_eq!(code, 0, "{err}");
-    let image = read_json(&profile.join("image-profile.json"));
-    assert_eq!(image["run_as"], ids.as_str(), "{image:#}");
-    let flags = docker_run_flags(&profile);
-    assert!(flags.contains(&"--read-only".to_owned()), "{flags:?}");
-
-    let log = dir.join("violations.jsonl");
-    let n2 = name("mc-prod");
-    let prod = production_docker(&dir, &profile, &log, &n2, MEMCACHED);
-    let ip = ready_ip(&["docker"], &n2, &up, &prod);
-    let addr = format!("{ip}:11211");
-    train(&addr);
-    // More of the same: a larger value under another key, both read back in one get.
-    let big = "x".repeat(5000);
-    assert_eq!(
-        memcache(
-            &addr,
-            &format!("set k2 0 0 {}\r\n{big}\r\n", big.len()),
-            "\r\n"
-        )
-        .as_deref(),
-        Some("STORED\r\n")
-    );
-    let got = memcache(&addr, "get k k2\r\n", "END\r\n").unwrap();
-    assert!(
-        got.contains("VALUE k 0 3\r\none") && got.contains(&big),
-        "{got}"
-    );
-    assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
-    stop(&["docker"], &n2);
-    let (code, _, err) = prod.wait();
-    assert_eq!(code, 0, "{err}");
-}
+        assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
+        stop(&["docker"], &n2);
+        let (code, _, err) = prod.wait();
+        assert_eq!(code, 0, "{err}");
+    }
+);
 
 fn compose_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/apps/docker-compose.yml")
@@ -649,322 +643,317 @@ fn compose(project: &str, files: &[&Path], args: &[&str]) -> Output {
     c.args(args).output().unwrap()
 }
 
-/// A compose stack recorded as it is started (`docker-compose up`, the user's file untouched),
-/// then run in production with the override profiler writes.
-#[test]
-fn compose_stack_recorded_and_run_with_its_override() {
-    if !can_record() {
-        return;
-    }
-    require_docker();
-    require_image();
-    let dir = TempDir::new("real-compose");
-    let out = dir.join("stack");
-    let project = format!("profilerreal{}", std::process::id());
-    let file = compose_file();
-    let mut c = profiler();
-    c.args(["record", "--containers", "--out"])
-        .arg(&out)
-        .args(["--", "docker-compose", "-p", &project, "-f"])
-        .arg(&file)
-        .arg("up");
-    let rec = Background::start(&mut c, &dir, "record");
-    let app = format!("{project}_app_1");
-    let up = |ip: &str| {
-        http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
-    };
-    let ip = ready_ip(&["docker"], &app, &up, &rec);
-    let addr = format!("{ip}:8080");
-    let train = |addr: &str| {
-        expect_http(addr, "POST", "/items/first", b"one", 201, b"stored\n");
-        expect_http(addr, "GET", "/items/first", b"", 200, b"one");
-        expect_http(addr, "POST", "/cache/k", b"cached", 201, b"stored\n");
-        expect_http(addr, "GET", "/cache/k", b"", 200, b"cached");
-    };
-    train(&addr);
-    // Stopped from outside the recording, as a user would; `up` then returns.
-    let o = compose(&project, &[&file], &["stop"]);
-    assert!(o.status.success(), "{o:?}");
-    let (code, _, err) = rec.wait();
-    let o = compose(&project, &[&file], &["down"]);
-    assert!(o.status.success(), "down after the recording: {o:?}");
-    assert_eq!(code, 0, "{err}");
+privileged_test!(
+    /// A compose stack recorded as it is started (`docker-compose up`, the user's file untouched),
+    /// then run in production with the override profiler writes.
+    fn compose_stack_recorded_and_run_with_its_override() {
+        require_docker();
+        require_image();
+        let dir = TempDir::new("real-compose");
+        let out = dir.join("stack");
+        let project = format!("profilerreal{}", std::process::id());
+        let file = compose_file();
+        let mut c = profiler();
+        c.args(["record", "--containers", "--out"])
+            .arg(&out)
+            .args(["--", "docker-compose", "-p", &project, "-f"])
+            .arg(&file)
+            .arg("up");
+        let rec = Background::start(&mut c, &dir, "record");
+        let app = format!("{project}_app_1");
+        let up = |ip: &str| {
+            http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+        };
+        let ip = ready_ip(&["docker"], &app, &up, &rec);
+        let addr = format!("{ip}:8080");
+        let train = |addr: &str| {
+            expect_http(addr, "POST", "/items/first", b"one", 201, b"stored\n");
+            expect_http(addr, "GET", "/items/first", b"", 200, b"one");
+            expect_http(addr, "POST", "/cache/k", b"cached", 201, b"stored\n");
+            expect_http(addr, "GET", "/cache/k", b"", 200, b"cached");
+        };
+        train(&addr);
+        // Stopped from outside the recording, as a user would; `up` then returns.
+        let o = compose(&project, &[&file], &["stop"]);
+        assert!(o.status.success(), "{o:?}");
+        let (code, _, err) = rec.wait();
+        let o = compose(&project, &[&file], &["down"]);
+        assert!(o.status.success(), "down after the recording: {o:?}");
+        assert_eq!(code, 0, "{err}");
 
-    // One folder per service, named after it, and the override for all of them.
-    for service in ["app", "cache"] {
-        let trace = read_json(&out.join(service).join("trace.json"));
-        assert_eq!(
-            trace["cgroup"]["container_info"]["compose_service"], service,
-            "{err}"
-        );
-        assert!(out.join(service).join("seccomp.json").exists());
-    }
-    let override_file = out.join("docker-compose.profile.yml");
-    let text = std::fs::read_to_string(&override_file).unwrap();
-    // docker-compose itself must accept it, merged over the user's file.
-    let o = compose(&project, &[&file, &override_file], &["config"]);
-    assert!(o.status.success(), "{text}\n{o:?}");
-    let config = String::from_utf8_lossy(&o.stdout);
-    assert!(config.contains("read_only: true"), "{config}");
-    assert!(config.contains("uid=1500,gid=1500,mode=0750"), "{config}");
+        // One folder per service, named after it, and the override for all of them.
+        for service in ["app", "cache"] {
+            let trace = read_json(&out.join(service).join("trace.json"));
+            assert_eq!(
+                trace["cgroup"]["container_info"]["compose_service"], service,
+                "{err}"
+            );
+            assert!(out.join(service).join("seccomp.json").exists());
+        }
+        let override_file = out.join("docker-compose.profile.yml");
+        let text = std::fs::read_to_string(&override_file).unwrap();
+        // docker-compose itself must accept it, merged over the user's file.
+        let o = compose(&project, &[&file, &override_file], &["config"]);
+        assert!(o.status.success(), "{text}\n{o:?}");
+        let config = String::from_utf8_lossy(&o.stdout);
+        assert!(config.contains("read_only: true"), "{config}");
+        assert!(config.contains("uid=1500,gid=1500,mode=0750"), "{config}");
 
-    let project2 = format!("{project}prod");
-    let o = compose(&project2, &[&file, &override_file], &["up", "-d"]);
-    assert!(o.status.success(), "{text}\n{o:?}");
-    let app2 = format!("{project2}_app_1");
-    let ip = container_ip(&["docker"], &app2).expect("app container");
-    let addr = format!("{ip}:8080");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !up(&ip) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let logs = || {
-        String::from_utf8_lossy(&compose(&project2, &[&file, &override_file], &["logs"]).stdout)
-            .into_owned()
-    };
-    assert!(up(&ip), "{}", logs());
-    train(&addr);
-    expect_http(&addr, "POST", "/cache/k2", b"more", 201, b"stored\n");
-    expect_http(&addr, "GET", "/cache/k2", b"", 200, b"more");
-    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
-    let o = exec(
-        &["docker"],
-        &app2,
-        &["python3", "-c", "open('/etc/x', 'w')"],
-    );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
-        "{o:?}"
-    );
-    let o = compose(&project2, &[&file, &override_file], &["down"]);
-    assert!(o.status.success(), "{o:?}");
-}
-
-/// The Python service under podman (runc), with podman-run.txt's flags: podman cannot give a
-/// tmpfs an owner, so the flags chown it to the container user (`U`).
-#[test]
-fn python_service_runs_under_its_podman_profile() {
-    if !can_record() {
-        return;
-    }
-    require_image();
-    let (conf, argv) = podman_argv();
-    let engine: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let dir = TempDir::new("real-podman");
-    let profile = dir.join("app");
-    let n = name("podman-py");
-    let mut c = profiler();
-    c.env("CONTAINERS_CONF", &conf)
-        .args(["record", "--containers", "--out"])
-        .arg(&profile)
-        .arg("--")
-        .args(&engine)
-        .args([
-            "run",
-            "--rm",
-            "--name",
-            &n,
-            "--user",
-            "app",
-            PODMAN_DEBIAN_IMAGE,
-        ])
-        .args(SERVICE);
-    let rec = Background::start(&mut c, &dir, "record");
-    // SAFETY of the environment: every podman call below needs the tests' configuration.
-    let podman = |args: &[&str]| -> Output {
-        with_timeout(engine[0])
-            .env("CONTAINERS_CONF", &conf)
-            .args(&engine[1..])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let ip_of = |name: &str| -> Option<String> {
-        let o = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
-        let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-        (o.status.success() && !ip.is_empty()).then_some(ip)
-    };
-    let up = |ip: &str| {
-        http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
-    };
-    let mut ip = String::new();
-    wait_until(
-        "the service under podman",
-        || {
-            ip_of(&n).is_some_and(|i| {
-                ip = i;
-                up(&ip)
-            })
-        },
-        &|| rec.stderr(),
-    );
-    let addr = format!("{ip}:8080");
-    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
-    let o = podman(&["stop", "-t", "10", &n]);
-    assert!(o.status.success(), "{o:?}");
-    let (code, _, err) = rec.wait();
-    assert_eq!(code, 0, "{err}");
-    let flags = podman_run_flags(&profile);
-    let pairs = flag_pairs(&flags);
-    assert!(
-        pairs.contains(&(
-            "--tmpfs".into(),
-            "/var/lib/app:rw,nosuid,nodev,mode=0750,U".into()
-        )),
-        "{flags:?}"
-    );
-    assert!(
-        pairs.contains(&("--user".into(), "1500:1500".into())),
-        "{flags:?}"
-    );
-
-    let n2 = name("podman-py-prod");
-    let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", &n2];
-    args.extend(flags.iter().map(String::as_str));
-    args.push(PODMAN_DEBIAN_IMAGE);
-    args.extend(SERVICE);
-    let o = podman(&args);
-    assert!(o.status.success(), "{flags:?}: {o:?}");
-    let mut ip = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(ip_of(&n2).is_some_and(|i| {
-        ip = i;
-        up(&ip)
-    })) {
-        assert!(Instant::now() < deadline, "{:?}", podman(&["logs", &n2]));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let addr = format!("{ip}:8080");
-    expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
-    expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
-    expect_http(&addr, "GET", "/items/second", b"", 200, b"two");
-    let o = podman(&["exec", &n2, "python3", "-c", "open('/etc/x', 'w')"]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
-        "{o:?}"
-    );
-    let o = podman(&["exec", &n2, "python3", "-c", "import os; os.getsid(0)"]);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
-        "{o:?}"
-    );
-    let o = podman(&["stop", "-t", "10", &n2]);
-    assert!(o.status.success(), "{o:?}");
-}
-
-/// Recorded under Docker, which lets a container bind any port (it sets
-/// net.ipv4.ip_unprivileged_port_start=0), run under podman, which keeps 1024: the non-root
-/// service on port 80 needs no capability under Docker, and podman-run.txt must say what
-/// podman needs instead (the sysctl, not CAP_NET_BIND_SERVICE, which a non-root user would
-/// not even get as effective).
-#[test]
-fn port_80_recorded_under_docker_also_binds_under_podman() {
-    if !can_record() {
-        return;
-    }
-    require_docker();
-    require_image();
-    let dir = TempDir::new("real-port80");
-    let profile = dir.join("web");
-    let n = name("port80");
-    let cmd = ["python3", "/opt/app/service.py", "80"];
-    let rec = record_docker(&dir, &profile, &n, &["--user", "app"], &cmd);
-    let up =
-        |ip: &str| http(&format!("{ip}:80"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
-    let ip = ready_ip(&["docker"], &n, &up, &rec);
-    expect_http(
-        &format!("{ip}:80"),
-        "POST",
-        "/items/a",
-        b"1",
-        201,
-        b"stored\n",
-    );
-    stop(&["docker"], &n);
-    let (code, _, err) = rec.wait();
-    assert_eq!(code, 0, "{err}");
-    let caps = read_json(&profile.join("capabilities.json"));
-    assert_eq!(caps["add"], serde_json::json!([]), "{caps:#}");
-    let docker_flags = docker_run_flags(&profile);
-    assert!(
-        !docker_flags.iter().any(|f| f == "--sysctl"),
-        "{docker_flags:?}"
-    );
-    let flags = podman_run_flags(&profile);
-    assert!(
-        flag_pairs(&flags).contains(&(
-            "--sysctl".into(),
-            "net.ipv4.ip_unprivileged_port_start=80".into()
-        )),
-        "{flags:?}"
-    );
-    let k8s = std::fs::read_to_string(profile.join("kubernetes.yaml")).unwrap();
-    assert!(k8s.contains("net.ipv4.ip_unprivileged_port_start"), "{k8s}");
-
-    let (conf, argv) = podman_argv();
-    let podman = |args: &[&str]| -> Output {
-        with_timeout(&argv[0])
-            .env("CONTAINERS_CONF", &conf)
-            .args(&argv[1..])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let run = |flags: &[String], name: &str| {
-        let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", name];
-        args.extend(flags.iter().map(String::as_str));
-        args.push(PODMAN_DEBIAN_IMAGE);
-        args.extend(cmd);
-        let o = podman(&args);
-        assert!(o.status.success(), "{flags:?}: {o:?}");
-    };
-    let serving = |name: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let o = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
-            let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-            if !ip.is_empty() && up(&ip) {
-                return Some(ip);
-            }
-            let running = podman(&["inspect", "-f", "{{.State.Running}}", name]);
-            if Instant::now() > deadline
-                || String::from_utf8_lossy(&running.stdout).trim() != "true"
-            {
-                return None;
-            }
+        let project2 = format!("{project}prod");
+        let o = compose(&project2, &[&file, &override_file], &["up", "-d"]);
+        assert!(o.status.success(), "{text}\n{o:?}");
+        let app2 = format!("{project2}_app_1");
+        let ip = container_ip(&["docker"], &app2).expect("app container");
+        let addr = format!("{ip}:8080");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !up(&ip) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-    };
-    // Without the sysctl, podman's default breaks the bind: the difference is real here.
-    let without = name("port80-no-sysctl");
-    let mut docker_flags_for_podman: Vec<String> = Vec::new();
-    let mut words = flags.iter();
-    while let Some(w) = words.next() {
-        if w == "--sysctl" {
-            words.next();
-        } else {
-            docker_flags_for_podman.push(w.clone());
-        }
+        let logs = || {
+            String::from_utf8_lossy(&compose(&project2, &[&file, &override_file], &["logs"]).stdout)
+                .into_owned()
+        };
+        assert!(up(&ip), "{}", logs());
+        train(&addr);
+        expect_http(&addr, "POST", "/cache/k2", b"more", 201, b"stored\n");
+        expect_http(&addr, "GET", "/cache/k2", b"", 200, b"more");
+        expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+        let o = exec(
+            &["docker"],
+            &app2,
+            &["python3", "-c", "open('/etc/x', 'w')"],
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+            "{o:?}"
+        );
+        let o = compose(&project2, &[&file, &override_file], &["down"]);
+        assert!(o.status.success(), "{o:?}");
     }
-    run(&docker_flags_for_podman, &without);
-    assert!(
-        serving(&without).is_none(),
-        "port 80 bound without the sysctl under podman"
-    );
-    let _ = podman(&["rm", "-f", &without]);
-    let with = name("port80-podman-flags");
-    run(&flags, &with);
-    let ip = serving(&with).unwrap_or_else(|| panic!("{:?}", podman(&["logs", &with])));
-    expect_http(
-        &format!("{ip}:80"),
-        "POST",
-        "/items/a",
-        b"1",
-        201,
-        b"stored\n",
-    );
-    expect_http(&format!("{ip}:80"), "GET", "/items/a", b"", 200, b"1");
-    let _ = podman(&["stop", "-t", "10", &with]);
-}
+);
+
+privileged_test!(
+    /// The Python service under podman (runc), with podman-run.txt's flags: podman cannot give a
+    /// tmpfs an owner, so the flags chown it to the container user (`U`).
+    fn python_service_runs_under_its_podman_profile() {
+        require_image();
+        let (conf, argv) = podman_argv();
+        let engine: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let dir = TempDir::new("real-podman");
+        let profile = dir.join("app");
+        let n = name("podman-py");
+        let mut c = profiler();
+        c.env("CONTAINERS_CONF", &conf)
+            .args(["record", "--containers", "--out"])
+            .arg(&profile)
+            .arg("--")
+            .args(&engine)
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                &n,
+                "--user",
+                "app",
+                PODMAN_DEBIAN_IMAGE,
+            ])
+            .args(SERVICE);
+        let rec = Background::start(&mut c, &dir, "record");
+        // SAFETY of the environment: every podman call below needs the tests' configuration.
+        let podman = |args: &[&str]| -> Output {
+            with_timeout(engine[0])
+                .env("CONTAINERS_CONF", &conf)
+                .args(&engine[1..])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let ip_of = |name: &str| -> Option<String> {
+            let o = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
+            let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            (o.status.success() && !ip.is_empty()).then_some(ip)
+        };
+        let up = |ip: &str| {
+            http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+        };
+        let mut ip = String::new();
+        wait_until(
+            "the service under podman",
+            || {
+                ip_of(&n).is_some_and(|i| {
+                    ip = i;
+                    up(&ip)
+                })
+            },
+            &|| rec.stderr(),
+        );
+        let addr = format!("{ip}:8080");
+        expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+        let o = podman(&["stop", "-t", "10", &n]);
+        assert!(o.status.success(), "{o:?}");
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
+        let flags = podman_run_flags(&profile);
+        let pairs = flag_pairs(&flags);
+        assert!(
+            pairs.contains(&(
+                "--tmpfs".into(),
+                "/var/lib/app:rw,nosuid,nodev,mode=0750,U".into()
+            )),
+            "{flags:?}"
+        );
+        assert!(
+            pairs.contains(&("--user".into(), "1500:1500".into())),
+            "{flags:?}"
+        );
+
+        let n2 = name("podman-py-prod");
+        let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", &n2];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(PODMAN_DEBIAN_IMAGE);
+        args.extend(SERVICE);
+        let o = podman(&args);
+        assert!(o.status.success(), "{flags:?}: {o:?}");
+        let mut ip = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(ip_of(&n2).is_some_and(|i| {
+            ip = i;
+            up(&ip)
+        })) {
+            assert!(Instant::now() < deadline, "{:?}", podman(&["logs", &n2]));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let addr = format!("{ip}:8080");
+        expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
+        expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+        expect_http(&addr, "GET", "/items/second", b"", 200, b"two");
+        let o = podman(&["exec", &n2, "python3", "-c", "open('/etc/x', 'w')"]);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+            "{o:?}"
+        );
+        let o = podman(&["exec", &n2, "python3", "-c", "import os; os.getsid(0)"]);
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+            "{o:?}"
+        );
+        let o = podman(&["stop", "-t", "10", &n2]);
+        assert!(o.status.success(), "{o:?}");
+    }
+);
+
+privileged_test!(
+    /// Recorded under Docker, which lets a container bind any port (it sets
+    /// net.ipv4.ip_unprivileged_port_start=0), run under podman, which keeps 1024: the non-root
+    /// service on port 80 needs no capability under Docker, and podman-run.txt must say what
+    /// podman needs instead (the sysctl, not CAP_NET_BIND_SERVICE, which a non-root user would
+    /// not even get as effective).
+    fn port_80_recorded_under_docker_also_binds_under_podman() {
+        require_docker();
+        require_image();
+        let dir = TempDir::new("real-port80");
+        let profile = dir.join("web");
+        let n = name("port80");
+        let cmd = ["python3", "/opt/app/service.py", "80"];
+        let rec = record_docker(&dir, &profile, &n, &["--user", "app"], &cmd);
+        let up = |ip: &str| {
+            http(&format!("{ip}:80"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+        };
+        let ip = ready_ip(&["docker"], &n, &up, &rec);
+        expect_http(
+            &format!("{ip}:80"),
+            "POST",
+            "/items/a",
+            b"1",
+            201,
+            b"stored\n",
+        );
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
+        let caps = read_json(&profile.join("capabilities.json"));
+        assert_eq!(caps["add"], serde_json::json!([]), "{caps:#}");
+        let docker_flags = docker_run_flags(&profile);
+        assert!(
+            !docker_flags.iter().any(|f| f == "--sysctl"),
+            "{docker_flags:?}"
+        );
+        let flags = podman_run_flags(&profile);
+        assert!(
+            flag_pairs(&flags).contains(&(
+                "--sysctl".into(),
+                "net.ipv4.ip_unprivileged_port_start=80".into()
+            )),
+            "{flags:?}"
+        );
+        let k8s = std::fs::read_to_string(profile.join("kubernetes.yaml")).unwrap();
+        assert!(k8s.contains("net.ipv4.ip_unprivileged_port_start"), "{k8s}");
+
+        let (conf, argv) = podman_argv();
+        let podman = |args: &[&str]| -> Output {
+            with_timeout(&argv[0])
+                .env("CONTAINERS_CONF", &conf)
+                .args(&argv[1..])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let run = |flags: &[String], name: &str| {
+            let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", name];
+            args.extend(flags.iter().map(String::as_str));
+            args.push(PODMAN_DEBIAN_IMAGE);
+            args.extend(cmd);
+            let o = podman(&args);
+            assert!(o.status.success(), "{flags:?}: {o:?}");
+        };
+        let serving = |name: &str| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let o = podman(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
+                let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+                if !ip.is_empty() && up(&ip) {
+                    return Some(ip);
+                }
+                let running = podman(&["inspect", "-f", "{{.State.Running}}", name]);
+                if Instant::now() > deadline
+                    || String::from_utf8_lossy(&running.stdout).trim() != "true"
+                {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        // Without the sysctl, podman's default breaks the bind: the difference is real here.
+        let without = name("port80-no-sysctl");
+        let mut docker_flags_for_podman: Vec<String> = Vec::new();
+        let mut words = flags.iter();
+        while let Some(w) = words.next() {
+            if w == "--sysctl" {
+                words.next();
+            } else {
+                docker_flags_for_podman.push(w.clone());
+            }
+        }
+        run(&docker_flags_for_podman, &without);
+        assert!(
+            serving(&without).is_none(),
+            "port 80 bound without the sysctl under podman"
+        );
+        let _ = podman(&["rm", "-f", &without]);
+        let with = name("port80-podman-flags");
+        run(&flags, &with);
+        let ip = serving(&with).unwrap_or_else(|| panic!("{:?}", podman(&["logs", &with])));
+        expect_http(
+            &format!("{ip}:80"),
+            "POST",
+            "/items/a",
+            b"1",
+            201,
+            b"stored\n",
+        );
+        expect_http(&format!("{ip}:80"), "GET", "/items/a", b"", 200, b"1");
+        let _ = podman(&["stop", "-t", "10", &with]);
+    }
+);

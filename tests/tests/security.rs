@@ -63,239 +63,229 @@ fn hostile_folder(dir: &TempDir, name: &str) -> std::path::PathBuf {
     p
 }
 
-/// A user who owns the output folder plants symlinks at the names root will write (and
-/// could not predict the staging names): root replaces the links, never writes through them.
-#[test]
-fn symlinks_planted_in_the_output_folder_never_redirect_root() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-planted");
-    let victim = dir.join("victim");
-    std::fs::write(&victim, "precious\n").unwrap();
-    let out = hostile_folder(&dir, "out");
-    for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
-        as_hostile(&[
-            "ln",
-            "-s",
-            victim.to_str().unwrap(),
-            out.join(name).to_str().unwrap(),
-        ]);
-    }
-    // Staging names made of a pid (`.seccomp.json.tmp-PID`) would be predictable: links at
-    // every name the next few hundred pids would give.
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut script = String::new();
-    for pid in last + 1..last + 400 {
-        for name in ["seccomp.json", "trace.json"] {
-            script.push_str(&format!(
-                "ln -s {} {}/.{name}.tmp-{pid}\n",
-                victim.display(),
-                out.display()
-            ));
+privileged_test!(
+    /// A user who owns the output folder plants symlinks at the names root will write (and
+    /// could not predict the staging names): root replaces the links, never writes through them.
+    #[scratch = "sec-planted"]
+    fn symlinks_planted_in_the_output_folder_never_redirect_root(dir: TempDir) {
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let out = hostile_folder(&dir, "out");
+        for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
+            as_hostile(&[
+                "ln",
+                "-s",
+                victim.to_str().unwrap(),
+                out.join(name).to_str().unwrap(),
+            ]);
         }
-    }
-    as_hostile(&["/bin/sh", "-c", &script]);
-    let o = profiler()
-        .args(["record", "-q", "--out"])
-        .arg(&out)
-        .args(["--", "/bin/true"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
-    for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
-        let m = std::fs::symlink_metadata(out.join(name)).unwrap();
-        assert!(m.file_type().is_file(), "{name} is still a link");
-    }
-    let leftovers: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name().to_string_lossy().contains(".tmp-")
-                && !std::fs::symlink_metadata(e.path())
-                    .unwrap()
-                    .file_type()
-                    .is_symlink()
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
-}
-
-/// `--out` through a symlink another user planted is refused before the workload runs;
-/// `--follow-symlinks` follows it.
-#[test]
-fn an_output_path_through_another_users_symlink_is_refused() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-outlink");
-    let target = dir.join("root-owned");
-    std::fs::create_dir(&target).unwrap();
-    let theirs = hostile_folder(&dir, "theirs");
-    let link = theirs.join("out");
-    as_hostile(&["ln", "-s", target.to_str().unwrap(), link.to_str().unwrap()]);
-    let marker = dir.join("ran");
-    let script = format!("touch {}", marker.display());
-    let o = profiler()
-        .args(["record", "-q", "--out"])
-        .arg(link.join("profile"))
-        .args(["--", "/bin/sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("refusing to follow the symbolic link"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(
-        !marker.exists(),
-        "the workload ran before the output was checked"
-    );
-    assert!(!target.join("profile").exists());
-    let o = profiler()
-        .args(["record", "-q", "--follow-symlinks", "--out"])
-        .arg(link.join("profile"))
-        .args(["--", "/bin/sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(target.join("profile/seccomp.json").exists());
-}
-
-/// An unusable `--out` (a file, a read-only or a full filesystem) stops profiler before the
-/// workload starts.
-#[test]
-fn an_unusable_output_is_found_before_the_workload_runs() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-unusable");
-    let file = dir.join("a-file");
-    std::fs::write(&file, "x").unwrap();
-    let ro = dir.join("ro");
-    let full = dir.join("full");
-    for (m, opts) in [(&ro, "ro,size=1m"), (&full, "size=64k")] {
-        std::fs::create_dir(m).unwrap();
-        run_ok(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
-                .arg(m),
-        );
-    }
-    // Fill the small one.
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k", "count=64"])
-        .arg(format!("of={}", full.join("fill").display()))
-        .output();
-    let marker = dir.join("ran");
-    let script = format!("touch {}", marker.display());
-    for out in [file.clone(), ro.join("p"), full.join("p")] {
+        // Staging names made of a pid (`.seccomp.json.tmp-PID`) would be predictable: links at
+        // every name the next few hundred pids would give.
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut script = String::new();
+        for pid in last + 1..last + 400 {
+            for name in ["seccomp.json", "trace.json"] {
+                script.push_str(&format!(
+                    "ln -s {} {}/.{name}.tmp-{pid}\n",
+                    victim.display(),
+                    out.display()
+                ));
+            }
+        }
+        as_hostile(&["/bin/sh", "-c", &script]);
         let o = profiler()
             .args(["record", "-q", "--out"])
             .arg(&out)
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        for name in ["seccomp.json", "trace.json", "docker-run.txt"] {
+            let m = std::fs::symlink_metadata(out.join(name)).unwrap();
+            assert!(m.file_type().is_file(), "{name} is still a link");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name().to_string_lossy().contains(".tmp-")
+                    && !std::fs::symlink_metadata(e.path())
+                        .unwrap()
+                        .file_type()
+                        .is_symlink()
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+    }
+);
+
+privileged_test!(
+    /// `--out` through a symlink another user planted is refused before the workload runs;
+    /// `--follow-symlinks` follows it.
+    #[scratch = "sec-outlink"]
+    fn an_output_path_through_another_users_symlink_is_refused(dir: TempDir) {
+        let target = dir.join("root-owned");
+        std::fs::create_dir(&target).unwrap();
+        let theirs = hostile_folder(&dir, "theirs");
+        let link = theirs.join("out");
+        as_hostile(&["ln", "-s", target.to_str().unwrap(), link.to_str().unwrap()]);
+        let marker = dir.join("ran");
+        let script = format!("touch {}", marker.display());
+        let o = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(link.join("profile"))
             .args(["--", "/bin/sh", "-c", &script])
             .output()
             .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{}: {}",
-            out.display(),
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("refusing to follow the symbolic link"),
+            "{}",
             stderr(&o)
         );
-        assert!(!marker.exists(), "{}: the workload ran", out.display());
-    }
-    for m in [&ro, &full] {
-        let _ = Command::new("umount").arg(m).output();
-    }
-}
-
-/// A directory where an output file must go: nothing is written (no half-renamed folder, no
-/// staging files), and the workload's own exit code is kept.
-#[test]
-fn a_directory_in_the_way_writes_nothing_and_keeps_the_exit_code() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-inway");
-    let out = dir.join("out");
-    std::fs::create_dir_all(out.join("seccomp.json")).unwrap();
-    for (script, code) in [("exit 0", 4), ("exit 7", 7)] {
+        assert!(
+            !marker.exists(),
+            "the workload ran before the output was checked"
+        );
+        assert!(!target.join("profile").exists());
         let o = profiler()
-            .args(["record", "-q", "--out"])
-            .arg(&out)
-            .args(["--", "/bin/sh", "-c", script])
+            .args(["record", "-q", "--follow-symlinks", "--out"])
+            .arg(link.join("profile"))
+            .args(["--", "/bin/sh", "-c", &script])
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
-        assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
-        let names: Vec<String> = std::fs::read_dir(&out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["seccomp.json"], "something was written");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(target.join("profile/seccomp.json").exists());
     }
-}
+);
 
-/// A workload names a directory so that pasting docker-run.txt into a shell would add
-/// `--privileged` and mount the host: every flag stays one shell word, and the YAML outputs
-/// parse back with their consumers' rules (kubectl's strategic merge).
-#[test]
-fn hostile_path_names_cannot_inject_flags() {
-    if !can_record() {
-        return;
+privileged_test!(
+    /// An unusable `--out` (a file, a read-only or a full filesystem) stops profiler before the
+    /// workload starts.
+    #[scratch = "sec-unusable"]
+    fn an_unusable_output_is_found_before_the_workload_runs(dir: TempDir) {
+        let file = dir.join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let ro = dir.join("ro");
+        let full = dir.join("full");
+        for (m, opts) in [(&ro, "ro,size=1m"), (&full, "size=64k")] {
+            std::fs::create_dir(m).unwrap();
+            run_ok(
+                Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+                    .arg(m),
+            );
+        }
+        // Fill the small one.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=64"])
+            .arg(format!("of={}", full.join("fill").display()))
+            .output();
+        let marker = dir.join("ran");
+        let script = format!("touch {}", marker.display());
+        for out in [file.clone(), ro.join("p"), full.join("p")] {
+            let o = profiler()
+                .args(["record", "-q", "--out"])
+                .arg(&out)
+                .args(["--", "/bin/sh", "-c", &script])
+                .output()
+                .unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{}: {}",
+                out.display(),
+                stderr(&o)
+            );
+            assert!(!marker.exists(), "{}: the workload ran", out.display());
+        }
+        for m in [&ro, &full] {
+            let _ = Command::new("umount").arg(m).output();
+        }
     }
-    require_docker();
-    let dir = TempDir::new("sec-inject");
-    let out = dir.join("p");
-    let script = "d=\"$(printf '/tmp/x\\n--privileged\\n--volume=/:/host\\n')\"; mkdir -p \"$d\"; echo > \"$d/f\"; \
+);
+
+privileged_test!(
+    /// A directory where an output file must go: nothing is written (no half-renamed folder, no
+    /// staging files), and the workload's own exit code is kept.
+    #[scratch = "sec-inway"]
+    fn a_directory_in_the_way_writes_nothing_and_keeps_the_exit_code(dir: TempDir) {
+        let out = dir.join("out");
+        std::fs::create_dir_all(out.join("seccomp.json")).unwrap();
+        for (script, code) in [("exit 0", 4), ("exit 7", 7)] {
+            let o = profiler()
+                .args(["record", "-q", "--out"])
+                .arg(&out)
+                .args(["--", "/bin/sh", "-c", script])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+            assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+            let names: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, ["seccomp.json"], "something was written");
+        }
+    }
+);
+
+privileged_test!(
+    /// A workload names a directory so that pasting docker-run.txt into a shell would add
+    /// `--privileged` and mount the host: every flag stays one shell word, and the YAML outputs
+    /// parse back with their consumers' rules (kubectl's strategic merge).
+    fn hostile_path_names_cannot_inject_flags() {
+        require_docker();
+        let dir = TempDir::new("sec-inject");
+        let out = dir.join("p");
+        let script = "d=\"$(printf '/tmp/x\\n--privileged\\n--volume=/:/host\\n')\"; mkdir -p \"$d\"; echo > \"$d/f\"; \
                   mkdir -p \"/tmp/a b \\$(reboot)\"; echo > \"/tmp/a b \\$(reboot)/f\"; \
                   mkdir -p '/tmp/c,uid=0' && echo > '/tmp/c,uid=0/f'";
-    let o = profiler_on_busybox(
-        &[
-            "record",
-            "-q",
-            "--containers",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        script,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    for file in ["docker-run.txt", "podman-run.txt"] {
-        // The shell's own word splitting, on the README's one-liner.
-        let shell = format!(
-            "eval \"set -- $(grep -v '^#' {} | tr '\\n' ' ')\"; printf '%s\\n' \"$@\"",
-            out.join(file).display()
+        let o = profiler_on_busybox(
+            &[
+                "record",
+                "-q",
+                "--containers",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            script,
         );
-        let words = run_ok(Command::new("/bin/sh").args(["-c", &shell]));
-        let words = String::from_utf8_lossy(&words.stdout).into_owned();
-        assert!(
-            !words
-                .lines()
-                .any(|w| w == "--privileged" || w.starts_with("--volume=/:")),
-            "{file} injects flags:\n{words}"
-        );
-        assert!(
-            words
-                .lines()
-                .any(|w| w.starts_with("/tmp/a b $(reboot):rw,nosuid,nodev")),
-            "a path with a space and $( ) stays one word: {words}"
-        );
-        assert!(
-            !words.contains("uid=0:rw") && !words.contains("/tmp/c,uid=0"),
-            "{words}"
-        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        for file in ["docker-run.txt", "podman-run.txt"] {
+            // The shell's own word splitting, on the README's one-liner.
+            let shell = format!(
+                "eval \"set -- $(grep -v '^#' {} | tr '\\n' ' ')\"; printf '%s\\n' \"$@\"",
+                out.join(file).display()
+            );
+            let words = run_ok(Command::new("/bin/sh").args(["-c", &shell]));
+            let words = String::from_utf8_lossy(&words.stdout).into_owned();
+            assert!(
+                !words
+                    .lines()
+                    .any(|w| w == "--privileged" || w.starts_with("--volume=/:")),
+                "{file} injects flags:\n{words}"
+            );
+            assert!(
+                words
+                    .lines()
+                    .any(|w| w.starts_with("/tmp/a b $(reboot):rw,nosuid,nodev")),
+                "a path with a space and $( ) stays one word: {words}"
+            );
+            assert!(
+                !words.contains("uid=0:rw") && !words.contains("/tmp/c,uid=0"),
+                "{words}"
+            );
+        }
+        let merged = kubernetes_patch_applied(&out, "app", BUSYBOX_IMAGE);
+        assert!(!merged.contains("privileged: true"), "{merged}");
     }
-    let merged = kubernetes_patch_applied(&out, "app", BUSYBOX_IMAGE);
-    assert!(!merged.contains("privileged: true"), "{merged}");
-}
+);
 
 /// `profiler diff` is a CI gate: a NEW profile that lets more run (an allow-all default, a
 /// logging default) fails it.
@@ -346,138 +336,142 @@ fn ask(socket: &Path, line: &str) -> String {
     reply
 }
 
-/// `profiler serve` keeps what is not its own, does not take over a live server, does not
-/// record the host, lets no silent client stall the others, and keeps each container's
-/// folder inside --out, whatever the container is called.
-#[test]
-fn serve_holds_against_hostile_clients_and_names() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-serve");
-    let out = dir.join("profiles");
-    std::fs::create_dir(&out).unwrap();
-    // A regular file at the socket path is never deleted.
-    let file = dir.join("not-a-socket");
-    std::fs::write(&file, "keep me").unwrap();
-    let o = profiler()
-        .args(["serve", "-q", "--socket"])
-        .arg(&file)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("not a socket"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+privileged_test!(
+    /// `profiler serve` keeps what is not its own, does not take over a live server, does not
+    /// record the host, lets no silent client stall the others, and keeps each container's
+    /// folder inside --out, whatever the container is called.
+    #[scratch = "sec-serve"]
+    fn serve_holds_against_hostile_clients_and_names(dir: TempDir) {
+        let out = dir.join("profiles");
+        std::fs::create_dir(&out).unwrap();
+        // A regular file at the socket path is never deleted.
+        let file = dir.join("not-a-socket");
+        std::fs::write(&file, "keep me").unwrap();
+        let o = profiler()
+            .args(["serve", "-q", "--socket"])
+            .arg(&file)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("not a socket"), "{}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 
-    let socket = dir.join("serve.sock");
-    let server = profiler()
-        .args(["serve", "--socket"])
-        .arg(&socket)
-        .arg("--out")
-        .arg(&out)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stopped however the test ends.
-    struct Server(Option<std::process::Child>);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            if let Some(c) = &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
+        let socket = dir.join("serve.sock");
+        let server = profiler()
+            .args(["serve", "--socket"])
+            .arg(&socket)
+            .arg("--out")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Stopped however the test ends.
+        struct Server(Option<std::process::Child>);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                if let Some(c) = &mut self.0 {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
             }
         }
-    }
-    let mut server = Server(Some(server));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600);
-    // A second server does not take the socket over.
-    let o = profiler()
-        .args(["serve", "-q", "--socket"])
-        .arg(&socket)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(stderr(&o).contains("already listens"), "{}", stderr(&o));
-    // Clients that connect and say nothing (served one after the other, three of them would
-    // hold the next client for three request timeouts)...
-    let _silent: Vec<_> = (0..3)
-        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
-        .collect();
-    // ...do not hold up the next one, which asks for the root cgroup: refused at once.
-    let started = Instant::now();
-    let root_id = std::fs::metadata("/sys/fs/cgroup/unified")
-        .or_else(|_| std::fs::metadata("/sys/fs/cgroup"))
-        .unwrap()
-        .ino();
-    let reply = ask(
-        &socket,
-        &format!(r#"{{"container_id":"x","name":"host","cgroup_id":{root_id},"cgroup_path":"/"}}"#),
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "stalled by the silent clients"
-    );
-    assert!(reply.contains("root cgroup"), "{reply}");
-    // A container named "..": its folder stays inside --out.
-    let mount = cgroup2_root();
-    let cg = mount.join(format!("profiler-sec-{}", std::process::id()));
-    std::fs::create_dir(&cg).unwrap();
-    let id = std::fs::metadata(&cg).unwrap().ino();
-    let rel = format!("/{}", cg.file_name().unwrap().to_string_lossy());
-    let reply = ask(
-        &socket,
-        &format!(r#"{{"container_id":"c1","name":"..","cgroup_id":{id},"cgroup_path":"{rel}"}}"#),
-    );
-    assert!(reply.contains("\"ok\":true"), "{reply}");
-    let reply = ask(
-        &socket,
-        &format!(
-            "{{\"container_id\":\"c2\",\"name\":\"..\\u001b[2J\",\"cgroup_id\":{id},\"cgroup_path\":\"{rel}\"}}"
-        ),
-    );
-    // Recording the same cgroup twice is refused or lands in its own folder; either way, not
-    // outside --out.
-    let _ = reply;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_dir(&out).unwrap().count() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let child = server.0.take().unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
-    let log = stderr(&o);
-    let _ = std::fs::remove_dir(&cg);
-    assert!(
-        !log.contains('\u{1b}'),
-        "raw control characters in the log: {log:?}"
-    );
-    let folders: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(!folders.is_empty(), "{log}");
-    for f in &folders {
-        assert!(f != "." && f != ".." && !f.contains('/'), "{folders:?}");
-    }
-    assert!(
-        !dir.join("seccomp.json").exists(),
-        "written into the parent of --out"
-    );
-    assert!(
-        std::fs::read_dir(&out)
+        let mut server = Server(Some(server));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(std::fs::metadata(&socket).unwrap().mode() & 0o777, 0o600);
+        // A second server does not take the socket over.
+        let o = profiler()
+            .args(["serve", "-q", "--socket"])
+            .arg(&socket)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(stderr(&o).contains("already listens"), "{}", stderr(&o));
+        // Clients that connect and say nothing (served one after the other, three of them would
+        // hold the next client for three request timeouts)...
+        let _silent: Vec<_> = (0..3)
+            .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+            .collect();
+        // ...do not hold up the next one, which asks for the root cgroup: refused at once.
+        let started = Instant::now();
+        let root_id = std::fs::metadata("/sys/fs/cgroup/unified")
+            .or_else(|_| std::fs::metadata("/sys/fs/cgroup"))
             .unwrap()
-            .all(|e| e.unwrap().path().join("seccomp.json").exists()),
-        "{log}"
-    );
-}
+            .ino();
+        let reply = ask(
+            &socket,
+            &format!(
+                r#"{{"container_id":"x","name":"host","cgroup_id":{root_id},"cgroup_path":"/"}}"#
+            ),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stalled by the silent clients"
+        );
+        assert!(reply.contains("root cgroup"), "{reply}");
+        // A container named "..": its folder stays inside --out.
+        let mount = cgroup2_root();
+        let cg = mount.join(format!("profiler-sec-{}", std::process::id()));
+        std::fs::create_dir(&cg).unwrap();
+        let id = std::fs::metadata(&cg).unwrap().ino();
+        let rel = format!("/{}", cg.file_name().unwrap().to_string_lossy());
+        let reply = ask(
+            &socket,
+            &format!(
+                r#"{{"container_id":"c1","name":"..","cgroup_id":{id},"cgroup_path":"{rel}"}}"#
+            ),
+        );
+        assert!(reply.contains("\"ok\":true"), "{reply}");
+        let reply = ask(
+            &socket,
+            &format!(
+                "{{\"container_id\":\"c2\",\"name\":\"..\\u001b[2J\",\"cgroup_id\":{id},\"cgroup_path\":\"{rel}\"}}"
+            ),
+        );
+        // Recording the same cgroup twice is refused or lands in its own folder; either way, not
+        // outside --out.
+        let _ = reply;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&out).unwrap().count() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let child = server.0.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        let log = stderr(&o);
+        let _ = std::fs::remove_dir(&cg);
+        assert!(
+            !log.contains('\u{1b}'),
+            "raw control characters in the log: {log:?}"
+        );
+        let folders: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!folders.is_empty(), "{log}");
+        for f in &folders {
+            assert!(f != "." && f != ".." && !f.contains('/'), "{folders:?}");
+        }
+        assert!(
+            !dir.join("seccomp.json").exists(),
+            "written into the parent of --out"
+        );
+        assert!(
+            std::fs::read_dir(&out).unwrap().all(|e| e
+                .unwrap()
+                .path()
+                .join("seccomp.json")
+                .exists()),
+            "{log}"
+        );
+    }
+);
 
 fn cgroup2_root() -> std::path::PathBuf {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
@@ -599,152 +593,146 @@ fn hostile_traces_are_refused_with_their_position() {
     }
 }
 
-/// io_uring carries operations seccomp cannot see: a workload recorded doing one NOP must
-/// not be able to create directories through it under its profile, while mkdir(2) itself is
-/// denied. Generated profiles refuse io_uring unless asked, and say so.
-#[test]
-fn io_uring_cannot_bypass_the_profile() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-iouring");
-    let bin = dir.join("io_uring");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/io_uring.c");
-    run_ok(Command::new("gcc").args(["-O2", "-o"]).arg(&bin).arg(&src));
-    let bin_s = bin.to_str().unwrap();
-    let profile = dir.join("p");
-    let o = profiler()
-        .args(["record", "--out"])
-        .arg(&profile)
-        .args(["--", bin_s, "nop"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("the workload used io_uring"),
-        "{}",
-        stderr(&o)
-    );
-    let names = traced_syscalls(&read_json(&profile.join("trace.json")))["x86_64"].clone();
-    assert!(
-        names.contains("io_uring_setup") && !names.contains("mkdir"),
-        "{names:?}"
-    );
-    let target = dir.join("made-through-io_uring");
-    let o = run_confined(&profile, &[bin_s, "mkdir", target.to_str().unwrap()]);
-    assert_eq!(
-        o.status.code(),
-        Some(11),
-        "io_uring_setup must be refused: {}",
-        stderr(&o)
-    );
-    assert!(!target.exists(), "a directory was made through io_uring");
-    let o = run_confined(&profile, &["/bin/mkdir", target.to_str().unwrap()]);
-    assert!(!o.status.success() && !target.exists());
-
-    // With the opt-in the ring is allowed, and with it what it carries: that is the risk the
-    // summary names.
-    let allowed = dir.join("allowed");
-    let o = profiler()
-        .args(["record", "-q", "--allow-io-uring", "--out"])
-        .arg(&allowed)
-        .args(["--", bin_s, "nop"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run_confined(&allowed, &[bin_s, "mkdir", target.to_str().unwrap()]);
-    assert!(o.status.success() && target.exists(), "{}", stderr(&o));
-}
-
-/// `kill -9` of profiler: the workload, its background children included, does not go on
-/// in a cgroup nobody records; the cgroup is removed, and the user is told.
-#[test]
-fn a_killed_recorder_takes_its_workload_with_it() {
-    if !can_record() {
-        return;
-    }
-    let dir = TempDir::new("sec-kill9");
-    let pids = dir.join("pids");
-    let script = format!(
-        "sleep 1000 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; wait",
-        p = pids.display()
-    );
-    let mut child = profiler()
-        .args(["record", "-q", "--out"])
-        .arg(dir.join("p"))
-        .args(["--", "/bin/sh", "-c", &script])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !pids.exists() {
-        assert!(Instant::now() < deadline, "the workload did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let workload: Vec<u32> = std::fs::read_to_string(&pids)
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", workload[0])).unwrap();
-    let rel = cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap()
-        .to_owned();
-    let cgroup_dir = cgroup2_root().join(rel.trim_start_matches('/'));
-    assert!(cgroup_dir.exists());
-    child.kill().unwrap();
-    let o = child.wait_with_output().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while workload
-        .iter()
-        .any(|p| Path::new(&format!("/proc/{p}")).exists())
-        || cgroup_dir.exists()
-    {
+privileged_test!(
+    /// io_uring carries operations seccomp cannot see: a workload recorded doing one NOP must
+    /// not be able to create directories through it under its profile, while mkdir(2) itself is
+    /// denied. Generated profiles refuse io_uring unless asked, and say so.
+    #[scratch = "sec-iouring"]
+    fn io_uring_cannot_bypass_the_profile(dir: TempDir) {
+        let bin = dir.join("io_uring");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/io_uring.c");
+        run_ok(Command::new("gcc").args(["-O2", "-o"]).arg(&bin).arg(&src));
+        let bin_s = bin.to_str().unwrap();
+        let profile = dir.join("p");
+        let o = profiler()
+            .args(["record", "--out"])
+            .arg(&profile)
+            .args(["--", bin_s, "nop"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
         assert!(
-            Instant::now() < deadline,
-            "workload {workload:?} outlived its recorder (cgroup {} exists: {})",
-            cgroup_dir.display(),
-            cgroup_dir.exists()
+            stderr(&o).contains("the workload used io_uring"),
+            "{}",
+            stderr(&o)
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = o;
-}
+        let names = traced_syscalls(&read_json(&profile.join("trace.json")))["x86_64"].clone();
+        assert!(
+            names.contains("io_uring_setup") && !names.contains("mkdir"),
+            "{names:?}"
+        );
+        let target = dir.join("made-through-io_uring");
+        let o = run_confined(&profile, &[bin_s, "mkdir", target.to_str().unwrap()]);
+        assert_eq!(
+            o.status.code(),
+            Some(11),
+            "io_uring_setup must be refused: {}",
+            stderr(&o)
+        );
+        assert!(!target.exists(), "a directory was made through io_uring");
+        let o = run_confined(&profile, &["/bin/mkdir", target.to_str().unwrap()]);
+        assert!(!o.status.success() && !target.exists());
 
-/// A workload that moves itself out of its recording cgroup (writes its pid into another
-/// cgroup's cgroup.procs) is seen leaving, moved back, reported as lost data (exit 3), and
-/// leaves nothing running in the cgroup it went to.
-#[test]
-fn a_workload_leaving_its_cgroup_is_brought_back_and_reported() {
-    if !can_record() {
-        return;
+        // With the opt-in the ring is allowed, and with it what it carries: that is the risk the
+        // summary names.
+        let allowed = dir.join("allowed");
+        let o = profiler()
+            .args(["record", "-q", "--allow-io-uring", "--out"])
+            .arg(&allowed)
+            .args(["--", bin_s, "nop"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run_confined(&allowed, &[bin_s, "mkdir", target.to_str().unwrap()]);
+        assert!(o.status.success() && target.exists(), "{}", stderr(&o));
     }
-    let elsewhere = cgroup2_root().join(format!("profiler-escape-{}", std::process::id()));
-    std::fs::create_dir(&elsewhere).unwrap();
-    let dir = TempDir::new("sec-escape");
-    let script = format!(
-        "echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left",
-        elsewhere.display()
-    );
-    let o = profiler()
-        .args(["record", "-q", "--out"])
-        .arg(dir.join("p"))
-        .args(["--", "/bin/sh", "-c", &script])
-        .output()
-        .unwrap();
-    let left = std::fs::read_to_string(elsewhere.join("cgroup.procs")).unwrap();
-    let removed = std::fs::remove_dir(&elsewhere);
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("moved itself into cgroup"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(
-        left, "",
-        "processes of the workload stayed in the other cgroup"
-    );
-    assert!(removed.is_ok());
-}
+);
+
+privileged_test!(
+    /// `kill -9` of profiler: the workload, its background children included, does not go on
+    /// in a cgroup nobody records; the cgroup is removed, and the user is told.
+    #[scratch = "sec-kill9"]
+    fn a_killed_recorder_takes_its_workload_with_it(dir: TempDir) {
+        let pids = dir.join("pids");
+        let script = format!(
+            "sleep 1000 & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; wait",
+            p = pids.display()
+        );
+        let mut child = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(dir.join("p"))
+            .args(["--", "/bin/sh", "-c", &script])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pids.exists() {
+            assert!(Instant::now() < deadline, "the workload did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let workload: Vec<u32> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", workload[0])).unwrap();
+        let rel = cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_owned();
+        let cgroup_dir = cgroup2_root().join(rel.trim_start_matches('/'));
+        assert!(cgroup_dir.exists());
+        child.kill().unwrap();
+        let o = child.wait_with_output().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while workload
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists())
+            || cgroup_dir.exists()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "workload {workload:?} outlived its recorder (cgroup {} exists: {})",
+                cgroup_dir.display(),
+                cgroup_dir.exists()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = o;
+    }
+);
+
+privileged_test!(
+    /// A workload that moves itself out of its recording cgroup (writes its pid into another
+    /// cgroup's cgroup.procs) is seen leaving, moved back, reported as lost data (exit 3), and
+    /// leaves nothing running in the cgroup it went to.
+    fn a_workload_leaving_its_cgroup_is_brought_back_and_reported() {
+        let elsewhere = cgroup2_root().join(format!("profiler-escape-{}", std::process::id()));
+        std::fs::create_dir(&elsewhere).unwrap();
+        let dir = TempDir::new("sec-escape");
+        let script = format!(
+            "echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left",
+            elsewhere.display()
+        );
+        let o = profiler()
+            .args(["record", "-q", "--out"])
+            .arg(dir.join("p"))
+            .args(["--", "/bin/sh", "-c", &script])
+            .output()
+            .unwrap();
+        let left = std::fs::read_to_string(elsewhere.join("cgroup.procs")).unwrap();
+        let removed = std::fs::remove_dir(&elsewhere);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("moved itself into cgroup"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            left, "",
+            "processes of the workload stayed in the other cgroup"
+        );
+        assert!(removed.is_ok());
+    }
+);

@@ -52,12 +52,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::{output, podman_cmd, run, workspace_root};
+use crate::run::{output, run, workspace_root};
+use crate::setup::podman_cmd;
 
 /// The image in Docker.
-pub const DOCKER_IMAGE: &str = "profiler-test/debian-apps:latest";
-/// The image in the tests' private podman storage (see setup_podman in main.rs).
-pub const PODMAN_IMAGE: &str = "localhost/profiler-debian-apps:latest";
+pub const DOCKER_IMAGE: &str = xtask::DEBIAN_APPS_IMAGE;
+/// The image in the tests' private podman storage (see setup_podman in setup.rs).
+pub const PODMAN_IMAGE: &str = xtask::PODMAN_DEBIAN_APPS_IMAGE;
 /// Image label holding the cache key the image was imported from.
 pub const STAMP_LABEL: &str = "io.profiler.stamp";
 

@@ -1,0 +1,229 @@
+//! What the parts measure with: wall, CPU and loop times, medians, alternation of variants,
+//! memory, the host's cgroup2 mount, the machine, and the report's tables.
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+
+use super::Bench;
+
+pub(super) fn machine() -> anyhow::Result<String> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+        .trim()
+        .to_owned();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem = std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    Ok(format!(
+        "Machine: Linux {kernel}, {cpus} CPUs ({model}), {} GiB RAM, lockdown: {}, measured {}.",
+        mem / 1024 / 1024,
+        lockdown.trim(),
+        date()
+    ))
+}
+
+fn date() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The head of a report table: the column names and the `| --- |` line.
+pub(super) fn table_head(report: &mut String, columns: &[&str]) -> std::fmt::Result {
+    writeln!(report, "| {} |", columns.join(" | "))?;
+    writeln!(report, "|{}", " --- |".repeat(columns.len()))
+}
+
+/// Wall time of `cmd`, its output dropped; an error when it fails.
+pub(super) fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("{cmd:?}"))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+/// The time of day in seconds since the epoch, as the workloads print it (`date +%s.%N`).
+pub(super) fn unix_now() -> anyhow::Result<f64> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64())
+}
+
+/// Seconds from the workload's end to now: the workload's last output line is its end time
+/// (`date +%s.%N`), read from the recorder's captured stdout.
+pub(super) fn since_workload_end(stdout: &[u8]) -> anyhow::Result<f64> {
+    let end: f64 = String::from_utf8_lossy(stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    Ok((unix_now()? - end).max(0.0))
+}
+
+/// CPU time (user + system) of all children waited for so far.
+pub(super) fn children_cpu() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+pub(super) fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub(super) fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// A named way to run one measurement.
+pub(super) type Variant<'a> = (&'a str, Box<dyn FnMut() -> anyhow::Result<Duration> + 'a>);
+
+/// Runs the variants in alternation, `rounds` times, and returns each variant's median.
+/// Each round starts one variant later than the previous one, so no variant always runs
+/// right after the same other one (a heavy run can slow the next on a small VM).
+pub(super) fn alternate(
+    rounds: usize,
+    variants: &mut [Variant<'_>],
+) -> anyhow::Result<Vec<Duration>> {
+    let count = variants.len();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); count];
+    for round in 0..rounds {
+        for k in 0..count {
+            let i = (round + k) % count;
+            samples[i].push((variants[i].1)()?);
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
+}
+
+/// The median loop time of the getppid loop, untraced (before and after all parts).
+pub(super) fn untraced_loop(b: &Bench) -> anyhow::Result<Duration> {
+    let mut v = Vec::new();
+    for _ in 0..b.cfg.rounds {
+        v.push(loop_time(
+            Command::new(&b.bins.getppid).arg(b.cfg.loop_syscalls.to_string()),
+        )?);
+    }
+    Ok(median(v))
+}
+
+/// Runs a command whose workload is the getppid loop and returns the loop's own time, as the
+/// loop measured it: start-up and shut-down of the tracer around it are left out.
+pub(super) fn loop_time(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let o = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
+    if !o.status.success() {
+        bail!("{cmd:?} failed: {}", o.status);
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{cmd:?}: no loop time in its output {text:?}"))?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs `cmd` and returns (success, its own peak RSS in KiB), from wait4's rusage.
+pub(super) fn run_with_peak_rss(cmd: &mut Command) -> anyhow::Result<(bool, u64)> {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointers; the child is ours and not yet reaped.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut u) };
+    if r != pid {
+        bail!("wait4 failed");
+    }
+    Ok((
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        u.ru_maxrss as u64,
+    ))
+}
+
+/// The peak RSS (`VmHWM`, KiB) in a `/proc/PID/status` text.
+pub(super) fn vm_hwm_kb(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sum of `memlock` over the BPF maps a process holds.
+pub(super) fn map_memlock_kb(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    let mut bytes = 0;
+    for fd in fds.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        if info.contains("map_type:") {
+            bytes += info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    bytes / 1024
+}
+
+/// Where the cgroup2 hierarchy is mounted, from /proc/self/mountinfo (the only mountinfo
+/// reading in xtask).
+pub(super) fn cgroup2_mount() -> anyhow::Result<String> {
+    let m = std::fs::read_to_string("/proc/self/mountinfo")?;
+    m.lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .context("no cgroup2 mount")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_head_is_the_markdown_head_the_parts_wrote() {
+        let mut s = String::new();
+        table_head(&mut s, &["measure", "value"]).unwrap();
+        assert_eq!(s, "| measure | value |\n| --- | --- |\n");
+        let mut s = String::new();
+        table_head(
+            &mut s,
+            &["variant", "wall (median)", "CPU user+sys (median)"],
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            "| variant | wall (median) | CPU user+sys (median) |\n| --- | --- | --- |\n"
+        );
+    }
+}

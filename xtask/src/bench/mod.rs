@@ -1,0 +1,194 @@
+//! `cargo xtask bench [--quick] [--only PART,...]`: profiler's cost measured side by side with its baselines,
+//! runs alternated (A B A B ...) so drift on the machine hits every variant alike. Prints a
+//! table of medians and ratios and writes it, with the machine, to BENCHMARKS.md.
+//!
+//! One file per [`Part`], in the report's order: syscall_loop.rs (1), make.rs (2),
+//! stress.rs (3), scale.rs (4), startup.rs (5), idle.rs (6), paths.rs (7); measure.rs holds
+//! what they measure with (clocks, medians, alternation, memory, the machine).
+mod idle;
+mod make;
+mod measure;
+mod paths;
+mod scale;
+mod startup;
+mod stress;
+mod syscall_loop;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::bail;
+
+struct Config {
+    rounds: usize,
+    /// The loop is the noisiest comparison and the quickest run: more rounds.
+    loop_rounds: usize,
+    loop_syscalls: u64,
+    strace_divisor: u64,
+    make_files: usize,
+    stress_seconds: u32,
+    scale_cgroups: usize,
+    /// Files the workload of part 7 creates.
+    paths_files: usize,
+    /// Written paths in the trace part 7 generates from.
+    paths_big_trace: usize,
+}
+
+/// The parts of the benchmark, in the issue's order.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Loop,
+    Make,
+    Stress,
+    Scale,
+    Startup,
+    Idle,
+    /// Many written paths: a workload creating files, and generating from a huge trace.
+    Paths,
+}
+
+/// What every part measures with: the sizes, the release build of profiler, the small C
+/// programs and the scratch folder (target/bench).
+struct Bench {
+    cfg: Config,
+    profiler: PathBuf,
+    bins: Bins,
+    dir: PathBuf,
+}
+
+impl Bench {
+    /// `profiler record --quiet --out OUT --`, the workload's argv to be added.
+    fn record(&self, out: &Path) -> Command {
+        let mut c = Command::new(&self.profiler);
+        c.args(["record", "--quiet", "--out"]).arg(out).arg("--");
+        c
+    }
+
+    /// The same in container mode, which also looks for new cgroups below the recording one.
+    fn record_containers(&self, out: &Path) -> Command {
+        let mut c = Command::new(&self.profiler);
+        c.args(["record", "--quiet", "--containers", "--out"])
+            .arg(out)
+            .arg("--");
+        c
+    }
+}
+
+pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
+    let runs = |part: Part| only.is_empty() || only.contains(&part);
+    let cfg = if quick {
+        Config {
+            rounds: 2,
+            loop_rounds: 3,
+            loop_syscalls: 1_000_000,
+            strace_divisor: 100,
+            make_files: 40,
+            stress_seconds: 1,
+            scale_cgroups: 50,
+            paths_files: 10_000,
+            paths_big_trace: 200_000,
+        }
+    } else {
+        Config {
+            rounds: 5,
+            loop_rounds: 9,
+            loop_syscalls: 5_000_000,
+            strace_divisor: 200,
+            make_files: 200,
+            stress_seconds: 4,
+            scale_cgroups: 200,
+            paths_files: 50_000,
+            paths_big_trace: 1_600_000,
+        }
+    };
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let profiler = root.join("target/release/profiler");
+    let bins = Bins::build(root, &dir)?;
+    let b = Bench {
+        cfg,
+        profiler,
+        bins,
+        dir,
+    };
+    let mut report = String::new();
+    writeln!(report, "# Benchmarks\n")?;
+    writeln!(report, "{}\n", measure::machine()?)?;
+    writeln!(
+        report,
+        "`cargo xtask bench{}`: {} alternating rounds per comparison ({} for the loop), medians. \
+         Release build.\n",
+        if quick { " --quick" } else { "" },
+        b.cfg.rounds,
+        b.cfg.loop_rounds
+    )?;
+
+    let before = measure::untraced_loop(&b)?;
+    if runs(Part::Loop) {
+        syscall_loop::run(&b, &mut report)?;
+    }
+    if runs(Part::Make) {
+        make::run(&b, &mut report)?;
+    }
+    if runs(Part::Stress) {
+        stress::run(&b, &mut report)?;
+    }
+    if runs(Part::Scale) {
+        scale::run(&b, &mut report)?;
+    }
+    if runs(Part::Startup) {
+        startup::run(&b, &mut report)?;
+    }
+    if runs(Part::Idle) {
+        idle::run(&b, &mut report, before)?;
+    }
+    if runs(Part::Paths) {
+        paths::run(&b, &mut report)?;
+    }
+
+    print!("{report}");
+    // BENCHMARKS.md holds full runs only; quick and partial runs (CI, work on one number)
+    // leave it alone.
+    let out = if !only.is_empty() {
+        b.dir.join("partial.md")
+    } else if quick {
+        b.dir.join("quick.md")
+    } else {
+        root.join("BENCHMARKS.md")
+    };
+    std::fs::write(&out, &report)?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// Small C programs the benchmarks run, built with gcc.
+struct Bins {
+    getppid: PathBuf,
+    stress: PathBuf,
+    stamp: PathBuf,
+}
+
+impl Bins {
+    fn build(root: &Path, dir: &Path) -> anyhow::Result<Bins> {
+        let src = root.join("xtask/bench");
+        let build = |name: &str, extra: &[&str]| -> anyhow::Result<PathBuf> {
+            let out = dir.join(name);
+            let status = Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&out)
+                .arg(src.join(format!("{name}.c")))
+                .args(extra)
+                .status()?;
+            if !status.success() {
+                bail!("gcc {name}.c failed");
+            }
+            Ok(out)
+        };
+        Ok(Bins {
+            getppid: build("getppid", &[])?,
+            stress: build("stress", &["-pthread"])?,
+            stamp: build("stamp", &["-static"])?,
+        })
+    }
+}

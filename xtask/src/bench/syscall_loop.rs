@@ -1,0 +1,155 @@
+//! Part 1: a syscall-bound loop (getppid), untraced, under the do-nothing floor program,
+//! under profiler and under strace -f; and another process's loop while each is attached
+//! elsewhere, which is what every other process on the host pays.
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::Bench;
+use super::measure::{Variant, alternate, loop_time, secs, table_head};
+
+/// 1. A syscall-bound loop: untraced, the floor, profiler, strace -f.
+pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
+    let (cfg, bins) = (&b.cfg, &b.bins);
+    let n = cfg.loop_syscalls;
+    let out = b.dir.join("loop-profile");
+    let ns = n.to_string();
+    let strace_n = (n / cfg.strace_divisor).to_string();
+    let getppid = || {
+        let mut c = Command::new(&bins.getppid);
+        c.arg(&ns);
+        c
+    };
+    // Another process's loop while something is attached elsewhere: what every other
+    // process on the host pays.
+    let beside = |mut bg: Command, settle_ms: u64| -> anyhow::Result<Duration> {
+        let mut bg = bg.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        std::thread::sleep(Duration::from_millis(settle_ms));
+        let d = loop_time(&mut getppid());
+        terminate(bg.id());
+        let _ = bg.wait();
+        d
+    };
+    let mut variants: Vec<Variant> = vec![
+        ("untraced", Box::new(|| loop_time(&mut getppid()))),
+        (
+            "floor",
+            Box::new(|| {
+                loop_time(
+                    Command::new(&b.profiler)
+                        .args(["bench-floor", "--"])
+                        .arg(&bins.getppid)
+                        .arg(&ns),
+                )
+            }),
+        ),
+        (
+            "profiler record",
+            Box::new(|| loop_time(b.record(&out).arg(&bins.getppid).arg(&ns))),
+        ),
+        (
+            "strace -f",
+            Box::new(|| {
+                loop_time(
+                    Command::new("strace")
+                        .args(["-f", "-qq", "-o", "/dev/null", "--"])
+                        .arg(&bins.getppid)
+                        .arg(&strace_n),
+                )
+            }),
+        ),
+        (
+            "untraced, while profiler records another cgroup",
+            Box::new(|| {
+                let mut bg = b.record(&b.dir.join("idle-profile"));
+                bg.args(["sleep", "30"]);
+                beside(bg, 400)
+            }),
+        ),
+        (
+            "untraced, while profiler records containers elsewhere",
+            Box::new(|| {
+                let mut bg = b.record_containers(&b.dir.join("idle-containers-profile"));
+                bg.args(["sleep", "30"]);
+                beside(bg, 400)
+            }),
+        ),
+        (
+            "untraced, floor attached elsewhere",
+            Box::new(|| {
+                let mut bg = Command::new(&b.profiler);
+                bg.args(["bench-floor", "--", "sleep", "30"]);
+                beside(bg, 300)
+            }),
+        ),
+    ];
+    let m = alternate(cfg.loop_rounds, &mut variants)?;
+    drop(variants);
+    let untraced = secs(m[0]);
+    let per_syscall = |d: Duration| (secs(d) - untraced) / n as f64 * 1e9;
+    let (floor_ns, profiler_ns) = (per_syscall(m[1]), per_syscall(m[2]));
+    let untraced_ns = untraced / n as f64 * 1e9;
+    let strace_ns = secs(m[3]) / (n / cfg.strace_divisor) as f64 * 1e9 - untraced_ns;
+    writeln!(report, "## 1. Syscall-bound loop ({n} getppid)\n")?;
+    writeln!(
+        report,
+        "Times are the loop's own (clock_gettime around it, inside the process): start-up and \
+         profile writing are in part 5.\n"
+    )?;
+    table_head(
+        report,
+        &["variant", "loop time (median)", "added per syscall"],
+    )?;
+    writeln!(
+        report,
+        "| untraced | {untraced:.3} s | {untraced_ns:.0} ns per syscall itself |"
+    )?;
+    writeln!(
+        report,
+        "| floor (do-nothing program on sys_enter) | {:.3} s | +{floor_ns:.0} ns |",
+        secs(m[1])
+    )?;
+    writeln!(
+        report,
+        "| profiler record | {:.3} s | +{profiler_ns:.0} ns |",
+        secs(m[2])
+    )?;
+    writeln!(
+        report,
+        "| strace -f ({} syscalls, scaled) | {:.3} s | +{strace_ns:.0} ns |",
+        n / cfg.strace_divisor,
+        secs(m[3])
+    )?;
+    writeln!(
+        report,
+        "| another process while profiler records (host cost) | {:.3} s | +{:.0} ns |",
+        secs(m[4]),
+        per_syscall(m[4])
+    )?;
+    writeln!(
+        report,
+        "| another process while profiler records containers | {:.3} s | +{:.0} ns |",
+        secs(m[5]),
+        per_syscall(m[5])
+    )?;
+    writeln!(
+        report,
+        "| another process while the floor is attached | {:.3} s | +{:.0} ns |",
+        secs(m[6]),
+        per_syscall(m[6])
+    )?;
+    writeln!(
+        report,
+        "\nprofiler / floor = **{:.3}** (goal ≤ 1.10); added cost profiler / floor = {:.2}; \
+         strace -f / profiler per syscall = **{:.0}x** (goal ≥ 100x).\n",
+        secs(m[2]) / secs(m[1]),
+        profiler_ns / floor_ns.max(1e-9),
+        strace_ns / profiler_ns.max(1e-9)
+    )?;
+    Ok(())
+}
+
+/// SIGTERM: profiler forwards it to the workload and writes its profile.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+}
