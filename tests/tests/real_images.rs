@@ -271,12 +271,18 @@ fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
         !o.status.success() && !stdout.contains("should-not-run"),
         "sh ran: {o:?}"
     );
-    let v = violations(log);
-    assert!(
+    // enforce writes the line when it drains the kernel's events (every 50 ms).
+    let logged = |v: &[serde_json::Value]| {
         v.iter()
-            .any(|l| l["rule"] == "exec-not-in-profile" && l["path"] == "/bin/sh"),
-        "no violation logged for /bin/sh: {v:?}"
-    );
+            .any(|l| l["rule"] == "exec-not-in-profile" && l["path"] == "/bin/sh")
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut v = violations(log);
+    while !logged(&v) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        v = violations(log);
+    }
+    assert!(logged(&v), "no violation logged for /bin/sh: {v:?}");
 }
 
 /// The uid the container's main process runs as, from the host's /proc (an exec into the
@@ -553,6 +559,11 @@ privileged_test!(
             psql_ok(&ip, "select string_agg(name, ',' order by id) from items"),
             "uno,two"
         );
+        assert_eq!(
+            main_uid(&n2),
+            uid,
+            "postgres must run as postgres in production"
+        );
         // The server writing outside its writable folders: the root is read-only.
         let o = psql(&ip, "copy (select 1) to '/etc/exported'");
         assert!(
@@ -622,6 +633,11 @@ privileged_test!(
         assert!(
             got.contains("VALUE k 0 3\r\none") && got.contains(&big),
             "{got}"
+        );
+        assert_eq!(
+            Some(main_uid(&n2).as_str()),
+            ids.split(':').next(),
+            "memcached must run as memcache in production"
         );
         assert_exec_of_sh_is_killed(&["docker"], &n2, &log);
         stop(&["docker"], &n2);

@@ -86,16 +86,15 @@ privileged_test!(
             .trim()
             .parse()
             .unwrap();
-        let mut script = String::new();
-        for pid in last + 1..last + 400 {
-            for name in ["seccomp.json", "trace.json"] {
-                script.push_str(&format!(
-                    "ln -s {} {}/.{name}.tmp-{pid}\n",
-                    victim.display(),
-                    out.display()
-                ));
-            }
-        }
+        // A loop in the shell, not a line per link: the script stays short whatever the
+        // folder's name (one argument is limited to 128 KiB).
+        let script = format!(
+            "for pid in $(seq {} {}); do for n in seccomp.json trace.json; do ln -s '{}' \"{}/.$n.tmp-$pid\"; done; done",
+            last + 1,
+            last + 400,
+            victim.display(),
+            out.display()
+        );
         as_hostile(&["/bin/sh", "-c", &script]);
         let o = profiler()
             .args(["record", "-q", "--out"])
