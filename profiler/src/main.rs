@@ -183,6 +183,10 @@ enum Command {
         profile: PathBuf,
         #[arg(long, short)]
         quiet: bool,
+        /// Do not hold the image profile in the kernel with Landlock (execs, writes, TCP
+        /// ports): seccomp and capabilities only.
+        #[arg(long)]
+        no_landlock: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -215,8 +219,18 @@ fn main() -> ExitCode {
         Command::Run {
             profile,
             quiet,
+            no_landlock,
             cmd,
-        } => run::run(&profile, &cmd, quiet),
+        } => run::run(
+            &profile,
+            &cmd,
+            quiet,
+            if no_landlock {
+                run::Landlock::Off
+            } else {
+                run::Landlock::Auto
+            },
+        ),
         Command::Reap { cgroup } => profiler::recording::cgroup::reap(&cgroup),
         Command::Merge {
             out,

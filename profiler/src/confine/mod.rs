@@ -2,5 +2,6 @@
 //! its image profile (`enforce`), and the CI gate between two profiles (`diff`).
 pub mod diff;
 pub mod enforce;
+pub mod landlock;
 pub mod run;
 pub mod seccomp_filter;

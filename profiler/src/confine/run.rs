@@ -13,7 +13,22 @@ use crate::profile::{CAPABILITIES_FILE, SECCOMP_FILE, load_capabilities, load_se
 use crate::recording::command::resolve_command;
 use crate::trace::capability::parse_capability;
 
-pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Result<i32> {
+/// How `profiler run` holds the image profile (image-profile.json) in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Landlock {
+    /// Apply the Landlock ruleset when the profile folder has an image profile.
+    #[default]
+    Auto,
+    /// seccomp and capabilities only.
+    Off,
+}
+
+pub fn run(
+    profile_dir: &Path,
+    command: &[String],
+    quiet: bool,
+    landlock: Landlock,
+) -> anyhow::Result<i32> {
     let seccomp = load_seccomp(profile_dir).map_err(|e| exit_error(2, format!("{e:#}")))?;
     let caps_path = profile_dir.join(CAPABILITIES_FILE);
     let cap_profile =
@@ -46,6 +61,24 @@ pub fn run(profile_dir: &Path, command: &[String], quiet: bool) -> anyhow::Resul
         eprintln!(
             "profiler: warning: libseccomp does not know these syscalls, they stay denied: {}",
             unknown.join(", ")
+        );
+    }
+    // Landlock first: it needs no privilege (profiler is still root here, and the ruleset
+    // sets no_new_privs itself), and its own syscalls come before the seccomp filter.
+    let image = (landlock == Landlock::Auto)
+        .then(|| crate::profile::load_image_profile(profile_dir).ok())
+        .flatten();
+    if let Some(image) = &image {
+        let plan = crate::confine::landlock::plan(image);
+        let outcome = crate::confine::landlock::apply(&plan)
+            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        if !quiet {
+            eprint!("{}", plan.describe(&outcome));
+        }
+    } else if landlock == Landlock::Auto && !quiet {
+        eprintln!(
+            "profiler: no image profile in {}: seccomp and capabilities only (no Landlock)",
+            profile_dir.display()
         );
     }
     let c_program = CString::new(program.as_os_str().as_encoded_bytes())?;

@@ -1,0 +1,309 @@
+//! The image profile held in the kernel with Landlock (security/landlock/): what seccomp
+//! cannot say, because it sees syscall numbers and not their objects.
+//!
+//! - **Execute** only the recorded programs, their ELF loaders (`PT_INTERP`, which the kernel
+//!   opens for execution itself, fs/binfmt_elf.c) and the interpreters of recorded scripts
+//!   (`#!`, fs/binfmt_script.c). A copy of an allowed program at another path, or a program
+//!   downloaded at run time, cannot run.
+//! - **Write, create, remove, rename, truncate** only beneath the writable directories (and
+//!   /dev, for /dev/null and terminals). Reads are left open.
+//! - **TCP bind and connect** only to the recorded ports (Landlock ABI 4).
+//! - **Scopes** (ABI 6): abstract unix sockets and signals stay inside the workload, unless
+//!   the recording shows it crossing them.
+//!
+//! Landlock also checks what io_uring opens and creates, and writes to cgroupfs (a
+//! workload cannot write its pid into another cgroup's `cgroup.procs`), so those two ways
+//! around the recording close too. Rules the running kernel cannot enforce are dropped
+//! (best effort) and the outcome says so.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use landlock::{
+    ABI, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+use crate::profile::image_profile::ImageProfile;
+
+/// The newest ABI this code knows what to ask of; older kernels get what they have.
+const ABI_WANTED: ABI = ABI::V6;
+
+/// What the ruleset will allow, from an image profile.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub executables: BTreeSet<PathBuf>,
+    pub writable: BTreeSet<PathBuf>,
+    pub bind_ports: BTreeSet<u16>,
+    pub connect_ports: BTreeSet<u16>,
+    pub scope_abstract_unix: bool,
+    pub scope_signals: bool,
+    /// What the plan had to widen or leave out, and why.
+    pub notes: Vec<String>,
+}
+
+/// The ELF interpreter (`PT_INTERP`) of an executable, if it is a dynamic ELF file.
+fn elf_interpreter(data: &[u8]) -> Option<PathBuf> {
+    use object::read::elf::{FileHeader as _, ProgramHeader as _};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    for ph in header.program_headers(endian, data).ok()? {
+        if let Ok(Some(interp)) = ph.interpreter(endian, data) {
+            let s = std::str::from_utf8(interp).ok()?;
+            return Some(PathBuf::from(s.trim_end_matches('\0')));
+        }
+    }
+    // 32-bit executables name theirs the same way.
+    let header = object::elf::FileHeader32::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    for ph in header.program_headers(endian, data).ok()? {
+        if let Ok(Some(interp)) = ph.interpreter(endian, data) {
+            let s = std::str::from_utf8(interp).ok()?;
+            return Some(PathBuf::from(s.trim_end_matches('\0')));
+        }
+    }
+    None
+}
+
+/// The interpreter of a `#!` script.
+fn script_interpreter(data: &[u8]) -> Option<PathBuf> {
+    let rest = data.strip_prefix(b"#!")?;
+    let line = rest.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim();
+    line.split_whitespace().next().map(PathBuf::from)
+}
+
+/// The program and what the kernel itself opens to run it (loader, script interpreter),
+/// followed a few levels deep.
+fn with_what_it_needs(program: &Path, out: &mut BTreeSet<PathBuf>) {
+    let mut pending = vec![program.to_path_buf()];
+    for _ in 0..4 {
+        let Some(p) = pending.pop() else { break };
+        if !out.insert(p.clone()) {
+            continue;
+        }
+        // The first bytes are enough for a shebang and for the ELF program headers of any
+        // ordinary executable.
+        let Ok(data) = read_head(&p, 64 * 1024) else {
+            continue;
+        };
+        if let Some(i) = elf_interpreter(&data).or_else(|| script_interpreter(&data)) {
+            pending.push(i);
+        }
+    }
+}
+
+fn read_head(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; limit];
+    let mut n = 0;
+    while n < limit {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The port of a recorded address (`AF_INET 127.0.0.1:8080`, `AF_INET6 [::1]:80`).
+fn port_of(address: &str) -> Option<u16> {
+    let rest = address
+        .strip_prefix("AF_INET ")
+        .or_else(|| address.strip_prefix("AF_INET6 "))?;
+    rest.rsplit(':').next()?.parse().ok().filter(|p| *p != 0)
+}
+
+/// The plan for an image profile: what exists on this machine now, what must be widened.
+pub fn plan(profile: &ImageProfile) -> Plan {
+    let mut p = Plan::default();
+    for exe in profile.executables.keys() {
+        let path = Path::new(exe);
+        if path.is_absolute() && path.exists() {
+            with_what_it_needs(path, &mut p.executables);
+        } else {
+            p.notes.push(format!("recorded program {exe:?} is not here: not executable"));
+        }
+    }
+    let mut writable: BTreeSet<PathBuf> = profile
+        .writable_directories
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    // Device files (/dev/null, terminals, /dev/shm) are written by nearly every program and
+    // are not the image; /proc/self entries the workload wrote are its own process's.
+    writable.insert(PathBuf::from("/dev"));
+    for path in profile.written_paths.keys() {
+        if let Some(rest) = path.strip_prefix("/proc/self/")
+            && let Some(parent) = Path::new("/proc/self").join(rest).parent()
+        {
+            writable.insert(parent.to_path_buf());
+        }
+    }
+    for dir in writable {
+        if dir.is_dir() {
+            p.writable.insert(dir);
+            continue;
+        }
+        // A directory the workload makes itself: its nearest existing parent must allow
+        // making it (and so everything beneath).
+        let existing = dir.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf);
+        if let Some(a) = existing {
+            p.notes.push(format!(
+                "{} does not exist yet (the workload makes it): writes allowed beneath {} instead",
+                dir.display(),
+                a.display()
+            ));
+            p.writable.insert(a);
+        }
+    }
+    p.bind_ports = profile.network.bound_ports.clone();
+    p.connect_ports = profile
+        .network
+        .connected
+        .iter()
+        .filter_map(|a| port_of(a))
+        .collect();
+    let unix_abstract = profile
+        .network
+        .bound
+        .iter()
+        .chain(profile.network.connected.iter())
+        .any(|a| a.starts_with("AF_UNIX @"));
+    p.scope_abstract_unix = !unix_abstract;
+    if unix_abstract {
+        p.notes.push("abstract unix sockets not scoped: the workload used one".into());
+    }
+    let signals = profile
+        .syscalls
+        .values()
+        .flatten()
+        .any(|n| matches!(n.as_str(), "kill" | "tkill" | "tgkill" | "rt_sigqueueinfo" | "rt_tgsigqueueinfo" | "pidfd_send_signal"));
+    p.scope_signals = !signals;
+    if signals {
+        p.notes.push(
+            "signals not scoped: the workload sends signals and the recording does not say to whom".into(),
+        );
+    }
+    p
+}
+
+/// What the kernel enforced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: String,
+    pub abi: i32,
+}
+
+/// Restricts the current process (and what it execs) to `plan`.
+pub fn apply(plan: &Plan) -> anyhow::Result<Outcome> {
+    let abi = ABI_WANTED;
+    let fs_handled = AccessFs::from_write(abi) | AccessFs::Execute;
+    let net_handled = AccessNet::BindTcp | AccessNet::ConnectTcp;
+    let mut scopes = landlock::BitFlags::<Scope>::empty();
+    if plan.scope_abstract_unix {
+        scopes |= Scope::AbstractUnixSocket;
+    }
+    if plan.scope_signals {
+        scopes |= Scope::Signal;
+    }
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(fs_handled)?
+        .handle_access(net_handled)?;
+    if !scopes.is_empty() {
+        ruleset = ruleset.scope(scopes)?;
+    }
+    let mut created = ruleset.create().context("creating the Landlock ruleset")?;
+    for exe in &plan.executables {
+        if let Ok(fd) = PathFd::new(exe) {
+            created = created.add_rule(PathBeneath::new(fd, AccessFs::Execute))?;
+        }
+    }
+    for dir in &plan.writable {
+        if let Ok(fd) = PathFd::new(dir) {
+            created = created.add_rule(PathBeneath::new(fd, AccessFs::from_write(abi)))?;
+        }
+    }
+    for port in &plan.bind_ports {
+        created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp))?;
+    }
+    for port in &plan.connect_ports {
+        created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp))?;
+    }
+    let status = created
+        .restrict_self()
+        .context("applying the Landlock ruleset")?;
+    let kernel_abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
+        )
+    } as i32;
+    Ok(Outcome {
+        status: match status.ruleset {
+            RulesetStatus::FullyEnforced => "fully enforced".into(),
+            RulesetStatus::PartiallyEnforced => {
+                "partly enforced (this kernel lacks some of the rules)".into()
+            }
+            RulesetStatus::NotEnforced => "NOT enforced (no Landlock on this kernel)".into(),
+        },
+        abi: kernel_abi,
+    })
+}
+
+impl Plan {
+    /// One line per kind of rule, for the user.
+    pub fn describe(&self, outcome: &Outcome) -> String {
+        let list = |v: Vec<String>| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+        let mut out = format!(
+            "profiler: landlock (kernel ABI {}, {}):\n  execute:       {} program(s) and their loaders\n  write beneath: {}\n  tcp bind:      {}\n  tcp connect:   {}\n  scoped:        {}\n",
+            outcome.abi,
+            outcome.status,
+            self.executables.len(),
+            list(self.writable.iter().map(|p| p.display().to_string()).collect()),
+            list(self.bind_ports.iter().map(u16::to_string).collect()),
+            list(self.connect_ports.iter().map(u16::to_string).collect()),
+            list(
+                [
+                    self.scope_abstract_unix.then(|| "abstract unix sockets".to_owned()),
+                    self.scope_signals.then(|| "signals".to_owned()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            ),
+        );
+        for n in &self.notes {
+            out.push_str(&format!("  note:          {n}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_kernel_opens_to_run_a_program_is_found() {
+        let mut out = BTreeSet::new();
+        with_what_it_needs(Path::new("/bin/sh"), &mut out);
+        // A dynamic executable names its loader (glibc's ld-linux on Debian).
+        assert!(
+            out.iter().any(|p| p.to_string_lossy().contains("ld-linux")),
+            "{out:?}"
+        );
+        assert_eq!(
+            script_interpreter(b"#!/usr/bin/python3 -u\nprint(1)\n"),
+            Some(PathBuf::from("/usr/bin/python3"))
+        );
+        assert_eq!(port_of("AF_INET 127.0.0.1:8080"), Some(8080));
+        assert_eq!(port_of("AF_INET6 [::1]:443"), Some(443));
+        assert_eq!(port_of("AF_UNIX /run/x.sock"), None);
+    }
+}
