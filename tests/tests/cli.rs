@@ -329,13 +329,23 @@ privileged_test!(
     fn unrecorded_syscall_is_denied_with_eperm(dir: TempDir) {
         let profile = dir.join("profile");
         record(&profile, &["/bin/ls", "/"]);
-        let o = run_confined(&profile, &["/bin/mkdir", &dir.join("x").to_string_lossy()]);
+        // The seccomp layer alone (Landlock would refuse the exec of mkdir before it).
+        let o = profiler()
+            .args(["run", "--no-landlock", "--profile"])
+            .arg(&profile)
+            .args(["--", "/bin/mkdir", &dir.join("x").to_string_lossy()])
+            .output()
+            .unwrap();
         assert!(!o.status.success());
         assert!(
             stderr(&o).contains("Operation not permitted"),
             "{}",
             stderr(&o)
         );
+        // With Landlock (the default) the unrecorded program does not even start.
+        let o = run_confined(&profile, &["/bin/mkdir", &dir.join("x").to_string_lossy()]);
+        assert!(!o.status.success() && !dir.join("x").exists());
+        assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
     }
 );
 
