@@ -247,3 +247,36 @@ privileged_test!(
         assert!(!target.exists());
     }
 );
+
+privileged_test!(
+    #[scratch = "ll-drift"]
+    fn a_program_replaced_since_the_recording_does_not_run(dir: TempDir) {
+        if !has_landlock() {
+            return;
+        }
+        let tool = dir.join("tool");
+        std::fs::copy("/bin/true", &tool).unwrap();
+        let tool_s = tool.to_str().unwrap();
+        let profile = record(&dir, "p", &[tool_s]);
+        let image = read_json(&profile.join("image-profile.json"));
+        let recorded = &image["executable_files"][tool_s];
+        assert_eq!(recorded["format"], "elf64 x86_64", "{image:#}");
+        assert_eq!(recorded["sha256"].as_str().unwrap().len(), 64, "{image:#}");
+        // The same file runs.
+        let o = run(&profile, &[tool_s]);
+        assert!(o.status.success(), "{}", text(&o));
+        // Another file at the same path (a binary swapped in at run time) does not.
+        std::fs::remove_file(&tool).unwrap();
+        std::fs::copy("/bin/echo", &tool).unwrap();
+        let o = run(&profile, &[tool_s]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("changed since the recording"),
+            "{}",
+            text(&o)
+        );
+        // profiler's exec of it fails (EACCES: 126); /bin/true's profile has no write(2),
+        // so nothing more can be said once the filter is in.
+        assert_eq!(o.status.code(), Some(126), "{}", text(&o));
+    }
+);

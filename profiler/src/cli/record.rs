@@ -326,6 +326,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         let mut trace = ctx.trace(c, path, container, &events, &cwd, res);
         trace.cgroup.container_info = infos.get(&id).cloned();
         trace.image.users.supplementary_groups = directories.groups(id);
+        trace.image.executable_files = directories.executables(id);
         trace.image.directories = directories.facts(
             id,
             &trace.image.writable_directories,

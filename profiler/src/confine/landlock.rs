@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use landlock::{
-    ABI, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::profile::image_profile::ImageProfile;
@@ -108,6 +108,35 @@ fn read_head(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Whether the file at `path` is not the one the recording saw executed there (a binary
+/// replaced or downloaded since): identity first (device, inode, size, mtime), the content
+/// hash when any of them differs. Says why, or None when it is the same file or the
+/// recording has no identity for it (older profiles).
+fn drift(profile: &ImageProfile, path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let recorded = profile
+        .executable_files
+        .get(&canonical.display().to_string())?;
+    let meta = std::fs::metadata(&canonical).ok()?;
+    if (meta.dev(), meta.ino(), meta.len(), meta.mtime())
+        == (recorded.dev, recorded.inode, recorded.size, recorded.mtime)
+    {
+        return None;
+    }
+    let now = std::fs::read(&canonical)
+        .map(|d| crate::recording::live_facts::sha256_hex(&d))
+        .ok()?;
+    (now != recorded.sha256).then(|| {
+        format!(
+            "{} changed since the recording (sha256 {} then, {} now): not executable",
+            path.display(),
+            &recorded.sha256[..12],
+            &now[..12]
+        )
+    })
+}
+
 /// The port of a recorded address (`AF_INET 127.0.0.1:8080`, `AF_INET6 [::1]:80`).
 fn port_of(address: &str) -> Option<u16> {
     let rest = address
@@ -121,11 +150,17 @@ pub fn plan(profile: &ImageProfile) -> Plan {
     let mut p = Plan::default();
     for exe in profile.executables.keys() {
         let path = Path::new(exe);
-        if path.is_absolute() && path.exists() {
-            with_what_it_needs(path, &mut p.executables);
-        } else {
-            p.notes.push(format!("recorded program {exe:?} is not here: not executable"));
+        if !(path.is_absolute() && path.exists()) {
+            p.notes.push(format!(
+                "recorded program {exe:?} is not here: not executable"
+            ));
+            continue;
         }
+        if let Some(why) = drift(profile, path) {
+            p.notes.push(why);
+            continue;
+        }
+        with_what_it_needs(path, &mut p.executables);
     }
     let mut writable: BTreeSet<PathBuf> = profile
         .writable_directories
@@ -174,17 +209,25 @@ pub fn plan(profile: &ImageProfile) -> Plan {
         .any(|a| a.starts_with("AF_UNIX @"));
     p.scope_abstract_unix = !unix_abstract;
     if unix_abstract {
-        p.notes.push("abstract unix sockets not scoped: the workload used one".into());
+        p.notes
+            .push("abstract unix sockets not scoped: the workload used one".into());
     }
-    let signals = profile
-        .syscalls
-        .values()
-        .flatten()
-        .any(|n| matches!(n.as_str(), "kill" | "tkill" | "tgkill" | "rt_sigqueueinfo" | "rt_tgsigqueueinfo" | "pidfd_send_signal"));
+    let signals = profile.syscalls.values().flatten().any(|n| {
+        matches!(
+            n.as_str(),
+            "kill"
+                | "tkill"
+                | "tgkill"
+                | "rt_sigqueueinfo"
+                | "rt_tgsigqueueinfo"
+                | "pidfd_send_signal"
+        )
+    });
     p.scope_signals = !signals;
     if signals {
         p.notes.push(
-            "signals not scoped: the workload sends signals and the recording does not say to whom".into(),
+            "signals not scoped: the workload sends signals and the recording does not say to whom"
+                .into(),
         );
     }
     p
@@ -259,18 +302,30 @@ pub fn apply(plan: &Plan) -> anyhow::Result<Outcome> {
 impl Plan {
     /// One line per kind of rule, for the user.
     pub fn describe(&self, outcome: &Outcome) -> String {
-        let list = |v: Vec<String>| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
         let mut out = format!(
             "profiler: landlock (kernel ABI {}, {}):\n  execute:       {} program(s) and their loaders\n  write beneath: {}\n  tcp bind:      {}\n  tcp connect:   {}\n  scoped:        {}\n",
             outcome.abi,
             outcome.status,
             self.executables.len(),
-            list(self.writable.iter().map(|p| p.display().to_string()).collect()),
+            list(
+                self.writable
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect()
+            ),
             list(self.bind_ports.iter().map(u16::to_string).collect()),
             list(self.connect_ports.iter().map(u16::to_string).collect()),
             list(
                 [
-                    self.scope_abstract_unix.then(|| "abstract unix sockets".to_owned()),
+                    self.scope_abstract_unix
+                        .then(|| "abstract unix sockets".to_owned()),
                     self.scope_signals.then(|| "signals".to_owned()),
                 ]
                 .into_iter()

@@ -70,8 +70,8 @@ pub fn run(
         .flatten();
     if let Some(image) = &image {
         let plan = crate::confine::landlock::plan(image);
-        let outcome = crate::confine::landlock::apply(&plan)
-            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+        let outcome =
+            crate::confine::landlock::apply(&plan).map_err(|e| exit_error(2, format!("{e:#}")))?;
         if !quiet {
             eprint!("{}", plan.describe(&outcome));
         }

@@ -70,6 +70,10 @@ pub struct ImageProfile {
     pub syscalls: BTreeMap<Arch, BTreeSet<String>>,
     pub capabilities: Vec<String>,
     pub executables: BTreeMap<String, BTreeSet<String>>,
+    /// What identifies each file the kernel executed (by its path in the workload's root):
+    /// device, inode, size, mtime, sha256, and the ELF facts.
+    #[serde(default)]
+    pub executable_files: BTreeMap<String, crate::trace::image::ExecutableFile>,
     pub failed_executables: BTreeSet<String>,
     pub writable_directories: BTreeSet<String>,
     /// Owner, mode and prior content of the writable directories.
@@ -116,6 +120,7 @@ pub fn image_profile(
         syscalls,
         capabilities: caps.add.clone(),
         executables: image.executables.clone(),
+        executable_files: image.executable_files.clone(),
         failed_executables: image.failed_executables.clone(),
         writable_directories: image.writable_directories.clone(),
         directories: image.directories.clone(),

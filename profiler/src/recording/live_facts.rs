@@ -21,7 +21,7 @@ use nix::sys::stat::fstat;
 use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
 
 use crate::recording::image_events::Builder;
-use crate::trace::image::DirectoryFacts;
+use crate::trace::image::{DirectoryFacts, ExecutableFile};
 
 /// At most this many names are kept per directory: enough to tell "came with content" from
 /// "holds only what the workload wrote", without letting a directory of millions of files
@@ -45,6 +45,10 @@ pub struct LiveFacts {
     seen: HashMap<u64, HashMap<String, Option<FirstSight>>>,
     /// Supplementary groups of each cgroup's programs, read at their exec.
     groups: HashMap<u64, BTreeSet<u32>>,
+    /// The files each cgroup's programs were executed from, by their path in its root.
+    executables: HashMap<u64, BTreeMap<String, ExecutableFile>>,
+    /// Files already read, by (dev, inode): a program run a thousand times is hashed once.
+    hashed: HashMap<(u64, u64), ExecutableFile>,
     /// Every process seen in a recorded cgroup (its events, its forks).
     pids: std::collections::HashSet<u32>,
     /// Workload processes that moved into a cgroup outside the recording: (pid, cgroup id).
@@ -63,6 +67,8 @@ impl LiveFacts {
             resolvers: HashMap::new(),
             seen: HashMap::new(),
             groups: HashMap::new(),
+            executables: HashMap::new(),
+            hashed: HashMap::new(),
             pids: std::collections::HashSet::new(),
             escaped: Vec::new(),
             ignored: containers.then_some(recording_cgroup),
@@ -112,8 +118,39 @@ impl LiveFacts {
                 .resolvers
                 .entry(e.cgroup_id)
                 .or_insert_with(|| Builder::new(cwd));
+            let exec_path = (e.kind == EVENT_EXEC_OK)
+                .then(|| {
+                    resolver
+                        .pending_exec(e.tid)
+                        .or_else(|| resolver.pending_exec(e.pid))
+                        .map(str::to_owned)
+                })
+                .flatten();
             let resolved = resolver.event(e);
             if e.kind == EVENT_EXEC_OK {
+                // The file the kernel executed, through the process itself (never a path the
+                // workload passed, which it could have changed by then).
+                // A program that has exited already (drains come every 50 ms) is read at the
+                // path it was executed by, inside the root of a process of its cgroup.
+                let found = executed_file(e.pid, &mut self.hashed).or_else(|| {
+                    let path = exec_path.as_deref()?;
+                    let mut roots = vec![e.pid];
+                    roots.extend(procs(e.cgroup_id).into_iter().take(4));
+                    if self.ignored.is_none() {
+                        // A command's own programs live in profiler's root.
+                        roots.push(std::process::id());
+                    }
+                    roots
+                        .into_iter()
+                        .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
+                });
+                if let Some((path, file)) = found {
+                    self.executables
+                        .entry(e.cgroup_id)
+                        .or_default()
+                        .entry(path)
+                        .or_insert(file);
+                }
                 // A container user's groups from the image's /etc/group (runc sets them with
                 // setgroups before the exec): `postgres` reads its TLS key as `ssl-cert`.
                 if let Some(g) = supplementary_groups(e.pid) {
@@ -150,6 +187,11 @@ impl LiveFacts {
             }
             seen.insert(dir, sight);
         }
+    }
+
+    /// The files `cgroup`'s programs were executed from.
+    pub fn executables(&self, cgroup: u64) -> BTreeMap<String, ExecutableFile> {
+        self.executables.get(&cgroup).cloned().unwrap_or_default()
     }
 
     /// The supplementary groups `cgroup`'s programs ran with (their primary group aside).
@@ -197,6 +239,147 @@ impl LiveFacts {
                 ))
             })
             .collect()
+    }
+}
+
+/// The file process `pid` runs, from `/proc/PID/exe` (the kernel's `mm->exe_file`): its
+/// path in the process's root, identity, hash and ELF facts.
+fn executed_file(
+    pid: u32,
+    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
+) -> Option<(String, ExecutableFile)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let link = format!("/proc/{pid}/exe");
+    let path = std::fs::read_link(&link).ok()?.display().to_string();
+    let file = std::fs::File::open(&link).ok()?;
+    let meta = file.metadata().ok()?;
+    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
+        return Some((path, known.clone()));
+    }
+    let data = std::fs::read(&link).ok()?;
+    let facts = ExecutableFile {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        size: meta.len(),
+        mtime: meta.mtime(),
+        sha256: sha256_hex(&data),
+        ..elf_facts(&data)
+    };
+    hashed.insert((meta.dev(), meta.ino()), facts.clone());
+    Some((path, facts))
+}
+
+/// The file at `path` inside process `pid`'s root (openat2 RESOLVE_IN_ROOT: a link the
+/// workload planted resolves inside its root, never on the host).
+fn file_in_root(
+    pid: u32,
+    path: &str,
+    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
+) -> Option<(String, ExecutableFile)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let root = nix::fcntl::open(
+        format!("/proc/{pid}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(root.as_fd(), path.trim_start_matches('/'), how).ok()?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    // The canonical path, as /proc/PID/exe would have named it (symlinks resolved inside
+    // the root).
+    let canonical = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .ok()
+    .map(|p| {
+        let root_path = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+        p.strip_prefix(&root_path)
+            .map(|r| Path::new("/").join(r))
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    })
+    .unwrap_or_else(|| path.to_owned());
+    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
+        return Some((canonical, known.clone()));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data).ok()?;
+    let facts = ExecutableFile {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        size: meta.len(),
+        mtime: meta.mtime(),
+        sha256: sha256_hex(&data),
+        ..elf_facts(&data)
+    };
+    hashed.insert((meta.dev(), meta.ino()), facts.clone());
+    Some((canonical, facts))
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Class and machine, `PT_INTERP` and `DT_NEEDED`, read with the `object` crate.
+pub fn elf_facts(data: &[u8]) -> ExecutableFile {
+    use object::Object as _;
+    let Ok(file) = object::File::parse(data) else {
+        return ExecutableFile {
+            format: "not ELF".into(),
+            ..Default::default()
+        };
+    };
+    let format = format!(
+        "elf{} {:?}",
+        if file.is_64() { 64 } else { 32 },
+        file.architecture()
+    )
+    .to_lowercase();
+    let mut needed = Vec::new();
+    let mut interpreter = None;
+    if let object::File::Elf64(elf) = &file {
+        use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _};
+        let endian = elf.endian();
+        if let Ok(segments) = elf.elf_header().program_headers(endian, data) {
+            for ph in segments {
+                if let Ok(Some(i)) = ph.interpreter(endian, data) {
+                    interpreter =
+                        Some(String::from_utf8_lossy(i).trim_end_matches('\0').to_owned());
+                }
+            }
+        }
+        let sections = elf.elf_section_table();
+        if let Ok(Some((dyns, strtab_index))) = sections.dynamic(endian, data)
+            && let Ok(strings) = sections.strings(endian, data, strtab_index)
+        {
+            for d in dyns {
+                if d.tag(endian) == object::elf::DT_NEEDED
+                    && let Ok(name) = d.string(endian, strings)
+                {
+                    needed.push(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+        }
+    }
+    ExecutableFile {
+        format,
+        interpreter,
+        needed,
+        ..Default::default()
     }
 }
 

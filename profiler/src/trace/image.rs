@@ -23,6 +23,10 @@ pub struct ImageInfo {
     /// Writes past [`MAX_WRITTEN_PATHS`], kept only as `FOLDER/…`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub written_paths_folded: u64,
+    /// What identifies each program the kernel executed (by the path it has in the
+    /// workload's root), read from `/proc/PID/exe` at the exec: the file itself, not a path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub executable_files: BTreeMap<String, ExecutableFile>,
     /// Owner, mode and prior content of each writable directory, as the workload's root
     /// showed it at the first write below it (what a tmpfs or volume over it must keep).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -111,6 +115,11 @@ impl ImageInfo {
         }
         self.fold_written_paths();
         self.writable_directories = writable_directories(self.written_paths.keys());
+        for (path, file) in &other.executable_files {
+            self.executable_files
+                .entry(path.clone())
+                .or_insert_with(|| file.clone());
+        }
         for (dir, facts) in &other.directories {
             self.directories
                 .entry(dir.clone())
@@ -182,6 +191,24 @@ fn bounded_written_paths<'de, D: serde::Deserializer<'de>>(
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+/// A file the kernel executed: its identity and what the ELF header says it needs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecutableFile {
+    pub dev: u64,
+    pub inode: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub sha256: String,
+    /// `elf64 x86_64`, `elf32 i386`, or `not ELF`.
+    pub format: String,
+    /// The ELF loader it names (`PT_INTERP`), for a dynamic executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// The libraries it names (`DT_NEEDED`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needed: Vec<String>,
 }
 
 /// A writable directory as it was when the workload first wrote below it.
