@@ -9,7 +9,8 @@ use super::Bench;
 use super::measure::{Variant, alternate, children_cpu, median, secs, table_head, time};
 
 /// 2. A realistic workload: `make -j2` of a generated C project.
-pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
+/// The generated C project (`cfg.make_files` files and a Makefile), made afresh.
+pub(super) fn project(b: &Bench) -> anyhow::Result<std::path::PathBuf> {
     let cfg = &b.cfg;
     let proj = b.dir.join("cproject");
     let _ = std::fs::remove_dir_all(&proj);
@@ -47,6 +48,12 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
             o = objs.join(" ")
         ),
     )?;
+    Ok(proj)
+}
+
+pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
+    let cfg = &b.cfg;
+    let proj = project(b)?;
     let make = |p: &Path| -> Command {
         let mut c = Command::new("make");
         c.args(["-s", "-j2", "-C"]).arg(p);

@@ -6,6 +6,7 @@
 //! stress.rs (3), scale.rs (4), startup.rs (5), idle.rs (6), paths.rs (7); measure.rs holds
 //! what they measure with (clocks, medians, alternation, memory, the machine).
 mod idle;
+mod landlock;
 mod make;
 mod measure;
 mod paths;
@@ -46,6 +47,8 @@ pub enum Part {
     Idle,
     /// Many written paths: a workload creating files, and generating from a huge trace.
     Paths,
+    /// `profiler run` with and without Landlock.
+    Landlock,
 }
 
 /// What every part measures with: the sizes, the release build of profiler, the small C
@@ -145,6 +148,9 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     }
     if runs(Part::Paths) {
         paths::run(&b, &mut report)?;
+    }
+    if runs(Part::Landlock) {
+        landlock::run(&b, &mut report)?;
     }
 
     print!("{report}");
