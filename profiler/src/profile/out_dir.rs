@@ -246,7 +246,7 @@ fn getrandom(buf: &mut [u8]) {
 /// Writes every (folder, files) set all or nothing: everything staged and made durable
 /// first, every destination checked, then the renames. Returns the paths written.
 pub fn write_sets(
-    sets: &[(PathBuf, Vec<(&str, Vec<u8>)>)],
+    sets: &[crate::profile::OutputSet<'_>],
     follow_any_symlink: bool,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();

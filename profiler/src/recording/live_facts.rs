@@ -248,15 +248,28 @@ fn executed_file(
     pid: u32,
     hashed: &mut HashMap<(u64, u64), ExecutableFile>,
 ) -> Option<(String, ExecutableFile)> {
-    use std::os::unix::fs::MetadataExt as _;
     let link = format!("/proc/{pid}/exe");
     let path = std::fs::read_link(&link).ok()?.display().to_string();
     let file = std::fs::File::open(&link).ok()?;
+    Some((path, identify(file, hashed)?))
+}
+
+/// Identity, hash and ELF facts of an open file, once per (dev, inode).
+fn identify(
+    mut file: std::fs::File,
+    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
+) -> Option<ExecutableFile> {
+    use std::io::Read as _;
+    use std::os::unix::fs::MetadataExt as _;
     let meta = file.metadata().ok()?;
-    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
-        return Some((path, known.clone()));
+    if !meta.is_file() {
+        return None;
     }
-    let data = std::fs::read(&link).ok()?;
+    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
+        return Some(known.clone());
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut data).ok()?;
     let facts = ExecutableFile {
         dev: meta.dev(),
         inode: meta.ino(),
@@ -266,7 +279,7 @@ fn executed_file(
         ..elf_facts(&data)
     };
     hashed.insert((meta.dev(), meta.ino()), facts.clone());
-    Some((path, facts))
+    Some(facts)
 }
 
 /// The file at `path` inside process `pid`'s root (openat2 RESOLVE_IN_ROOT: a link the
@@ -276,8 +289,6 @@ fn file_in_root(
     path: &str,
     hashed: &mut HashMap<(u64, u64), ExecutableFile>,
 ) -> Option<(String, ExecutableFile)> {
-    use std::io::Read as _;
-    use std::os::unix::fs::MetadataExt as _;
     let root = nix::fcntl::open(
         format!("/proc/{pid}/root").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -288,11 +299,7 @@ fn file_in_root(
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = openat2(root.as_fd(), path.trim_start_matches('/'), how).ok()?;
-    let mut file = std::fs::File::from(fd);
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
+    let file = std::fs::File::from(fd);
     // The canonical path, as /proc/PID/exe would have named it (symlinks resolved inside
     // the root).
     let canonical = std::fs::read_link(format!(
@@ -309,21 +316,7 @@ fn file_in_root(
             .to_string()
     })
     .unwrap_or_else(|| path.to_owned());
-    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
-        return Some((canonical, known.clone()));
-    }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data).ok()?;
-    let facts = ExecutableFile {
-        dev: meta.dev(),
-        inode: meta.ino(),
-        size: meta.len(),
-        mtime: meta.mtime(),
-        sha256: sha256_hex(&data),
-        ..elf_facts(&data)
-    };
-    hashed.insert((meta.dev(), meta.ino()), facts.clone());
-    Some((canonical, facts))
+    Some((canonical, identify(file, hashed)?))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
