@@ -45,3 +45,8 @@ pub(crate) static ENFORCE: u32 = 0;
 pub(crate) static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static TASK_TGID_OFFSET: u32 = 0;
+
+/// Byte offset of `io_kiocb.opcode` (from BTF at load time); 0: unknown (never the first
+/// member), no io_uring operations recorded.
+#[unsafe(no_mangle)]
+pub(crate) static IO_KIOCB_OPCODE_OFFSET: u32 = 0;

@@ -9,6 +9,11 @@ use profiler_common::{CapKey, CgroupRecord, ExecPath, LOSS_COUNTERS, RECORD_SLOT
 
 use crate::capabilities::CapPath;
 
+/// The io_uring operations each recorded cgroup submitted: bit `op` of the value is
+/// `IORING_OP_<op>` (include/uapi/linux/io_uring.h; fewer than 64 exist). Keyed by cgroup id.
+#[map]
+pub(crate) static IO_URING_OPS: HashMap<u64, u64> = HashMap::with_max_entries(1024, 0);
+
 /// The recorded cgroups, an open-addressed table (see `profiler_common::RECORD_SLOTS`).
 /// Mappable so userspace can claim and release slots with compare-and-swap on the same
 /// memory the programs use.

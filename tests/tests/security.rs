@@ -615,7 +615,14 @@ privileged_test!(
             "{}",
             stderr(&o)
         );
-        let names = traced_syscalls(&read_json(&profile.join("trace.json")))["x86_64"].clone();
+        let trace = read_json(&profile.join("trace.json"));
+        // The operations the ring carried are recorded (io_uring_submit_req).
+        assert_eq!(
+            trace["io_uring_ops"],
+            serde_json::json!(["NOP"]),
+            "{trace:#}"
+        );
+        let names = traced_syscalls(&trace)["x86_64"].clone();
         assert!(
             names.contains("io_uring_setup") && !names.contains("mkdir"),
             "{names:?}"
@@ -739,5 +746,33 @@ privileged_test!(
             "processes of the workload stayed in the other cgroup"
         );
         assert!(removed.is_ok());
+    }
+);
+
+privileged_test!(
+    /// `enforce --log` into a folder another user owns: a symlink planted at the log's name
+    /// is refused (exit 2, before the workload runs), never followed to the file it names.
+    #[scratch = "sec-log"]
+    fn a_planted_log_symlink_is_refused(dir: TempDir) {
+        let profile = dir.join("p");
+        record(&profile, &["/bin/true"]);
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let theirs = hostile_folder(&dir, "theirs");
+        let log = theirs.join("violations.jsonl");
+        as_hostile(&["ln", "-s", victim.to_str().unwrap(), log.to_str().unwrap()]);
+        let marker = dir.join("ran");
+        let o = profiler()
+            .args(["enforce", "--profile"])
+            .arg(&profile)
+            .arg("--log")
+            .arg(&log)
+            .args(["--", "/bin/touch", marker.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--log"), "{}", stderr(&o));
+        assert!(!marker.exists(), "the workload ran");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
 );

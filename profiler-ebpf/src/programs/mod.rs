@@ -2,5 +2,6 @@
 //! the crate root). The list of programs is in the crate doc.
 mod cap_capable;
 mod cgroup;
+mod io_uring;
 mod sched_process;
 mod sys_enter;

@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::Context as _;
 use profiler_common::{EVENT_BIND, EVENT_EXEC_KILLED, EVENT_WRITE, Event};
 use serde::Serialize;
 
@@ -168,11 +167,8 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     }
     let out: Box<dyn std::io::Write> = match &opts.log {
         Some(p) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open {}", p.display()))?,
+            crate::profile::out_dir::open_log(p, false)
+                .map_err(|e| exit_error(2, format!("--log: {e:#}")))?,
         ),
         None => Box::new(std::io::stderr()),
     };

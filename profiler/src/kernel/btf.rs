@@ -58,6 +58,8 @@ pub struct KernelOffsets {
     /// `cgroup_subsys_state.parent` and `.cgroup`, to walk up from a `struct cgroup` (whose
     /// `self` css is its first member: checked); 0: unknown.
     pub css_parent: [u32; 2],
+    /// `io_kiocb.opcode` (io_uring requests).
+    pub io_kiocb_opcode: u32,
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     pub attach_targets: Vec<(String, u32, u32)>,
 }
@@ -158,6 +160,7 @@ impl KernelOffsets {
             cgroup_level: cgroup_level.unwrap_or(0),
             cgroup_root: cgroup_root.unwrap_or(0),
             css_parent,
+            io_kiocb_opcode: member_offset(&btf, "io_kiocb", "opcode").unwrap_or(0),
             attach_targets,
         }
     }

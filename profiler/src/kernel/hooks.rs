@@ -68,6 +68,8 @@ pub enum Point {
     CgroupMove,
     /// Capability checks.
     Capabilities,
+    /// io_uring operations submitted (what a ring does that seccomp cannot see).
+    IoUring,
 }
 
 /// One kernel hook.
@@ -126,6 +128,15 @@ pub const HOOKS: &[Hook] = &[
             Attach::TpBtf("cap_capable_btf", "cap_capable"),
             Attach::FExit("cap_capable_fexit", "cap_capable"),
         ],
+    },
+    Hook {
+        point: Point::IoUring,
+        required: false,
+        needs_task_offsets: false,
+        candidates: &[Attach::TpBtf(
+            "io_uring_submit_req_btf",
+            "io_uring_submit_req",
+        )],
     },
 ];
 

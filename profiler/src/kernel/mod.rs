@@ -45,6 +45,8 @@ pub struct Collected {
     pub cap_stack_missing: u64,
     pub cgroup_map_full: u64,
     pub events_lost: u64,
+    /// io_uring operations submitted: bit `op` set for `IORING_OP_<op>`.
+    pub io_uring_ops: u64,
 }
 
 pub struct Probes {
@@ -92,6 +94,7 @@ impl Probes {
             cgroup_level,
             cgroup_root,
             css_parent,
+            io_kiocb_opcode,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -111,6 +114,7 @@ impl Probes {
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
             .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
             .override_global("CSS_PARENT_OFFSET", &css_parent, true)
+            .override_global("IO_KIOCB_OPCODE_OFFSET", &io_kiocb_opcode, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
@@ -310,6 +314,17 @@ impl Probes {
         // Forget what was collected: a long-running `profiler serve` must not fill the maps
         // with finished containers' checks.
         let ids: Vec<u64> = out.iter().map(|c| c.cgroup_id).collect();
+        let mut ops: HashMap<&mut MapData, u64, u64> = HashMap::try_from(
+            self.ebpf
+                .map_mut("IO_URING_OPS")
+                .context("map IO_URING_OPS missing")?,
+        )?;
+        for c in &mut out {
+            if let Ok(bits) = ops.get(&c.cgroup_id, 0) {
+                c.io_uring_ops = bits;
+                let _ = ops.remove(&c.cgroup_id);
+            }
+        }
         let mut checks: HashMap<&mut MapData, CapKey, u64> = HashMap::try_from(
             self.ebpf
                 .map_mut("CAP_CHECKS")

@@ -177,6 +177,33 @@ impl OutputDir {
         Ok(OutputDir { path: abs, fd })
     }
 
+    /// Opens `name` in this folder for appending (a log), created if missing, never through
+    /// a symlink and never anything but a regular file.
+    pub fn open_append(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        let c = CString::new(name)?;
+        let fd = openat(
+            self.fd.as_fd(),
+            c.as_c_str(),
+            OFlag::O_WRONLY
+                | OFlag::O_APPEND
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .with_context(|| {
+            format!(
+                "cannot open {} (a symlink?)",
+                self.path.join(name).display()
+            )
+        })?;
+        let file = std::fs::File::from(fd);
+        if !file.metadata()?.is_file() {
+            bail!("{} is not a regular file", self.path.join(name).display());
+        }
+        Ok(file)
+    }
+
     fn check_writable(&self) -> anyhow::Result<()> {
         let (name, mut f) = self.stage("write-check")?;
         let res = f
@@ -241,6 +268,20 @@ fn getrandom(buf: &mut [u8]) {
     // SAFETY: the buffer is valid for its length; a short or failed read leaves zeros, and
     // O_EXCL still keeps the name from meaning an existing file.
     unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+}
+
+/// Opens the log file `path` for appending the way output folders are opened: its folder
+/// walked without following other users' symlinks, the file itself never a symlink.
+pub fn open_log(path: &Path, follow_any_symlink: bool) -> anyhow::Result<std::fs::File> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    OutputDir::open(parent, follow_any_symlink)?.open_append(name)
 }
 
 /// Writes every (folder, files) set all or nothing: everything staged and made durable

@@ -119,9 +119,15 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
         .any(|names| names.contains("io_uring_setup") || names.contains("io_uring_enter"));
     if used_io_uring {
         let allowed = profiles.seccomp.may_allow("io_uring_setup");
+        let ops: Vec<&str> = trace.io_uring_ops.iter().map(String::as_str).collect();
         out.push_str(&format!(
-            "  WARNING:       the workload used io_uring; seccomp cannot see the operations it carries (open, \
+            "  WARNING:       the workload used io_uring ({}); seccomp cannot see the operations it carries (open, \
              connect, mkdir... never enter their syscalls), so {}\n",
+            if ops.is_empty() {
+                "operations not seen".to_owned()
+            } else {
+                format!("operations: {}", ops.join(", "))
+            },
             if allowed {
                 "seccomp.json allows io_uring and with it every such operation (--allow-io-uring)"
             } else {

@@ -98,6 +98,7 @@ impl TraceContext {
                     (*arch, entries)
                 })
                 .collect(),
+            io_uring_ops: io_uring_op_names(c.io_uring_ops),
             capability_checks: checks_from_kernel(
                 c.cap_checks,
                 self.kallsyms.as_deref(),
@@ -160,4 +161,82 @@ pub fn argument_values(a: &profiler_common::ArgRecord) -> ArgumentValues {
         socketcall_calls: set(&a.socketcall_calls),
         ipc_calls: set(&a.ipc_calls),
     }
+}
+
+/// `IORING_OP_*` names by number (include/uapi/linux/io_uring.h, `enum io_uring_op`, as of
+/// Linux 6.15); later ones are named by number.
+const IO_URING_OPS: &[&str] = &[
+    "NOP",
+    "READV",
+    "WRITEV",
+    "FSYNC",
+    "READ_FIXED",
+    "WRITE_FIXED",
+    "POLL_ADD",
+    "POLL_REMOVE",
+    "SYNC_FILE_RANGE",
+    "SENDMSG",
+    "RECVMSG",
+    "TIMEOUT",
+    "TIMEOUT_REMOVE",
+    "ACCEPT",
+    "ASYNC_CANCEL",
+    "LINK_TIMEOUT",
+    "CONNECT",
+    "FALLOCATE",
+    "OPENAT",
+    "CLOSE",
+    "FILES_UPDATE",
+    "STATX",
+    "READ",
+    "WRITE",
+    "FADVISE",
+    "MADVISE",
+    "SEND",
+    "RECV",
+    "OPENAT2",
+    "EPOLL_CTL",
+    "SPLICE",
+    "PROVIDE_BUFFERS",
+    "REMOVE_BUFFERS",
+    "TEE",
+    "SHUTDOWN",
+    "RENAMEAT",
+    "UNLINKAT",
+    "MKDIRAT",
+    "SYMLINKAT",
+    "LINKAT",
+    "MSG_RING",
+    "FSETXATTR",
+    "SETXATTR",
+    "FGETXATTR",
+    "GETXATTR",
+    "SOCKET",
+    "URING_CMD",
+    "SEND_ZC",
+    "SENDMSG_ZC",
+    "READ_MULTISHOT",
+    "WAITID",
+    "FUTEX_WAIT",
+    "FUTEX_WAKE",
+    "FUTEX_WAITV",
+    "FIXED_FD_INSTALL",
+    "FTRUNCATE",
+    "BIND",
+    "LISTEN",
+    "RECV_ZC",
+    "EPOLL_WAIT",
+];
+
+/// The operations whose bits are set.
+fn io_uring_op_names(bits: u64) -> std::collections::BTreeSet<String> {
+    (0..64)
+        .filter(|op| bits & (1u64 << op) != 0)
+        .map(|op| {
+            IO_URING_OPS
+                .get(op)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("op_{op}"))
+        })
+        .collect()
 }

@@ -36,6 +36,10 @@ pub struct Trace {
     pub image: crate::trace::image::ImageInfo,
     /// Every distinct capability check (capability, outcome, syscall, kernel path).
     pub capability_checks: Vec<CapabilityCheck>,
+    /// io_uring operations the workload submitted (`IORING_OP_*` names), which its
+    /// io_uring_enter calls carried.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub io_uring_ops: BTreeSet<String>,
     pub losses: Losses,
 }
 
