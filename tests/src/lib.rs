@@ -246,6 +246,19 @@ pub fn edited_profile(from: &Path, to: &Path, remove_syscall: Option<&str>, caps
 }
 
 /// `profiler run --profile DIR -- CMD...`.
+/// `profiler run` with seccomp and capabilities only (`--no-landlock`): for tests of what
+/// the seccomp profile itself does to a program the recording never ran (Landlock would
+/// refuse its exec first).
+pub fn run_seccomp_only(profile: &Path, cmd: &[&str]) -> Output {
+    profiler()
+        .args(["run", "--quiet", "--no-landlock", "--profile"])
+        .arg(profile)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("run profiler")
+}
+
 pub fn run_confined(profile: &Path, cmd: &[&str]) -> Output {
     profiler()
         .arg("run")

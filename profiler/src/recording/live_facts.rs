@@ -132,18 +132,29 @@ impl LiveFacts {
                 // workload passed, which it could have changed by then).
                 // A program that has exited already (drains come every 50 ms) is read at the
                 // path it was executed by, inside the root of a process of its cgroup.
-                let found = executed_file(e.pid, &mut self.hashed).or_else(|| {
-                    let path = exec_path.as_deref()?;
-                    let mut roots = vec![e.pid];
-                    roots.extend(procs(e.cgroup_id).into_iter().take(4));
-                    if self.ignored.is_none() {
-                        // A command's own programs live in profiler's root.
-                        roots.push(std::process::id());
-                    }
-                    roots
-                        .into_iter()
-                        .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
-                });
+                // Behind a container runtime, the execs before its filter load are the
+                // runtime's own (runc re-executing itself): not the image's programs, and
+                // the largest file to hash.
+                let runtime_setup =
+                    self.ignored.is_some() && e.phase as usize == profiler_common::PHASE_SETUP;
+                let found = (!runtime_setup)
+                    .then(|| executed_file(e.pid, &mut self.hashed))
+                    .flatten()
+                    .or_else(|| {
+                        if runtime_setup {
+                            return None;
+                        }
+                        let path = exec_path.as_deref()?;
+                        let mut roots = vec![e.pid];
+                        roots.extend(procs(e.cgroup_id).into_iter().take(4));
+                        if self.ignored.is_none() {
+                            // A command's own programs live in profiler's root.
+                            roots.push(std::process::id());
+                        }
+                        roots
+                            .into_iter()
+                            .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
+                    });
                 if let Some((path, file)) = found {
                     self.executables
                         .entry(e.cgroup_id)
