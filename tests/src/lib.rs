@@ -60,7 +60,7 @@ pub fn can_record() -> bool {
 ///
 /// ```ignore
 /// privileged_test!(
-///     /// Doc comments and other attributes (`#[ignore]`) go on the test.
+///     /// Doc comments and other attributes go on the test.
 ///     fn records_true() {
 ///         // runs only where can_record()
 ///     }
