@@ -357,9 +357,11 @@ fn unique_folder(
         Some(&req.cgroup_path),
         req.cgroup_id,
     );
+    // Unique among this server's containers and on disk: a pod naming itself after another
+    // must not take (or, after a restart, replace) that one's folder.
     let mut name = base.clone();
     let mut i = 2;
-    while !used.insert(name.clone()) {
+    while out.join(&name).exists() || !used.insert(name.clone()) {
         name = format!("{base}-{i}");
         i += 1;
     }

@@ -251,7 +251,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // Processes that left the recording for another cgroup: what they did there is not in
     // the profile, and they must not outlive the recording either.
     let escaped = std::mem::take(&mut directories.escaped);
-    for (pid, dst) in &escaped {
+    for (pid, dst, started) in &escaped {
         eprintln!(
             "profiler: ERROR: process {pid} of the workload moved itself into cgroup {dst}, outside the recording; \
              profiler moved it back, but what it did in between (and any child it started there) is not in the \
@@ -259,6 +259,10 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         );
         // Children it started in the other cgroup before it was moved back stay there:
         // they are the workload's, and are stopped.
+        // Only while the pid still names that process (a reused pid is someone else's).
+        if crate::recording::live_facts::start_time(*pid) != Some(*started) {
+            continue;
+        }
         for p in descendants(*pid) {
             if !crate::recording::cgroup::pid_in(p, cgroup.path()) {
                 // SAFETY: a signal to a process of the workload's own family.

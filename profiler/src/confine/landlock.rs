@@ -6,7 +6,7 @@
 //!   (`#!`, fs/binfmt_script.c). A copy of an allowed program at another path, or a program
 //!   downloaded at run time, cannot run.
 //! - **Write, create, remove, rename, truncate** only beneath the writable directories (and
-//!   /dev, for /dev/null and terminals). Reads are left open.
+//!   a few device files: /dev/null, terminals, /dev/shm). Reads are left open.
 //! - **TCP bind and connect** only to the recorded ports (Landlock ABI 4).
 //! - **Scopes** (ABI 6): abstract unix sockets and signals stay inside the workload, unless
 //!   the recording shows it crossing them.
@@ -145,14 +145,68 @@ fn port_of(address: &str) -> Option<u16> {
     rest.rsplit(':').next()?.parse().ok().filter(|p| *p != 0)
 }
 
-/// The plan for an image profile: what exists on this machine now, what must be widened.
+/// Device files nearly every program writes (or ioctls, for terminals); the rest of /dev
+/// (disks above all) stays out of reach.
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/ptmx",
+];
+
+/// Whether `path` is absolute and in normal form (no `.`, `..`, empty components): the
+/// profile's paths came from a recording a hostile workload may have shaped.
+fn normal(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        || path == "/"
+}
+
+/// Whether the way to `path` goes through a symbolic link inside one of the `writable`
+/// directories: the workload could have planted it there (a recorded tool replaced by a link
+/// to `/`, a data folder by a link to `/etc`), so it must not decide what a rule covers.
+/// System links outside them (`/bin -> usr/bin`, `/var/run -> /run`) are fine.
+fn through_planted_link(path: &Path, writable: &BTreeSet<PathBuf>) -> bool {
+    let mut prefix = PathBuf::from("/");
+    for c in path.components().skip(1) {
+        prefix.push(c);
+        let is_link = std::fs::symlink_metadata(&prefix)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link && writable.iter().any(|w| prefix.starts_with(w)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The plan for an image profile: what exists on this machine now, what had to be left out.
 pub fn plan(profile: &ImageProfile) -> Plan {
     let mut p = Plan::default();
+    let recorded_writable: BTreeSet<PathBuf> = profile
+        .writable_directories
+        .iter()
+        .filter(|d| normal(d))
+        .map(PathBuf::from)
+        .collect();
     for exe in profile.executables.keys() {
         let path = Path::new(exe);
-        if !(path.is_absolute() && path.exists()) {
+        if !normal(exe) || !path.exists() {
+            p.notes.push(format!("recorded program {exe:?} is not here: not executable"));
+            continue;
+        }
+        if through_planted_link(path, &recorded_writable) {
             p.notes.push(format!(
-                "recorded program {exe:?} is not here: not executable"
+                "{exe} is reached through a symbolic link inside a writable directory: not executable"
             ));
             continue;
         }
@@ -162,36 +216,57 @@ pub fn plan(profile: &ImageProfile) -> Plan {
         }
         with_what_it_needs(path, &mut p.executables);
     }
-    let mut writable: BTreeSet<PathBuf> = profile
-        .writable_directories
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-    // Device files (/dev/null, terminals, /dev/shm) are written by nearly every program and
-    // are not the image; /proc/self entries the workload wrote are its own process's.
-    writable.insert(PathBuf::from("/dev"));
-    for path in profile.written_paths.keys() {
-        if let Some(rest) = path.strip_prefix("/proc/self/")
-            && let Some(parent) = Path::new("/proc/self").join(rest).parent()
-        {
-            writable.insert(parent.to_path_buf());
-        }
-    }
-    for dir in writable {
-        if dir.is_dir() {
-            p.writable.insert(dir);
+    // Execute rules only on regular files (a link or `#!` naming a folder would open all of
+    // it).
+    p.executables.retain(|e| std::fs::metadata(e).map(|m| m.is_file()).unwrap_or(false));
+    for dir in &profile.writable_directories {
+        if !normal(dir) || dir == "/" {
+            p.notes.push(format!("writable directory {dir:?} refused: not a normal absolute path below /"));
             continue;
         }
-        // A directory the workload makes itself: its nearest existing parent must allow
-        // making it (and so everything beneath).
-        let existing = dir.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf);
-        if let Some(a) = existing {
+        let path = PathBuf::from(dir);
+        if through_planted_link(&path, &recorded_writable) {
             p.notes.push(format!(
-                "{} does not exist yet (the workload makes it): writes allowed beneath {} instead",
-                dir.display(),
-                a.display()
+                "{dir} is reached through a symbolic link inside a writable directory: not writable"
             ));
-            p.writable.insert(a);
+            continue;
+        }
+        if path.is_dir() {
+            p.writable.insert(path);
+            continue;
+        }
+        // A directory the workload makes itself: its parent must allow making it (and so
+        // everything beneath); never more than one level up, and never /.
+        match path.parent().filter(|a| a.is_dir() && *a != Path::new("/")) {
+            Some(parent) => {
+                p.notes.push(format!(
+                    "{dir} does not exist yet (the workload makes it): writes allowed beneath {} instead",
+                    parent.display()
+                ));
+                p.writable.insert(parent.to_path_buf());
+            }
+            None => p.notes.push(format!(
+                "{dir} does not exist, nor its parent: not writable"
+            )),
+        }
+    }
+    for d in DEVICES {
+        if Path::new(d).exists() {
+            p.writable.insert(PathBuf::from(d));
+        }
+    }
+    // The workload's own /proc entries it wrote (oom_score_adj, its fds), never through
+    // /proc/self/root or another magic link.
+    for path in profile.written_paths.keys() {
+        if let Some(rest) = path.strip_prefix("/proc/self/") {
+            let parent = match rest.split_once('/') {
+                None => Some("/proc/self"),
+                Some(("fd", _)) => Some("/proc/self/fd"),
+                _ => None,
+            };
+            if let Some(parent) = parent {
+                p.writable.insert(PathBuf::from(parent));
+            }
         }
     }
     p.bind_ports = profile.network.bound_ports.clone();

@@ -65,9 +65,18 @@ pub fn run(
     }
     // Landlock first: it needs no privilege (profiler is still root here, and the ruleset
     // sets no_new_privs itself), and its own syscalls come before the seccomp filter.
-    let image = (landlock == Landlock::Auto)
-        .then(|| crate::profile::load_image_profile(profile_dir).ok())
-        .flatten();
+    // No image profile (an older folder, a hand-made one): seccomp and capabilities only.
+    // One that is there but unreadable or malformed is an error, never a silent step down.
+    let image = if landlock == Landlock::Auto
+        && profile_dir.join(crate::profile::IMAGE_PROFILE_FILE).exists()
+    {
+        Some(
+            crate::profile::load_image_profile(profile_dir)
+                .map_err(|e| exit_error(2, format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
     if let Some(image) = &image {
         let plan = crate::confine::landlock::plan(image);
         let outcome =

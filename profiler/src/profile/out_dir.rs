@@ -180,26 +180,34 @@ impl OutputDir {
     /// Opens `name` in this folder for appending (a log), created if missing, never through
     /// a symlink and never anything but a regular file.
     pub fn open_append(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        use std::os::unix::fs::MetadataExt as _;
         let c = CString::new(name)?;
         let fd = openat(
             self.fd.as_fd(),
             c.as_c_str(),
+            // O_NONBLOCK: a FIFO planted at the name fails (ENXIO) instead of hanging root.
             OFlag::O_WRONLY
                 | OFlag::O_APPEND
                 | OFlag::O_CREAT
                 | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_NOCTTY
                 | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
         .with_context(|| {
             format!(
-                "cannot open {} (a symlink?)",
+                "cannot open {} (a symlink? a FIFO?)",
                 self.path.join(name).display()
             )
         })?;
         let file = std::fs::File::from(fd);
-        if !file.metadata()?.is_file() {
-            bail!("{} is not a regular file", self.path.join(name).display());
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.nlink() > 1 {
+            bail!(
+                "{} is not a regular file of its own (another name links to it)",
+                self.path.join(name).display()
+            );
         }
         Ok(file)
     }

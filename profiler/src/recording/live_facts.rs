@@ -49,10 +49,13 @@ pub struct LiveFacts {
     executables: HashMap<u64, BTreeMap<String, ExecutableFile>>,
     /// Files already read, by (dev, inode): a program run a thousand times is hashed once.
     hashed: HashMap<(u64, u64), ExecutableFile>,
-    /// Every process seen in a recorded cgroup (its events, its forks).
-    pids: std::collections::HashSet<u32>,
-    /// Workload processes that moved into a cgroup outside the recording: (pid, cgroup id).
-    pub escaped: Vec<(u32, u64)>,
+    /// Every process seen in a recorded cgroup (its events, its forks), with its start time
+    /// (field 22 of /proc/PID/stat) when it could be read: a pid reused later by another
+    /// process on the host is not the workload's.
+    pids: HashMap<u32, Option<u64>>,
+    /// Workload processes that moved into a cgroup outside the recording: (pid, cgroup id,
+    /// start time).
+    pub escaped: Vec<(u32, u64, u64)>,
     /// Cgroups whose events are not a workload's (the engine CLI in container mode).
     ignored: Option<u64>,
     default_cwd: PathBuf,
@@ -69,7 +72,7 @@ impl LiveFacts {
             groups: HashMap::new(),
             executables: HashMap::new(),
             hashed: HashMap::new(),
-            pids: std::collections::HashSet::new(),
+            pids: HashMap::new(),
             escaped: Vec::new(),
             ignored: containers.then_some(recording_cgroup),
             default_cwd: if containers {
@@ -96,15 +99,20 @@ impl LiveFacts {
                 // Any move on the host into a cgroup the kernel side does not record; a
                 // workload's process moving there leaves its recording, and is moved back.
                 let (dst, pid) = (e.args[0], e.args[1] as u32);
-                if self.pids.contains(&pid) && !recorded(dst) {
+                let same_process = match (self.pids.get(&pid), start_time(pid)) {
+                    (Some(Some(then)), Some(now)) => *then == now,
+                    _ => false,
+                };
+                if same_process && !recorded(dst) {
                     reclaim(pid);
-                    self.escaped.push((pid, dst));
+                    self.escaped.push((pid, dst, start_time(pid).unwrap_or(0)));
                 }
                 continue;
             }
-            self.pids.insert(e.pid);
+            self.pids.entry(e.pid).or_insert_with(|| start_time(e.pid));
             if e.kind == EVENT_FORK {
-                self.pids.insert(e.args[1] as u32);
+                let child = e.args[1] as u32;
+                self.pids.entry(child).or_insert_with(|| start_time(child));
             }
             if Some(e.cgroup_id) == self.ignored {
                 continue;
@@ -261,15 +269,23 @@ fn executed_file(
 ) -> Option<(String, ExecutableFile)> {
     let link = format!("/proc/{pid}/exe");
     let path = std::fs::read_link(&link).ok()?.display().to_string();
-    let file = std::fs::File::open(&link).ok()?;
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC);
+    let cwd = nix::fcntl::AT_FDCWD;
+    let file = open_regular(cwd, &link, how)?;
     Some((path, identify(file, hashed)?))
 }
 
-/// Identity, hash and ELF facts of an open file, once per (dev, inode).
+/// Files larger than this are hashed as a stream but their ELF facts are not read (a
+/// hostile sparse "executable" must not take profiler's memory).
+const MAX_ELF_READ: u64 = 64 * 1024 * 1024;
+
+/// Identity, hash and ELF facts of an open file, once per (dev, inode). Only regular files
+/// are read.
 fn identify(
     mut file: std::fs::File,
     hashed: &mut HashMap<(u64, u64), ExecutableFile>,
 ) -> Option<ExecutableFile> {
+    use sha2::Digest as _;
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
     let meta = file.metadata().ok()?;
@@ -279,18 +295,58 @@ fn identify(
     if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
         return Some(known.clone());
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut data).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if meta.len() <= MAX_ELF_READ {
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let elf = if meta.len() <= MAX_ELF_READ {
+        elf_facts(&head)
+    } else {
+        ExecutableFile {
+            format: "not read (too large)".into(),
+            ..Default::default()
+        }
+    };
     let facts = ExecutableFile {
         dev: meta.dev(),
         inode: meta.ino(),
         size: meta.len(),
         mtime: meta.mtime(),
-        sha256: sha256_hex(&data),
-        ..elf_facts(&data)
+        sha256,
+        ..elf
     };
     hashed.insert((meta.dev(), meta.ino()), facts.clone());
     Some(facts)
+}
+
+/// Opens `path` relative to `dir` without blocking or taking a terminal: `O_PATH` first,
+/// then, only for a regular file, a read-only open of that same file through its
+/// descriptor (a FIFO or device the workload put there is never opened for reading).
+fn open_regular(dir: std::os::fd::BorrowedFd<'_>, path: &str, how: OpenHow) -> Option<std::fs::File> {
+    let fd = openat2(dir, path, how).ok()?;
+    let st = fstat(fd.as_fd()).ok()?;
+    if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFREG
+    {
+        return None;
+    }
+    let reopened = nix::fcntl::open(
+        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    Some(std::fs::File::from(reopened))
 }
 
 /// The file at `path` inside process `pid`'s root (openat2 RESOLVE_IN_ROOT: a link the
@@ -307,10 +363,9 @@ fn file_in_root(
     )
     .ok()?;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(root.as_fd(), path.trim_start_matches('/'), how).ok()?;
-    let file = std::fs::File::from(fd);
+    let file = open_regular(root.as_fd(), path.trim_start_matches('/'), how)?;
     // The canonical path, as /proc/PID/exe would have named it (symlinks resolved inside
     // the root).
     let canonical = std::fs::read_link(format!(
@@ -385,6 +440,15 @@ pub fn elf_facts(data: &[u8]) -> ExecutableFile {
         needed,
         ..Default::default()
     }
+}
+
+/// When process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat, after the
+/// command name, which may hold spaces and parentheses): with the pid, what names one
+/// process for good.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The `Groups:` line of /proc/PID/status (fs/proc/array.c, task_state()).
