@@ -45,6 +45,51 @@ fn require_image() {
     assert!(ok, "{IMAGE} is missing: run `cargo xtask setup`");
 }
 
+/// Removes a container however the test ends (a failed assertion must not leave a service
+/// running on the host, or a podman mount that keeps the storage folder busy).
+struct Removed {
+    /// The command that removes it.
+    argv: Vec<String>,
+    env: Option<(String, std::path::PathBuf)>,
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let mut c = Command::new(&self.argv[0]);
+        c.args(&self.argv[1..]);
+        if let Some((k, v)) = &self.env {
+            c.env(k, v);
+        }
+        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+fn docker_removed(name: &str) -> Removed {
+    Removed {
+        argv: ["docker", "rm", "-f", name].map(str::to_owned).to_vec(),
+        env: None,
+    }
+}
+
+fn podman_removed(argv: &[String], conf: &Path, name: &str) -> Removed {
+    let mut v = argv.to_vec();
+    v.extend(["rm", "-f", name].map(str::to_owned));
+    Removed {
+        argv: v,
+        env: Some(("CONTAINERS_CONF".into(), conf.to_path_buf())),
+    }
+}
+
+fn compose_removed(project: &str, files: &[&Path]) -> Removed {
+    let mut v = vec!["docker-compose".to_owned(), "-p".into(), project.to_owned()];
+    for f in files {
+        v.push("-f".into());
+        v.push(f.display().to_string());
+    }
+    v.push("down".into());
+    Removed { argv: v, env: None }
+}
+
 /// A unique container name per test run.
 fn name(tag: &str) -> String {
     format!("profiler-real-{tag}-{}", std::process::id())
@@ -311,6 +356,7 @@ privileged_test!(
         let dir = TempDir::new("real-python");
         let profile = dir.join("app");
         let n = name("py");
+        let _n_removed = docker_removed(&n);
         let rec = record_docker(&dir, &profile, &n, &["--user", "app"], SERVICE);
         let mut addr = String::new();
         wait_until(
@@ -383,6 +429,7 @@ privileged_test!(
         // Production: the same image with exactly the generated flags.
         let log = dir.join("violations.jsonl");
         let n2 = name("py-prod");
+        let _n2_removed = docker_removed(&n2);
         let prod = production_docker(&dir, &profile, &log, &n2, SERVICE);
         wait_until(
             "the service under its profile",
@@ -485,6 +532,7 @@ privileged_test!(
         let dir = TempDir::new("real-postgres");
         let profile = dir.join("db");
         let n = name("pg");
+        let _n_removed = docker_removed(&n);
         let rec = record_docker(&dir, &profile, &n, &["--user", "postgres"], POSTGRES);
         let up = |ip: &str| psql(ip, "select 1").status.success();
         let ip = ready_ip(&["docker"], &n, &up, &rec);
@@ -544,6 +592,7 @@ privileged_test!(
 
         let log = dir.join("violations.jsonl");
         let n2 = name("pg-prod");
+        let _n2_removed = docker_removed(&n2);
         let prod = production_docker(&dir, &profile, &log, &n2, POSTGRES);
         let ip = ready_ip(&["docker"], &n2, &up, &prod);
         // The training client again (the image's cluster is a fresh copy), then more of the
@@ -586,6 +635,7 @@ privileged_test!(
         let dir = TempDir::new("real-memcached");
         let profile = dir.join("cache");
         let n = name("mc");
+        let _n_removed = docker_removed(&n);
         let rec = record_docker(&dir, &profile, &n, &["--user", "memcache"], MEMCACHED);
         let up = |ip: &str| {
             memcache(&format!("{ip}:11211"), "version\r\n", "\r\n")
@@ -614,6 +664,7 @@ privileged_test!(
 
         let log = dir.join("violations.jsonl");
         let n2 = name("mc-prod");
+        let _n2_removed = docker_removed(&n2);
         let prod = production_docker(&dir, &profile, &log, &n2, MEMCACHED);
         let ip = ready_ip(&["docker"], &n2, &up, &prod);
         let addr = format!("{ip}:11211");
@@ -676,6 +727,7 @@ privileged_test!(
             .arg(&file)
             .arg("up");
         let rec = Background::start(&mut c, &dir, "record");
+        let _project_removed = compose_removed(&project, &[&file]);
         let app = format!("{project}_app_1");
         let up = |ip: &str| {
             http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
@@ -716,6 +768,7 @@ privileged_test!(
         assert!(config.contains("uid=1500,gid=1500,mode=0750"), "{config}");
 
         let project2 = format!("{project}prod");
+        let _project2_removed = compose_removed(&project2, &[&file, &override_file]);
         let o = compose(&project2, &[&file, &override_file], &["up", "-d"]);
         assert!(o.status.success(), "{text}\n{o:?}");
         let app2 = format!("{project2}_app_1");
@@ -758,6 +811,7 @@ privileged_test!(
         let dir = TempDir::new("real-podman");
         let profile = dir.join("app");
         let n = name("podman-py");
+        let _n_removed = podman_removed(&argv, &conf, &n);
         let mut c = profiler();
         c.env("CONTAINERS_CONF", &conf)
             .args(["record", "--containers", "--out"])
@@ -825,6 +879,7 @@ privileged_test!(
         );
 
         let n2 = name("podman-py-prod");
+        let _n2_removed = podman_removed(&argv, &conf, &n2);
         let mut args: Vec<&str> = vec!["run", "-d", "--rm", "--name", &n2];
         args.extend(flags.iter().map(String::as_str));
         args.push(PODMAN_DEBIAN_IMAGE);
@@ -872,6 +927,7 @@ privileged_test!(
         let dir = TempDir::new("real-port80");
         let profile = dir.join("web");
         let n = name("port80");
+        let _n_removed = docker_removed(&n);
         let cmd = ["python3", "/opt/app/service.py", "80"];
         let rec = record_docker(&dir, &profile, &n, &["--user", "app"], &cmd);
         let up = |ip: &str| {
@@ -943,6 +999,7 @@ privileged_test!(
         };
         // Without the sysctl, podman's default breaks the bind: the difference is real here.
         let without = name("port80-no-sysctl");
+        let _without_removed = podman_removed(&argv, &conf, &without);
         let mut docker_flags_for_podman: Vec<String> = Vec::new();
         let mut words = flags.iter();
         while let Some(w) = words.next() {
@@ -959,6 +1016,7 @@ privileged_test!(
         );
         let _ = podman(&["rm", "-f", &without]);
         let with = name("port80-podman-flags");
+        let _with_removed = podman_removed(&argv, &conf, &with);
         run(&flags, &with);
         let ip = serving(&with).unwrap_or_else(|| panic!("{:?}", podman(&["logs", &with])));
         expect_http(
