@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::kernel::events::{drain_events, watch_events};
+use crate::kernel::events::{EventLog, watch_events};
 use crate::kernel::{Probes, check_privileges};
 use crate::profile::seccomp::GenerateOptions;
 use crate::profile::write_profiles;
@@ -161,7 +161,7 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         // Image events of every container being recorded, drained as they come.
         let ring = probes.take_events()?;
         let mut ring = watch_events(ring)?;
-        let mut events: Vec<profiler_common::Event> = Vec::new();
+        let mut events = EventLog::default();
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut failures = 0;
@@ -223,12 +223,12 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    drain_events(guard.get_inner_mut(), &mut events);
+                    events.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
                     // The programs wake this loop only when the buffer fills up.
-                    drain_events(ring.get_mut(), &mut events);
+                    events.drain(ring.get_mut());
                     let mut i = 0;
                     while i < active.len() {
                         if cgroup_populated(&active[i].dir) {
@@ -236,10 +236,9 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                             continue;
                         }
                         let a = active.remove(i);
-                        drain_events(ring.get_mut(), &mut events);
+                        events.drain(ring.get_mut());
                         let id = a.request.cgroup_id;
-                        let mine: Vec<_> = events.iter().filter(|e| e.cgroup_id == id).copied().collect();
-                        events.retain(|e| e.cgroup_id != id);
+                        let mine = events.take_cgroup(id);
                         if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &mine) {
                             failures += 1;
                             eprintln!("profiler: {e:#}");
@@ -250,9 +249,9 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
                 _ = sigterm.recv() => break,
             }
         }
-        drain_events(ring.get_mut(), &mut events);
+        events.drain(ring.get_mut());
         for a in active.drain(..) {
-            if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, &events) {
+            if let Err(e) = finish(&kallsyms, &mut probes, a, quiet, events.events()) {
                 failures += 1;
                 eprintln!("profiler: {e:#}");
             }

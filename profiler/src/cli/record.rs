@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 
 use crate::exit::exit_error;
-use crate::kernel::events::{drain_events, watch_events};
+use crate::kernel::events::{EventLog, drain_events, watch_events};
 use crate::kernel::kallsyms::Kallsyms;
 use crate::kernel::{Collected, Probes, check_privileges};
 use crate::profile::seccomp::GenerateOptions;
@@ -230,7 +230,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     // /proc/kallsyms is generated a page per read (some 4,000 reads here): read it while the
     // workload runs instead of after it.
     let kallsyms = std::thread::spawn(|| Kallsyms::load().ok().map(std::sync::Arc::new));
-    let mut events = Vec::new();
+    let mut events = EventLog::default();
     let ring = probes.take_events()?;
     let (exit, mut ring) = runtime.block_on(async {
         let mut ring = watch_events(ring)?;
@@ -290,7 +290,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     }
     let infos = infos.lock().unwrap().clone();
 
-    drain_events(&mut ring, &mut events);
+    events.drain(&mut ring);
     let collected = probes.collect(cgroup.id())?;
     let cap_hook = probes.cap_hook.clone();
     let syscall_hook = probes.syscall_hook.clone();
@@ -327,7 +327,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         };
         let res = resources.get(&c.cgroup_id).cloned().unwrap_or_default();
         let id = c.cgroup_id;
-        let mut trace = ctx.trace(c, path, container, &events, &cwd, res);
+        let mut trace = ctx.trace(c, path, container, events.events(), &cwd, res);
         trace.cgroup.container_info = infos.get(&id).cloned();
         trace.image.users.supplementary_groups = directories.groups(id);
         trace.image.executable_files = directories.executables(id);

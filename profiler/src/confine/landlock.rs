@@ -201,7 +201,9 @@ pub fn plan(profile: &ImageProfile) -> Plan {
     for exe in profile.executables.keys() {
         let path = Path::new(exe);
         if !normal(exe) || !path.exists() {
-            p.notes.push(format!("recorded program {exe:?} is not here: not executable"));
+            p.notes.push(format!(
+                "recorded program {exe:?} is not here: not executable"
+            ));
             continue;
         }
         if through_planted_link(path, &recorded_writable) {
@@ -218,10 +220,13 @@ pub fn plan(profile: &ImageProfile) -> Plan {
     }
     // Execute rules only on regular files (a link or `#!` naming a folder would open all of
     // it).
-    p.executables.retain(|e| std::fs::metadata(e).map(|m| m.is_file()).unwrap_or(false));
+    p.executables
+        .retain(|e| std::fs::metadata(e).map(|m| m.is_file()).unwrap_or(false));
     for dir in &profile.writable_directories {
         if !normal(dir) || dir == "/" {
-            p.notes.push(format!("writable directory {dir:?} refused: not a normal absolute path below /"));
+            p.notes.push(format!(
+                "writable directory {dir:?} refused: not a normal absolute path below /"
+            ));
             continue;
         }
         let path = PathBuf::from(dir);

@@ -68,7 +68,9 @@ pub fn run(
     // No image profile (an older folder, a hand-made one): seccomp and capabilities only.
     // One that is there but unreadable or malformed is an error, never a silent step down.
     let image = if landlock == Landlock::Auto
-        && profile_dir.join(crate::profile::IMAGE_PROFILE_FILE).exists()
+        && profile_dir
+            .join(crate::profile::IMAGE_PROFILE_FILE)
+            .exists()
     {
         Some(
             crate::profile::load_image_profile(profile_dir)

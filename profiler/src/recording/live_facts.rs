@@ -308,7 +308,11 @@ fn identify(
             head.extend_from_slice(&buf[..n]);
         }
     }
-    let sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let sha256: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let elf = if meta.len() <= MAX_ELF_READ {
         elf_facts(&head)
     } else {
@@ -332,7 +336,11 @@ fn identify(
 /// Opens `path` relative to `dir` without blocking or taking a terminal: `O_PATH` first,
 /// then, only for a regular file, a read-only open of that same file through its
 /// descriptor (a FIFO or device the workload put there is never opened for reading).
-fn open_regular(dir: std::os::fd::BorrowedFd<'_>, path: &str, how: OpenHow) -> Option<std::fs::File> {
+fn open_regular(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &str,
+    how: OpenHow,
+) -> Option<std::fs::File> {
     let fd = openat2(dir, path, how).ok()?;
     let st = fstat(fd.as_fd()).ok()?;
     if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
