@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use profiler::arch::Arch;
 use profiler::profile::seccomp::{DefaultAction, GenerateOptions};
 use profiler::{cli::record, confine::run, exit::ExitError};
@@ -14,6 +14,29 @@ struct Cli {
     command: Command,
 }
 
+/// The `--default-action` values: the command line's spelling of the profile layer's
+/// [`DefaultAction`] (which knows nothing of clap).
+#[derive(Clone, Copy, ValueEnum)]
+enum DeniedSyscall {
+    /// Fail with EPERM (what Docker's own profile does): the program sees
+    /// "Operation not permitted" and can report it.
+    Errno,
+    /// Kill the process (SCMP_ACT_KILL_PROCESS): loudest, nothing runs on past a violation.
+    Kill,
+    /// Allow but log to the audit log (SCMP_ACT_LOG): a soft first rollout.
+    Log,
+}
+
+impl From<DeniedSyscall> for DefaultAction {
+    fn from(d: DeniedSyscall) -> Self {
+        match d {
+            DeniedSyscall::Errno => DefaultAction::Errno,
+            DeniedSyscall::Kill => DefaultAction::Kill,
+            DeniedSyscall::Log => DefaultAction::Log,
+        }
+    }
+}
+
 /// How profiles are generated.
 #[derive(Args, Clone)]
 struct ProfileArgs {
@@ -23,8 +46,8 @@ struct ProfileArgs {
     no_argument_rules: bool,
     /// What a syscall outside the profile does: errno (EPERM), kill (the process) or log
     /// (allowed and logged to the audit log, for a soft first rollout).
-    #[arg(long, value_enum, default_value_t = DefaultAction::Errno)]
-    default_action: DefaultAction,
+    #[arg(long, value_enum, default_value_t = DeniedSyscall::Errno)]
+    default_action: DeniedSyscall,
     /// Also list this architecture (x86_64, i386, x32) in the seccomp profile; repeatable.
     #[arg(long = "arch", value_parser = parse_arch)]
     arches: Vec<Arch>,
@@ -58,7 +81,7 @@ impl ProfileArgs {
     fn options(&self) -> GenerateOptions {
         GenerateOptions {
             argument_rules: !self.no_argument_rules,
-            default_action: self.default_action,
+            default_action: self.default_action.into(),
             extra_arches: self.arches.clone(),
             limit_headroom: self.limit_headroom,
             name: self.name.clone(),

@@ -41,7 +41,7 @@ pub struct SyscallRule {
 }
 
 /// What a denied syscall does (`defaultAction`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DefaultAction {
     /// Fail with EPERM (what Docker's own profile does): the program sees
     /// "Operation not permitted" and can report it.
