@@ -100,8 +100,8 @@ const _: () = assert!(
 
 /// The record table: an array map of [`RECORD_SLOTS`] records, open addressing with linear
 /// probing on the cgroup id. An array lookup is a few inlined instructions, a hash-map
-/// lookup a call with jhash and a bucket walk: measured here, ~1 ns against ~28 ns, paid by
-/// every syscall on the host while a recording runs.
+/// lookup a call with jhash and a bucket walk, paid by every syscall on the host while a
+/// recording runs (BENCHMARKS.md, M1).
 pub const RECORD_SLOTS: u32 = 1024;
 /// How many consecutive slots a cgroup may land in. cgroup2 ids are kernfs ids handed out
 /// in sequence, so the ids of one recording's cgroups fill consecutive slots and probing is

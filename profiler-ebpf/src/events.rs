@@ -112,7 +112,7 @@ pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i3
         }
     }
     // Waking the reader for every event costs more than the event (an epoll wake-up and a
-    // context switch each: measured ~70 ms of profiler CPU over a make -j2 of 200 files).
+    // context switch each; BENCHMARKS.md, M6).
     // The reader drains on a timer (`EVENT_DRAIN_INTERVAL_MS`) and is woken only once a
     // quarter of the buffer is used, long before it can fill. `profiler enforce` reports
     // violations as they happen, so it keeps a wake-up per event.
@@ -136,7 +136,7 @@ pub(crate) fn emit_events(
     compat: bool,
 ) {
     // Each event is described first and emitted at one of two call sites (the verifier checks
-    // `emit` once per site and path: measured 76 ms at start with twenty sites, 64 ms now).
+    // `emit` once per site and path, at start-up: BENCHMARKS.md, M7).
     // (kind, args, user pointer, aux pointer, sockaddr length)
     type Spec = (u32, [u64; 4], u64, u64, u64);
     let write =

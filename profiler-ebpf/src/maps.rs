@@ -28,9 +28,9 @@ pub(crate) static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(1
 pub(crate) static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 
 /// Capability checks by call path, to walk and store each path's whole stack once instead of
-/// per check (`bpf_get_stackid` ~3.5 us here, the top frames ~1.5 us; a process checks
-/// CAP_SYS_ADMIN on nearly every mmap). Checks share a path when their innermost frames are
-/// equal; the stored stack is then one of the paths that begin so, and every
+/// per check (a full `bpf_get_stackid` costs about twice the top frames, BENCHMARKS.md M5;
+/// a process checks CAP_SYS_ADMIN on nearly every mmap). Checks share a path when their
+/// innermost frames are equal; the stored stack is then one of the paths that begin so, and every
 /// `CAP_REWALK_EVERY`th check walks again (`crate::capabilities`).
 #[map]
 pub(crate) static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);

@@ -14,10 +14,11 @@ use crate::{
 
 /// The current task's cgroup2 id, on the syscall path. Every syscall on the host pays for
 /// this while a recording runs, and the helper call was the largest part of that cost
-/// (measured: ~12 ns of the probe's ~16 ns over a do-nothing program); four loads through
+/// (BENCHMARKS.md, M2); four loads through
 /// BTF pointers cost less. The rare hooks use [`current_cgroup_id`]: the verifier looks a
 /// type name up in all of vmlinux BTF for every such load it checks
-/// (kernel/bpf/verifier.c, `btf_nested_type_is_trusted`), ~1 ms of start-up each.
+/// (kernel/bpf/verifier.c, `btf_nested_type_is_trusted`), start-up time for each
+/// (BENCHMARKS.md, M3).
 ///
 /// Also returns the `struct cgroup` (null when the helper had to be used), for
 /// [`below_recording_level`].
@@ -42,7 +43,7 @@ pub(crate) fn current_cgroup_id_fast() -> (u64, *const u8) {
 /// Whether `cgroup` (a `struct cgroup`, may be null) is deeper in the hierarchy than the
 /// recording cgroups, i.e. could be a container below one. Every other process on the host
 /// takes this test while containers are recorded: it spares them the ancestor helper call
-/// and a second lookup (measured: +23 ns on every syscall of the host without it).
+/// and a second lookup on every syscall of the host (BENCHMARKS.md, M4).
 #[inline(always)]
 fn below_recording_level(cgroup: *const u8, recording_level: i32) -> bool {
     let offset = unsafe { core::ptr::read_volatile(&CGROUP_LEVEL_OFFSET) } as usize;

@@ -173,8 +173,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
                 known.extend(found);
                 drop(known);
                 // The peaks are the kernel's (see sample_resources): a reading only has to
-                // come before the engine removes the cgroup. Every 5 ms this loop was ~2% of
-                // a core for as long as containers ran.
+                // come before the engine removes the cgroup; sampling more often cost a
+                // noticeable share of a core while containers ran (BENCHMARKS.md, M13).
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

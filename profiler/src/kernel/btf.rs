@@ -7,7 +7,7 @@ use crate::kernel::hooks::{self, BTF_KIND_FUNC, BTF_KIND_PTR, BTF_KIND_TYPEDEF};
 
 fn vmlinux_btf() -> Option<btf_rs::Btf> {
     // The mmap backend reads only what the lookup needs (the cached one parses all of
-    // vmlinux BTF first: ~120 ms here, most of profiler's start-up).
+    // vmlinux BTF first, most of profiler's start-up: BENCHMARKS.md, M8).
     btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()
 }
 
@@ -17,7 +17,7 @@ fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
 }
 
 /// Byte offsets of several members of `struct name`: one lookup of the struct (a scan of all
-/// of vmlinux BTF with the mmap backend, ~1 ms) for all of them.
+/// of vmlinux BTF with the mmap backend, BENCHMARKS.md M8) for all of them.
 fn member_offsets<const N: usize>(
     btf: &btf_rs::Btf,
     name: &str,
@@ -67,7 +67,7 @@ pub struct KernelOffsets {
 /// An aya `Btf` in which each attach target has its id from the kernel's BTF.
 ///
 /// aya looks the attach id up by name in a parsed `Btf` (`BtfTracePoint::load`), and its
-/// loader already parses all of vmlinux BTF once for itself (~14 ms and ~20 MB here), with
+/// loader already parses all of vmlinux BTF once for itself (BENCHMARKS.md, M9), with
 /// no way to share that parse. This BTF has the targets at their kernel ids and a
 /// nameless pointer type at every other id: the kernel only ever sees the ids.
 pub fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {

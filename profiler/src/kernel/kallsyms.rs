@@ -18,7 +18,7 @@ pub struct Kallsyms {
 }
 
 /// Where the text symbols of /proc/kallsyms are kept between runs. The kernel formats
-/// /proc/kallsyms a page per read(): ~37 ms of system time here, the largest part of
+/// /proc/kallsyms a page per read() (BENCHMARKS.md, M10), the largest part of
 /// profiler's own CPU use on a short workload, for a table that changes only when a module
 /// is loaded or unloaded, or at the next boot (new KASLR offset).
 const KALLSYMS_CACHE: &str = "kallsyms.cache";

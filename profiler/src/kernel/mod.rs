@@ -79,8 +79,8 @@ impl Probes {
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
         // Two readers of the kernel's BTF run at once: aya's loader parses all of it when it
-        // is created (~14 ms here; aya 0.14 has no way to hand it a parse made elsewhere) and
-        // the offsets and attach ids need a few lookups (~10 ms).
+        // is created (aya 0.14 has no way to hand it a parse made elsewhere) and the offsets
+        // and attach ids need a few lookups; both take milliseconds (BENCHMARKS.md, M9).
         let loader = std::thread::spawn(EbpfLoader::new);
         let offsets = KernelOffsets::read();
         // Attaching needs only the ids of a few types; a BTF holding just those (see

@@ -24,10 +24,10 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat, renameat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, mkdirat};
 
-/// Up to this many files are made durable one by one (fdatasync, ~0.3 ms each here); more
-/// with one syncfs (per-file syncs were most of the time to write 200 container profiles).
-/// syncfs also writes back whatever else is dirty on the filesystem, such as a build's
-/// output just written by the workload: 15 ms after a small make.
+/// Up to this many files are made durable one by one (fdatasync); more with one syncfs
+/// (per-file syncs were most of the time to write 200 container profiles). syncfs also
+/// writes back whatever else is dirty on the filesystem, such as a build's output just
+/// written by the workload, so it is not used for a few files (BENCHMARKS.md, M12).
 const SYNC_FILES_ONE_BY_ONE: usize = 64;
 
 /// How many symbolic links one path may go through (the kernel's own limit, MAXSYMLINKS).

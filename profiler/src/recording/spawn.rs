@@ -3,9 +3,9 @@
 //! Moving a process into a cgroup after it exists (a write to `cgroup.procs`) takes the
 //! global `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period and
 //! stalls every fork and exit on the host meanwhile (kernel/cgroup/cgroup.c,
-//! `cgroup_procs_write_start`, unless cgroup2 is mounted with `favordynmods`): 8-17 ms of
-//! profiler's start-up here. A child created in the cgroup (Linux 5.7+) takes only the read
-//! side. The child also comes with a pidfd (`CLONE_PIDFD`), which is how it is waited for.
+//! `cgroup_procs_write_start`, unless cgroup2 is mounted with `favordynmods`): a visible
+//! part of profiler's start-up (BENCHMARKS.md, M11). A child created in the cgroup
+//! (Linux 5.7+) takes only the read side. The child also comes with a pidfd (`CLONE_PIDFD`), which is how it is waited for.
 //! Where clone3 or CLONE_INTO_CGROUP is missing the caller falls back to the cgroup.procs
 //! write (`PROFILER_SPAWN_FALLBACK=1` forces that, for tests).
 use std::ffi::{CString, OsStr, OsString};

@@ -161,6 +161,11 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     } else if quick {
         b.dir.join("quick.md")
     } else {
+        // The one-off measurements that the code's comments cite by id stay with the
+        // numbers this run measured.
+        let design = std::fs::read_to_string(root.join("xtask/bench/design-measurements.md"))?;
+        report.push('\n');
+        report.push_str(&design);
         root.join("BENCHMARKS.md")
     };
     std::fs::write(&out, &report)?;
