@@ -87,8 +87,13 @@ pub(crate) fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, o
         None => {
             let id = match ctx.get_stackid(&CAP_STACKS, 0) {
                 Ok(id) => id as i32,
-                Err(_) => {
+                Err(e) => {
                     count_loss(LOSS_CAP_STACK);
+                    crate::diagnostics::warn!(
+                        &(),
+                        "capability check stack not stored: error {}",
+                        e
+                    );
                     -1
                 }
             };
@@ -113,6 +118,11 @@ pub(crate) fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, o
         None => {
             if CAP_CHECKS.insert(key, 1, 0).is_err() {
                 count_loss(LOSS_CAP_MAP_FULL);
+                crate::diagnostics::warn!(
+                    &(),
+                    "capability check map full: a check of capability {} was lost",
+                    key.cap
+                );
             }
         }
     }

@@ -77,6 +77,11 @@ pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i3
     } = unsafe { *spec };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_loss(LOSS_EVENTS);
+        crate::diagnostics::warn!(
+            &(),
+            "event ring buffer full: an event of kind {} was lost",
+            kind
+        );
         return 0;
     };
     let e = entry.as_mut_ptr();

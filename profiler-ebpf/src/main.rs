@@ -24,13 +24,15 @@
 //!   capability checks with their outcome, syscall and kernel stack.
 //!
 //! The helpers they share: [`maps`] and [`globals`] (the names userspace finds), [`record`]
-//! (the cgroup's record), [`syscalls`], [`events`], [`enforce`] and [`capabilities`].
+//! (the cgroup's record), [`syscalls`], [`events`], [`enforce`], [`capabilities`] and
+//! [`diagnostics`] (aya-log lines for losses, off unless userspace asks).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 mod capabilities;
+mod diagnostics;
 mod enforce;
 mod events;
 mod globals;

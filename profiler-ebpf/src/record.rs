@@ -105,6 +105,11 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
         }
     }
     count_loss(LOSS_CGROUP_MAP_FULL);
+    crate::diagnostics::warn!(
+        &(),
+        "record table full: cgroup {} is not recorded",
+        cgroup_id
+    );
     None
 }
 

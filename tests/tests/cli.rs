@@ -422,3 +422,58 @@ privileged_test!(
         );
     }
 );
+
+privileged_test!(
+    #[scratch = "ebpflog"]
+    fn kernel_side_diagnostics_appear_only_when_asked(dir: TempDir) {
+        let run = |level: Option<&str>, out: &Path| {
+            let mut cmd = profiler();
+            cmd.env_remove("PROFILER_EBPF_LOG");
+            if let Some(l) = level {
+                cmd.env("PROFILER_EBPF_LOG", l);
+            }
+            cmd.args(["record", "--quiet", "--out"])
+                .arg(out)
+                .args(["--", "/bin/sh", "-c", "/bin/true; /bin/true"])
+                .output()
+                .unwrap()
+        };
+        // debug: each exec of the workload is logged by the kernel side, with the cgroup the
+        // trace says was recorded.
+        let out = dir.join("debug");
+        let o = run(Some("debug"), &out);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let id = read_json(&out.join("trace.json"))["cgroup"]["id"]
+            .as_u64()
+            .expect("cgroup id in trace.json");
+        let want = format!("profiler: ebpf: debug: exec in cgroup {id}, phase");
+        let execs = stderr(&o).lines().filter(|l| l.starts_with(&want)).count();
+        // sh and its two /bin/true (sh may exec the last one in place: still an exec).
+        assert!(
+            execs >= 3,
+            "{execs} exec lines for cgroup {id}:\n{}",
+            stderr(&o)
+        );
+        // warn: the debug lines are filtered in the kernel; unset: no eBPF line at all.
+        for (level, out) in [(Some("warn"), dir.join("warn")), (None, dir.join("off"))] {
+            let o = run(level, &out);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            assert!(
+                !stderr(&o).contains("profiler: ebpf:"),
+                "{level:?}: {}",
+                stderr(&o)
+            );
+            assert!(out.join("seccomp.json").exists());
+        }
+        // An unknown level is a usage error before anything runs or is written.
+        let out = dir.join("bad");
+        let o = run(Some("loud"), &out);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("PROFILER_EBPF_LOG=\"loud\""),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!out.exists());
+    }
+);

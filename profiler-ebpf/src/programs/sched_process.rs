@@ -32,6 +32,7 @@ fn on_exec() {
             }
             (*record).phase
         };
+        crate::diagnostics::debug!(&(), "exec in cgroup {}, phase {}", cgroup_id, phase);
         let uid_gid = bpf_get_current_uid_gid();
         emit(
             EVENT_EXEC_OK,

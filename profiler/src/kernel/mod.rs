@@ -6,6 +6,7 @@
 //! the trace (`probes`). Links are owned by file descriptors (no pinning): if profiler dies,
 //! the kernel detaches everything.
 pub mod btf;
+pub mod diagnostics;
 pub mod events;
 pub mod hooks;
 pub mod host;
@@ -51,6 +52,9 @@ pub struct Collected {
 
 pub struct Probes {
     ebpf: Ebpf,
+    /// After `ebpf`: dropped once the programs are detached, with a last read of the log.
+    #[allow(dead_code, reason = "held for its Drop")]
+    kernel_log: Option<diagnostics::KernelLog>,
     records: RecordTable,
     /// The kernel's loss counters (cap map full, stack missing, cgroup table full) when each
     /// recording started: its losses are what they grew by since (they are per loaded
@@ -78,6 +82,7 @@ impl Probes {
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
         ensure_kernel_filesystems();
+        let log_level = diagnostics::level()?;
         // Two readers of the kernel's BTF run at once: aya's loader parses all of it when it
         // is created (aya 0.14 has no way to hand it a parse made elsewhere) and the offsets
         // and attach ids need a few lookups; both take milliseconds (BENCHMARKS.md, M9).
@@ -101,6 +106,11 @@ impl Probes {
             .join()
             .map_err(|_| anyhow::anyhow!("reading the kernel's BTF failed (thread panicked)"))?;
         crate::timings::mark("kernel BTF read");
+        if log_level == 0 {
+            // Nothing is logged: the smallest ring buffer the kernel takes (one page) instead
+            // of aya-log's 128 KiB.
+            loader.map_max_entries("AYA_LOGS", 4096);
+        }
         if enforce == 0 {
             // Only `profiler enforce` uses these; preallocated hash maps cost time to create.
             loader
@@ -118,8 +128,11 @@ impl Probes {
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
+            // aya-log-ebpf's own global (aya-log-ebpf 0.2.0, `macro_support::AYA_LOG_LEVEL`).
+            .override_global("AYA_LOG_LEVEL", &log_level, true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (maps) failed")?;
+        let kernel_log = diagnostics::KernelLog::start(&mut ebpf, log_level)?;
         crate::timings::mark("eBPF object loaded, maps created");
         let records = match ebpf.map("RECORDS") {
             Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
@@ -165,6 +178,7 @@ impl Probes {
         let syscall_hook = syscall_hook.context("the syscall hook is required")?;
         Ok(Probes {
             ebpf,
+            kernel_log,
             records,
             loss_baseline: BTreeMap::new(),
             cred_check: real_cred_offset != 0 && cap_hook.as_deref() == Some("tp_btf/cap_capable"),

@@ -9,6 +9,7 @@ use super::Bench;
 use super::measure::{Variant, alternate, children_cpu, median, secs, table_head, time};
 
 /// 2. A realistic workload: `make -j2` of a generated C project.
+///
 /// The generated C project (`cfg.make_files` files and a Makefile), made afresh.
 pub(super) fn project(b: &Bench) -> anyhow::Result<std::path::PathBuf> {
     let cfg = &b.cfg;
