@@ -60,6 +60,7 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     // A move into a recorded cgroup or below one (a container a runtime is setting up, not
     // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
     let mut cgroup = dst;
+    let mut reached_root = false;
     for _ in 0..MAX_CGROUP_DEPTH {
         let id = unsafe {
             let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
@@ -70,12 +71,25 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
         }
         let parent_css = unsafe { *(cgroup.add(parent_off as usize) as *const *const u8) };
         if parent_css.is_null() {
+            reached_root = true;
             break;
         }
         cgroup = unsafe { *(parent_css.add(css_cgroup_off as usize) as *const *const u8) };
         if cgroup.is_null() {
+            reached_root = true;
             break;
         }
+    }
+    if !reached_root {
+        // The verifier needs the walk bounded; a deeper hierarchy is reported as a move
+        // out (userspace then checks the destination itself).
+        crate::diagnostics::warn!(
+            &(),
+            "cgroup walk cut short after {} levels: task {} into cgroup {}",
+            MAX_CGROUP_DEPTH,
+            tgid,
+            dst_id
+        );
     }
     emit(EVENT_CGROUP_ATTACH, 0, [dst_id, tgid as u64, 0, 0], 0, 0, 0);
     0

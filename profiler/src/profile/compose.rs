@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::recording::compose::document;
+
 /// `docker-compose.profile.yml`: every recorded service's production settings, to use as
 /// `docker-compose -f docker-compose.yml -f docker-compose.profile.yml up`.
 pub fn production_override(version: Option<&str>, services: &BTreeMap<String, Mapping>) -> String {
@@ -32,15 +34,4 @@ pub fn production_override(version: Option<&str>, services: &BTreeMap<String, Ma
          #   docker-compose -f docker-compose.yml -f docker-compose.profile.yml up\n{}",
         document(version, out)
     )
-}
-
-/// A compose file: `version:` (when the stack has one; compose refuses override files of
-/// another version) and `services:`.
-fn document(version: Option<&str>, services: Mapping) -> String {
-    let mut doc = Mapping::new();
-    if let Some(v) = version {
-        doc.insert("version".into(), Value::String(v.to_owned()));
-    }
-    doc.insert("services".into(), Value::Mapping(services));
-    serde_yaml_ng::to_string(&Value::Mapping(doc)).expect("a YAML mapping serialises")
 }

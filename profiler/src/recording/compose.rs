@@ -246,7 +246,9 @@ pub fn recording_override(stack: &Stack, cgroup_parent: &str, seccomp: &Path) ->
     document(stack.version.as_deref(), services)
 }
 
-fn document(version: Option<&str>, services: Mapping) -> String {
+/// A compose file: `version:` (when the stack has one; compose refuses override files of
+/// another version) and `services:`.
+pub fn document(version: Option<&str>, services: Mapping) -> String {
     let mut doc = Mapping::new();
     if let Some(v) = version {
         doc.insert("version".into(), Value::String(v.to_owned()));
