@@ -358,18 +358,7 @@ privileged_test!(
         let n = name("py");
         let _n_removed = docker_removed(&n);
         let rec = record_docker(&dir, &profile, &n, &["--user", "app"], SERVICE);
-        let mut addr = String::new();
-        wait_until(
-            "the service to answer",
-            || {
-                if let Some(ip) = container_ip(&["docker"], &n) {
-                    addr = format!("{ip}:8080");
-                    return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
-                }
-                false
-            },
-            &|| rec.stderr(),
-        );
+        let addr = service_addr(&["docker"], &n, &rec);
         // Training: store an item and read it back.
         expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
         expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
@@ -431,17 +420,7 @@ privileged_test!(
         let n2 = name("py-prod");
         let _n2_removed = docker_removed(&n2);
         let prod = production_docker(&dir, &profile, &log, &n2, SERVICE);
-        wait_until(
-            "the service under its profile",
-            || {
-                if let Some(ip) = container_ip(&["docker"], &n2) {
-                    addr = format!("{ip}:8080");
-                    return http(&addr, "GET", "/health", b"").is_some_and(|(s, _)| s == 200);
-                }
-                false
-            },
-            &|| prod.stderr(),
-        );
+        let addr = service_addr(&["docker"], &n2, &prod);
         expect_http(&addr, "POST", "/items/first", b"one", 201, b"stored\n");
         expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
         // A second, legitimate action on the trained paths: another item, overwritten.
@@ -520,6 +499,14 @@ fn ready_ip(engine: &[&str], name: &str, probe: &dyn Fn(&str) -> bool, bg: &Back
         &|| bg.stderr(),
     );
     found
+}
+
+/// The Python service's address once its health check answers 200.
+fn service_addr(engine: &[&str], name: &str, bg: &Background) -> String {
+    let healthy = |ip: &str| {
+        http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
+    };
+    format!("{}:8080", ready_ip(engine, name, &healthy, bg))
 }
 
 privileged_test!(
