@@ -37,16 +37,17 @@ pub fn drain_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, out: &mut
 #[derive(Default)]
 pub struct EventLog {
     events: Vec<Event>,
-    /// SHA-256 (first 128 bits) of each kept stateless event with its ids zeroed: 16 bytes
-    /// per distinct event instead of a copy, and no collision a workload could aim for.
-    seen: std::collections::HashSet<[u8; 16]>,
+    /// Per cgroup, the SHA-256 (first 128 bits) of each kept stateless event with its ids
+    /// zeroed: 16 bytes per distinct event instead of a copy, and no collision a workload
+    /// could aim for. Dropped with the cgroup's events (`serve` runs for days).
+    seen: std::collections::HashMap<u64, std::collections::HashSet<[u8; 16]>>,
     repeats: u64,
 }
 
 impl EventLog {
     pub fn push(&mut self, e: Event) {
         if let Some(key) = repeat_key(&e)
-            && !self.seen.insert(key)
+            && !self.seen.entry(e.cgroup_id).or_default().insert(key)
         {
             self.repeats += 1;
             return;
@@ -79,6 +80,7 @@ impl EventLog {
             .into_iter()
             .partition(|e| e.cgroup_id == cgroup_id);
         self.events = rest;
+        self.seen.remove(&cgroup_id);
         mine
     }
 
@@ -168,5 +170,9 @@ mod tests {
         let mine = log.take_cgroup(7);
         assert_eq!(mine.len(), 10);
         assert!(log.events().is_empty());
+        assert!(
+            log.seen.is_empty(),
+            "a finished cgroup's keys are dropped with it"
+        );
     }
 }
