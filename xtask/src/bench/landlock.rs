@@ -42,14 +42,7 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
     // make -j2: recorded once (a clean build), then built confined from clean.
     let proj = super::make::project(b)?;
     let make_profile = b.dir.join("landlock-make-profile");
-    let clean = || {
-        Command::new("make")
-            .args(["-s", "-C"])
-            .arg(&proj)
-            .arg("clean")
-            .status()
-            .map(|_| ())
-    };
+    let clean = || super::make::clean(&proj);
     clean()?;
     let o = b
         .record(&make_profile)

@@ -8,6 +8,16 @@ use std::time::Duration;
 use super::Bench;
 use super::measure::{Variant, alternate, children_cpu, median, secs, table_head, time};
 
+/// `make clean` in the generated project (before each build that must start from nothing).
+pub(super) fn clean(proj: &Path) -> std::io::Result<()> {
+    Command::new("make")
+        .args(["-s", "-C"])
+        .arg(proj)
+        .arg("clean")
+        .status()
+        .map(|_| ())
+}
+
 /// 2. A realistic workload: `make -j2` of a generated C project.
 ///
 /// The generated C project (`cfg.make_files` files and a Makefile), made afresh.
@@ -60,14 +70,7 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         c.args(["-s", "-j2", "-C"]).arg(p);
         c
     };
-    let clean = || {
-        Command::new("make")
-            .args(["-s", "-C"])
-            .arg(&proj)
-            .arg("clean")
-            .status()
-            .map(|_| ())
-    };
+    let clean = || clean(&proj);
     let out = b.dir.join("make-profile");
     // Wall time and CPU time (user + system of the whole process tree, profiler included):
     // the CPU time is the steadier of the two on a small, shared VM.
