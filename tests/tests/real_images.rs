@@ -18,23 +18,10 @@ use integration_tests::*;
 /// The Debian image `cargo xtask setup` imports (xtask/src/images.rs).
 const IMAGE: &str = DEBIAN_APPS_IMAGE;
 const PODMAN_DEBIAN_IMAGE: &str = PODMAN_DEBIAN_APPS_IMAGE;
-const POSTGRES: &[&str] = &[
-    "/usr/lib/postgresql/15/bin/postgres",
-    "-D",
-    "/var/lib/postgresql/15/main",
-    "-c",
-    "config_file=/etc/postgresql/15/main/postgresql.conf",
-];
-const MEMCACHED: &[&str] = &[
-    "/usr/bin/memcached",
-    "-p",
-    "11211",
-    "-l",
-    "0.0.0.0",
-    "-U",
-    "0",
-];
-const SERVICE: &[&str] = &["python3", "/opt/app/service.py"];
+/// The services' command lines, named once with the image (xtask/src/lib.rs).
+const POSTGRES: &[&str] = xtask::POSTGRES_CMD;
+const MEMCACHED: &[&str] = xtask::MEMCACHED_CMD;
+const SERVICE: &[&str] = xtask::APP_CMD;
 
 fn require_image() {
     let ok = Command::new("docker")

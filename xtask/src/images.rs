@@ -63,30 +63,19 @@ pub const PODMAN_IMAGE: &str = xtask::PODMAN_DEBIAN_APPS_IMAGE;
 pub const STAMP_LABEL: &str = "io.profiler.stamp";
 
 pub const POSTGRES_USER: &str = "postgres";
-pub const POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin/postgres";
 pub const POSTGRES_DATA: &str = "/var/lib/postgresql/15/main";
-pub const POSTGRES_CONF: &str = "/etc/postgresql/15/main/postgresql.conf";
 pub const POSTGRES_RUN_DIR: &str = "/var/run/postgresql";
 pub const POSTGRES_PORT: u16 = 5432;
 
 pub const MEMCACHED_USER: &str = "memcache";
-/// memcached in the foreground with threads (it forks only with -d), TCP only.
-pub const MEMCACHED_CMD: &[&str] = &[
-    "/usr/bin/memcached",
-    "-p",
-    "11211",
-    "-l",
-    "0.0.0.0",
-    "-U",
-    "0",
-];
+pub use xtask::MEMCACHED_CMD;
 pub const MEMCACHED_PORT: u16 = 11211;
 
 pub const APP_USER: &str = "app";
 pub const APP_UID: u32 = 1500;
 pub const APP_GID: u32 = 1500;
 pub const APP_DATA_DIR: &str = "/var/lib/app";
-pub const APP_SERVICE: &str = "/opt/app/service.py";
+pub use xtask::{APP_CMD, APP_SERVICE};
 pub const APP_PORT: u16 = 8080;
 /// The service's source in the repository.
 const APP_SOURCE: &str = "tests/workloads/apps/service.py";
@@ -100,13 +89,7 @@ const BUILD_VERSION: &str = "debian-apps 1";
 
 /// The postgres command line the tests run (as POSTGRES_USER, no shell).
 pub fn postgres_cmd() -> Vec<String> {
-    vec![
-        POSTGRES_BIN.into(),
-        "-D".into(),
-        POSTGRES_DATA.into(),
-        "-c".into(),
-        format!("config_file={POSTGRES_CONF}"),
-    ]
+    xtask::POSTGRES_CMD.iter().map(|a| a.to_string()).collect()
 }
 
 /// Run inside the fresh rootfs (chroot, /proc mounted) after service.py is copied in.
@@ -619,7 +602,7 @@ fn check_docker() -> anyhow::Result<()> {
     let app = c.start(
         APP_USER,
         &[format!("MEMCACHED={mc}:{MEMCACHED_PORT}")],
-        &["python3", APP_SERVICE],
+        APP_CMD,
     )?;
 
     c.wait_for("postgres", || {
@@ -708,6 +691,12 @@ fn expect_http(
 
 #[cfg(test)]
 mod tests {
+    /// The command line the tests run uses the data folder the image build initialises.
+    #[test]
+    fn the_postgres_command_uses_the_initialised_data_folder() {
+        assert_eq!(super::postgres_cmd()[1..3], ["-D", super::POSTGRES_DATA]);
+    }
+
     use super::*;
 
     #[test]

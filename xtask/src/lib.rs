@@ -16,6 +16,29 @@ pub const DEBIAN_APPS_IMAGE: &str = "profiler-test/debian-apps:latest";
 /// The same Debian image in the tests' private podman storage.
 pub const PODMAN_DEBIAN_APPS_IMAGE: &str = "localhost/profiler-debian-apps:latest";
 
+/// The services' command lines in the Debian image, run as their own users without a shell:
+/// the image build smoke-tests them (xtask/src/images.rs) and the real-image tests record them.
+pub const POSTGRES_CMD: &[&str] = &[
+    "/usr/lib/postgresql/15/bin/postgres",
+    "-D",
+    "/var/lib/postgresql/15/main",
+    "-c",
+    "config_file=/etc/postgresql/15/main/postgresql.conf",
+];
+/// memcached in the foreground with threads (it forks only with -d), TCP only.
+pub const MEMCACHED_CMD: &[&str] = &[
+    "/usr/bin/memcached",
+    "-p",
+    "11211",
+    "-l",
+    "0.0.0.0",
+    "-U",
+    "0",
+];
+/// Where the threaded Python service (tests/workloads/apps/service.py) is in the image.
+pub const APP_SERVICE: &str = "/opt/app/service.py";
+pub const APP_CMD: &[&str] = &["python3", APP_SERVICE];
+
 /// The busybox root filesystem the busybox images are made of (static busybox, its applets
 /// as symlinks, minimal passwd/group).
 pub const BUSYBOX_ROOTFS: &str = "target/test-images/busybox-rootfs";
