@@ -135,9 +135,9 @@ enum Command {
         traces: Vec<PathBuf>,
     },
     /// Run CMD (or, with --containers, the containers it starts) held to an image profile:
-    /// an exec of a program the profile does not list is killed before it runs; writes
-    /// outside the writable directories and unexpected bind ports are reported. One JSON line
-    /// per violation. Exits with CMD's exit code.
+    /// Landlock refuses execs, writes and TCP ports outside it (for containers, through the
+    /// sealing entrypoint of their run flags), and an exec of a program the profile does not
+    /// list is killed before it runs. One JSON line per violation. Exits with CMD's exit code.
     Enforce {
         #[arg(long)]
         profile: PathBuf,
@@ -146,6 +146,10 @@ enum Command {
         /// Append violation lines to this file instead of stderr.
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Do not also hold a command to the image profile with Landlock (execs, writes,
+        /// TCP ports). Containers get Landlock from their run flags' sealing entrypoint.
+        #[arg(long)]
+        no_landlock: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -273,12 +277,14 @@ fn main() -> ExitCode {
             profile,
             containers,
             log,
+            no_landlock,
             cmd,
         } => profiler::confine::enforce::enforce(profiler::confine::enforce::EnforceOptions {
             profile,
             command: cmd,
             containers,
             log,
+            landlock: !no_landlock,
         }),
         Command::BenchAttached => profiler::cli::bench::attached(),
         Command::Serve { socket, out, quiet } => {

@@ -16,7 +16,7 @@ pub use xtask::{
 };
 
 /// A path relative to the workspace root (as xtask/src/lib.rs names them), seen from here.
-fn workspace_path(path: &str) -> PathBuf {
+pub fn workspace_path(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
@@ -402,15 +402,16 @@ pub fn podman_argv() -> (PathBuf, Vec<String>) {
 /// The flags of a profile's `docker-run.txt`, as the shell a user pastes them into splits
 /// them (every line is shell words; the seccomp path in it is absolute).
 pub fn docker_run_flags(profile: &Path) -> Vec<String> {
-    run_flags(&profile.join("docker-run.txt"))
+    run_flags_file(&profile.join("docker-run.txt"))
 }
 
 /// The same for `podman-run.txt`.
 pub fn podman_run_flags(profile: &Path) -> Vec<String> {
-    run_flags(&profile.join("podman-run.txt"))
+    run_flags_file(&profile.join("podman-run.txt"))
 }
 
-fn run_flags(file: &Path) -> Vec<String> {
+/// The flags of any run-flags file of a profile folder, split as the shell splits them.
+pub fn run_flags_file(file: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -297,6 +297,7 @@ fn violations(log: &Path) -> Vec<serde_json::Value> {
 /// `sh` was never part of the recording: exec'ing it into the running container is killed
 /// before it runs, and logged.
 fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
+    assert_sealed(engine, name);
     let o = exec(engine, name, &["/bin/sh", "-c", "echo should-not-run"]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -315,6 +316,21 @@ fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
         v = violations(log);
     }
     assert!(logged(&v), "no violation logged for /bin/sh: {v:?}");
+}
+
+/// The container started through the sealing entrypoint of its run flags, and the kernel
+/// took the whole Landlock ruleset (its log's first lines).
+fn assert_sealed(engine: &[&str], name: &str) {
+    let o = with_timeout(engine[0])
+        .args(&engine[1..])
+        .args(["logs", name])
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        logs.contains("profiler-seal: landlock (kernel ABI") && logs.contains("fully enforced"),
+        "{name} is not sealed: {o:?}"
+    );
 }
 
 /// The uid the container's main process runs as, from the host's /proc (an exec into the
@@ -761,6 +777,10 @@ privileged_test!(
         expect_http(&addr, "POST", "/cache/k2", b"more", 201, b"stored\n");
         expect_http(&addr, "GET", "/cache/k2", b"", 200, b"more");
         expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
+        // Both services run sealed through the override's entrypoint.
+        assert!(config.contains("/.profiler-seal/profiler-seal"), "{config}");
+        assert_sealed(&["docker"], &app2);
+        assert_sealed(&["docker"], &format!("{project2}_cache_1"));
         let o = exec(
             &["docker"],
             &app2,
@@ -874,6 +894,17 @@ privileged_test!(
         expect_http(&addr, "GET", "/items/first", b"", 200, b"one");
         expect_http(&addr, "POST", "/items/second", b"two", 201, b"stored\n");
         expect_http(&addr, "GET", "/items/second", b"", 200, b"two");
+        // It serves sealed: the run flags started it through profiler-seal.
+        let o = podman(&["logs", &n2]);
+        let logs = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            logs.contains("profiler-seal: landlock (kernel ABI") && logs.contains("fully enforced"),
+            "{logs}"
+        );
         let o = podman(&["exec", &n2, "python3", "-c", "open('/etc/x', 'w')"]);
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),

@@ -73,5 +73,22 @@ pub fn build(release: bool) -> anyhow::Result<()> {
     if release {
         c.arg("--release");
     }
-    run(&mut c)
+    run(&mut c)?;
+    build_seal()
+}
+
+/// The sealing entrypoint mounted into containers: static (musl), since it runs inside
+/// images whose C library is not the host's. profiler finds it at
+/// target/x86_64-unknown-linux-musl/release/profiler-seal.
+pub const SEAL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+pub fn build_seal() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--package",
+        "profiler-seal",
+        "--release",
+        "--target",
+        SEAL_TARGET,
+    ]))
 }

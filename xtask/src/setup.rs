@@ -232,6 +232,11 @@ fn install_nightly() -> anyhow::Result<()> {
         "nightly",
         "--installed",
     ]))?;
+    // The static sealing binary's target, for the stable toolchain that builds it.
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !targets.lines().any(|l| l == crate::run::SEAL_TARGET) {
+        run(Command::new("rustup").args(["target", "add", crate::run::SEAL_TARGET]))?;
+    }
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         run(Command::new("rustup").args([
             "component",

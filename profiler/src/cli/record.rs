@@ -234,10 +234,18 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let ring = probes.take_events()?;
     let (exit, mut ring) = runtime.block_on(async {
         let mut ring = watch_events(ring)?;
-        let exit = run_in_cgroup(&cgroup, &program, &command, &env, &mut ring, &mut |batch| {
-            directories.events(&batch, &cgroup_procs, &recorded, &reclaim);
-            events.extend(batch)
-        })
+        let exit = run_in_cgroup(
+            &cgroup,
+            &program,
+            &command,
+            &env,
+            None,
+            &mut ring,
+            &mut |batch| {
+                directories.events(&batch, &cgroup_procs, &recorded, &reclaim);
+                events.extend(batch)
+            },
+        )
         .await?;
         anyhow::Ok((exit, ring.into_inner()))
     })?;

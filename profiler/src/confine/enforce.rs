@@ -24,6 +24,9 @@ pub struct EnforceOptions {
     pub containers: bool,
     /// Where violation lines go (default: stderr).
     pub log: Option<PathBuf>,
+    /// Hold a command (not containers: their run flags seal them) to the image profile with
+    /// Landlock as well.
+    pub landlock: bool,
 }
 
 #[derive(Serialize)]
@@ -140,7 +143,16 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     };
     let mut probes = Probes::attach_enforcing(level, mode)?;
     probes.track_from_exec(cgroup.id())?;
-    probes.allow_execs(profile.executables.keys().map(String::as_str))?;
+    // A sealed container's first program is the sealing entrypoint (docker-run.txt), which
+    // applies the Landlock rules and then executes the recorded entrypoint.
+    let seal = crate::profile::landlock::Sealing::entrypoint();
+    probes.allow_execs(
+        profile
+            .executables
+            .keys()
+            .map(String::as_str)
+            .chain(opts.containers.then_some(seal.as_str())),
+    )?;
     let mut command = opts.command.clone();
     let mut env = Vec::new();
     let mut _bundle = None;
@@ -165,6 +177,19 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         env = prepared.env;
         _bundle = prepared.bundle;
     }
+    // Landlock for a command: the ruleset is made here, and the child restricts itself to
+    // it between clone and exec (containers are sealed by their own entrypoint instead).
+    let landlock = if opts.landlock && !opts.containers {
+        let plan = crate::confine::landlock::plan(&profile);
+        let prepared = profiler_seal::prepare(&plan).map_err(|e| exit_error(2, e))?;
+        eprint!("{}", plan.describe(&prepared.outcome, "profiler"));
+        Some(prepared)
+    } else {
+        None
+    };
+    let restrict = landlock
+        .as_ref()
+        .and_then(|p| p.raw_fd().map(|fd| (fd, p.flags())));
     let out: Box<dyn std::io::Write> = match &opts.log {
         Some(p) => Box::new(
             crate::profile::out_dir::open_log(p, false)
@@ -196,6 +221,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
             &program,
             &command,
             &env,
+            restrict,
             &mut ring,
             &mut |batch| {
                 for e in &batch {

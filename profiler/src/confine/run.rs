@@ -84,7 +84,7 @@ pub fn run(
         let outcome =
             crate::confine::landlock::apply(&plan).map_err(|e| exit_error(2, format!("{e:#}")))?;
         if !quiet {
-            eprint!("{}", plan.describe(&outcome));
+            eprint!("{}", plan.describe(&outcome, "profiler"));
         }
     } else if landlock == Landlock::Auto && !quiet {
         eprintln!(

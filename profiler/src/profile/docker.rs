@@ -19,6 +19,9 @@ pub struct Deployment<'a> {
     /// Absolute path of seccomp.json.
     pub seccomp_path: String,
     pub limits: Limits,
+    /// The sealing entrypoint's mounts, for a container whose profile has Landlock rules
+    /// (None: run flags without it, and why).
+    pub sealing: Result<crate::profile::landlock::Sealing, String>,
 }
 
 /// One flag of a run command: comment lines explaining it, then its words.
@@ -168,8 +171,37 @@ impl Deployment<'_> {
         out
     }
 
-    /// The `docker run` / `podman run` flags, one per line as shell words, with comments.
-    pub fn run_flags(&self, engine: Engine) -> String {
+    /// The sealing entrypoint: the Landlock rules applied inside the container before its
+    /// own entrypoint runs (Docker and podman cannot pass a Landlock ruleset themselves).
+    fn seal_flags(&self) -> Vec<Flag> {
+        let Ok(sealing) = &self.sealing else {
+            return Vec::new();
+        };
+        let mut out = vec![Flag {
+            why: vec![
+                "sealed: profiler-seal applies landlock.json (execute only the recorded programs, write only beneath the writable".into(),
+                "directories, TCP only to the recorded ports) and then runs the image's entrypoint and command; give a command".into(),
+                "after the image to run another one, as with the image's own entrypoint".into(),
+            ],
+            words: vec!["--entrypoint".into(), crate::profile::landlock::Sealing::entrypoint()],
+        }];
+        for (host, inside) in sealing.mounts() {
+            out.push(Flag {
+                why: Vec::new(),
+                words: vec!["--volume".into(), format!("{host}:{inside}:ro")],
+            });
+        }
+        out
+    }
+
+    /// Whether the sealed variant exists (a container profile and the sealing binary).
+    pub fn sealed(&self) -> bool {
+        self.sealing.is_ok()
+    }
+
+    /// The `docker run` / `podman run` flags, one per line as shell words, with comments;
+    /// `sealed` adds the sealing entrypoint when there is one.
+    pub fn run_flags(&self, engine: Engine, sealed: bool) -> String {
         let name = match engine {
             Engine::Docker => "docker",
             Engine::Podman => "podman",
@@ -179,7 +211,17 @@ impl Deployment<'_> {
              # Paste them before the image name, or: eval \"{name} run $(grep -v '^#' THIS_FILE | tr '\\n' ' ') IMAGE ...\"\n\
              # --tmpfs keeps nothing across restarts: use a named volume for data that must persist.\n"
         );
-        for f in self.flags(engine) {
+        let mut flags = self.flags(engine);
+        if sealed {
+            match &self.sealing {
+                Ok(_) => flags.extend(self.seal_flags()),
+                Err(why) if why != crate::profile::landlock::NOT_A_CONTAINER => flags.push(note(
+                    format!("not sealed (no Landlock inside the container): {why}"),
+                )),
+                Err(_) => {}
+            }
+        }
+        for f in flags {
             for w in &f.why {
                 out.push_str(&format!("# {}\n", comment_safe(w)));
             }
@@ -256,6 +298,23 @@ impl Deployment<'_> {
                     ),
                 );
             }
+        }
+        if let Ok(sealing) = &self.sealing {
+            m.insert(
+                "entrypoint".into(),
+                list(vec![crate::profile::landlock::Sealing::entrypoint()]),
+            );
+            let mut all: Vec<String> = match m.remove("volumes") {
+                Some(Value::Sequence(v)) => v
+                    .into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (host, inside) in sealing.mounts() {
+                all.push(format!("{host}:{inside}:ro"));
+            }
+            m.insert("volumes".into(), list(all));
         }
         if let Some(mem) = self.limits.memory_bytes {
             m.insert(

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Sysctl, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, HostPathVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Sysctl,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,6 +25,10 @@ pub const SPO_API_VERSION: &str = "security-profiles-operator.x-k8s.io/v1beta1";
 
 fn volume_name(i: usize) -> String {
     format!("profiler-writable-{i}")
+}
+
+fn seal_volume_name(i: usize) -> String {
+    ["profiler-seal-binary", "profiler-seal-rules"][i.min(1)].to_owned()
 }
 
 /// What a reader of kubernetes.yaml must know that the patch cannot say.
@@ -60,6 +65,7 @@ pub fn pod_template(
     container: &str,
     localhost_profile: &str,
     headroom: f64,
+    sealing: Option<&crate::profile::landlock::Sealing>,
 ) -> PodTemplateSpec {
     let ids = run_as_ids(image);
     let (uid, gid) = (ids.map(|i| i.0 as i64), ids.map(|i| i.1 as i64));
@@ -145,8 +151,12 @@ pub fn pod_template(
                     limits: Some(limits_map),
                     ..Default::default()
                 }),
-                volume_mounts: (!mounts.is_empty()).then(|| {
-                    mounts
+                // Sealed: the command is the sealing entrypoint, which runs the image's
+                // recorded entrypoint and command itself (a `command` without `args` drops
+                // the image's CMD, so the recorded one is what runs).
+                command: sealing.map(|_| vec![crate::profile::landlock::Sealing::entrypoint()]),
+                volume_mounts: (!mounts.is_empty() || sealing.is_some()).then(|| {
+                    let mut v: Vec<VolumeMount> = mounts
                         .iter()
                         .enumerate()
                         .map(|(i, m)| VolumeMount {
@@ -154,12 +164,23 @@ pub fn pod_template(
                             mount_path: path_of(m),
                             ..Default::default()
                         })
-                        .collect()
+                        .collect();
+                    if let Some(s) = sealing {
+                        for (i, (_, inside)) in s.mounts().into_iter().enumerate() {
+                            v.push(VolumeMount {
+                                name: seal_volume_name(i),
+                                mount_path: inside,
+                                read_only: Some(true),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    v
                 }),
                 ..Default::default()
             }],
-            volumes: (!mounts.is_empty()).then(|| {
-                mounts
+            volumes: (!mounts.is_empty() || sealing.is_some()).then(|| {
+                let mut v: Vec<Volume> = mounts
                     .iter()
                     .enumerate()
                     .map(|(i, _)| Volume {
@@ -167,7 +188,22 @@ pub fn pod_template(
                         empty_dir: Some(EmptyDirVolumeSource::default()),
                         ..Default::default()
                     })
-                    .collect()
+                    .collect();
+                if let Some(s) = sealing {
+                    // The node must hold both files at these paths (the node agent installs
+                    // profiler-seal; the profile folder is copied as it is).
+                    for (i, (host, _)) in s.mounts().into_iter().enumerate() {
+                        v.push(Volume {
+                            name: seal_volume_name(i),
+                            host_path: Some(HostPathVolumeSource {
+                                path: host,
+                                type_: Some("File".to_owned()),
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                }
+                v
             }),
             ..Default::default()
         }),

@@ -5,6 +5,7 @@ pub mod compose;
 pub mod docker;
 pub mod image_profile;
 pub mod kubernetes;
+pub mod landlock;
 pub mod oci;
 pub mod out_dir;
 pub mod policy;
@@ -24,6 +25,11 @@ use crate::trace::Trace;
 pub const IMAGE_PROFILE_FILE: &str = "image-profile.json";
 pub const DOCKER_RUN_FILE: &str = "docker-run.txt";
 pub const PODMAN_RUN_FILE: &str = "podman-run.txt";
+/// The same flags without the sealing entrypoint (seccomp, capabilities, read-only root,
+/// user, limits; no Landlock).
+pub const DOCKER_RUN_UNSEALED_FILE: &str = "docker-run-unsealed.txt";
+pub const PODMAN_RUN_UNSEALED_FILE: &str = "podman-run-unsealed.txt";
+pub use crate::profile::landlock::RULES_FILE as LANDLOCK_FILE;
 /// Written next to the per-service folders when the recorded containers came from compose.
 pub const COMPOSE_OVERRIDE_FILE: &str = "docker-compose.profile.yml";
 pub const KUBERNETES_FILE: &str = "kubernetes.yaml";
@@ -52,9 +58,16 @@ pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
     for t in traces {
         image.union(&t.image);
     }
+    let container = traces.iter().find_map(|t| t.cgroup.container_info.clone());
+    let mut seccomp = docker_profile(&observed, options);
+    // A container profile is run sealed (docker-run.txt): the sealing entrypoint runs under
+    // the same seccomp profile first.
+    if container.is_some() && crate::profile::landlock::seal_binary().is_ok() {
+        crate::profile::seccomp::allow_sealing(&mut seccomp);
+    }
     Profiles {
-        seccomp: docker_profile(&observed, options),
-        container: traces.iter().find_map(|t| t.cgroup.container_info.clone()),
+        seccomp,
+        container,
         capabilities: whitelist(&observed.capability_checks),
         image,
         syscalls: observed.syscalls.clone(),
@@ -127,11 +140,38 @@ pub fn deployment<'a>(
     dir: &Path,
     options: &GenerateOptions,
 ) -> crate::profile::docker::Deployment<'a> {
+    let sealing = if profiles.container.is_none() {
+        Err(crate::profile::landlock::NOT_A_CONTAINER.to_owned())
+    } else {
+        crate::profile::landlock::seal_binary()
+            .map(|binary| crate::profile::landlock::Sealing {
+                binary: binary.display().to_string(),
+                rules: absolute(dir).join(LANDLOCK_FILE).display().to_string(),
+            })
+            .map_err(|e| {
+                format!("no static profiler-seal binary ({e}); `cargo xtask setup` builds one")
+            })
+            .and_then(|s| {
+                // A bind mount is `host:container:ro`: a ':' or ',' in a host path would
+                // change what is mounted, and a newline would start another flag.
+                match s
+                    .mounts()
+                    .iter()
+                    .find(|(h, _)| h.contains([':', ',']) || h.chars().any(char::is_control))
+                {
+                    Some((h, _)) => Err(format!(
+                        "{h:?} cannot be written as a mount (':', ',' or a control character)"
+                    )),
+                    None => Ok(s),
+                }
+            })
+    };
     crate::profile::docker::Deployment {
         image: &profiles.image,
         caps: &profiles.capabilities,
         seccomp_path: absolute(dir).join(SECCOMP_FILE).display().to_string(),
         limits: crate::profile::image_profile::limits(&profiles.image, options.limit_headroom),
+        sealing,
     }
 }
 
@@ -168,14 +208,19 @@ pub fn render(
     );
     files.push((IMAGE_PROFILE_FILE, crate::profile::oci::to_json(&ip)));
     let deployment = deployment(profiles, dir, options);
-    files.push((
-        DOCKER_RUN_FILE,
-        deployment.run_flags(docker::Engine::Docker).into_bytes(),
-    ));
-    files.push((
-        PODMAN_RUN_FILE,
-        deployment.run_flags(docker::Engine::Podman).into_bytes(),
-    ));
+    if deployment.sealed() {
+        let container = profiles.container.clone().unwrap_or_default();
+        let rules = landlock::rules(&ip, &container.entrypoint, &container.cmd);
+        files.push((LANDLOCK_FILE, landlock::to_json(&rules)));
+    }
+    for (file, engine, sealed) in [
+        (DOCKER_RUN_FILE, docker::Engine::Docker, true),
+        (DOCKER_RUN_UNSEALED_FILE, docker::Engine::Docker, false),
+        (PODMAN_RUN_FILE, docker::Engine::Podman, true),
+        (PODMAN_RUN_UNSEALED_FILE, docker::Engine::Podman, false),
+    ] {
+        files.push((file, deployment.run_flags(engine, sealed).into_bytes()));
+    }
     let k8s_name = kubernetes::k8s_name(&name);
     let localhost = format!("profiles/{k8s_name}.json");
     let template = kubernetes::pod_template(
@@ -184,6 +229,7 @@ pub fn render(
         &k8s_name,
         &localhost,
         headroom,
+        deployment.sealing.as_ref().ok(),
     );
     let notes = kubernetes::kubernetes_notes(image, &profiles.capabilities);
     if let Ok(y) = kubernetes::kubernetes_yaml(template, &localhost, &notes) {

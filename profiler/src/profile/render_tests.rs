@@ -87,7 +87,14 @@ fn snapshot(name: &str, actual: &str) {
 #[test]
 fn kubernetes_patch_parses_back_and_matches_the_profile() {
     let (image, caps, _) = sample();
-    let template = pod_template(&image, &caps, "web", "profiles/web.json", DEFAULT_HEADROOM);
+    let template = pod_template(
+        &image,
+        &caps,
+        "web",
+        "profiles/web.json",
+        DEFAULT_HEADROOM,
+        None,
+    );
     let notes = kubernetes_notes(&image, &caps);
     let yaml = kubernetes_yaml(template.clone(), "profiles/web.json", &notes).unwrap();
     snapshot("kubernetes.yaml", &yaml);
@@ -147,6 +154,7 @@ fn deployment<'a>(image: &'a ImageInfo, caps: &'a CapabilityProfile) -> Deployme
         caps,
         seccomp_path: "/profiles/web/seccomp.json".into(),
         limits: limits(image, DEFAULT_HEADROOM),
+        sealing: Err(crate::profile::landlock::NOT_A_CONTAINER.into()),
     }
 }
 
@@ -161,7 +169,7 @@ fn shell_lines(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn docker_flags_hold_the_workload_to_its_recording() {
     let (image, caps, _) = sample();
-    let flags = deployment(&image, &caps).run_flags(Engine::Docker);
+    let flags = deployment(&image, &caps).run_flags(Engine::Docker, true);
     snapshot("docker-run.txt", &flags);
     let lines = shell_lines(&flags);
     for f in [
@@ -188,7 +196,7 @@ fn docker_flags_hold_the_workload_to_its_recording() {
 fn podman_flags_say_what_podman_needs_that_docker_gives() {
     let (image, mut caps, _) = sample();
     caps.add.clear();
-    let flags = deployment(&image, &caps).run_flags(Engine::Podman);
+    let flags = deployment(&image, &caps).run_flags(Engine::Podman, true);
     let lines = shell_lines(&flags);
     let has = |f: &str| lines.contains(&f.split(' ').map(str::to_owned).collect());
     // podman refuses uid=/gid= on --tmpfs; U chowns it to the container user (1000:1000,
@@ -198,10 +206,10 @@ fn podman_flags_say_what_podman_needs_that_docker_gives() {
         has("--sysctl net.ipv4.ip_unprivileged_port_start=80"),
         "{flags}"
     );
-    let docker = deployment(&image, &caps).run_flags(Engine::Docker);
+    let docker = deployment(&image, &caps).run_flags(Engine::Docker, true);
     assert!(!docker.contains("--sysctl"), "{docker}");
     // Kubernetes keeps 1024 like podman: the pod sets the (safe) sysctl.
-    let pod = pod_template(&image, &caps, "web", "p.json", DEFAULT_HEADROOM)
+    let pod = pod_template(&image, &caps, "web", "p.json", DEFAULT_HEADROOM, None)
         .spec
         .unwrap();
     let sysctls = pod.security_context.unwrap().sysctls.unwrap();
@@ -224,7 +232,7 @@ fn hostile_paths_cannot_add_flags() {
     image.writable_directories =
         crate::trace::image::writable_directories(image.written_paths.keys());
     for engine in [Engine::Docker, Engine::Podman] {
-        let flags = deployment(&image, &caps).run_flags(engine);
+        let flags = deployment(&image, &caps).run_flags(engine, true);
         let words: Vec<String> = shell_lines(&flags).into_iter().flatten().collect();
         assert!(
             !words
@@ -257,4 +265,88 @@ fn limits_keep_headroom_and_say_the_peak() {
     // 360 MiB is less than peak + 64 MiB.
     assert_eq!(l.memory_bytes, Some(368 * 1024 * 1024));
     assert_eq!(l.pids, Some(120));
+}
+
+#[test]
+fn a_sealed_container_runs_the_sealing_entrypoint_with_its_rules_read_only() {
+    let (image, caps, _) = sample();
+    let sealing = crate::profile::landlock::Sealing {
+        binary: "/opt/profiler/profiler-seal".into(),
+        rules: "/profiles/web/landlock.json".into(),
+    };
+    let mut d = deployment(&image, &caps);
+    d.sealing = Ok(sealing.clone());
+    let sealed = shell_lines(&d.run_flags(Engine::Docker, true));
+    assert!(sealed.contains(&vec![
+        "--entrypoint".to_owned(),
+        "/.profiler-seal/profiler-seal".to_owned()
+    ]));
+    assert!(sealed.contains(&vec![
+        "--volume".to_owned(),
+        "/opt/profiler/profiler-seal:/.profiler-seal/profiler-seal:ro".to_owned()
+    ]));
+    assert!(sealed.contains(&vec![
+        "--volume".to_owned(),
+        "/profiles/web/landlock.json:/.profiler-seal/landlock.json:ro".to_owned()
+    ]));
+    let unsealed = d.run_flags(Engine::Docker, false);
+    assert!(!unsealed.contains("profiler-seal"), "{unsealed}");
+    let compose = d.compose_service();
+    assert_eq!(
+        compose
+            .get("entrypoint")
+            .and_then(|v| v.as_sequence())
+            .map(|v| v.len()),
+        Some(1)
+    );
+    let volumes = compose
+        .get("volumes")
+        .and_then(|v| v.as_sequence())
+        .unwrap();
+    assert!(
+        volumes.iter().any(|v| v.as_str() == Some("/srv/db")),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.as_str()
+                == Some("/profiles/web/landlock.json:/.profiler-seal/landlock.json:ro")),
+        "{volumes:?}"
+    );
+    let pod = pod_template(
+        &image,
+        &caps,
+        "web",
+        "p.json",
+        DEFAULT_HEADROOM,
+        Some(&sealing),
+    );
+    let spec = pod.spec.unwrap();
+    let c = &spec.containers[0];
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/.profiler-seal/profiler-seal".to_owned()][..])
+    );
+    assert!(
+        c.args.is_none(),
+        "the sealing binary runs the recorded command itself"
+    );
+    let hosts: Vec<String> = spec
+        .volumes
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    assert_eq!(
+        hosts,
+        ["/opt/profiler/profiler-seal", "/profiles/web/landlock.json"]
+    );
+    let mounts = c.volume_mounts.as_ref().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .filter(|m| m.mount_path.starts_with("/.profiler-seal/"))
+            .all(|m| m.read_only == Some(true))
+    );
 }

@@ -200,6 +200,43 @@ fn rule(
     }
 }
 
+/// Lets the sealing entrypoint run under `profile`: the syscalls it makes before it
+/// executes the container's own entrypoint, where the profile does not allow them yet
+/// (`prctl` only for `PR_SET_NO_NEW_PRIVS`, which only takes privileges away).
+pub fn allow_sealing(profile: &mut DockerSeccomp) {
+    let unconditional = |p: &DockerSeccomp, n: &str| {
+        p.syscalls.iter().any(|r| {
+            r.action == "SCMP_ACT_ALLOW" && r.args.is_empty() && r.names.iter().any(|x| x == n)
+        })
+    };
+    let mut missing: Vec<&str> = Vec::new();
+    for n in profiler_seal::SYSCALLS {
+        if unconditional(profile, n) {
+            continue;
+        }
+        if *n == "prctl" {
+            profile.syscalls.push(rule(
+                &["prctl"],
+                "SCMP_ACT_ALLOW",
+                None,
+                vec![arg_eq(libc::PR_SET_NO_NEW_PRIVS as u64)],
+                "PR_SET_NO_NEW_PRIVS, for profiler-seal (the sealing entrypoint)",
+            ));
+        } else {
+            missing.push(n);
+        }
+    }
+    if !missing.is_empty() {
+        profile.syscalls.push(rule(
+            &missing,
+            "SCMP_ACT_ALLOW",
+            None,
+            vec![],
+            "made by profiler-seal, the sealing entrypoint (landlock.json), before it runs the workload",
+        ));
+    }
+}
+
 /// An argument comparison (`syscalls[].args[]`), the same shape in Docker's and the OCI
 /// format.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

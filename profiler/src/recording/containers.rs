@@ -149,6 +149,21 @@ pub fn engine_clis(command: &[String]) -> Vec<Vec<String>> {
     vec![vec!["docker".to_owned()], vec!["podman".to_owned()]]
 }
 
+/// An argument vector as engines write it: a JSON list (Docker, podman 4), a string
+/// (older podman writes the entrypoint as one, split like a shell would), or null.
+fn words(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        serde_json::Value::String(s) if !s.is_empty() => {
+            shell_words::split(s).unwrap_or_else(|_| vec![s.clone()])
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// What the engine says about container `id` (None once it is removed, or from no engine).
 pub fn inspect(clis: &[Vec<String>], id: &str) -> Option<crate::trace::ContainerInfo> {
     for cli in clis {
@@ -178,6 +193,8 @@ pub fn inspect(clis: &[Vec<String>], id: &str) -> Option<crate::trace::Container
             compose_project: text(&labels["com.docker.compose.project"]),
             compose_service: text(&labels["com.docker.compose.service"]),
             user: text(&v["Config"]["User"]),
+            entrypoint: words(&v["Config"]["Entrypoint"]),
+            cmd: words(&v["Config"]["Cmd"]),
         });
     }
     None

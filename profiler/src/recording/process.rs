@@ -55,6 +55,7 @@ pub async fn run_in_cgroup(
     program: &std::path::Path,
     command: &[String],
     env: &[(&str, String)],
+    restrict: crate::recording::spawn::Restriction,
     ring: &mut EventRing,
     on_events: &mut dyn FnMut(Vec<Event>),
 ) -> anyhow::Result<Exit> {
@@ -63,14 +64,19 @@ pub async fn run_in_cgroup(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     timings::mark("spawning the workload");
-    let mut child =
-        match crate::recording::spawn::spawn_in_cgroup(cgroup.path(), program, command, env) {
-            Ok(child) => WorkloadProcess::InCgroup(child),
-            Err(crate::recording::spawn::SpawnError::Failed(e)) => return Err(e),
-            Err(crate::recording::spawn::SpawnError::Unsupported(_)) => {
-                WorkloadProcess::Moved(spawn_then_join(cgroup, program, command, env)?)
-            }
-        };
+    let mut child = match crate::recording::spawn::spawn_in_cgroup(
+        cgroup.path(),
+        program,
+        command,
+        env,
+        restrict,
+    ) {
+        Ok(child) => WorkloadProcess::InCgroup(child),
+        Err(crate::recording::spawn::SpawnError::Failed(e)) => return Err(e),
+        Err(crate::recording::spawn::SpawnError::Unsupported(_)) => {
+            WorkloadProcess::Moved(spawn_then_join(cgroup, program, command, env, restrict)?)
+        }
+    };
     timings::mark("workload started");
     let pid = child.id();
     let mut drain_tick = tokio::time::interval(Duration::from_millis(

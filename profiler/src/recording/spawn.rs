@@ -61,11 +61,16 @@ fn cstring(s: &OsStr) -> anyhow::Result<CString> {
 /// the cgroup2 directory `cgroup_dir` from its first instruction. The child dies with
 /// profiler's main thread (PR_SET_PDEATHSIG), as the workload must not outlive a killed
 /// profiler.
+/// A Landlock ruleset the child restricts itself to just before its exec (fd, flags of
+/// `landlock_restrict_self`), made by the parent: `profiler enforce`.
+pub type Restriction = Option<(i32, u32)>;
+
 pub fn spawn_in_cgroup(
     cgroup_dir: &Path,
     program: &Path,
     command: &[String],
     env: &[(&str, String)],
+    restrict: Restriction,
 ) -> Result<Child, SpawnError> {
     if std::env::var_os("PROFILER_SPAWN_FALLBACK").is_some() {
         // For tests: the path kernels before 5.7 take.
@@ -136,6 +141,13 @@ pub fn spawn_in_cgroup(
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if let Some((fd, flags)) = restrict
+                && profiler_seal::apply::restrict_self_raw(fd, flags).is_err()
+            {
+                let errno = *libc::__errno_location();
+                libc::write(write_fd, (&raw const errno).cast(), 4);
+                libc::_exit(126);
+            }
             libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             let errno = *libc::__errno_location();
             libc::write(write_fd, (&raw const errno).cast(), 4);
@@ -203,6 +215,7 @@ pub fn spawn_then_join(
     program: &std::path::Path,
     command: &[String],
     env: &[(&str, String)],
+    restrict: Restriction,
 ) -> anyhow::Result<tokio::process::Child> {
     let procs = cgroup.procs_file()?;
     let procs_fd = procs.as_raw_fd();
@@ -219,6 +232,9 @@ pub fn spawn_then_join(
             // execve itself and everything after it is recorded.
             if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some((fd, flags)) = restrict {
+                profiler_seal::apply::restrict_self_raw(fd, flags)?;
             }
             Ok(())
         });

@@ -207,6 +207,12 @@ pub struct ContainerInfo {
     /// The user the container was configured to run as (`--user`, compose `user:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Its entrypoint and command (Config.Entrypoint, Config.Cmd): what the sealing
+    /// entrypoint runs once it has applied the Landlock rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cmd: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
