@@ -1,5 +1,7 @@
 //! `profiler enforce` on the kernel side: an exec of a program the profile does not list is
-//! judged when it is attempted and killed in sched_process_exec, once it has succeeded.
+//! killed in sched_process_exec, once it has succeeded and before the program runs. It is
+//! judged there by the file the kernel executed (`bprm->file`'s inode, see
+//! programs/sched_process.rs); only without BTF by the path read here when it is attempted.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes};
 use profiler_common::{CgroupRecord, ENFORCE_CONTAINERS, EVENT_PATH_LEN, PHASE_SETUP};
 
@@ -26,6 +28,8 @@ pub(crate) fn enforcing(record: *mut CgroupRecord, phase: usize) -> bool {
 /// the verdict is carried out in sched_process_exec, once the exec has succeeded.
 #[inline(always)]
 pub(crate) fn judge_exec(path: u64) {
+    // Still taken where sched_process_exec judges by the executed file: if only its raw_tp
+    // fallback attached, the file is unknown there and this path is all there is.
     let Some(buf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return;
     };

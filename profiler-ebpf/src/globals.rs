@@ -50,3 +50,10 @@ pub(crate) static TASK_TGID_OFFSET: u32 = 0;
 /// member), no io_uring operations recorded.
 #[unsafe(no_mangle)]
 pub(crate) static IO_KIOCB_OPCODE_OFFSET: u32 = 0;
+
+/// Byte offsets to the identity of the file an exec ran, from `sched_process_exec`'s
+/// `struct linux_binprm *`: `linux_binprm.file`, `file.f_inode`, `inode.i_ino`,
+/// `inode.i_sb`, `super_block.s_dev` (from BTF at load time). The first 0: unknown, execs
+/// are judged by the path asked for instead.
+#[unsafe(no_mangle)]
+pub(crate) static EXEC_FILE_PATH: [u32; 5] = [0; 5];

@@ -50,6 +50,12 @@ pub(crate) const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
 #[map]
 pub(crate) static ALLOWED_EXECS: HashMap<ExecPath, u8> = HashMap::with_max_entries(4096, 0);
 
+/// Files the profile allows to be executed, by identity: `[s_dev, i_ino]` in the kernel's
+/// encoding, or `[0, i_ino]` for a file in a container image (its overlay's device number
+/// is new with every container; the inode number is the image layer's file).
+#[map]
+pub(crate) static ALLOWED_INODES: HashMap<[u64; 2], u8> = HashMap::with_max_entries(4096, 0);
+
 /// Per thread: whether its last exec attempt was of a program the profile does not allow.
 #[map]
 pub(crate) static EXEC_VERDICT: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);

@@ -11,9 +11,10 @@ use profiler_common::{
 };
 
 use crate::{
+    enforce::enforcing,
     events::emit,
-    globals::{ENFORCE, TASK_PID_OFFSET, TASK_TGID_OFFSET},
-    maps::EXEC_VERDICT,
+    globals::{ENFORCE, EXEC_FILE_PATH, TASK_PID_OFFSET, TASK_TGID_OFFSET},
+    maps::{ALLOWED_INODES, EXEC_VERDICT},
     record::{current_cgroup_id, find_record},
 };
 
@@ -21,8 +22,34 @@ use crate::{
 /// workload starts. Execs before the filter load stay in the set-up phase: runc, for one,
 /// re-executes itself from a sealed memfd inside the container's cgroup
 /// (libcontainer/nsenter/cloned_binary.c) long before it starts the entrypoint.
+/// The identity `[s_dev, i_ino]` of the file an exec ran: `bprm->file` (fs/exec.c; after a
+/// `#!` script, binfmt_script swaps in the interpreter's file), read through BTF pointers.
+/// None where the offsets are unknown.
 #[inline(always)]
-fn on_exec() {
+fn executed_file(bprm: *const u8) -> Option<[u64; 2]> {
+    let path = unsafe { core::ptr::read_volatile(&EXEC_FILE_PATH) };
+    if path[0] == 0 || bprm.is_null() {
+        return None;
+    }
+    unsafe {
+        let file = *(bprm.add(path[0] as usize) as *const *const u8);
+        let inode = *(file.add(path[1] as usize) as *const *const u8);
+        let ino = *(inode.add(path[2] as usize) as *const u64);
+        let sb = *(inode.add(path[3] as usize) as *const *const u8);
+        let dev = *(sb.add(path[4] as usize) as *const u32);
+        Some([dev as u64, ino])
+    }
+}
+
+/// Whether the profile allows the file `identity` to be executed.
+#[inline(always)]
+fn inode_allowed(identity: [u64; 2]) -> bool {
+    unsafe { ALLOWED_INODES.get(identity) }.is_some()
+        || unsafe { ALLOWED_INODES.get([0, identity[1]]) }.is_some()
+}
+
+#[inline(always)]
+fn on_exec(bprm: *const u8) {
     let cgroup_id = current_cgroup_id();
     if let Some(record) = find_record(cgroup_id) {
         let phase = unsafe {
@@ -34,23 +61,33 @@ fn on_exec() {
         };
         crate::diagnostics::debug!(&(), "exec in cgroup {}, phase {}", cgroup_id, phase);
         let uid_gid = bpf_get_current_uid_gid();
+        let identity = executed_file(bprm);
+        let [dev, ino] = identity.unwrap_or([0, 0]);
         emit(
             EVENT_EXEC_OK,
             phase as usize,
-            [uid_gid & 0xffff_ffff, uid_gid >> 32, 0, 0],
+            [uid_gid & 0xffff_ffff, uid_gid >> 32, dev, ino],
             0,
             0,
             0,
         );
-        let tid = bpf_get_current_pid_tgid() as u32;
-        if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0
-            && let Some(verdict) = unsafe { EXEC_VERDICT.get(tid) }
-            && *verdict == 1
-        {
-            // The new program has not run a single instruction yet: SIGKILL is taken on
-            // the way back to user space.
-            unsafe { bpf_send_signal(9) };
-            emit(EVENT_EXEC_KILLED, phase as usize, [0; 4], 0, 0, 0);
+        if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0 {
+            // Judged by the file the kernel executed where its identity is known; the path
+            // read at sys_enter (which a second thread can rewrite between that read and the
+            // kernel's own) only where it is not.
+            let killed = match identity {
+                Some(identity) => enforcing(record, phase as usize) && !inode_allowed(identity),
+                None => {
+                    let tid = bpf_get_current_pid_tgid() as u32;
+                    unsafe { EXEC_VERDICT.get(tid) }.is_some_and(|v| *v == 1)
+                }
+            };
+            if killed {
+                // The new program has not run a single instruction yet: SIGKILL is taken
+                // on the way back to user space.
+                unsafe { bpf_send_signal(9) };
+                emit(EVENT_EXEC_KILLED, phase as usize, [dev, ino, 0, 0], 0, 0, 0);
+            }
         }
     }
 }
@@ -58,15 +95,15 @@ fn on_exec() {
 /// tp_btf `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
 /// (include/trace/events/sched.h): fires once an exec has succeeded.
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec_btf(_ctx: BtfTracePointContext) -> i32 {
-    on_exec();
+pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
+    on_exec(ctx.arg(2));
     0
 }
 
 /// raw_tp `sched_process_exec`, for kernels without BTF.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
-    on_exec();
+    on_exec(core::ptr::null());
     0
 }
 

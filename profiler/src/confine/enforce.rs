@@ -39,9 +39,13 @@ struct Violation<'a> {
     path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
+    /// The inode number of the file the kernel executed (an exec's verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inode: Option<u64>,
 }
 
 struct Checker {
+    executables: BTreeSet<String>,
     writable: BTreeSet<String>,
     ports: BTreeSet<u16>,
     builder: Builder,
@@ -84,13 +88,24 @@ impl Checker {
         match e.kind {
             EVENT_EXEC_KILLED => {
                 let path = self.builder.last_exec.get(&e.tid).cloned();
+                // A listed path whose file is not the recorded one: replaced or
+                // downloaded since.
+                let listed = path
+                    .as_deref()
+                    .is_some_and(|p| self.executables.contains(p));
+                let inode = (e.args[1] != 0).then_some(e.args[1]);
                 self.report(Violation {
                     time: now,
-                    rule: "exec-not-in-profile",
+                    rule: if listed {
+                        "exec-file-not-the-recorded-one"
+                    } else {
+                        "exec-not-in-profile"
+                    },
                     action: "killed",
                     pid: e.pid,
                     path,
                     address: None,
+                    inode,
                 });
             }
             EVENT_WRITE => {
@@ -102,6 +117,7 @@ impl Checker {
                         pid: e.pid,
                         path: Some(p),
                         address: None,
+                        inode: None,
                     });
                 }
             }
@@ -115,6 +131,7 @@ impl Checker {
                         pid: e.pid,
                         path: None,
                         address: Some(format!("port {port}")),
+                        inode: None,
                     });
                 }
             }
@@ -153,6 +170,58 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
             .map(String::as_str)
             .chain(opts.containers.then_some(seal.as_str())),
     )?;
+    // The files that may run, by identity: for a command, the recorded programs (and what
+    // the kernel opens to run them) as they are on this machine now, once their content is
+    // checked against the recording (a replaced program is not among them); for
+    // containers, the inode numbers the recording saw in the image (their overlay's device
+    // is new with each container), and the sealing binary.
+    let plan = crate::confine::landlock::plan(&profile);
+    let stat = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(p).ok().map(|m| (Some(m.dev()), m.ino()))
+    };
+    let allowed: Vec<(Option<u64>, u64)> = if opts.containers {
+        let mut v: Vec<_> = profile
+            .executable_files
+            .values()
+            .map(|f| (None, f.inode))
+            .collect();
+        if let Ok(seal) = crate::profile::landlock::seal_binary() {
+            v.extend(stat(&seal));
+        }
+        let without: Vec<&String> = profile
+            .executables
+            .keys()
+            .filter(|p| !profile.executable_files.contains_key(*p))
+            .filter(|p| {
+                // Listed under a link's name: the file it resolves to has the identity.
+                !profile.executable_files.keys().any(|f| {
+                    std::path::Path::new(f).file_name().is_some_and(|n| {
+                        n.to_string_lossy().starts_with(
+                            &*std::path::Path::new(p)
+                                .file_name()
+                                .unwrap_or_default()
+                                .to_string_lossy(),
+                        )
+                    })
+                })
+            })
+            .collect();
+        if !without.is_empty() && probes.judges_execs_by_file() {
+            eprintln!(
+                "profiler: warning: no file identity recorded for {without:?} (an older recording?): they are killed when run; record again"
+            );
+        }
+        v
+    } else {
+        plan.executables.iter().filter_map(|p| stat(p)).collect()
+    };
+    probes.allow_inodes(allowed)?;
+    if !probes.judges_execs_by_file() {
+        eprintln!(
+            "profiler: warning: this kernel's BTF does not lead to the executed file: execs are judged by the path asked for, which a second thread can rewrite"
+        );
+    }
     let mut command = opts.command.clone();
     let mut env = Vec::new();
     let mut _bundle = None;
@@ -180,7 +249,6 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     // Landlock for a command: the ruleset is made here, and the child restricts itself to
     // it between clone and exec (containers are sealed by their own entrypoint instead).
     let landlock = if opts.landlock && !opts.containers {
-        let plan = crate::confine::landlock::plan(&profile);
         let prepared = profiler_seal::prepare(&plan).map_err(|e| exit_error(2, e))?;
         eprint!("{}", plan.describe(&prepared.outcome, "profiler"));
         Some(prepared)
@@ -203,6 +271,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
     };
     let mut checker = Checker {
+        executables: profile.executables.keys().cloned().collect(),
         writable: profile.writable_directories.clone(),
         ports: profile.network.bound_ports.clone(),
         builder: Builder::new(start_cwd).remembering_execs(),

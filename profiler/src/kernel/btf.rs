@@ -60,6 +60,9 @@ pub struct KernelOffsets {
     pub css_parent: [u32; 2],
     /// `io_kiocb.opcode` (io_uring requests).
     pub io_kiocb_opcode: u32,
+    /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
+    /// `super_block.s_dev`: the identity of the file an exec ran; all 0: unknown.
+    pub exec_file_path: [u32; 5],
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     pub attach_targets: Vec<(String, u32, u32)>,
 }
@@ -161,6 +164,19 @@ impl KernelOffsets {
             cgroup_root: cgroup_root.unwrap_or(0),
             css_parent,
             io_kiocb_opcode: member_offset(&btf, "io_kiocb", "opcode").unwrap_or(0),
+            exec_file_path: (|| {
+                let [i_ino, i_sb] = member_offsets(&btf, "inode", &["i_ino", "i_sb"]);
+                let path = [
+                    member_offset(&btf, "linux_binprm", "file")?,
+                    member_offset(&btf, "file", "f_inode")?,
+                    i_ino?,
+                    i_sb?,
+                    member_offset(&btf, "super_block", "s_dev")?,
+                ];
+                // 0 means "unknown" to the probe; linux_binprm.file is never the first member.
+                (path[0] != 0).then_some(path)
+            })()
+            .unwrap_or([0; 5]),
             attach_targets,
         }
     }

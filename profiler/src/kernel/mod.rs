@@ -68,6 +68,17 @@ pub struct Probes {
     pub cap_hook_errors: Vec<String>,
     /// Optional hooks (forks, cgroup moves) that could not be attached, and why.
     pub optional_hook_errors: Vec<String>,
+    /// Execs are judged by the file the kernel ran (tp_btf sched_process_exec with the BTF
+    /// offsets to it), not by the path asked for.
+    exec_by_file: bool,
+}
+
+/// A device number as `stat` gives it (glibc's encoding, `makedev`) in the kernel's own
+/// `dev_t` encoding (include/linux/kdev_t.h: `MAJOR << 20 | MINOR`), as `super_block.s_dev`
+/// holds it.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
+    (major << 20) | minor
 }
 
 impl Probes {
@@ -100,6 +111,7 @@ impl Probes {
             cgroup_root,
             css_parent,
             io_kiocb_opcode,
+            exec_file_path,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -115,6 +127,7 @@ impl Probes {
             // Only `profiler enforce` uses these; preallocated hash maps cost time to create.
             loader
                 .map_max_entries("ALLOWED_EXECS", 1)
+                .map_max_entries("ALLOWED_INODES", 1)
                 .map_max_entries("EXEC_VERDICT", 1);
         }
         let mut ebpf = loader
@@ -125,6 +138,7 @@ impl Probes {
             .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
             .override_global("CSS_PARENT_OFFSET", &css_parent, true)
             .override_global("IO_KIOCB_OPCODE_OFFSET", &io_kiocb_opcode, true)
+            .override_global("EXEC_FILE_PATH", &exec_file_path, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
@@ -147,6 +161,7 @@ impl Probes {
         let mut syscall_hook = None;
         let mut cap_hook = None;
         let mut cap_hook_errors = Vec::new();
+        let mut exec_hook = None;
         let mut optional_hook_errors = Vec::new();
         for hook in hooks::HOOKS {
             if hook.needs_task_offsets && pid_off == 0 {
@@ -160,6 +175,7 @@ impl Probes {
                 Ok(label) => match hook.point {
                     hooks::Point::Syscalls => syscall_hook = Some(label),
                     hooks::Point::Capabilities => cap_hook = Some(label),
+                    hooks::Point::Exec => exec_hook = Some(label),
                     _ => {}
                 },
                 Err(errors) if hook.required => bail!(
@@ -186,6 +202,8 @@ impl Probes {
             cap_hook,
             cap_hook_errors,
             optional_hook_errors,
+            exec_by_file: exec_file_path[0] != 0
+                && exec_hook.as_deref() == Some("tp_btf/sched_process_exec"),
         })
     }
 
@@ -243,6 +261,30 @@ impl Probes {
             }
             key[..bytes.len()].copy_from_slice(bytes);
             map.insert(key, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Whether execs are judged by the file the kernel ran (the kernel's BTF gave the way to
+    /// it), rather than by the path asked for.
+    pub fn judges_execs_by_file(&self) -> bool {
+        self.exec_by_file
+    }
+
+    /// Files the profile allows to be executed: `(dev, ino)` as `stat` gives them (converted
+    /// to the kernel's encoding here), or `(None, ino)` for any file system's inode `ino`
+    /// (a container image's file, whose overlay device is new with each container).
+    pub fn allow_inodes(
+        &mut self,
+        files: impl IntoIterator<Item = (Option<u64>, u64)>,
+    ) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, [u64; 2], u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("ALLOWED_INODES")
+                .context("map ALLOWED_INODES missing")?,
+        )?;
+        for (dev, ino) in files {
+            map.insert([dev.map(kernel_dev).unwrap_or(0), ino], 1, 0)?;
         }
         Ok(())
     }

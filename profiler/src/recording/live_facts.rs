@@ -146,7 +146,12 @@ impl LiveFacts {
                 let runtime_setup =
                     self.ignored.is_some() && e.phase as usize == profiler_common::PHASE_SETUP;
                 let found = (!runtime_setup)
-                    .then(|| executed_file(e.pid, &mut self.hashed))
+                    .then(|| {
+                        // The kernel's own word on which file it ran (`bprm->file`), where
+                        // its BTF gave the way to it.
+                        let expected = (e.args[3] != 0).then_some([e.args[2], e.args[3]]);
+                        executed_file(e.pid, expected, &mut self.hashed)
+                    })
                     .flatten()
                     .or_else(|| {
                         if runtime_setup {
@@ -263,15 +268,33 @@ impl LiveFacts {
 
 /// The file process `pid` runs, from `/proc/PID/exe` (the kernel's `mm->exe_file`): its
 /// path in the process's root, identity, hash and ELF facts.
+/// With `expected` (the kernel's `[s_dev, i_ino]` of the file the exec ran), a file that is
+/// not that one is refused: by the time profiler reads `/proc/PID/exe` the process may have
+/// executed something else, or its pid been reused.
 fn executed_file(
     pid: u32,
+    expected: Option<[u64; 2]>,
     hashed: &mut HashMap<(u64, u64), ExecutableFile>,
 ) -> Option<(String, ExecutableFile)> {
+    use std::os::unix::fs::MetadataExt as _;
     let link = format!("/proc/{pid}/exe");
-    let path = std::fs::read_link(&link).ok()?.display().to_string();
     let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC);
     let cwd = nix::fcntl::AT_FDCWD;
     let file = open_regular(cwd, &link, how)?;
+    // The name from the opened file itself, not a second read of the link.
+    let path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .ok()?
+    .display()
+    .to_string();
+    if let Some([dev, ino]) = expected {
+        let meta = file.metadata().ok()?;
+        if crate::kernel::kernel_dev(meta.dev()) != dev || meta.ino() != ino {
+            return None;
+        }
+    }
     Some((path, identify(file, hashed)?))
 }
 

@@ -1,0 +1,174 @@
+//! `profiler enforce` decides on an exec by the file the kernel executed (`bprm->file` at
+//! sched_process_exec), never by the path in the workload's memory, which a second thread
+//! can rewrite between any check and the kernel's own read. Both layers are tested: the
+//! kernel-side verdict alone (`--no-landlock`) and with Landlock.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use integration_tests::*;
+
+fn build_race(dir: &TempDir) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/exec_race.c");
+    let bin = dir.join("exec_race");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    );
+    bin
+}
+
+fn record_in(dir: &Path, out: &Path, cmd: &[&str]) {
+    let o = profiler()
+        .current_dir(dir)
+        .args(["record", "-q", "--out"])
+        .arg(out)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+}
+
+fn enforce_in(dir: &Path, profile: &Path, log: &Path, landlock: bool, cmd: &[&str]) -> Output {
+    let mut c = profiler();
+    c.current_dir(dir)
+        .args(["enforce", "--profile"])
+        .arg(profile)
+        .arg("--log")
+        .arg(log);
+    if !landlock {
+        c.arg("--no-landlock");
+    }
+    c.arg("--").args(cmd).output().unwrap()
+}
+
+fn violations(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// How many times `id` ran: its output lines.
+fn id_runs(o: &Output) -> usize {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("uid="))
+        .count()
+}
+
+const ROUNDS: &str = "300";
+
+privileged_test!(
+    #[scratch = "exec-race"]
+    fn the_exec_race_never_runs_an_unlisted_program(dir: TempDir) {
+        let race = build_race(&dir);
+        let race = race.to_str().unwrap();
+        // The race is real here: unconfined, the flipped buffer runs `id` in many rounds.
+        let o = Command::new(race)
+            .args([ROUNDS, "/usr/bin/true", "/usr/bin/id"])
+            .output()
+            .unwrap();
+        let unconfined = id_runs(&o);
+        assert!(
+            unconfined > 0,
+            "the race never happened in {ROUNDS} rounds: {o:?}"
+        );
+        let profile = dir.join("p");
+        record_in(
+            dir.path(),
+            &profile,
+            &[race, "20", "/usr/bin/true", "/usr/bin/true"],
+        );
+        for landlock in [false, true] {
+            let log = dir.join(&format!("violations-{landlock}.jsonl"));
+            let o = enforce_in(
+                dir.path(),
+                &profile,
+                &log,
+                landlock,
+                &[race, ROUNDS, "/usr/bin/true", "/usr/bin/id"],
+            );
+            assert!(o.status.success(), "{o:?}");
+            assert_eq!(
+                id_runs(&o),
+                0,
+                "an unlisted program ran under enforce (landlock {landlock}); unconfined it ran {unconfined} times: {o:?}"
+            );
+            let v = violations(&log);
+            if !landlock {
+                // The kernel-side verdict killed each `id` exec, by the file it was.
+                assert!(
+                    !v.is_empty()
+                        && v.iter()
+                            .all(|l| l["action"] == "killed" && l["inode"].is_u64()),
+                    "{v:?}"
+                );
+            }
+            eprintln!(
+                "landlock {landlock}: unconfined runs of id {unconfined}/{ROUNDS}, under enforce 0, violations logged {}",
+                v.len()
+            );
+        }
+    }
+);
+
+privileged_test!(
+    #[scratch = "exec-relative"]
+    fn a_relative_command_that_was_recorded_is_allowed(dir: TempDir) {
+        std::fs::copy("/usr/bin/true", dir.join("tool")).unwrap();
+        let profile = dir.join("p");
+        record_in(dir.path(), &profile, &["./tool"]);
+        for landlock in [false, true] {
+            let log = dir.join(&format!("v-{landlock}.jsonl"));
+            let o = enforce_in(dir.path(), &profile, &log, landlock, &["./tool"]);
+            assert!(o.status.success(), "landlock {landlock}: {o:?}");
+            assert!(violations(&log).is_empty(), "{:?}", violations(&log));
+        }
+    }
+);
+
+privileged_test!(
+    #[scratch = "exec-replaced"]
+    /// A different file at a listed path (a binary replaced, or downloaded at run time) does
+    /// not run: killed by the kernel-side verdict, refused by Landlock.
+    fn a_program_replaced_at_its_recorded_path_does_not_run(dir: TempDir) {
+        let tool = dir.join("tool");
+        std::fs::copy("/usr/bin/true", &tool).unwrap();
+        let profile = dir.join("p");
+        let tool_s = tool.to_str().unwrap();
+        record_in(dir.path(), &profile, &[tool_s]);
+        // Replaced by another program (new inode, new content).
+        std::fs::remove_file(&tool).unwrap();
+        std::fs::copy("/usr/bin/id", &tool).unwrap();
+        let log = dir.join("v-ebpf.jsonl");
+        let o = enforce_in(dir.path(), &profile, &log, false, &[tool_s]);
+        assert_eq!(o.status.code(), Some(137), "{o:?}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("uid="),
+            "{o:?}"
+        );
+        let v = violations(&log);
+        assert!(
+            v.iter()
+                .any(|l| l["rule"] == "exec-file-not-the-recorded-one"
+                    && l["path"] == tool_s
+                    && l["action"] == "killed"),
+            "{v:?}"
+        );
+        let log = dir.join("v-landlock.jsonl");
+        let o = enforce_in(dir.path(), &profile, &log, true, &[tool_s]);
+        assert!(!o.status.success(), "{o:?}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("uid="),
+            "{o:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("changed since the recording"),
+            "{o:?}"
+        );
+    }
+);
