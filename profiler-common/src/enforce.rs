@@ -4,3 +4,8 @@
 /// recording cgroup (not the engine's CLI that started them).
 pub const ENFORCE_ALL: u32 = 1;
 pub const ENFORCE_CONTAINERS: u32 = 2;
+
+/// Tags an allowed-file key as `[CONTENT_KEY | size, mtime]` (a container image's file,
+/// by what it came with) rather than `[device, inode]` (a file on this machine). No device
+/// number (the kernel's are 32 bits) has this bit.
+pub const CONTENT_KEY: u64 = 1 << 63;

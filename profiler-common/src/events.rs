@@ -65,3 +65,38 @@ pub struct Event {
 unsafe impl aya::Pod for Event {}
 
 const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);
+
+/// An `EVENT_EXEC_OK`'s arguments: `[uid | gid << 32, s_dev | mtime << 32, i_ino, i_size]`
+/// of the exec and of the file the kernel ran (`bprm->file`; device in the kernel's
+/// encoding, mtime in seconds, to 2106). Identity fields are 0 where the kernel's BTF did not
+/// lead to the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecOk {
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u32,
+    pub mtime: u32,
+    pub ino: u64,
+    pub size: u64,
+}
+
+impl ExecOk {
+    pub fn from_args(args: &[u64; 4]) -> ExecOk {
+        ExecOk {
+            uid: args[0] as u32,
+            gid: (args[0] >> 32) as u32,
+            dev: args[1] as u32,
+            mtime: (args[1] >> 32) as u32,
+            ino: args[2],
+            size: args[3],
+        }
+    }
+    pub fn to_args(&self) -> [u64; 4] {
+        [
+            self.uid as u64 | (self.gid as u64) << 32,
+            self.dev as u64 | (self.mtime as u64) << 32,
+            self.ino,
+            self.size,
+        ]
+    }
+}

@@ -24,8 +24,11 @@ pub(crate) fn enforcing(record: *mut CgroupRecord, phase: usize) -> bool {
             || (phase != PHASE_SETUP && unsafe { (*record).recording_id != current_cgroup_id() }))
 }
 
-/// Remembers, for this thread, whether the program it is about to exec is in the profile;
-/// the verdict is carried out in sched_process_exec, once the exec has succeeded.
+/// Remembers, for this thread, whether the program it is about to exec is in the profile by
+/// the path it asks for; the verdict is carried out in sched_process_exec, once the exec has
+/// succeeded. The path alone is not enough (another thread can rewrite it before the kernel
+/// reads it again), so sched_process_exec also checks the file the kernel ran; the path
+/// still matters for multi-call programs (busybox: `/bin/cat` and `/bin/echo` are one file).
 #[inline(always)]
 pub(crate) fn judge_exec(path: u64) {
     // Still taken where sched_process_exec judges by the executed file: if only its raw_tp
@@ -42,7 +45,10 @@ pub(crate) fn judge_exec(path: u64) {
     if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
         return;
     }
-    let allowed = unsafe { ALLOWED_EXECS.get(*buf) }.is_some();
+    // Only an absolute path says which program is meant: a relative one (`./tool`) is
+    // resolved against a working directory this probe does not know, and is left to the
+    // file identity check in sched_process_exec.
+    let allowed = buf[0] != b'/' || unsafe { ALLOWED_EXECS.get(*buf) }.is_some();
     let tid = bpf_get_current_pid_tgid() as u32;
     let _ = EXEC_VERDICT.insert(tid, if allowed { 0 } else { 1 }, 0);
 }

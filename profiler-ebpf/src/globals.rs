@@ -53,7 +53,8 @@ pub(crate) static IO_KIOCB_OPCODE_OFFSET: u32 = 0;
 
 /// Byte offsets to the identity of the file an exec ran, from `sched_process_exec`'s
 /// `struct linux_binprm *`: `linux_binprm.file`, `file.f_inode`, `inode.i_ino`,
-/// `inode.i_sb`, `super_block.s_dev` (from BTF at load time). The first 0: unknown, execs
-/// are judged by the path asked for instead.
+/// `inode.i_sb`, `super_block.s_dev`, `inode.i_size`, `inode.i_mtime_sec` (from BTF at load
+/// time). The first 0: unknown, execs are judged by the path asked for instead; the last 0:
+/// no content key (kernels before 6.7 keep mtime in a timespec64).
 #[unsafe(no_mangle)]
-pub(crate) static EXEC_FILE_PATH: [u32; 5] = [0; 5];
+pub(crate) static EXEC_FILE_PATH: [u32; 7] = [0; 7];

@@ -50,9 +50,11 @@ pub(crate) const EVENTS_WAKEUP_BYTES: u64 = EVENTS_BYTES as u64 / 4;
 #[map]
 pub(crate) static ALLOWED_EXECS: HashMap<ExecPath, u8> = HashMap::with_max_entries(4096, 0);
 
-/// Files the profile allows to be executed, by identity: `[s_dev, i_ino]` in the kernel's
-/// encoding, or `[0, i_ino]` for a file in a container image (its overlay's device number
-/// is new with every container; the inode number is the image layer's file).
+/// Files the profile allows to be executed, by identity: `[s_dev, i_ino]` (the kernel's
+/// device encoding) for a file on this machine, or `[CONTENT_KEY | i_size, i_mtime_sec]` for
+/// a file of a container image, whose device and inode depend on how the engine stores the
+/// image (a new overlay device with every container; a copied root for a plain bundle),
+/// while size and mtime come with the image.
 #[map]
 pub(crate) static ALLOWED_INODES: HashMap<[u64; 2], u8> = HashMap::with_max_entries(4096, 0);
 

@@ -150,6 +150,14 @@ enum Command {
         /// TCP ports). Containers get Landlock from their run flags' sealing entrypoint.
         #[arg(long)]
         no_landlock: bool,
+        /// Exit with CMD's exit code even when something was denied or killed (otherwise a
+        /// CMD that succeeded makes enforce exit 5).
+        #[arg(long)]
+        violations_ok: bool,
+        /// Do not read Landlock's denials from the kernel's audit records (which switches
+        /// audit on for the session where it is off); they are then refused, not reported.
+        #[arg(long)]
+        no_audit: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
@@ -278,6 +286,8 @@ fn main() -> ExitCode {
             containers,
             log,
             no_landlock,
+            violations_ok,
+            no_audit,
             cmd,
         } => profiler::confine::enforce::enforce(profiler::confine::enforce::EnforceOptions {
             profile,
@@ -285,6 +295,8 @@ fn main() -> ExitCode {
             containers,
             log,
             landlock: !no_landlock,
+            violations_ok,
+            audit: !no_audit,
         }),
         Command::BenchAttached => profiler::cli::bench::attached(),
         Command::Serve { socket, out, quiet } => {

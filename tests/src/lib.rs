@@ -445,6 +445,8 @@ pub fn profiler_on_busybox<S: AsRef<std::ffi::OsStr>>(args: &[S], script: &str) 
 /// program its profile lacks: the script went on ("hello" before, "after" after), cat never
 /// ran, and the violations log (returned, one JSON value per line) says it was killed.
 pub fn assert_cat_killed_and_run_went_on(o: &Output, log: &Path) -> Vec<Value> {
+    // The workload succeeded, but something was killed: enforce says so (exit 5).
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("hello") && stdout.contains("after"),

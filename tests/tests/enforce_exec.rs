@@ -92,7 +92,9 @@ privileged_test!(
                 landlock,
                 &[race, ROUNDS, "/usr/bin/true", "/usr/bin/id"],
             );
-            assert!(o.status.success(), "{o:?}");
+            // The workload succeeded; what was killed or denied makes enforce exit 5.
+            let violated = !violations(&log).is_empty();
+            assert_eq!(o.status.code(), Some(if violated { 5 } else { 0 }), "{o:?}");
             assert_eq!(
                 id_runs(&o),
                 0,

@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, PHASE_RUNTIME, PHASE_WORKLOAD,
+    CONTENT_KEY, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, PHASE_RUNTIME, PHASE_WORKLOAD,
 };
 
 use crate::{
@@ -22,11 +22,12 @@ use crate::{
 /// workload starts. Execs before the filter load stay in the set-up phase: runc, for one,
 /// re-executes itself from a sealed memfd inside the container's cgroup
 /// (libcontainer/nsenter/cloned_binary.c) long before it starts the entrypoint.
-/// The identity `[s_dev, i_ino]` of the file an exec ran: `bprm->file` (fs/exec.c; after a
-/// `#!` script, binfmt_script swaps in the interpreter's file), read through BTF pointers.
-/// None where the offsets are unknown.
+/// What identifies the file an exec ran: `bprm->file` (fs/exec.c; after a `#!` script,
+/// binfmt_script swaps in the interpreter's file), read through BTF pointers: its
+/// `[s_dev, i_ino]` and its content key `[CONTENT_KEY | i_size, i_mtime_sec]` (zero where
+/// the kernel has no `i_mtime_sec`). None where the offsets are unknown.
 #[inline(always)]
-fn executed_file(bprm: *const u8) -> Option<[u64; 2]> {
+fn executed_file(bprm: *const u8) -> Option<([u64; 2], [u64; 2])> {
     let path = unsafe { core::ptr::read_volatile(&EXEC_FILE_PATH) };
     if path[0] == 0 || bprm.is_null() {
         return None;
@@ -37,15 +38,22 @@ fn executed_file(bprm: *const u8) -> Option<[u64; 2]> {
         let ino = *(inode.add(path[2] as usize) as *const u64);
         let sb = *(inode.add(path[3] as usize) as *const *const u8);
         let dev = *(sb.add(path[4] as usize) as *const u32);
-        Some([dev as u64, ino])
+        let content = if path[6] != 0 {
+            let size = *(inode.add(path[5] as usize) as *const u64);
+            let mtime = *(inode.add(path[6] as usize) as *const u64);
+            [CONTENT_KEY | size, mtime]
+        } else {
+            [0, 0]
+        };
+        Some(([dev as u64, ino], content))
     }
 }
 
-/// Whether the profile allows the file `identity` to be executed.
+/// Whether the profile allows the file to be executed.
 #[inline(always)]
-fn inode_allowed(identity: [u64; 2]) -> bool {
-    unsafe { ALLOWED_INODES.get(identity) }.is_some()
-        || unsafe { ALLOWED_INODES.get([0, identity[1]]) }.is_some()
+fn file_allowed(file: [u64; 2], content: [u64; 2]) -> bool {
+    unsafe { ALLOWED_INODES.get(file) }.is_some()
+        || (content[0] != 0 && unsafe { ALLOWED_INODES.get(content) }.is_some())
 }
 
 #[inline(always)]
@@ -62,25 +70,35 @@ fn on_exec(bprm: *const u8) {
         crate::diagnostics::debug!(&(), "exec in cgroup {}, phase {}", cgroup_id, phase);
         let uid_gid = bpf_get_current_uid_gid();
         let identity = executed_file(bprm);
-        let [dev, ino] = identity.unwrap_or([0, 0]);
+        let [dev, ino] = identity.map(|i| i.0).unwrap_or([0, 0]);
+        let [size, mtime] = identity.map(|i| i.1).unwrap_or([0, 0]);
+        // (see profiler_common::ExecOk for the layout)
         emit(
             EVENT_EXEC_OK,
             phase as usize,
-            [uid_gid & 0xffff_ffff, uid_gid >> 32, dev, ino],
+            [
+                uid_gid,
+                dev | (mtime & 0xffff_ffff) << 32,
+                ino,
+                size & !CONTENT_KEY,
+            ],
             0,
             0,
             0,
         );
         if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0 {
-            // Judged by the file the kernel executed where its identity is known; the path
-            // read at sys_enter (which a second thread can rewrite between that read and the
-            // kernel's own) only where it is not.
+            // Judged by the file the kernel executed where its identity is known, and by the
+            // absolute path asked for at sys_enter (a second thread can rewrite that between
+            // the probe's read and the kernel's own, so it cannot let an unlisted file run;
+            // it tells the names of one multi-call file apart).
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let path_refused = unsafe { EXEC_VERDICT.get(tid) }.is_some_and(|v| *v == 1);
             let killed = match identity {
-                Some(identity) => enforcing(record, phase as usize) && !inode_allowed(identity),
-                None => {
-                    let tid = bpf_get_current_pid_tgid() as u32;
-                    unsafe { EXEC_VERDICT.get(tid) }.is_some_and(|v| *v == 1)
+                Some((file, content)) => {
+                    enforcing(record, phase as usize) && !file_allowed(file, content)
+                        || path_refused
                 }
+                None => path_refused,
             };
             if killed {
                 // The new program has not run a single instruction yet: SIGKILL is taken

@@ -8,11 +8,13 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use profiler_common::{EVENT_BIND, EVENT_EXEC_KILLED, EVENT_WRITE, Event};
+use profiler_common::{
+    EVENT_BIND, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event,
+};
 use serde::Serialize;
 
 use crate::exit::exit_error;
-use crate::kernel::{Probes, check_privileges};
+use crate::kernel::{ExecFile, Probes, check_privileges};
 use crate::recording::cgroup::RecordingCgroup;
 use crate::recording::command::resolve_command;
 use crate::recording::containers;
@@ -27,12 +29,24 @@ pub struct EnforceOptions {
     /// Hold a command (not containers: their run flags seal them) to the image profile with
     /// Landlock as well.
     pub landlock: bool,
+    /// Keep the workload's exit code even when something was denied or killed (otherwise a
+    /// workload that succeeded exits [`EXIT_VIOLATIONS`]).
+    pub violations_ok: bool,
+    /// Read Landlock's denials from the kernel's audit records (switching audit on for the
+    /// session where it is off).
+    pub audit: bool,
 }
+
+/// Exit code of `enforce` when the workload succeeded but something was denied or killed.
+pub const EXIT_VIOLATIONS: i32 = 5;
 
 #[derive(Serialize)]
 struct Violation<'a> {
     time: f64,
     rule: &'a str,
+    /// For a Landlock denial: what the kernel says refused it (`fs.execute`, `net.bind_tcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blockers: Option<String>,
     action: &'a str,
     pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,6 +59,16 @@ struct Violation<'a> {
 }
 
 struct Checker {
+    /// Landlock holds the workload's writes and ports (a command under enforce's Landlock):
+    /// its own denials are the lines, not the reports of what the probes saw.
+    landlock_everywhere: bool,
+    /// Containers that started through the sealing entrypoint: the same for them.
+    sealed: BTreeSet<u64>,
+    /// The recording cgroup, as /proc/PID/cgroup names it.
+    cgroup_path: String,
+    /// Processes of the workload seen in its events (execs, forks): a Landlock denial is the
+    /// workload's when its process, or its domain's creator, is one of them.
+    pids: BTreeSet<u32>,
     executables: BTreeSet<String>,
     writable: BTreeSet<String>,
     ports: BTreeSet<u16>,
@@ -74,17 +98,55 @@ impl Checker {
                 .any(|d| d == "/" || path == d || path.starts_with(&format!("{d}/")))
     }
 
+    /// Landlock's denials of the workload, one line each (records of other processes on the
+    /// host, which the audit socket also carries, are left alone).
+    fn denials(&mut self, denials: Vec<crate::kernel::audit::Denial>) {
+        let now = unix_time();
+        for d in denials {
+            let ours = d
+                .pid
+                .is_some_and(|p| self.pids.contains(&p) || in_cgroup(p, &self.cgroup_path))
+                || d.domain_creator.is_some_and(|p| self.pids.contains(&p));
+            if !ours {
+                continue;
+            }
+            self.report(Violation {
+                time: now,
+                rule: "landlock",
+                blockers: Some(d.blockers.clone()),
+                action: "denied",
+                pid: d.pid.unwrap_or(0),
+                path: d.path.clone(),
+                address: d.port.as_ref().map(|p| format!("port {p}")),
+                inode: None,
+            });
+        }
+    }
+
     fn event(&mut self, e: &Event) {
+        match e.kind {
+            EVENT_EXEC_OK => {
+                self.pids.insert(e.pid);
+            }
+            EVENT_FORK => {
+                self.pids.insert(e.args[1] as u32);
+            }
+            _ => {}
+        }
         let resolved = self.builder.event(e);
+        if e.kind == EVENT_EXEC_OK
+            && self.builder.last_exec.get(&e.tid).map(String::as_str)
+                == Some(crate::profile::landlock::Sealing::entrypoint().as_str())
+        {
+            self.sealed.insert(e.cgroup_id);
+        }
+        let reports = !(self.landlock_everywhere || self.sealed.contains(&e.cgroup_id));
         // A container runtime's set-up (before it loads the container's seccomp filter)
         // mounts and creates device nodes in the host's view: not the workload's doing.
         if self.containers && e.phase == profiler_common::PHASE_SETUP as u32 {
             return;
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = unix_time();
         match e.kind {
             EVENT_EXEC_KILLED => {
                 let path = self.builder.last_exec.get(&e.tid).cloned();
@@ -96,6 +158,7 @@ impl Checker {
                 let inode = (e.args[1] != 0).then_some(e.args[1]);
                 self.report(Violation {
                     time: now,
+                    blockers: None,
                     rule: if listed {
                         "exec-file-not-the-recorded-one"
                     } else {
@@ -108,10 +171,11 @@ impl Checker {
                     inode,
                 });
             }
-            EVENT_WRITE => {
+            EVENT_WRITE if reports => {
                 if let Some(p) = resolved.filter(|p| !self.writable(p)) {
                     self.report(Violation {
                         time: now,
+                        blockers: None,
                         rule: "write-outside-writable-directories",
                         action: "reported",
                         pid: e.pid,
@@ -121,11 +185,12 @@ impl Checker {
                     });
                 }
             }
-            EVENT_BIND => {
+            EVENT_BIND if reports => {
                 let port = bind_port(e);
                 if let Some(port) = port.filter(|p| *p != 0 && !self.ports.contains(p)) {
                     self.report(Violation {
                         time: now,
+                        blockers: None,
                         rule: "unexpected-bind-port",
                         action: "reported",
                         pid: e.pid,
@@ -138,6 +203,25 @@ impl Checker {
             _ => {}
         }
     }
+}
+
+fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Whether process `pid` is in cgroup2 `path` or below it (its `0::` line).
+fn in_cgroup(pid: u32, path: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|s| {
+            s.lines().any(|l| {
+                l.strip_prefix("0::")
+                    .is_some_and(|c| c == path || c.starts_with(&format!("{path}/")))
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// The port of an AF_INET/AF_INET6 bind event.
@@ -175,48 +259,44 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     // checked against the recording (a replaced program is not among them); for
     // containers, the inode numbers the recording saw in the image (their overlay's device
     // is new with each container), and the sealing binary.
-    let plan = crate::confine::landlock::plan(&profile);
-    let stat = |p: &std::path::Path| {
-        use std::os::unix::fs::MetadataExt as _;
-        std::fs::metadata(p).ok().map(|m| (Some(m.dev()), m.ino()))
+    // For a command, on this machine's root (a container's programs are in its own).
+    let plan = if opts.containers {
+        crate::confine::landlock::Plan::default()
+    } else {
+        crate::confine::landlock::plan(&profile)
     };
-    let allowed: Vec<(Option<u64>, u64)> = if opts.containers {
-        let mut v: Vec<_> = profile
+    let on_this_machine = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(p).ok().map(|m| ExecFile::OnThisMachine {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    };
+    let allowed: Vec<ExecFile> = if opts.containers {
+        let mut v: Vec<ExecFile> = profile
             .executable_files
             .values()
-            .map(|f| (None, f.inode))
-            .collect();
-        if let Ok(seal) = crate::profile::landlock::seal_binary() {
-            v.extend(stat(&seal));
-        }
-        let without: Vec<&String> = profile
-            .executables
-            .keys()
-            .filter(|p| !profile.executable_files.contains_key(*p))
-            .filter(|p| {
-                // Listed under a link's name: the file it resolves to has the identity.
-                !profile.executable_files.keys().any(|f| {
-                    std::path::Path::new(f).file_name().is_some_and(|n| {
-                        n.to_string_lossy().starts_with(
-                            &*std::path::Path::new(p)
-                                .file_name()
-                                .unwrap_or_default()
-                                .to_string_lossy(),
-                        )
-                    })
-                })
+            .map(|f| ExecFile::FromImage {
+                size: f.size,
+                mtime: f.mtime,
             })
             .collect();
-        if !without.is_empty() && probes.judges_execs_by_file() {
+        if let Ok(seal) = crate::profile::landlock::seal_binary() {
+            v.extend(on_this_machine(&seal));
+        }
+        if profile.executable_files.is_empty() && !profile.executables.is_empty() {
             eprintln!(
-                "profiler: warning: no file identity recorded for {without:?} (an older recording?): they are killed when run; record again"
+                "profiler: warning: the profile has no file identities (an older recording?): every exec is killed; record again"
             );
         }
         v
     } else {
-        plan.executables.iter().filter_map(|p| stat(p)).collect()
+        plan.executables
+            .iter()
+            .filter_map(|p| on_this_machine(p))
+            .collect()
     };
-    probes.allow_inodes(allowed)?;
+    probes.allow_files(allowed)?;
     if !probes.judges_execs_by_file() {
         eprintln!(
             "profiler: warning: this kernel's BTF does not lead to the executed file: execs are judged by the path asked for, which a second thread can rewrite"
@@ -271,6 +351,10 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
     };
     let mut checker = Checker {
+        landlock_everywhere: landlock.is_some(),
+        sealed: BTreeSet::new(),
+        pids: BTreeSet::new(),
+        cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
         executables: profile.executables.keys().cloned().collect(),
         writable: profile.writable_directories.clone(),
         ports: profile.network.bound_ports.clone(),
@@ -279,6 +363,21 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         count: 0,
         containers: opts.containers,
     };
+    // Landlock's own reports of what it denied (ABI 7 writes audit records).
+    let mut audit = None;
+    if opts.audit && profiler_seal::apply::kernel_abi() >= 7 {
+        match crate::kernel::audit::LandlockAudit::start() {
+            Ok((a, note)) => {
+                if let Some(n) = note {
+                    eprintln!("profiler: {n}");
+                }
+                audit = Some(a);
+            }
+            Err(e) => eprintln!(
+                "profiler: warning: cannot read the kernel's audit records ({e}): Landlock's denials are refused but not reported"
+            ),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -296,6 +395,9 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
                 for e in &batch {
                     checker.event(e);
                 }
+                if let Some(a) = audit.as_mut() {
+                    checker.denials(a.drain(false));
+                }
             },
         )
         .await?;
@@ -304,17 +406,27 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         for e in &rest {
             checker.event(e);
         }
+        if let Some(a) = audit.as_mut() {
+            // The kernel hands records to its audit thread: give it a moment for the last.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            checker.denials(a.drain(true));
+        }
         anyhow::Ok(exit)
     })?;
     cgroup.kill_all();
     drop(probes);
     drop(cgroup);
+    drop(audit);
+    let code = exit.as_exit_code();
     if checker.count > 0 {
         eprintln!(
             "profiler: {} violation(s) of {}",
             checker.count,
             opts.profile.display()
         );
+        if code == 0 && !opts.violations_ok {
+            return Ok(EXIT_VIOLATIONS);
+        }
     }
-    Ok(exit.as_exit_code())
+    Ok(code)
 }

@@ -61,8 +61,9 @@ pub struct KernelOffsets {
     /// `io_kiocb.opcode` (io_uring requests).
     pub io_kiocb_opcode: u32,
     /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
-    /// `super_block.s_dev`: the identity of the file an exec ran; all 0: unknown.
-    pub exec_file_path: [u32; 5],
+    /// `super_block.s_dev`, `inode.i_size`, `inode.i_mtime_sec`: the identity of the file an
+    /// exec ran; the first 0: unknown; the last 0: no content key.
+    pub exec_file_path: [u32; 7],
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     pub attach_targets: Vec<(String, u32, u32)>,
 }
@@ -165,18 +166,23 @@ impl KernelOffsets {
             css_parent,
             io_kiocb_opcode: member_offset(&btf, "io_kiocb", "opcode").unwrap_or(0),
             exec_file_path: (|| {
-                let [i_ino, i_sb] = member_offsets(&btf, "inode", &["i_ino", "i_sb"]);
+                let [i_ino, i_sb, i_size, i_mtime_sec] =
+                    member_offsets(&btf, "inode", &["i_ino", "i_sb", "i_size", "i_mtime_sec"]);
                 let path = [
                     member_offset(&btf, "linux_binprm", "file")?,
                     member_offset(&btf, "file", "f_inode")?,
                     i_ino?,
                     i_sb?,
                     member_offset(&btf, "super_block", "s_dev")?,
+                    // `i_mtime_sec` since Linux 6.7 (include/linux/fs.h); before, no
+                    // content key.
+                    i_size.filter(|_| i_mtime_sec.is_some()).unwrap_or(0),
+                    i_mtime_sec.unwrap_or(0),
                 ];
                 // 0 means "unknown" to the probe; linux_binprm.file is never the first member.
                 (path[0] != 0).then_some(path)
             })()
-            .unwrap_or([0; 5]),
+            .unwrap_or([0; 7]),
             attach_targets,
         }
     }

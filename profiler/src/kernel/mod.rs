@@ -5,6 +5,7 @@
 //! [`hooks::HOOKS`] is tried in order of preference and the one that attached is recorded in
 //! the trace (`probes`). Links are owned by file descriptors (no pinning): if profiler dies,
 //! the kernel detaches everything.
+pub mod audit;
 pub mod btf;
 pub mod diagnostics;
 pub mod events;
@@ -71,6 +72,17 @@ pub struct Probes {
     /// Execs are judged by the file the kernel ran (tp_btf sched_process_exec with the BTF
     /// offsets to it), not by the path asked for.
     exec_by_file: bool,
+}
+
+/// A file `profiler enforce` lets run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecFile {
+    /// This very file (device as `stat` gives it, inode).
+    OnThisMachine { dev: u64, ino: u64 },
+    /// A container image's file, by the size and mtime it came with: its device and inode
+    /// depend on how the engine stores the image (a new overlay with each container, a
+    /// copied root for a plain bundle).
+    FromImage { size: u64, mtime: i64 },
 }
 
 /// A device number as `stat` gives it (glibc's encoding, `makedev`) in the kernel's own
@@ -271,20 +283,21 @@ impl Probes {
         self.exec_by_file
     }
 
-    /// Files the profile allows to be executed: `(dev, ino)` as `stat` gives them (converted
-    /// to the kernel's encoding here), or `(None, ino)` for any file system's inode `ino`
-    /// (a container image's file, whose overlay device is new with each container).
-    pub fn allow_inodes(
-        &mut self,
-        files: impl IntoIterator<Item = (Option<u64>, u64)>,
-    ) -> anyhow::Result<()> {
+    /// Files the profile allows to be executed (see [`ExecFile`]).
+    pub fn allow_files(&mut self, files: impl IntoIterator<Item = ExecFile>) -> anyhow::Result<()> {
         let mut map: HashMap<&mut MapData, [u64; 2], u8> = HashMap::try_from(
             self.ebpf
                 .map_mut("ALLOWED_INODES")
                 .context("map ALLOWED_INODES missing")?,
         )?;
-        for (dev, ino) in files {
-            map.insert([dev.map(kernel_dev).unwrap_or(0), ino], 1, 0)?;
+        for f in files {
+            let key = match f {
+                ExecFile::OnThisMachine { dev, ino } => [kernel_dev(dev), ino],
+                ExecFile::FromImage { size, mtime } => {
+                    [profiler_common::CONTENT_KEY | size, mtime as u64]
+                }
+            };
+            map.insert(key, 1, 0)?;
         }
         Ok(())
     }
@@ -425,4 +438,22 @@ pub fn attach_floor() -> anyhow::Result<Ebpf> {
     let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT)?;
     hooks::attach(&mut ebpf, Some(&btf), hooks::FLOOR)?;
     Ok(ebpf)
+}
+
+#[cfg(test)]
+mod device_number_tests {
+    #[test]
+    fn stat_device_numbers_become_the_kernels_encoding() {
+        // 8:1 (sda1) and 259:65536 (an nvme partition with a large minor).
+        assert_eq!(super::kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(
+            super::kernel_dev(libc::makedev(259, 65536)),
+            (259 << 20) | 65536
+        );
+        // The kernel's device of the root file system, as stat gives it, round-trips.
+        use std::os::unix::fs::MetadataExt as _;
+        let dev = std::fs::metadata("/").unwrap().dev();
+        let k = super::kernel_dev(dev);
+        assert_eq!(libc::makedev((k >> 20) as u32, (k & 0xfffff) as u32), dev);
+    }
 }

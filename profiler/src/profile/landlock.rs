@@ -67,7 +67,9 @@ pub fn rules(profile: &ImageProfile, entrypoint: &[String], cmd: &[String]) -> R
             path: path.clone(),
             size: identity.map(|i| i.size),
             mtime: identity.map(|i| i.mtime),
-            sha256: identity.map(|i| i.sha256.clone()),
+            // Without a hash (the program had exited before it could be read), no drift
+            // check: size and mtime alone are not evidence of a different file.
+            sha256: identity.map(|i| i.sha256.clone()).filter(|h| !h.is_empty()),
         });
     }
     r.write_beneath = profile.writable_directories.iter().cloned().collect();

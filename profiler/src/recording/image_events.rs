@@ -206,7 +206,8 @@ impl Builder {
                     self.info.failed_executables.remove(&abs);
                     self.info.executables.entry(abs).or_default().insert(argv0);
                 }
-                let (uid, gid) = (e.args[0], e.args[1]);
+                let exec = profiler_common::ExecOk::from_args(&e.args);
+                let (uid, gid) = (exec.uid, exec.gid);
                 self.info.users.ran_as.insert(format!("{uid}:{gid}"));
                 self.info.users.needs_root |= uid == 0;
             }
@@ -363,7 +364,20 @@ mod tests {
             [AT_FDCWD as u64, 0, 0, 0],
             "/usr/bin/app",
         ));
-        let _ = b.event(&event(EVENT_EXEC_OK, 5, [1000, 1000, 0, 0], ""));
+        let _ = b.event(&event(
+            EVENT_EXEC_OK,
+            5,
+            profiler_common::ExecOk {
+                uid: 1000,
+                gid: 1000,
+                dev: 0,
+                mtime: 0,
+                ino: 0,
+                size: 0,
+            }
+            .to_args(),
+            "",
+        ));
         let info = b.finish(0, Resources::default());
         assert!(info.executables.contains_key("/usr/bin/app"));
         assert!(info.failed_executables.contains("/usr/local/bin/app"));

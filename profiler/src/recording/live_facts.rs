@@ -145,11 +145,13 @@ impl LiveFacts {
                 // the largest file to hash.
                 let runtime_setup =
                     self.ignored.is_some() && e.phase as usize == profiler_common::PHASE_SETUP;
+                // The kernel's own word on which file it ran (`bprm->file`), where its BTF
+                // gave the way to it.
+                let exec = profiler_common::ExecOk::from_args(&e.args);
+                let kernel_identity = (exec.ino != 0).then_some(exec);
                 let found = (!runtime_setup)
                     .then(|| {
-                        // The kernel's own word on which file it ran (`bprm->file`), where
-                        // its BTF gave the way to it.
-                        let expected = (e.args[3] != 0).then_some([e.args[2], e.args[3]]);
+                        let expected = kernel_identity.map(|k| [k.dev as u64, k.ino]);
                         executed_file(e.pid, expected, &mut self.hashed)
                     })
                     .flatten()
@@ -167,6 +169,24 @@ impl LiveFacts {
                         roots
                             .into_iter()
                             .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
+                    })
+                    .or_else(|| {
+                        // Gone before it could be read (a short container): what the kernel
+                        // said at the exec still identifies the file; no content hash.
+                        let k = kernel_identity.filter(|_| !runtime_setup)?;
+                        let path = exec_path.clone()?;
+                        Some((
+                            path,
+                            ExecutableFile {
+                                dev: libc::makedev(k.dev >> 20, k.dev & 0xfffff),
+                                inode: k.ino,
+                                size: k.size,
+                                mtime: k.mtime as i64,
+                                sha256: String::new(),
+                                format: "not read (the process had exited)".into(),
+                                ..Default::default()
+                            },
+                        ))
                     });
                 if let Some((path, file)) = found {
                     self.executables
@@ -178,7 +198,7 @@ impl LiveFacts {
                 // A container user's groups from the image's /etc/group (runc sets them with
                 // setgroups before the exec): `postgres` reads its TLS key as `ssl-cert`.
                 if let Some(g) = supplementary_groups(e.pid) {
-                    let primary = e.args[1] as u32;
+                    let primary = exec.gid;
                     self.groups
                         .entry(e.cgroup_id)
                         .or_default()
