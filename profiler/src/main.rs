@@ -98,6 +98,10 @@ fn parse_arch(s: &str) -> Result<Arch, String> {
         .ok_or_else(|| format!("unknown architecture {s:?} (x86_64, i386, x32)"))
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    profiler::recording::attach::parse_duration(s)
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run CMD in a fresh cgroup with the probes attached; write trace.json, seccomp.json and
@@ -119,10 +123,19 @@ enum Command {
         /// find them in $PROFILER_CGROUP_PARENT and $PROFILER_RECORDING_SECCOMP.
         #[arg(long)]
         containers: bool,
+        /// Record a workload that is already running, from now on, instead of starting CMD:
+        /// `docker:NAME`, `podman:NAME`, a bare container name or id, `pid:N` (its cgroup)
+        /// or `cgroup:/PATH`. Its start-up is not seen (the trace says so); the recording
+        /// ends when it exits, after --duration, or on Ctrl-C.
+        #[arg(long, value_name = "TARGET", conflicts_with_all = ["containers", "wait_descendants", "cmd"])]
+        attach: Option<String>,
+        /// With --attach: stop after this long (30s, 5m, 1h).
+        #[arg(long, requires = "attach", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
         #[command(flatten)]
         profile: ProfileArgs,
         /// The command to record.
-        #[arg(required = true, last = true)]
+        #[arg(required_unless_present = "attach", last = true)]
         cmd: Vec<String>,
     },
     /// Regenerate the profiles from one or more traces (their union).
@@ -160,6 +173,43 @@ enum Command {
         no_audit: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
+    },
+    /// Watch a running workload against its profile (DIR): one JSON line per syscall,
+    /// capability, exec, write or port the profile does not allow, within a second, and a
+    /// summary line now and then; the last line holds what production did (for `promote`).
+    /// Exits 5 when anything was reported.
+    Watch {
+        #[arg(long)]
+        profile: PathBuf,
+        /// The workload: as `record --attach` takes it.
+        #[arg(long, value_name = "TARGET")]
+        attach: String,
+        /// Append the lines to this file instead of stdout.
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Write the next profile here when the watch ends: the profile's recording plus
+        /// what production needed (coverage.json), and print `profiler diff DIR OUT`.
+        #[arg(long, value_name = "OUT")]
+        promote: Option<PathBuf>,
+        /// Stop after this long (default: when the workload exits, or on Ctrl-C).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// How often a summary line is written.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        summary_every: std::time::Duration,
+        #[command(flatten)]
+        options: ProfileArgs,
+    },
+    /// The next profile from watch logs: PROFILE's recording plus the production traces the
+    /// logs end with; prints `profiler diff PROFILE OUT`.
+    Promote {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        options: ProfileArgs,
+        profile: PathBuf,
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
     },
     /// Union of several recordings (trace.json files or profile folders holding one), with
     /// coverage.json: how many runs used each syscall/capability and which run first did.
@@ -234,10 +284,25 @@ fn main() -> ExitCode {
         Command::Record {
             out,
             quiet,
+            attach: Some(target),
+            duration,
+            profile,
+            ..
+        } => profiler::cli::attach::record_attached(profiler::cli::attach::AttachOptions {
+            target,
+            duration,
+            out,
+            quiet,
+            generate: profile.options(),
+        }),
+        Command::Record {
+            out,
+            quiet,
             wait_descendants,
             containers,
             profile,
             cmd,
+            ..
         } => record::record(record::RecordOptions {
             out,
             command: cmd,
@@ -298,6 +363,29 @@ fn main() -> ExitCode {
             violations_ok,
             audit: !no_audit,
         }),
+        Command::Watch {
+            profile,
+            attach,
+            log,
+            promote,
+            duration,
+            summary_every,
+            options,
+        } => profiler::cli::watch::watch(profiler::cli::watch::WatchOptions {
+            profile,
+            target: attach,
+            log,
+            promote,
+            duration,
+            summary_every,
+            generate: options.options(),
+        }),
+        Command::Promote {
+            out,
+            options,
+            profile,
+            logs,
+        } => profiler::cli::watch::promote(&out, &profile, &logs, &options.options()),
         Command::BenchAttached => profiler::cli::bench::attached(),
         Command::Serve { socket, out, quiet } => {
             profiler::cli::oci_hook::serve(&socket, &out, quiet)

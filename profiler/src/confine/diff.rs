@@ -34,6 +34,31 @@ pub struct Allowances {
     pub denied: BTreeMap<String, BTreeSet<String>>,
     /// capabilities.json drops ALL before adding.
     pub drops_all: bool,
+    /// From image-profile.json, where the folder has one (None: not compared): the
+    /// programs, the ports bound, the addresses connected to.
+    pub image: Option<ImageAllowances>,
+}
+
+/// What an image profile allows, in comparable pieces.
+#[derive(Debug, Default)]
+pub struct ImageAllowances {
+    /// The paths programs were run by.
+    pub executables: BTreeSet<String>,
+    /// The files those were (a link's target: /usr/bin/python3 -> python3.11).
+    pub files: BTreeSet<String>,
+    pub bind_ports: BTreeSet<String>,
+    pub connects: BTreeSet<String>,
+}
+
+impl ImageAllowances {
+    fn from_image(p: &crate::profile::image_profile::ImageProfile) -> ImageAllowances {
+        ImageAllowances {
+            executables: p.executables.keys().cloned().collect(),
+            files: p.executable_files.keys().cloned().collect(),
+            bind_ports: p.network.bound_ports.iter().map(u16::to_string).collect(),
+            connects: p.network.connected.iter().cloned().collect(),
+        }
+    }
 }
 
 /// Actions that stop the syscall from running.
@@ -76,17 +101,37 @@ fn describe_rule(rule: &SyscallRule, name: &str) -> String {
 impl Allowances {
     /// Reads a profile folder, or a trace file.
     pub fn load(path: &Path) -> anyhow::Result<Allowances> {
-        let (seccomp, caps) = if path.is_dir() {
+        let (seccomp, caps, image) = if path.is_dir() {
+            let image = path
+                .join(profile::IMAGE_PROFILE_FILE)
+                .exists()
+                .then(|| profile::load_image_profile(path))
+                .transpose()?
+                .map(|p| ImageAllowances::from_image(&p));
             (
                 profile::load_seccomp(path)?,
                 profile::load_capabilities(path)?,
+                image,
             )
         } else {
             let trace = Trace::load(path)?;
-            let p = profile::generate(std::slice::from_ref(&trace), &GenerateOptions::default());
-            (p.seccomp, p.capabilities)
+            let options = GenerateOptions::default();
+            let p = profile::generate(std::slice::from_ref(&trace), &options);
+            let image = crate::profile::image_profile::image_profile(
+                &p.image,
+                p.syscalls.clone(),
+                &p.capabilities,
+                options.limit_headroom,
+            );
+            (
+                p.seccomp,
+                p.capabilities,
+                Some(ImageAllowances::from_image(&image)),
+            )
         };
-        Ok(Allowances::from_profile(&seccomp, &caps))
+        let mut a = Allowances::from_profile(&seccomp, &caps);
+        a.image = image;
+        Ok(a)
     }
 
     pub fn from_profile(seccomp: &DockerSeccomp, caps: &CapabilityProfile) -> Allowances {
@@ -162,6 +207,13 @@ pub struct Side {
     pub argument_rules: BTreeMap<String, Vec<String>>,
     pub errno_rules: Vec<String>,
     pub capabilities: Vec<String>,
+    /// From the image profiles, when both sides have one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub executables: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bind_ports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connects: Vec<String>,
 }
 
 impl Side {
@@ -171,6 +223,20 @@ impl Side {
             && self.argument_rules.is_empty()
             && self.errno_rules.is_empty()
             && self.capabilities.is_empty()
+            && self.executables.is_empty()
+            && self.bind_ports.is_empty()
+            && self.connects.is_empty()
+    }
+
+    fn image(&mut self, a: Option<&ImageAllowances>, b: Option<&ImageAllowances>) {
+        if let (Some(a), Some(b)) = (a, b) {
+            // A program run by a path the other side knows as a file (or the reverse) is
+            // the same program.
+            let known: BTreeSet<String> = b.executables.union(&b.files).cloned().collect();
+            self.executables = minus(&a.executables, &known);
+            self.bind_ports = minus(&a.bind_ports, &b.bind_ports);
+            self.connects = minus(&a.connects, &b.connects);
+        }
     }
 }
 
@@ -226,7 +292,9 @@ pub fn diff(old: &Allowances, new: &Allowances) -> Diff {
         argument_rules: per_arch(&new.argument_rules, &old.argument_rules, covered_by(old)),
         errno_rules: minus(&new.errno_rules, &old.errno_rules),
         capabilities: minus(&new.capabilities, &old.capabilities),
+        ..Default::default()
     };
+    added.image(new.image.as_ref(), old.image.as_ref());
     // Under a permissive default, what OLD denied by name and NEW no longer does now runs.
     if new.default_permits {
         for (arch, names) in &old.denied {
@@ -244,19 +312,24 @@ pub fn diff(old: &Allowances, new: &Allowances) -> Diff {
             }
         }
     }
-    let removed = Side {
+    let mut removed = Side {
         architectures: minus(&old.architectures, &new.architectures),
         syscalls: per_arch(&old.syscalls, &new.syscalls, covered_by(new)),
         argument_rules: per_arch(&old.argument_rules, &new.argument_rules, covered_by(new)),
         errno_rules: minus(&old.errno_rules, &new.errno_rules),
         capabilities: minus(&old.capabilities, &new.capabilities),
+        ..Default::default()
     };
+    removed.image(old.image.as_ref(), new.image.as_ref());
     // The gate: NEW needs more when anything runs under it that did not under OLD. A default
     // action that lets unlisted syscalls run, where OLD's did not, is the largest such step.
     let needs_more = !added.architectures.is_empty()
         || !added.syscalls.is_empty()
         || !added.argument_rules.is_empty()
         || !added.capabilities.is_empty()
+        || !added.executables.is_empty()
+        || !added.bind_ports.is_empty()
+        || !added.connects.is_empty()
         || (new.default_permits && !old.default_permits)
         || (old.drops_all && !new.drops_all);
     let default_action = (old.default_action != new.default_action)
@@ -290,6 +363,15 @@ pub fn render_text(d: &Diff) -> String {
         }
         for c in &side.capabilities {
             out.push_str(&format!("{sign} capability {c}\n"));
+        }
+        for e in &side.executables {
+            out.push_str(&format!("{sign} executable {e:?}\n"));
+        }
+        for p in &side.bind_ports {
+            out.push_str(&format!("{sign} bind port {p}\n"));
+        }
+        for c in &side.connects {
+            out.push_str(&format!("{sign} connect {c:?}\n"));
         }
     };
     section("+", &d.added);

@@ -231,6 +231,16 @@ impl Probes {
         self.start_recording(cgroup_id, true)
     }
 
+    /// Starts recording a cgroup that already runs its workload (`record --attach`,
+    /// `watch --attach`): everything from now on counts as the workload's.
+    pub fn track_running(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        self.records
+            .insert_in_phase(cgroup_id, false, profiler_common::PHASE_WORKLOAD as u32)?;
+        let now = self.loss_counters();
+        self.loss_baseline.insert(cgroup_id, now);
+        Ok(())
+    }
+
     fn start_recording(&mut self, cgroup_id: u64, awaiting_exec: bool) -> anyhow::Result<()> {
         self.records.insert(cgroup_id, awaiting_exec)?;
         let now = self.loss_counters();
@@ -312,10 +322,28 @@ impl Probes {
     /// Reads everything recorded for the recording cgroup `recording_id` and for every
     /// cgroup discovered below it, and forgets them in the kernel. The recording cgroup
     /// itself comes first.
+    /// What recording `recording_id` has seen so far, leaving it recording: the syscall
+    /// bitmaps and io_uring operations as they are, the capability checks without
+    /// forgetting them (`profiler watch`).
+    pub fn snapshot(&mut self, recording_id: u64) -> anyhow::Result<Vec<Collected>> {
+        let records = self.records.snapshot_recording(recording_id);
+        self.collect_records(recording_id, records, false)
+    }
+
     pub fn collect(&mut self, recording_id: u64) -> anyhow::Result<Vec<Collected>> {
+        let records = self.records.take_recording(recording_id);
+        self.collect_records(recording_id, records, true)
+    }
+
+    fn collect_records(
+        &mut self,
+        recording_id: u64,
+        records: Vec<profiler_common::CgroupRecord>,
+        forget: bool,
+    ) -> anyhow::Result<Vec<Collected>> {
         let mut out: Vec<Collected> = Vec::new();
         {
-            for record in self.records.take_recording(recording_id) {
+            for record in records {
                 let mut c = Collected {
                     cgroup_id: record.cgroup_id,
                     out_of_range: record.out_of_range,
@@ -391,35 +419,44 @@ impl Probes {
         for c in &mut out {
             if let Ok(bits) = ops.get(&c.cgroup_id, 0) {
                 c.io_uring_ops = bits;
-                let _ = ops.remove(&c.cgroup_id);
+                if forget {
+                    let _ = ops.remove(&c.cgroup_id);
+                }
             }
         }
-        let mut checks: HashMap<&mut MapData, CapKey, u64> = HashMap::try_from(
-            self.ebpf
-                .map_mut("CAP_CHECKS")
-                .context("map CAP_CHECKS missing")?,
-        )?;
-        for key in &done_checks {
-            let _ = checks.remove(key);
-        }
-        let mut paths: HashMap<&mut MapData, CapKey, [u32; 2]> = HashMap::try_from(
-            self.ebpf
-                .map_mut("CAP_PATHS")
-                .context("map CAP_PATHS missing")?,
-        )?;
-        let stale: Vec<CapKey> = paths
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| ids.contains(&k.cgroup_id))
-            .collect();
-        for key in &stale {
-            let _ = paths.remove(key);
+        if forget {
+            let mut checks: HashMap<&mut MapData, CapKey, u64> = HashMap::try_from(
+                self.ebpf
+                    .map_mut("CAP_CHECKS")
+                    .context("map CAP_CHECKS missing")?,
+            )?;
+            for key in &done_checks {
+                let _ = checks.remove(key);
+            }
+            let mut paths: HashMap<&mut MapData, CapKey, [u32; 2]> = HashMap::try_from(
+                self.ebpf
+                    .map_mut("CAP_PATHS")
+                    .context("map CAP_PATHS missing")?,
+            )?;
+            let stale: Vec<CapKey> = paths
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| ids.contains(&k.cgroup_id))
+                .collect();
+            for key in &stale {
+                let _ = paths.remove(key);
+            }
         }
 
         // The counters are per loaded object: what they grew by while this recording ran is
         // charged to every cgroup of it (which cgroup lost is not known).
         let now = self.loss_counters();
-        let before = self.loss_baseline.remove(&recording_id).unwrap_or_default();
+        let before = if forget {
+            self.loss_baseline.remove(&recording_id)
+        } else {
+            self.loss_baseline.get(&recording_id).copied()
+        }
+        .unwrap_or_default();
         let [cap_full, cap_stack, cgroups_full] =
             [0, 1, 2].map(|i| now[i].saturating_sub(before[i]));
         for c in &mut out {

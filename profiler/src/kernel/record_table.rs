@@ -80,6 +80,18 @@ impl RecordTable {
     /// starts the cgroup's first process, and what it does before its first exec is not
     /// recorded.
     pub fn insert(&self, cgroup_id: u64, awaiting_exec: bool) -> anyhow::Result<()> {
+        self.insert_in_phase(cgroup_id, awaiting_exec, PHASE_SETUP as u32)
+    }
+
+    /// Like [`RecordTable::insert`], starting in `phase`: a cgroup that is already running
+    /// its workload (`record --attach`) starts in the workload phase, since no filter load
+    /// or exec will mark the start of it.
+    pub fn insert_in_phase(
+        &self,
+        cgroup_id: u64,
+        awaiting_exec: bool,
+        phase: u32,
+    ) -> anyhow::Result<()> {
         if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
             bail!("cgroup id {cgroup_id} cannot be recorded");
         }
@@ -105,7 +117,7 @@ impl RecordTable {
                     // SAFETY: fields of a slot this process just claimed.
                     unsafe {
                         (&raw mut (*record).recording_id).write_volatile(cgroup_id);
-                        (&raw mut (*record).phase).write_volatile(PHASE_SETUP as u32);
+                        (&raw mut (*record).phase).write_volatile(phase);
                         (&raw mut (*record).awaiting_exec).write_volatile(awaiting_exec as u32);
                     }
                     std::sync::atomic::fence(Ordering::Release);
@@ -122,6 +134,26 @@ impl RecordTable {
              the {RECORD_PROBES} this id may use ({RECORD_SLOTS} slots in all); too many \
              cgroups recorded at once?"
         )
+    }
+
+    /// Copies out the records of recording `recording_id` as they are now, and leaves them
+    /// recording (`profiler watch`).
+    pub fn snapshot_recording(&self, recording_id: u64) -> Vec<CgroupRecord> {
+        let mut out = Vec::new();
+        for index in 0..RECORD_SLOTS {
+            let id = self.id(index).load(Ordering::Acquire);
+            if id == SLOT_FREE || id == SLOT_DELETED {
+                continue;
+            }
+            let record = self.slot(index);
+            // SAFETY: within the mapping; the kernel is storing single bytes meanwhile,
+            // which a volatile copy tolerates (a bit set during the copy is seen next time).
+            let owner = unsafe { (&raw const (*record).recording_id).read_volatile() };
+            if id == recording_id || owner == recording_id {
+                out.push(unsafe { record.read_volatile() });
+            }
+        }
+        out
     }
 
     /// Copies out the records of recording `recording_id` (its own cgroup's and those of the

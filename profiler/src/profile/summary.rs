@@ -52,6 +52,12 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
             trace.seccomp_filter_loads
         ));
     }
+    if trace.cgroup.attached {
+        out.push_str(
+            "  attached:      recorded from the moment profiler attached: the start-up was not seen \
+             (record --containers from the start to see it)\n",
+        );
+    }
     if profiles.capabilities.add.is_empty() {
         out.push_str("  capabilities:  none needed\n");
     }

@@ -178,9 +178,16 @@ pub fn inspect(clis: &[Vec<String>], id: &str) -> Option<crate::trace::Container
         if !out.status.success() {
             continue;
         }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
             continue;
         };
+        // podman 4 writes `{{json .}}` of a container as a one-element list.
+        if let serde_json::Value::Array(items) = &mut v {
+            match items.len() {
+                1 => v = items.remove(0),
+                _ => continue,
+            }
+        }
         let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
         let labels = &v["Config"]["Labels"];
         return Some(crate::trace::ContainerInfo {

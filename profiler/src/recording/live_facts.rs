@@ -60,6 +60,9 @@ pub struct LiveFacts {
     ignored: Option<u64>,
     default_cwd: PathBuf,
     container_cwd: PathBuf,
+    /// The workload's programs may be in profiler's own root (a command profiler started),
+    /// not only in its processes' roots (a container, or a workload attached to).
+    host_root: bool,
 }
 
 impl LiveFacts {
@@ -81,7 +84,59 @@ impl LiveFacts {
                 start_cwd
             },
             container_cwd: PathBuf::from("/"),
+            host_root: !containers,
         }
+    }
+
+    /// For a workload that was running before the recording began (`--attach`): its own
+    /// cgroup is the recording's, its programs live in its processes' roots.
+    pub fn attached(cgroup: u64) -> LiveFacts {
+        LiveFacts {
+            host_root: false,
+            ..LiveFacts::new(cgroup, PathBuf::from("/"), false)
+        }
+    }
+
+    /// The processes already running in `cgroup` when an attached recording began: their
+    /// programs were executed before the probes could see it, so they are read from
+    /// /proc/PID/exe now (identity, hash, ELF facts) along with their groups. Returns each
+    /// program's path in its root with its argv[0].
+    pub fn seed_running(&mut self, cgroup: u64, pids: &[u32]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for &pid in pids {
+            self.pids.entry(pid).or_insert_with(|| start_time(pid));
+            if let Some((path, file)) = executed_file(pid, None, &mut self.hashed) {
+                let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .ok()
+                    .and_then(|c| {
+                        c.split(|b| *b == 0)
+                            .next()
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                    })
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| path.clone());
+                self.executables
+                    .entry(cgroup)
+                    .or_default()
+                    .entry(path.clone())
+                    .or_insert(file);
+                out.push((path, argv0));
+            }
+            if let Some(g) = supplementary_groups(pid) {
+                let primary = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("Gid:"))
+                            .and_then(|g| g.split_whitespace().next()?.parse::<u32>().ok())
+                    });
+                self.groups
+                    .entry(cgroup)
+                    .or_default()
+                    .extend(g.into_iter().filter(|g| Some(*g) != primary));
+            }
+        }
+        out
     }
 
     /// Feeds a batch of events; `procs` lists the processes of a cgroup (a fallback when the
@@ -162,7 +217,7 @@ impl LiveFacts {
                         let path = exec_path.as_deref()?;
                         let mut roots = vec![e.pid];
                         roots.extend(procs(e.cgroup_id).into_iter().take(4));
-                        if self.ignored.is_none() {
+                        if self.host_root {
                             // A command's own programs live in profiler's root.
                             roots.push(std::process::id());
                         }

@@ -1,5 +1,6 @@
 //! The workload in its cgroup: starting it there, recording the containers it starts, and
 //! turning what the kernel side aggregated into a [`crate::trace::Trace`].
+pub mod attach;
 pub mod cap_checks;
 pub mod cgroup;
 pub mod command;

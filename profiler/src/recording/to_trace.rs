@@ -72,6 +72,7 @@ impl TraceContext {
                 id: c.cgroup_id,
                 container,
                 container_info: None,
+                attached: false,
             },
             seccomp_filter_loads: c.seccomp_loads,
             arguments: c

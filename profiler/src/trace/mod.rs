@@ -188,6 +188,10 @@ pub struct CgroupInfo {
     /// What the container engine said about the container while it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_info: Option<ContainerInfo>,
+    /// The recording began while the workload was already running (`--attach`): its
+    /// start-up (the runtime's set-up, the entrypoint's first calls) is not in it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 /// A container as its engine describes it (`docker inspect`, `podman inspect`).
@@ -446,6 +450,53 @@ impl Trace {
     }
 
     /// Syscall names seen per architecture, in any phase.
+    /// Adds what `other` saw to this trace (`profiler watch --promote`: a training trace and
+    /// what production needed): syscalls with their phases, argument values, capability
+    /// checks (counts added), the image, io_uring operations, losses. The workload, host and
+    /// cgroup stay this trace's.
+    pub fn union(&mut self, other: &Trace) {
+        for (arch, entries) in &other.syscalls {
+            let mine = self.syscalls.entry(*arch).or_default();
+            for e in entries {
+                match mine.iter_mut().find(|m| m.nr == e.nr) {
+                    Some(m) => {
+                        for p in &e.phases {
+                            if !m.phases.contains(p) {
+                                m.phases.push(*p);
+                            }
+                        }
+                        m.phases.sort();
+                    }
+                    None => mine.push(e.clone()),
+                }
+            }
+            mine.sort_by_key(|e| e.nr);
+        }
+        for (phase, values) in &other.arguments {
+            self.arguments.entry(*phase).or_default().union(values);
+        }
+        for c in &other.capability_checks {
+            let same = |m: &CapabilityCheck| {
+                m.capability == c.capability
+                    && m.granted == c.granted
+                    && m.phase == c.phase
+                    && m.syscall == c.syscall
+                    && m.kernel_stack == c.kernel_stack
+            };
+            match self.capability_checks.iter_mut().find(|m| same(m)) {
+                Some(m) => m.count += c.count,
+                None => self.capability_checks.push(c.clone()),
+            }
+        }
+        self.image.union(&other.image);
+        self.io_uring_ops.extend(other.io_uring_ops.iter().cloned());
+        self.seccomp_filter_loads = self.seccomp_filter_loads.max(other.seccomp_filter_loads);
+        self.losses.syscalls_out_of_range += other.losses.syscalls_out_of_range;
+        self.losses.capability_map_full += other.losses.capability_map_full;
+        self.losses.capability_stack_missing += other.losses.capability_stack_missing;
+        self.losses.cgroup_map_full += other.losses.cgroup_map_full;
+    }
+
     pub fn syscall_names(&self) -> BTreeMap<Arch, BTreeSet<String>> {
         self.syscalls
             .iter()

@@ -1,0 +1,321 @@
+//! `profiler watch --profile DIR --attach TARGET`: runs next to a workload in production and
+//! reports, one JSON line each within a second, what it does that its profile does not
+//! allow: a syscall (per architecture), a capability, an exec, a write outside the writable
+//! directories, a bind or connect to another port; and a summary line every
+//! `--summary-every`. The cost is that of recording: the same in-kernel aggregation, read
+//! once a second; nothing per syscall crosses to userspace.
+//!
+//! It works whether the workload runs unconfined, under its profile in log mode
+//! (`SCMP_ACT_LOG` lets the syscall through, so the probes still see it), or enforced (then
+//! what is reported was denied: a denied syscall still passes the tracepoint, which runs
+//! before seccomp's verdict is carried out only for LOG; see the README).
+//!
+//! `--promote OUT` then writes the next profile: the old recording plus what production
+//! needed (coverage.json says which run saw what), and prints `profiler diff OLD OUT`. The
+//! log's last line holds the production trace, so `profiler promote --out OUT DIR LOG…`
+//! can do the same later, from logs.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::cli::attach::{Ended, Session};
+use crate::exit::exit_error;
+use crate::kernel::check_privileges;
+use crate::profile::image_profile::ImageProfile;
+use crate::profile::seccomp::GenerateOptions;
+use crate::trace::{Exit, Trace};
+
+pub struct WatchOptions {
+    pub profile: PathBuf,
+    pub target: String,
+    pub log: Option<PathBuf>,
+    pub promote: Option<PathBuf>,
+    pub duration: Option<Duration>,
+    pub summary_every: Duration,
+    pub generate: GenerateOptions,
+}
+
+/// One thing the workload did that the profile does not allow, as a drift line's fields.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Drift {
+    Syscall { arch: String, name: String },
+    Capability { name: String },
+    Exec { path: String },
+    Write { path: String },
+    Bind { port: u16 },
+    Connect { address: String },
+}
+
+impl Drift {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Drift::Syscall { arch, name } => json!({"kind": "syscall", "arch": arch, "name": name}),
+            Drift::Capability { name } => json!({"kind": "capability", "name": name}),
+            Drift::Exec { path } => json!({"kind": "exec", "path": path}),
+            Drift::Write { path } => json!({"kind": "write", "path": path}),
+            Drift::Bind { port } => json!({"kind": "bind", "port": port}),
+            Drift::Connect { address } => json!({"kind": "connect", "address": address}),
+        }
+    }
+}
+
+fn beneath(path: &str, dirs: &BTreeSet<String>) -> bool {
+    dirs.iter()
+        .any(|d| d == "/" || path == d || path.starts_with(&format!("{d}/")))
+}
+
+/// What `seen` (a trace of production) needs that `old` (the profile's image profile) does
+/// not allow, with the profile generator's own rules on both sides.
+pub fn drift(old: &ImageProfile, seen: &Trace, options: &GenerateOptions) -> BTreeSet<Drift> {
+    let now = crate::profile::generate(std::slice::from_ref(seen), options);
+    let mut out = BTreeSet::new();
+    for (arch, names) in &now.syscalls {
+        let before = old.syscalls.get(arch);
+        for n in names {
+            if !before.is_some_and(|b| b.contains(n)) {
+                out.insert(Drift::Syscall {
+                    arch: arch.label().to_owned(),
+                    name: n.clone(),
+                });
+            }
+        }
+    }
+    for c in &now.capabilities.add {
+        if !old.capabilities.contains(c) {
+            out.insert(Drift::Capability { name: c.clone() });
+        }
+    }
+    let known_files: BTreeSet<&String> = old
+        .executables
+        .keys()
+        .chain(old.executable_files.keys())
+        .collect();
+    for path in seen.image.executables.keys() {
+        if !known_files.contains(path) {
+            out.insert(Drift::Exec { path: path.clone() });
+        }
+    }
+    for path in seen.image.written_paths.keys() {
+        // The workload's own /proc entries are no image writes.
+        if !beneath(path, &old.writable_directories)
+            && !path.starts_with("/proc/self/")
+            && !path.starts_with("/dev/")
+        {
+            out.insert(Drift::Write { path: path.clone() });
+        }
+    }
+    for p in &seen.image.network.bound_ports {
+        if !old.network.bound_ports.contains(p) {
+            out.insert(Drift::Bind { port: *p });
+        }
+    }
+    for a in &seen.image.network.connected {
+        if !old.network.connected.contains(a) {
+            out.insert(Drift::Connect { address: a.clone() });
+        }
+    }
+    out
+}
+
+fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+struct Log {
+    out: Box<dyn std::io::Write>,
+}
+
+impl Log {
+    fn line(&mut self, v: &serde_json::Value) {
+        if let Ok(mut bytes) = serde_json::to_vec(v) {
+            bytes.push(b'\n');
+            let _ = self.out.write_all(&bytes);
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// Exit code of `watch` when production needed something the profile does not allow.
+pub const EXIT_DRIFT: i32 = 5;
+
+pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
+    check_privileges("profiler watch")?;
+    let old = crate::profile::load_image_profile(&opts.profile)
+        .map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let old_trace_path = opts.profile.join(crate::profile::TRACE_FILE);
+    if let Some(out) = &opts.promote {
+        if !old_trace_path.exists() {
+            return Err(exit_error(
+                2,
+                format!(
+                    "--promote needs the recording the profile came from: {} is missing",
+                    old_trace_path.display()
+                ),
+            ));
+        }
+        crate::profile::out_dir::OutputDir::check(out, opts.generate.follow_symlinks)
+            .map_err(|e| exit_error(2, format!("--promote {}: {e:#}", out.display())))?;
+    }
+    let mut log = Log {
+        out: match &opts.log {
+            Some(p) => Box::new(
+                crate::profile::out_dir::open_log(p, opts.generate.follow_symlinks)
+                    .map_err(|e| exit_error(2, format!("--log: {e:#}")))?,
+            ),
+            None => Box::new(std::io::stdout()),
+        },
+    };
+    let mut session = Session::start(&opts.target)?;
+    eprintln!(
+        "profiler: watching {} (cgroup {}) against {}",
+        opts.target,
+        session.attached.cgroup_path,
+        opts.profile.display()
+    );
+    let mut reported: BTreeSet<Drift> = BTreeSet::new();
+    let mut first_seen: BTreeMap<Drift, f64> = BTreeMap::new();
+    let mut last_summary = Instant::now();
+    let started = Instant::now();
+    let generate = opts.generate.clone();
+    let cgroup = session.attached.cgroup_path.clone();
+    let mut check = |session: &mut Session,
+                     log: &mut Log,
+                     reported: &mut BTreeSet<Drift>|
+     -> anyhow::Result<()> {
+        let seen = session.trace(false, Exit::Unknown)?;
+        for d in drift(&old, &seen, &generate) {
+            if reported.insert(d.clone()) {
+                let t = unix_time();
+                first_seen.insert(d.clone(), t);
+                let mut v = d.to_json();
+                v["time"] = json!(t);
+                v["cgroup"] = json!(cgroup);
+                log.line(&v);
+            }
+        }
+        Ok(())
+    };
+    let summary = |log: &mut Log, reported: &BTreeSet<Drift>, last: bool| {
+        log.line(&json!({
+            "kind": "summary",
+            "time": unix_time(),
+            "watched_seconds": started.elapsed().as_secs_f64(),
+            "drift": reported.len(),
+            "final": last,
+        }));
+    };
+    let ended = {
+        let log = &mut log;
+        let reported = &mut reported;
+        session.run(opts.duration, Duration::from_secs(1), &mut |s| {
+            check(s, log, reported)?;
+            if last_summary.elapsed() >= opts.summary_every {
+                summary(log, reported, false);
+                last_summary = Instant::now();
+            }
+            Ok(())
+        })?
+    };
+    check(&mut session, &mut log, &mut reported)?;
+    let production = session.trace(true, Exit::Unknown)?;
+    summary(&mut log, &reported, true);
+    // The production trace, for `profiler promote` later.
+    log.line(&json!({
+        "kind": "trace",
+        "ended": match ended { Ended::Exited => "exited", Ended::Duration => "duration", Ended::Signal => "signal" },
+        "trace": serde_json::to_value(&production)?,
+    }));
+    if let Some(out) = &opts.promote {
+        promote_traces(out, &opts.profile, vec![production], &opts.generate)?;
+        // (watch's own exit code says whether there was drift)
+    }
+    Ok(if reported.is_empty() { 0 } else { EXIT_DRIFT })
+}
+
+/// Writes OUT: the profile's recording plus the production traces (one union trace as
+/// trace.json, coverage.json with each run), and prints `profiler diff OLD OUT`; returns
+/// the diff's exit code.
+pub fn promote_traces(
+    out: &Path,
+    old_profile: &Path,
+    production: Vec<Trace>,
+    options: &GenerateOptions,
+) -> anyhow::Result<i32> {
+    let old_path = old_profile.join(crate::profile::TRACE_FILE);
+    let old = Trace::load(&old_path).map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let mut runs = vec![(old_path.clone(), old.clone())];
+    for (i, t) in production.iter().enumerate() {
+        runs.push((PathBuf::from(format!("production-{}", i + 1)), t.clone()));
+    }
+    let all: Vec<Trace> = runs.iter().map(|(_, t)| t.clone()).collect();
+    let mut union = old;
+    for t in &production {
+        union.union(t);
+    }
+    let profiles = crate::profile::generate(&all, options);
+    let mut files = crate::profile::render(Some(&union), &profiles, out, options);
+    let mut cov = serde_json::to_vec_pretty(&crate::cli::merge::coverage(&runs, options))?;
+    cov.push(b'\n');
+    files.push((crate::cli::merge::COVERAGE_FILE, cov));
+    crate::profile::write_atomically(out, &files, options.follow_symlinks)?;
+    eprintln!(
+        "profiler: promoted {} into {}",
+        old_profile.display(),
+        out.display()
+    );
+    crate::cli::diff::diff(old_profile, out, false)
+}
+
+/// `profiler promote --out OUT PROFILE WATCH_LOG…`: the production traces from watch logs.
+pub fn promote(
+    out: &Path,
+    profile: &Path,
+    logs: &[PathBuf],
+    options: &GenerateOptions,
+) -> anyhow::Result<i32> {
+    let mut traces = Vec::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log)
+            .map_err(|e| exit_error(2, format!("{}: {e}", log.display())))?;
+        for (i, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                exit_error(
+                    2,
+                    format!("{}:{}:{}: {e}", log.display(), i + 1, e.column()),
+                )
+            })?;
+            if v["kind"] == "trace" {
+                let t: Trace = serde_json::from_value(v["trace"].clone()).map_err(|e| {
+                    exit_error(2, format!("{}:{}: the trace: {e}", log.display(), i + 1))
+                })?;
+                t.validate().map_err(|e| {
+                    exit_error(
+                        2,
+                        format!(
+                            "{}:{}: the trace, at {}: {}",
+                            log.display(),
+                            i + 1,
+                            e.pointer,
+                            e.message
+                        ),
+                    )
+                })?;
+                traces.push(t);
+            }
+        }
+    }
+    if traces.is_empty() {
+        return Err(exit_error(
+            2,
+            "no production trace in the logs (watch writes it as the last line)".to_owned(),
+        ));
+    }
+    // The diff's exit code: 1 when the next profile allows more than PROFILE (the CI gate).
+    promote_traces(out, profile, traces, options)
+}
