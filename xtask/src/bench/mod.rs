@@ -3,7 +3,8 @@
 //! table of medians and ratios and writes it, with the machine, to BENCHMARKS.md.
 //!
 //! One file per [`Part`], in the report's order: syscall_loop.rs (1), make.rs (2),
-//! stress.rs (3), scale.rs (4), startup.rs (5), idle.rs (6), paths.rs (7); measure.rs holds
+//! stress.rs (3), scale.rs (4), startup.rs (5), idle.rs (6), paths.rs (7), landlock.rs (8),
+//! watch.rs (9); measure.rs holds
 //! what they measure with (clocks, medians, alternation, memory, the machine).
 mod idle;
 mod landlock;
@@ -14,6 +15,7 @@ mod scale;
 mod startup;
 mod stress;
 mod syscall_loop;
+mod watch;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,8 @@ pub enum Part {
     Paths,
     /// `profiler run` with and without Landlock.
     Landlock,
+    /// `profiler watch` next to `record --attach` of a running workload.
+    Watch,
 }
 
 /// What every part measures with: the sizes, the release build of profiler, the small C
@@ -151,6 +155,9 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     }
     if runs(Part::Landlock) {
         landlock::run(&b, &mut report)?;
+    }
+    if runs(Part::Watch) {
+        watch::run(&b, &mut report)?;
     }
 
     print!("{report}");
