@@ -322,6 +322,56 @@ privileged_test!(
         );
         assert!(names(&imported_rules(&named)[0]).contains(&"ptrace".into()));
 
+        // `record --include-imported log` does the same at once, and says so.
+        let recorded_logged = dir.join("recorded-logged");
+        let svc = Service::start(
+            profiler()
+                .args(["record", "--include-imported", "log", "--out"])
+                .arg(&recorded_logged)
+                .arg("--")
+                .arg(&bin)
+                .arg(p.to_string()),
+            &dir,
+            "record-logged",
+        );
+        assert_eq!(client(p, "hello\n"), "ok\n");
+        assert_eq!(client(p, "quit\n"), "bye\n");
+        let (code, _, err) = svc.wait();
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            err.lines().any(|l| l.contains(
+                "imported, never called during recording, logged by --include-imported: "
+            ) && l.contains("kill")
+                && l.contains("shutdown")
+                && l.ends_with(&format!("({bin_s})"))),
+            "{err}"
+        );
+        let rules = imported_rules(&recorded_logged);
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0]["action"], "SCMP_ACT_LOG");
+
+        // A trace is input: an import that is no syscall of the program's architecture is
+        // refused with the file and its position (exit 2), as any invalid trace is.
+        let text = std::fs::read_to_string(trained.join("trace.json")).unwrap();
+        let hostile = dir.join("hostile.json");
+        let edited = text.replacen("\"shutdown\"", "\"shutdown\\\"]}\"", 1);
+        assert_ne!(edited, text);
+        std::fs::write(&hostile, &edited).unwrap();
+        let o = profiler()
+            .args(["generate", "--include-imported", "allow", "--out"])
+            .arg(dir.join("hostile"))
+            .arg(&hostile)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{}:", hostile.display()))
+                && stderr.contains("is not a syscall of x86_64"),
+            "{stderr}"
+        );
+        assert!(!dir.join("hostile").exists());
+
         // A program the recording never ran: an error (exit 2), nothing written.
         let typo = dir.join("typo");
         let o = profiler()
