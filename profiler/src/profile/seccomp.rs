@@ -582,6 +582,85 @@ mod tests {
         }
     }
 
+    /// `--include-imported allow`: one rule per set of importers, with its reason; an
+    /// imported clone keeps the namespace rule, a dangerous import stays out, a recorded
+    /// syscall keeps its own rule, and an imported newer sibling is allowed, not ENOSYS.
+    #[test]
+    fn imported_syscalls_get_their_own_rules() {
+        use crate::profile::imported::{IncludeAction, IncludeImported, programs};
+        use crate::trace::image::{ExecutableFile, ImageInfo, ImportTable, Imports};
+        let mut o = observed(&["read", "stat"]);
+        let mut image = ImageInfo::default();
+        for (exe, names) in [
+            (
+                "/srv/app",
+                &["read", "kill", "clone", "statx", "io_uring_setup"][..],
+            ),
+            ("/srv/other", &["kill", "shutdown"][..]),
+        ] {
+            image.executable_files.insert(
+                exe.into(),
+                ExecutableFile {
+                    imports: Some(Imports {
+                        table: ImportTable::Dynamic,
+                        arch: Some(Arch::X86_64),
+                        objects: [(
+                            exe.to_owned(),
+                            names.iter().map(|n| n.to_string()).collect(),
+                        )]
+                        .into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        o.programs = programs(&image, &o.syscalls);
+        let options = GenerateOptions {
+            include_imported: IncludeImported {
+                action: Some(IncludeAction::Allow),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = docker_profile(&o, &options);
+        let by = |comment: &str| -> Vec<&SyscallRule> {
+            p.syscalls
+                .iter()
+                .filter(|r| r.comment.as_deref() == Some(comment))
+                .collect()
+        };
+        let app = by("imported by /srv/app");
+        assert_eq!(app.len(), 1, "{p:#?}");
+        assert_eq!(app[0].names, ["statx"]);
+        let clone = by("imported by /srv/app; without namespace flags");
+        assert_eq!(clone[0].args[0].value, CLONE_NAMESPACE_FLAGS);
+        let both = by("imported by /srv/app, /srv/other");
+        assert_eq!(both[0].names, ["kill"]);
+        assert_eq!(by("imported by /srv/other")[0].names, ["shutdown"]);
+        assert!(
+            !p.syscalls
+                .iter()
+                .any(|r| r.names.iter().any(|n| n == "io_uring_setup"))
+        );
+        // read was recorded: in the one allow rule, nowhere else.
+        assert_eq!(
+            p.syscalls
+                .iter()
+                .filter(|r| r.names.iter().any(|n| n == "read"))
+                .count(),
+            1
+        );
+        // Without the option, nothing of it.
+        let plain = docker_profile(&o, &GenerateOptions::default());
+        assert!(!plain.syscalls.iter().any(|r| {
+            r.comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with("imported"))
+        }));
+        assert!(!allowed(&plain, "kill"));
+    }
+
     /// A program that only made threads recorded clone3: clone3 gets ENOSYS (its flags are
     /// in memory), so clone must be allowed, under the same namespace rule.
     #[test]
