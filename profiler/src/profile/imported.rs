@@ -244,6 +244,20 @@ pub fn to_include(
     out
 }
 
+/// A path as the summary prints it: control characters escaped, so a file name the workload
+/// chose cannot rewrite the terminal's lines.
+fn printable(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Where a syscall stands in a generated profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InProfile {
@@ -308,6 +322,7 @@ pub fn summary_lines(
     let mut lines = Vec::new();
     let mut runtimes = Vec::new();
     for (path, p) in programs {
+        let path = &printable(path);
         match p.import_table {
             ImportTable::None => {
                 lines.push(format!(
@@ -387,6 +402,21 @@ mod tests {
             );
         }
         image
+    }
+
+    #[test]
+    fn control_characters_in_paths_are_escaped() {
+        let img = image(&[("/srv/a\n  imports:       fake\x1b[2K", &["kill"])]);
+        let lines = summary_lines(&programs(&img, &BTreeMap::new()), &|_| InProfile::Denied);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            !lines[0].contains('\n') && !lines[0].contains('\x1b'),
+            "{lines:?}"
+        );
+        assert!(
+            lines[0].ends_with("(/srv/a\\n  imports:       fake\\u{1b}[2K)"),
+            "{lines:?}"
+        );
     }
 
     #[test]

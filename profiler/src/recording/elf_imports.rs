@@ -18,7 +18,7 @@
 //! closure is bounded in objects.
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read as _;
-use std::os::fd::{AsFd as _, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -278,14 +278,6 @@ pub fn process_root(pid: u32) -> Option<std::os::fd::OwnedFd> {
     .ok()
 }
 
-/// Imports of the executable `path` as this process's own root shows it (a command profiler
-/// started runs in profiler's root).
-pub fn imports_on_host(reader: &mut ImportReader, path: &str) -> Option<Imports> {
-    let root = process_root(std::process::id())?;
-    let meta = std::fs::metadata(path).ok()?;
-    reader.imports(root.as_fd(), path, meta.dev(), meta.ino())
-}
-
 /// One ELF object's machine, loader, dependencies and imported functions.
 fn parse(data: &[u8]) -> Option<Object> {
     use object::Object as _;
@@ -377,6 +369,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Imports of the executable `path` as this process's own root shows it (a command profiler
+    /// started runs in profiler's root).
+    fn imports_on_host(reader: &mut ImportReader, path: &str) -> Option<Imports> {
+        use std::os::fd::AsFd as _;
+        let root = process_root(std::process::id())?;
+        let meta = std::fs::metadata(path).ok()?;
+        reader.imports(root.as_fd(), path, meta.dev(), meta.ino())
+    }
 
     /// The host's own /bin/ls: dynamically linked, its closure reaches libc, and what it
     /// imports by syscall name matches `nm -D --undefined-only` (binutils), read here.

@@ -420,6 +420,7 @@ impl Trace {
             .executables
             .keys()
             .chain(self.image.written_paths.keys())
+            .chain(self.image.executable_files.keys())
             .chain(self.image.writable_directories.iter());
         for p in paths {
             if p.contains('\0') || !p.starts_with('/') {
@@ -438,7 +439,7 @@ impl Trace {
             };
             let pointer = format!("/image/executable_files/{}/imports", pointer_escape(exe));
             for (object, names) in &imports.objects {
-                if object.contains('\0') || !object.starts_with('/') || !exe.starts_with('/') {
+                if object.contains('\0') || !object.starts_with('/') {
                     return bad(
                         format!("{pointer}/objects"),
                         format!("{object:?} is not an absolute path"),
