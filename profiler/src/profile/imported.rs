@@ -304,8 +304,10 @@ pub fn summary_lines(
     programs: &BTreeMap<String, ProgramCoverage>,
     state: &dyn Fn(&str) -> InProfile,
 ) -> Vec<String> {
-    /// A line names at most this many syscalls (coverage.json has them all).
+    /// A line names at most this many syscalls, and at most this many lines are about
+    /// programs (a script running twenty tools): coverage.json has them all.
     const MAX_NAMES: usize = 12;
+    const MAX_LINES: usize = 8;
     let list = |names: &[&str]| {
         let shown = names
             .iter()
@@ -364,6 +366,11 @@ pub fn summary_lines(
             }
         }
     }
+    if lines.len() > MAX_LINES {
+        let more = lines.len() - (MAX_LINES - 1);
+        lines.truncate(MAX_LINES - 1);
+        lines.push(format!("{more} more programs: see coverage.json"));
+    }
     if !runtimes.is_empty() {
         runtimes.sort();
         runtimes.dedup();
@@ -402,6 +409,19 @@ mod tests {
             );
         }
         image
+    }
+
+    #[test]
+    fn the_summary_stays_short() {
+        let paths: Vec<String> = (0..20).map(|i| format!("/usr/bin/tool{i:02}")).collect();
+        let entries: Vec<(&str, &[&str])> =
+            paths.iter().map(|p| (p.as_str(), &["kill"][..])).collect();
+        let lines = summary_lines(&programs(&image(&entries), &BTreeMap::new()), &|_| {
+            InProfile::Denied
+        });
+        assert_eq!(lines.len(), 8, "{lines:?}");
+        assert!(lines[6].ends_with("(/usr/bin/tool06)"), "{lines:?}");
+        assert_eq!(lines[7], "13 more programs: see coverage.json");
     }
 
     #[test]
