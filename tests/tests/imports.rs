@@ -459,3 +459,56 @@ privileged_test!(
         );
     }
 );
+
+privileged_test!(
+    #[scratch = "imports-runpath"]
+    /// A library found only through the program's `DT_RUNPATH` (`$ORIGIN/lib`), as the loader
+    /// finds it: what the library imports (getsid) is the program's, attributed to it.
+    fn a_runpath_librarys_imports_are_the_programs(dir: TempDir) {
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        let lib = dir.join("lib/libsession.so");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-shared", "-fPIC", "-o"])
+                .arg(&lib)
+                .arg(workload("runpath_lib.c")),
+        );
+        let bin = dir.join("runpath_main");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(&bin)
+                .arg(workload("runpath_main.c"))
+                .arg(format!("-L{}", dir.join("lib").display()))
+                .args(["-lsession", "-Wl,--enable-new-dtags,-rpath,$ORIGIN/lib"]),
+        );
+        let profile = dir.join("p");
+        let o = record(&profile, &[bin.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains("session 0"));
+        let bin_s = bin.display().to_string();
+        let lib_s = lib.display().to_string();
+        let cov = read_json(&profile.join("coverage.json"));
+        let program = &cov["programs"][&bin_s];
+        assert!(
+            program["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o == lib_s.as_str()),
+            "{cov:#}"
+        );
+        assert_eq!(
+            program["imported_only"]["getsid"],
+            serde_json::json!([lib_s]),
+            "{cov:#}"
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("imported, never called during recording: ")
+                    && l.contains("getsid")
+                    && l.ends_with(&format!("({bin_s})"))),
+            "{err}"
+        );
+    }
+);
