@@ -259,8 +259,13 @@ pub fn resolve(rules: &Rules) -> Plan {
             p.writable.insert(PathBuf::from(d));
         }
     }
+    // The workload's own /proc entries; `/proc/self` names this process, which is the one
+    // that execs the workload (same pid), so the rule holds for it.
     for f in &rules.write_files {
-        if normal(f) && f.starts_with("/proc/self") && Path::new(f).exists() {
+        if normal(f)
+            && ["/proc/self", "/proc/self/fd", "/proc/self/task"].contains(&f.as_str())
+            && Path::new(f).exists()
+        {
             p.writable.insert(PathBuf::from(f));
         }
     }

@@ -73,6 +73,23 @@ impl Arch {
         }
     }
 
+    /// Whether `name` is in this architecture's syscall table (the same sources as
+    /// [`Arch::syscall_name`]).
+    pub fn has_syscall(self, name: &str) -> bool {
+        match self {
+            Arch::X86_64 => name.parse::<syscalls::x86_64::Sysno>().is_ok(),
+            Arch::I386 => name.parse::<syscalls::x86::Sysno>().is_ok(),
+            Arch::X32 => {
+                ScmpSyscall::from_name_by_arch(name, ScmpArch::X32).is_ok_and(|s| i32::from(s) >= 0)
+            }
+        }
+    }
+
+    /// Whether `name` is a syscall of any architecture profiler knows.
+    pub fn any_has_syscall(name: &str) -> bool {
+        Arch::ALL.into_iter().any(|a| a.has_syscall(name))
+    }
+
     /// Syscall name for display and profiles: the table name, or `syscall_<nr>` when unknown.
     pub fn display_name(self, nr: u32) -> String {
         self.syscall_name(nr)

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use profiler::arch::Arch;
+use profiler::profile::imported::{IncludeAction, IncludeImported};
 use profiler::profile::seccomp::{DefaultAction, GenerateOptions};
 use profiler::{cli::record, confine::run, exit::ExitError};
 
@@ -68,6 +69,48 @@ struct ProfileArgs {
     /// allows them all.
     #[arg(long)]
     allow_io_uring: bool,
+    /// Also put into the seccomp profile the syscalls the recorded programs import (their ELF
+    /// import tables and their libraries') but never made while recording: `log`
+    /// (SCMP_ACT_LOG: allowed, and logged to the audit log) or `allow`. Each rule says which
+    /// program imports it. Interpreters and the dangerous syscalls (ptrace, bpf, mount,
+    /// unshare, setns, keyctl, io_uring...) stay out unless named.
+    #[arg(long, value_enum, value_name = "ACTION")]
+    include_imported: Option<IncludeImportedArg>,
+    /// Only the imports of this executable (its path in the workload, as the summary and
+    /// coverage.json name it); names an interpreter in too. Repeatable.
+    #[arg(long, value_name = "PATH", requires = "include_imported", value_parser = parse_absolute)]
+    include_imported_from: Vec<String>,
+    /// Include this dangerous syscall too when a program imports it (e.g. ptrace, chroot).
+    /// Repeatable.
+    #[arg(long, value_name = "NAME", requires = "include_imported", value_parser = parse_syscall)]
+    include_imported_syscall: Vec<String>,
+}
+
+/// The `--include-imported` values.
+#[derive(Clone, Copy, ValueEnum)]
+enum IncludeImportedArg {
+    /// SCMP_ACT_LOG: allowed, and logged to the audit log.
+    Log,
+    /// SCMP_ACT_ALLOW.
+    Allow,
+}
+
+fn parse_absolute(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.contains('\0') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an absolute path (as the summary names programs)"
+        ))
+    }
+}
+
+fn parse_syscall(s: &str) -> Result<String, String> {
+    if Arch::any_has_syscall(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a syscall of x86_64, i386 or x32"))
+    }
 }
 
 fn parse_headroom(s: &str) -> Result<f64, String> {
@@ -87,6 +130,14 @@ impl ProfileArgs {
             name: self.name.clone(),
             follow_symlinks: self.follow_symlinks,
             allow_io_uring: self.allow_io_uring,
+            include_imported: IncludeImported {
+                action: self.include_imported.map(|a| match a {
+                    IncludeImportedArg::Log => IncludeAction::Log,
+                    IncludeImportedArg::Allow => IncludeAction::Allow,
+                }),
+                from: self.include_imported_from.clone(),
+                dangerous_allowed: self.include_imported_syscall.clone(),
+            },
         }
     }
 }

@@ -479,7 +479,8 @@ privileged_test!(
             [
                 "+ x86_64 syscalls: getsid",
                 "+ capability CAP_CHOWN",
-                "+ executable \"/bin/true\"",
+                // The file /bin/true is (/bin links to usr/bin in the image).
+                "+ executable \"/usr/bin/true\"",
                 "+ bind port 9001"
             ],
             "{diff_text}"

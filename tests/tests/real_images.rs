@@ -375,6 +375,25 @@ privileged_test!(
             n.as_str(),
             "{err}"
         );
+        // python3 imports much of libc: an interpreter, in coverage.json and not in the summary.
+        let cov = read_json(&profile.join("coverage.json"));
+        let (python, program) = cov["programs"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| p.starts_with("/usr/bin/python3"))
+            .unwrap_or_else(|| panic!("{cov:#}"));
+        assert!(
+            program["runtime"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("interpreter"))
+        );
+        assert!(!program["imported_only"].as_object().unwrap().is_empty());
+        assert!(
+            !err.lines()
+                .any(|l| l.contains("imported, never called") && l.contains(python.as_str())),
+            "{err}"
+        );
         let names = &traced_syscalls(&trace)["x86_64"];
         assert!(
             names.contains("clone3"),
@@ -1037,5 +1056,186 @@ privileged_test!(
         );
         expect_http(&format!("{ip}:80"), "GET", "/items/a", b"", 200, b"1");
         let _ = podman(&["stop", "-t", "10", &with]);
+    }
+);
+
+/// What `program` imports that the recording in `profile` never saw (coverage.json), after
+/// checking what must hold of any such list: the summary (`summary`, the recording's stderr)
+/// names the program; no syscall the workload made is in it; and the profile denies every
+/// one it says it denies.
+fn imported_only(
+    profile: &Path,
+    program: &str,
+    summary: &str,
+) -> std::collections::BTreeSet<String> {
+    let cov = read_json(&profile.join("coverage.json"));
+    let p = &cov["programs"][program];
+    assert_eq!(p["import_table"], "dynamic", "{cov:#}");
+    assert!(p["runtime"].is_null(), "{cov:#}");
+    let only: std::collections::BTreeSet<String> = p["imported_only"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let trace = read_json(&profile.join("trace.json"));
+    let made: Vec<&str> = trace["syscalls"]["x86_64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["phases"].as_array().unwrap().iter().any(|p| p != "setup"))
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for n in &made {
+        assert!(
+            !only.contains(*n),
+            "{n} was made by the workload, yet listed as imported only"
+        );
+    }
+    let allowed = allowed_names(&profile.join("seccomp.json"));
+    for n in &only {
+        if cov["imported_only"]["x86_64"][n]["profile"] == "denied" {
+            assert!(
+                !allowed.contains(n),
+                "{n} is said to be denied, yet allowed"
+            );
+        }
+    }
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("imported, never called during recording: ")
+                && l.ends_with(&format!("({program})"))),
+        "{summary}"
+    );
+    only
+}
+
+/// `profiler generate --include-imported allow` of the recording in `profile`, into `to`.
+fn include_imported(profile: &Path, to: &Path) {
+    run_ok(
+        profiler()
+            .args(["generate", "--include-imported", "allow", "--out"])
+            .arg(to)
+            .arg(profile.join("trace.json")),
+    );
+}
+
+privileged_test!(
+    /// PostgreSQL trained on table work only: what its binaries import but training never
+    /// called (each checked by hand in `objdump -T postgres`: mkdir, rmdir, symlink, link,
+    /// truncate, syncfs are undefined symbols of the executable itself). Production needs one
+    /// of them: CREATE DATABASE makes its folder with mkdir, which the plain profile denies
+    /// and `--include-imported allow` allows.
+    fn postgresql_imports_what_create_database_needs() {
+        require_docker();
+        require_image();
+        let dir = TempDir::new("real-pg-imports");
+        let profile = dir.join("db");
+        let n = name("pg-imp");
+        let _n_removed = docker_removed(&n);
+        let rec = record_docker(&dir, &profile, &n, &["--user", "postgres"], POSTGRES);
+        let up = |ip: &str| psql(ip, "select 1").status.success();
+        let ip = ready_ip(&["docker"], &n, &up, &rec);
+        psql_ok(&ip, "create table items (id int primary key, name text)");
+        psql_ok(&ip, "insert into items values (1, 'one')");
+        assert_eq!(psql_ok(&ip, "select name from items where id = 1"), "one");
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
+        let only = imported_only(&profile, POSTGRES[0], &err);
+        for s in ["mkdir", "rmdir", "symlink", "link", "truncate", "syncfs"] {
+            assert!(only.contains(s), "{s} not in {only:?}");
+        }
+        let allowed = dir.join("db-allowed");
+        include_imported(&profile, &allowed);
+        for (p, works) in [(&profile, false), (&allowed, true)] {
+            let log = dir.join(&format!("violations-{works}.jsonl"));
+            let n2 = name(&format!("pg-imp-{works}"));
+            let _n2_removed = docker_removed(&n2);
+            let prod = production_docker(&dir, p, &log, &n2, POSTGRES);
+            let ip = ready_ip(&["docker"], &n2, &up, &prod);
+            let o = psql(&ip, "create database more");
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            if works {
+                assert!(o.status.success(), "{stderr}");
+            } else {
+                assert!(
+                    !o.status.success()
+                        && stderr.contains("could not create directory")
+                        && stderr.contains("Operation not permitted"),
+                    "{o:?}"
+                );
+            }
+            stop(&["docker"], &n2);
+            let (code, _, err) = prod.wait();
+            assert_eq!(
+                code,
+                0,
+                "{err}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+    }
+);
+
+privileged_test!(
+    /// memcached trained on set/get: what it imports but training never called (checked by
+    /// hand in `objdump -T memcached`: getsockname, kill, mlockall, setsid are undefined
+    /// symbols of the executable itself). Production needs one of them: `stats conns` names
+    /// the listening socket's address with getsockname, which the plain profile denies (the
+    /// address reads `?:<AF 0>`) and `--include-imported allow` allows.
+    fn memcached_imports_what_its_client_list_needs() {
+        require_docker();
+        require_image();
+        let dir = TempDir::new("real-mc-imports");
+        let profile = dir.join("cache");
+        let n = name("mc-imp");
+        let _n_removed = docker_removed(&n);
+        let rec = record_docker(&dir, &profile, &n, &["--user", "memcache"], MEMCACHED);
+        let up = |ip: &str| {
+            memcache(&format!("{ip}:11211"), "version\r\n", "\r\n")
+                .is_some_and(|r| r.starts_with("VERSION"))
+        };
+        let ip = ready_ip(&["docker"], &n, &up, &rec);
+        let addr = format!("{ip}:11211");
+        assert_eq!(
+            memcache(&addr, "set k 0 0 3\r\none\r\n", "\r\n").as_deref(),
+            Some("STORED\r\n")
+        );
+        stop(&["docker"], &n);
+        let (code, _, err) = rec.wait();
+        assert_eq!(code, 0, "{err}");
+        let only = imported_only(&profile, MEMCACHED[0], &err);
+        for s in ["getsockname", "kill", "mlockall", "setsid"] {
+            assert!(only.contains(s), "{s} not in {only:?}");
+        }
+        let allowed = dir.join("cache-allowed");
+        include_imported(&profile, &allowed);
+        for (p, works) in [(&profile, false), (&allowed, true)] {
+            let log = dir.join(&format!("violations-{works}.jsonl"));
+            let n2 = name(&format!("mc-imp-{works}"));
+            let _n2_removed = docker_removed(&n2);
+            let prod = production_docker(&dir, p, &log, &n2, MEMCACHED);
+            let ip = ready_ip(&["docker"], &n2, &up, &prod);
+            let conns = memcache(&format!("{ip}:11211"), "stats conns\r\n", "END\r\n").unwrap();
+            let listening = conns
+                .lines()
+                .find(|l| l.contains(":addr ") && !l.contains("172."))
+                .unwrap_or_else(|| panic!("{conns}"));
+            assert_eq!(
+                listening.ends_with(":addr tcp:0.0.0.0:11211"),
+                works,
+                "{conns}"
+            );
+            stop(&["docker"], &n2);
+            let (code, _, err) = prod.wait();
+            assert_eq!(
+                code,
+                0,
+                "{err}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
     }
 );

@@ -151,6 +151,41 @@ privileged_test!(
         );
         assert_sealed_and_unsealed(&sealed, &unsealed, false);
 
+        // Under `profiler enforce --containers`, the kernel's own Landlock records become
+        // the violation lines, and enforce exits 5 (the container itself succeeded).
+        let log = dir.join("violations.jsonl");
+        let o = profiler()
+            .args(["enforce", "--containers", "--profile"])
+            .arg(&profile)
+            .arg("--log")
+            .arg(&log)
+            .args(["--", "docker", "run", "--rm"])
+            .args(&flags)
+            .arg(DEBIAN_APPS_IMAGE)
+            .args(["python3", "-c", &probe_script(), "hostile", PORT, DATA])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(5), "{o:?}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for blocker in ["fs.execute", "net.bind_tcp", "net.connect_tcp"] {
+            assert!(
+                lines.iter().any(|l| l["rule"] == "landlock"
+                    && l["action"] == "denied"
+                    && l["blockers"] == blocker),
+                "no {blocker} denial: {lines:?}\n{o:?}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["blockers"] == "net.bind_tcp" && l["address"] == "port 9001"),
+            "{lines:?}"
+        );
+
         // With no command after the image, the recorded one runs (the training, sealed).
         let o = Command::new("docker")
             .args(["run", "--rm"])

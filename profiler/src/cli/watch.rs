@@ -249,20 +249,18 @@ pub fn promote_traces(
 ) -> anyhow::Result<i32> {
     let old_path = old_profile.join(crate::profile::TRACE_FILE);
     let old = Trace::load(&old_path).map_err(|e| exit_error(2, format!("{e:#}")))?;
-    let mut runs = vec![(old_path.clone(), old.clone())];
-    for (i, t) in production.iter().enumerate() {
-        runs.push((PathBuf::from(format!("production-{}", i + 1)), t.clone()));
-    }
-    let all: Vec<Trace> = runs.iter().map(|(_, t)| t.clone()).collect();
+    let mut all = vec![old.clone()];
+    all.extend(production.iter().cloned());
+    let mut names = vec![old_path.display().to_string()];
+    names.extend((1..=production.len()).map(|i| format!("production-{i}")));
+    let named: Vec<(String, &Trace)> = names.into_iter().zip(all.iter()).collect();
     let mut union = old;
     for t in &production {
         union.union(t);
     }
     let profiles = crate::profile::generate(&all, options);
     let mut files = crate::profile::render(Some(&union), &profiles, out, options);
-    let mut cov = serde_json::to_vec_pretty(&crate::cli::merge::coverage(&runs, options))?;
-    cov.push(b'\n');
-    files.push((crate::cli::merge::COVERAGE_FILE, cov));
+    files.push(crate::profile::coverage_file(&named, &profiles, options));
     crate::profile::write_atomically(out, &files, options.follow_symlinks)?;
     eprintln!(
         "profiler: promoted {} into {}",

@@ -230,10 +230,14 @@ impl Side {
 
     fn image(&mut self, a: Option<&ImageAllowances>, b: Option<&ImageAllowances>) {
         if let (Some(a), Some(b)) = (a, b) {
-            // A program run by a path the other side knows as a file (or the reverse) is
-            // the same program.
+            // Programs compare by the files they were (canonical paths: /bin/ls and
+            // /usr/bin/ls are one program) where both sides know them, else by path.
             let known: BTreeSet<String> = b.executables.union(&b.files).cloned().collect();
-            self.executables = minus(&a.executables, &known);
+            self.executables = if !a.files.is_empty() && !b.files.is_empty() {
+                minus(&a.files, &known)
+            } else {
+                minus(&a.executables, &known)
+            };
             self.bind_ports = minus(&a.bind_ports, &b.bind_ports);
             self.connects = minus(&a.connects, &b.connects);
         }

@@ -120,7 +120,16 @@ pub fn image_profile(
         syscalls,
         capabilities: caps.add.clone(),
         executables: image.executables.clone(),
-        executable_files: image.executable_files.clone(),
+        // The identity only: what they import is in trace.json and coverage.json.
+        executable_files: image
+            .executable_files
+            .iter()
+            .map(|(p, f)| {
+                let mut f = f.clone();
+                f.imports = None;
+                (p.clone(), f)
+            })
+            .collect(),
         failed_executables: image.failed_executables.clone(),
         writable_directories: image.writable_directories.clone(),
         directories: image.directories.clone(),

@@ -81,6 +81,10 @@ pub fn rules(profile: &ImageProfile, entrypoint: &[String], cmd: &[String]) -> R
             match rest.split_once('/') {
                 None => files.insert("/proc/self".to_owned()),
                 Some(("fd", _)) => files.insert("/proc/self/fd".to_owned()),
+                // A thread's own entries: pthread_setname_np writes
+                // /proc/self/task/TID/comm (glibc nptl/pthread_setname.c), and the thread
+                // ids are new in every run.
+                Some(("task", _)) => files.insert("/proc/self/task".to_owned()),
                 _ => false,
             };
         }

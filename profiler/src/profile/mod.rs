@@ -2,8 +2,10 @@
 //! the folder written all or nothing.
 pub mod capabilities;
 pub mod compose;
+pub mod coverage;
 pub mod docker;
 pub mod image_profile;
+pub mod imported;
 pub mod kubernetes;
 pub mod landlock;
 pub mod oci;
@@ -50,6 +52,8 @@ pub struct Profiles {
     /// The union of the traces' image sections, and the syscalls the profile allows.
     pub image: crate::trace::image::ImageInfo,
     pub syscalls: std::collections::BTreeMap<crate::arch::Arch, std::collections::BTreeSet<String>>,
+    /// Each executable's imports against the syscalls seen (see `imported`).
+    pub programs: BTreeMap<String, imported::ProgramCoverage>,
 }
 
 pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
@@ -71,7 +75,35 @@ pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
         capabilities: whitelist(&observed.capability_checks),
         image,
         syscalls: observed.syscalls.clone(),
+        programs: observed.programs.clone(),
     }
+}
+
+/// `coverage.json` for the traces (each with its run's name) whose union made `profiles`.
+pub fn coverage_file(
+    traces: &[(String, &Trace)],
+    profiles: &Profiles,
+    options: &GenerateOptions,
+) -> (&'static str, Vec<u8>) {
+    (
+        coverage::COVERAGE_FILE,
+        coverage::to_json(&coverage::coverage(traces, profiles, options)),
+    )
+}
+
+/// The `--include-imported-from` paths that name no executable of `profiles` (a typo, or a
+/// program of another recording).
+pub fn unknown_import_sources<'a>(
+    profiles: &Profiles,
+    options: &'a GenerateOptions,
+) -> Vec<&'a str> {
+    options
+        .include_imported
+        .from
+        .iter()
+        .filter(|p| !profiles.image.executable_files.contains_key(p.as_str()))
+        .map(String::as_str)
+        .collect()
 }
 
 /// The workload's name in the Kubernetes outputs: `--name`, else the compose service or the
@@ -282,7 +314,18 @@ pub fn write_profiles(
     let mut services = BTreeMap::new();
     for (trace, dir) in items {
         let profiles = generate(std::slice::from_ref(*trace), options);
-        sets.push((dir.clone(), render(Some(trace), &profiles, dir, options)));
+        let unknown = unknown_import_sources(&profiles, options);
+        if !unknown.is_empty() && !quiet {
+            eprintln!(
+                "profiler: warning: --include-imported-from {} names no program of the recording in {}",
+                unknown.join(", "),
+                dir.display()
+            );
+        }
+        let mut files = render(Some(trace), &profiles, dir, options);
+        let run = dir.join(TRACE_FILE).display().to_string();
+        files.push(coverage_file(&[(run, *trace)], &profiles, options));
+        sets.push((dir.clone(), files));
         if let Some(service) = trace
             .cgroup
             .container_info

@@ -99,10 +99,12 @@ pub struct Observed {
     pub arguments: ArgumentValues,
     pub capability_checks: Vec<CapabilityCheck>,
     pub runs: usize,
+    /// Each executable's imports against the syscalls seen (see `imported`).
+    pub programs: BTreeMap<String, crate::profile::imported::ProgramCoverage>,
 }
 
 impl Observed {
-    pub fn from_traces<'a>(traces: impl IntoIterator<Item = &'a Trace>) -> Observed {
+    pub fn from_traces(traces: &[Trace]) -> Observed {
         let mut observed = Observed::default();
         for trace in traces {
             observed.runs += 1;
@@ -114,6 +116,16 @@ impl Observed {
                 .capability_checks
                 .extend(trace.profile_capability_checks().cloned());
         }
+        let mut image = crate::trace::image::ImageInfo::default();
+        for trace in traces {
+            for (path, file) in &trace.image.executable_files {
+                image
+                    .executable_files
+                    .entry(path.clone())
+                    .or_insert_with(|| file.clone());
+            }
+        }
+        observed.programs = crate::profile::imported::programs(&image, &observed.syscalls);
         observed
     }
 }

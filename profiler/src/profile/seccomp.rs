@@ -72,6 +72,8 @@ pub struct GenerateOptions {
     /// Follow symbolic links owned by other users on the way to the output folder (refused
     /// by default: see `out_dir`).
     pub follow_symlinks: bool,
+    /// Add the syscalls the programs import but the recording never saw (see `imported`).
+    pub include_imported: crate::profile::imported::IncludeImported,
 }
 
 impl Default for GenerateOptions {
@@ -84,6 +86,7 @@ impl Default for GenerateOptions {
             name: None,
             follow_symlinks: false,
             allow_io_uring: false,
+            include_imported: Default::default(),
         }
     }
 }
@@ -383,6 +386,9 @@ pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerS
             names.remove("ipc");
         }
     }
+    // What the programs import but the recording never saw, when asked for: before the
+    // newer-sibling answers, so an added `stat` gets its `statx` fallback like a seen one.
+    add_imported(observed, options, &names, &mut rules);
     for (newer, olders) in NEWER_SIBLINGS {
         if !names.contains(*newer)
             && !rules.iter().any(|r| r.names.iter().any(|n| n == newer))
@@ -417,6 +423,69 @@ pub fn docker_profile(observed: &Observed, options: &GenerateOptions) -> DockerS
         default_errno_ret,
         architectures,
         syscalls,
+    }
+}
+
+/// The rules `--include-imported` adds: one per set of executables importing the same
+/// syscalls, named in its comment ("imported by /usr/sbin/nginx"). A syscall the profile
+/// already has a rule for stays as it is; an unseen `clone` keeps the rule a seen one gets
+/// (no namespace flags).
+fn add_imported(
+    observed: &Observed,
+    options: &GenerateOptions,
+    names: &BTreeSet<String>,
+    rules: &mut Vec<SyscallRule>,
+) {
+    let Some(action) = options.include_imported.action else {
+        return;
+    };
+    let ruled = |n: &str| names.contains(n) || rules.iter().any(|r| r.names.iter().any(|m| m == n));
+    let include =
+        crate::profile::imported::to_include(&observed.programs, &options.include_imported, &ruled);
+    let mut by_importers: std::collections::BTreeMap<BTreeSet<String>, BTreeSet<String>> =
+        Default::default();
+    for (name, exes) in include.into_values().flatten() {
+        by_importers.entry(exes).or_default().insert(name);
+    }
+    let mut added: BTreeSet<String> = BTreeSet::new();
+    for (exes, syscalls) in by_importers {
+        let comment = format!(
+            "{}{}",
+            crate::profile::imported::COMMENT_PREFIX,
+            exes.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        // A name imported on two architectures by different programs goes in once.
+        let syscalls: Vec<String> = syscalls
+            .into_iter()
+            .filter(|n| added.insert(n.clone()))
+            .collect();
+        let (clone, plain): (Vec<String>, Vec<String>) = syscalls
+            .into_iter()
+            .partition(|n| n == "clone" && options.argument_rules);
+        if !plain.is_empty() {
+            let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+            rules.push(rule(
+                &plain,
+                action.seccomp_action(),
+                None,
+                vec![],
+                &comment,
+            ));
+        }
+        if !clone.is_empty() {
+            rules.push(rule(
+                &["clone"],
+                action.seccomp_action(),
+                None,
+                vec![SeccompArg {
+                    index: 0,
+                    value: CLONE_NAMESPACE_FLAGS,
+                    value_two: 0,
+                    op: "SCMP_CMP_MASKED_EQ".into(),
+                }],
+                &format!("{comment}; without namespace flags"),
+            ));
+        }
     }
 }
 
@@ -548,6 +617,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `--include-imported allow`: one rule per set of importers, with its reason; an
+    /// imported clone keeps the namespace rule, a dangerous import stays out, a recorded
+    /// syscall keeps its own rule, and an imported newer sibling is allowed, not ENOSYS.
+    #[test]
+    fn imported_syscalls_get_their_own_rules() {
+        use crate::profile::imported::{IncludeAction, IncludeImported, programs};
+        use crate::trace::image::{ExecutableFile, ImageInfo, ImportTable, Imports};
+        let mut o = observed(&["read", "stat"]);
+        let mut image = ImageInfo::default();
+        for (exe, names) in [
+            (
+                "/srv/app",
+                &["read", "kill", "clone", "statx", "io_uring_setup"][..],
+            ),
+            ("/srv/other", &["kill", "shutdown"][..]),
+        ] {
+            image.executable_files.insert(
+                exe.into(),
+                ExecutableFile {
+                    imports: Some(Imports {
+                        table: ImportTable::Dynamic,
+                        arch: Some(Arch::X86_64),
+                        objects: [(
+                            exe.to_owned(),
+                            names.iter().map(|n| n.to_string()).collect(),
+                        )]
+                        .into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        o.programs = programs(&image, &o.syscalls);
+        let options = GenerateOptions {
+            include_imported: IncludeImported {
+                action: Some(IncludeAction::Allow),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = docker_profile(&o, &options);
+        let by = |comment: &str| -> Vec<&SyscallRule> {
+            p.syscalls
+                .iter()
+                .filter(|r| r.comment.as_deref() == Some(comment))
+                .collect()
+        };
+        let app = by("imported by /srv/app");
+        assert_eq!(app.len(), 1, "{p:#?}");
+        assert_eq!(app[0].names, ["statx"]);
+        let clone = by("imported by /srv/app; without namespace flags");
+        assert_eq!(clone[0].args[0].value, CLONE_NAMESPACE_FLAGS);
+        let both = by("imported by /srv/app, /srv/other");
+        assert_eq!(both[0].names, ["kill"]);
+        assert_eq!(by("imported by /srv/other")[0].names, ["shutdown"]);
+        assert!(
+            !p.syscalls
+                .iter()
+                .any(|r| r.names.iter().any(|n| n == "io_uring_setup"))
+        );
+        // read was recorded: in the one allow rule, nowhere else.
+        assert_eq!(
+            p.syscalls
+                .iter()
+                .filter(|r| r.names.iter().any(|n| n == "read"))
+                .count(),
+            1
+        );
+        // Without the option, nothing of it.
+        let plain = docker_profile(&o, &GenerateOptions::default());
+        assert!(!plain.syscalls.iter().any(|r| {
+            r.comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with("imported"))
+        }));
+        assert!(!allowed(&plain, "kill"));
     }
 
     /// A program that only made threads recorded clone3: clone3 gets ENOSYS (its flags are

@@ -161,6 +161,12 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
             trace.workload.leftover_processes
         ));
     }
+    // What the programs are known to be able to do that the profile denies (their import
+    // tables), so a path the training missed is no surprise in production.
+    let state = |n: &str| crate::profile::imported::in_profile(&profiles.seccomp, n);
+    for line in crate::profile::imported::summary_lines(&profiles.programs, &state) {
+        out.push_str(&format!("  imports:       {line}\n"));
+    }
     let files: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     out.push_str(&format!("  wrote:         {}\n", files.join(", ")));
     eprint!("{out}");

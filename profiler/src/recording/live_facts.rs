@@ -20,8 +20,9 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::fstat;
 use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
 
+use crate::recording::elf_imports;
 use crate::recording::image_events::Builder;
-use crate::trace::image::{DirectoryFacts, ExecutableFile};
+use crate::trace::image::{DirectoryFacts, ExecutableFile, Imports};
 
 /// At most this many names are kept per directory: enough to tell "came with content" from
 /// "holds only what the workload wrote", without letting a directory of millions of files
@@ -49,6 +50,10 @@ pub struct LiveFacts {
     executables: HashMap<u64, BTreeMap<String, ExecutableFile>>,
     /// Files already read, by (dev, inode): a program run a thousand times is hashed once.
     hashed: HashMap<(u64, u64), ExecutableFile>,
+    /// Import tables (see `elf_imports`), each object read once.
+    import_reader: elf_imports::ImportReader,
+    /// The imports of each executable already analysed, by (dev, inode).
+    imports: HashMap<(u64, u64), Imports>,
     /// Every process seen in a recorded cgroup (its events, its forks), with its start time
     /// (field 22 of /proc/PID/stat) when it could be read: a pid reused later by another
     /// process on the host is not the workload's.
@@ -75,6 +80,8 @@ impl LiveFacts {
             groups: HashMap::new(),
             executables: HashMap::new(),
             hashed: HashMap::new(),
+            import_reader: elf_imports::ImportReader::default(),
+            imports: HashMap::new(),
             pids: HashMap::new(),
             escaped: Vec::new(),
             ignored: containers.then_some(recording_cgroup),
@@ -243,12 +250,42 @@ impl LiveFacts {
                             },
                         ))
                     });
-                if let Some((path, file)) = found {
+                if let Some((path, mut file)) = found
+                    && !self
+                        .executables
+                        .get(&e.cgroup_id)
+                        .is_some_and(|m| m.contains_key(&path))
+                {
+                    // What it imports, read now from the same root: a container's files are
+                    // gone by the time profiles are generated.
+                    let key = (file.dev, file.inode);
+                    file.imports = match self.imports.get(&key) {
+                        Some(known) => Some(known.clone()),
+                        None => {
+                            let mut roots = vec![e.pid];
+                            roots.extend(procs(e.cgroup_id).into_iter().take(4));
+                            if self.ignored.is_none() {
+                                roots.push(std::process::id());
+                            }
+                            let read = roots.into_iter().find_map(|pid| {
+                                let root = elf_imports::process_root(pid)?;
+                                self.import_reader.imports(
+                                    root.as_fd(),
+                                    &path,
+                                    file.dev,
+                                    file.inode,
+                                )
+                            });
+                            if let Some(i) = &read {
+                                self.imports.insert(key, i.clone());
+                            }
+                            read
+                        }
+                    };
                     self.executables
                         .entry(e.cgroup_id)
                         .or_default()
-                        .entry(path)
-                        .or_insert(file);
+                        .insert(path, file);
                 }
                 // A container user's groups from the image's /etc/group (runc sets them with
                 // setgroups before the exec): `postgres` reads its TLS key as `ssl-cert`.
@@ -434,7 +471,7 @@ fn identify(
 /// Opens `path` relative to `dir` without blocking or taking a terminal: `O_PATH` first,
 /// then, only for a regular file, a read-only open of that same file through its
 /// descriptor (a FIFO or device the workload put there is never opened for reading).
-fn open_regular(
+pub(crate) fn open_regular(
     dir: std::os::fd::BorrowedFd<'_>,
     path: &str,
     how: OpenHow,

@@ -209,6 +209,59 @@ pub struct ExecutableFile {
     /// The libraries it names (`DT_NEEDED`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needed: Vec<String>,
+    /// The syscalls its import table says it can make (read at record time, in the
+    /// workload's root, which may be gone by `generate`). `None`: not analysed (a trace from
+    /// before this field, or the file could no longer be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imports: Option<Imports>,
+}
+
+/// What a program imports that is named like a syscall: the functions it and the libraries
+/// of its `DT_NEEDED` closure take from other objects (libc's wrappers), whose names are
+/// syscall names of its architecture (`recording::elf_imports` reads them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Imports {
+    pub table: ImportTable,
+    /// The syscall table the names are of (the ELF's machine); `None` for no table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::arch::Arch>,
+    /// For the executable and each library read (by its path in the workload's root), the
+    /// syscall names it imports (possibly none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, BTreeSet<String>>,
+    /// `DT_NEEDED` names no search path held (the closure is incomplete without them).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub missing_libraries: BTreeSet<String>,
+    /// How many functions the executable itself imports, syscall-named or not.
+    #[serde(default)]
+    pub executable_functions: u64,
+}
+
+/// Whether a program has an import table to read.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportTable {
+    /// Dynamically linked: the table was read.
+    #[default]
+    Dynamic,
+    /// Statically linked (no `PT_INTERP`, no `DT_NEEDED`): its syscalls are compiled in and
+    /// no table says which; profiler does not guess.
+    None,
+    /// Not an ELF file profiler can read (another machine, too large, malformed).
+    Unreadable,
+}
+
+impl Imports {
+    /// Every syscall name the program and its libraries import, with the objects importing it.
+    pub fn syscalls(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (object, names) in &self.objects {
+            for n in names {
+                out.entry(n.as_str()).or_default().push(object.as_str());
+            }
+        }
+        out
+    }
 }
 
 /// A writable directory as it was when the workload first wrote below it.

@@ -430,6 +430,7 @@ impl Trace {
             .executables
             .keys()
             .chain(self.image.written_paths.keys())
+            .chain(self.image.executable_files.keys())
             .chain(self.image.writable_directories.iter());
         for p in paths {
             if p.contains('\0') || !p.starts_with('/') {
@@ -438,6 +439,37 @@ impl Trace {
                     format!("{p:?} is not an absolute path a kernel could have passed"),
                     Some(p.clone()),
                 );
+            }
+        }
+        // What the programs import becomes profile rules and their comments: every name must
+        // be a syscall of the program's architecture, every object an absolute path.
+        for (exe, file) in &self.image.executable_files {
+            let Some(imports) = &file.imports else {
+                continue;
+            };
+            let pointer = format!("/image/executable_files/{}/imports", pointer_escape(exe));
+            for (object, names) in &imports.objects {
+                if object.contains('\0') || !object.starts_with('/') {
+                    return bad(
+                        format!("{pointer}/objects"),
+                        format!("{object:?} is not an absolute path"),
+                        Some(object.clone()),
+                    );
+                }
+                for n in names {
+                    if !imports.arch.is_some_and(|a| a.has_syscall(n)) {
+                        return bad(
+                            format!("{pointer}/objects/{}", pointer_escape(object)),
+                            format!(
+                                "{n:?} is not a syscall of {}",
+                                imports
+                                    .arch
+                                    .map_or("an unnamed architecture".into(), |a| a.to_string())
+                            ),
+                            Some(n.clone()),
+                        );
+                    }
+                }
             }
         }
         Ok(())
@@ -529,6 +561,11 @@ pub struct Invalid {
     pub pointer: String,
     pub message: String,
     pub needle: Option<String>,
+}
+
+/// A JSON pointer reference token (RFC 6901: `~` as `~0`, `/` as `~1`).
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Line and column (1-based) of the first occurrence of `value` as a JSON string literal.
