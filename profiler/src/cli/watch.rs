@@ -5,10 +5,10 @@
 //! `--summary-every`. The cost is that of recording: the same in-kernel aggregation, read
 //! once a second; nothing per syscall crosses to userspace.
 //!
-//! It works whether the workload runs unconfined, under its profile in log mode
-//! (`SCMP_ACT_LOG` lets the syscall through, so the probes still see it), or enforced (then
-//! what is reported was denied: a denied syscall still passes the tracepoint, which runs
-//! before seccomp's verdict is carried out only for LOG; see the README).
+//! It works whether the workload runs unconfined or under its profile in log mode
+//! (`SCMP_ACT_LOG` lets the syscall through, so the probes still see it). Under the enforced
+//! profile a refused syscall never reaches the tracepoint (seccomp runs first,
+//! `syscall_trace_enter()` in kernel/entry/common.c), so only the other kinds are reported.
 //!
 //! `--promote OUT` then writes the next profile: the old recording plus what production
 //! needed (coverage.json says which run saw what), and prints `profiler diff OLD OUT`. The
