@@ -225,16 +225,20 @@ enum Command {
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
     },
-    /// Watch a running workload against its profile (DIR): one JSON line per syscall,
+    /// Watch a workload against its profile (DIR): a running one (--attach), CMD, or the
+    /// containers CMD starts (--containers). One JSON line per syscall,
     /// capability, exec, write or port the profile does not allow, within a second, and a
     /// summary line now and then; the last line holds what production did (for `promote`).
     /// Exits 5 when anything was reported.
     Watch {
         #[arg(long)]
         profile: PathBuf,
-        /// The workload: as `record --attach` takes it.
-        #[arg(long, value_name = "TARGET")]
-        attach: String,
+        /// A running workload, as `record --attach` takes it (else CMD is started).
+        #[arg(long, value_name = "TARGET", conflicts_with_all = ["containers", "cmd"])]
+        attach: Option<String>,
+        /// Watch the containers CMD starts (as `record --containers` records them).
+        #[arg(long)]
+        containers: bool,
         /// Append the lines to this file instead of stdout.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -250,6 +254,9 @@ enum Command {
         summary_every: std::time::Duration,
         #[command(flatten)]
         options: ProfileArgs,
+        /// The command to start and watch.
+        #[arg(required_unless_present = "attach", last = true)]
+        cmd: Vec<String>,
     },
     /// The next profile from watch logs: PROFILE's recording plus the production traces the
     /// logs end with; prints `profiler diff PROFILE OUT`.
@@ -417,14 +424,18 @@ fn main() -> ExitCode {
         Command::Watch {
             profile,
             attach,
+            containers,
             log,
             promote,
             duration,
             summary_every,
             options,
+            cmd,
         } => profiler::cli::watch::watch(profiler::cli::watch::WatchOptions {
             profile,
             target: attach,
+            command: cmd,
+            containers,
             log,
             promote,
             duration,

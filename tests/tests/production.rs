@@ -534,3 +534,156 @@ privileged_test!(
         );
     }
 );
+
+/// The four drift lines of the probe, whatever else the line says.
+fn drift_kinds(log: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| !matches!(l["kind"].as_str(), Some("summary" | "trace")))
+        .map(|mut l| {
+            let m = l.as_object_mut().unwrap();
+            m.remove("time");
+            m.remove("cgroup");
+            serde_json::to_string(&l).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const FOUR: [&str; 4] = [
+    r#"{"arch":"x86_64","kind":"syscall","name":"getsid"}"#,
+    r#"{"kind":"bind","port":9001}"#,
+    r#"{"kind":"capability","name":"CAP_CHOWN"}"#,
+    r#"{"kind":"exec","path":"/bin/true"}"#,
+];
+
+privileged_test!(
+    #[scratch = "watch-started"]
+    /// `watch -- CMD` and `watch --containers -- CMD`: the workload watch starts itself.
+    fn watch_starts_a_command_or_its_containers_and_reports_the_same_drift(dir: TempDir) {
+        require_docker();
+        let script = drift_script();
+        let data = dir.join("data");
+        std::fs::create_dir(&data).unwrap();
+        let trigger = |addr: String| {
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    if let Ok(mut t) = TcpStream::connect(&addr) {
+                        let _ = t.write_all(b"go");
+                        let mut ok = [0u8; 2];
+                        let _ = t.read_exact(&mut ok);
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "no probe at {addr}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        // A command: trained, then watched in drift mode.
+        let profile = dir.join("cmd");
+        let t = trigger("127.0.0.1:9000".into());
+        run_ok(
+            profiler()
+                .args(["record", "-q", "--out"])
+                .arg(&profile)
+                .args(["--", "/usr/bin/python3", "-c", &script, "train"])
+                .arg(&data),
+        );
+        t.join().unwrap();
+        let log = dir.join("cmd.jsonl");
+        let t = trigger("127.0.0.1:9000".into());
+        let o = profiler()
+            .args(["watch", "--profile"])
+            .arg(&profile)
+            .arg("--log")
+            .arg(&log)
+            .args(["--", "/usr/bin/python3", "-c", &script, "drift"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        t.join().unwrap();
+        assert_eq!(o.status.code(), Some(5), "{o:?}");
+        assert_eq!(drift_kinds(&log), FOUR, "{o:?}");
+
+        // Containers: the profile recorded from a container, the production container
+        // started by watch under the log-mode profile.
+        let pid = std::process::id();
+        let cprofile = dir.join("container");
+        let n1 = format!("wc-train-{pid}");
+        let _r1 = removed(&["docker".into()], None, &n1);
+        let rec = profiler()
+            .args(["record", "-q", "--containers", "--out"])
+            .arg(&cprofile)
+            .args(["--", "docker", "run", "--rm", "--name", &n1])
+            .arg(DEBIAN_APPS_IMAGE)
+            .args(["python3", "-c", &script, "train", "/tmp"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let docker = vec!["docker".to_owned()];
+        let mut ip = String::new();
+        wait_for("the training container", || {
+            ip_of(&docker, None, &n1).is_some_and(|i| {
+                ip = i;
+                true
+            })
+        });
+        trigger(format!("{ip}:9000")).join().unwrap();
+        assert!(rec.wait_with_output().unwrap().status.success());
+        let log_mode = dir.join("container-log");
+        run_ok(
+            profiler()
+                .args(["generate", "--default-action", "log", "--out"])
+                .arg(&log_mode)
+                .arg(cprofile.join("trace.json")),
+        );
+        let n2 = format!("wc-prod-{pid}");
+        let _r2 = removed(&["docker".into()], None, &n2);
+        let clog = dir.join("containers.jsonl");
+        let seccomp = format!("seccomp={}", log_mode.join("seccomp.json").display());
+        let watch = profiler()
+            .args(["watch", "--profile"])
+            .arg(&cprofile)
+            .arg("--log")
+            .arg(&clog)
+            .args([
+                "--containers",
+                "--",
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                &n2,
+                "--security-opt",
+                &seccomp,
+            ])
+            .arg(DEBIAN_APPS_IMAGE)
+            .args(["python3", "-c", &script, "drift", "/tmp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the production container", || {
+            ip_of(&docker, None, &n2).is_some_and(|i| {
+                ip = i;
+                true
+            })
+        });
+        trigger(format!("{ip}:9000")).join().unwrap();
+        let o = watch.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(5), "{o:?}");
+        assert_eq!(drift_kinds(&clog), FOUR, "{o:?}");
+        // Each line names the container's cgroup, below the recording cgroup.
+        let text = std::fs::read_to_string(&clog).unwrap();
+        assert!(
+            text.lines()
+                .filter(|l| l.contains("\"kind\":\"bind\""))
+                .all(|l| l.contains("\"cgroup\":\"profiler/rec-")),
+            "{text}"
+        );
+    }
+);

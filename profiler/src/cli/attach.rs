@@ -52,6 +52,28 @@ pub struct Session {
     running: Vec<(String, String)>,
     /// `uid:gid` of the processes running when the session began.
     ran_as: BTreeSet<String>,
+    /// A workload the session starts itself (`watch -- CMD`, `watch --containers -- CMD`);
+    /// taken out while it runs.
+    owned: Option<Owned>,
+    /// The session started its workload (the command line it ran), and whether that
+    /// workload is the containers it starts.
+    started_command: Option<Vec<String>>,
+    containers: bool,
+    exit: Option<Exit>,
+    /// Container cgroups seen below the recording cgroup (id -> path), kept after they are
+    /// removed.
+    names: std::collections::BTreeMap<u64, String>,
+}
+
+/// What a session that starts its workload holds for it.
+struct Owned {
+    cgroup: crate::recording::cgroup::RecordingCgroup,
+    program: PathBuf,
+    command: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    // Kept for the workload's life: the recording seccomp profile and a rewritten bundle.
+    _seccomp: Option<crate::recording::containers::RecordingSeccompFile>,
+    _bundle: Option<crate::recording::oci_bundle::RecordingBundle>,
 }
 
 fn cgroup_procs(dir: &std::path::Path) -> Vec<u32> {
@@ -103,16 +125,108 @@ impl Session {
                 .unwrap_or(0),
             running,
             ran_as,
+            owned: None,
+            started_command: None,
+            containers: false,
+            exit: None,
+            names: Default::default(),
         })
+    }
+
+    /// Starts CMD in a recording cgroup of its own and records it (with `containers`, the
+    /// containers it starts, as `record --containers` does: `--cgroup-parent` and the
+    /// permissive recording seccomp profile are added to docker/podman run commands, and
+    /// other commands find them in the environment).
+    pub fn command(cmd: &[String], containers: bool) -> anyhow::Result<Session> {
+        let program = crate::recording::command::resolve_command(&cmd[0])?;
+        let cgroup = crate::recording::cgroup::RecordingCgroup::create()?;
+        let mut probes = Probes::attach(if containers { cgroup.level() } else { 0 })?;
+        probes.track_from_exec(cgroup.id())?;
+        let mut command = cmd.to_vec();
+        let mut env = Vec::new();
+        let mut seccomp = None;
+        let mut bundle = None;
+        if containers {
+            let f = crate::recording::containers::RecordingSeccompFile::create()?;
+            let oci = crate::profile::seccomp::DockerSeccomp::load(f.path())
+                .and_then(|p| crate::profile::oci::seccomp(&p))
+                .map_err(|e| exit_error(2, format!("{e:#}")))?;
+            let prepared = crate::recording::containers::prepare(
+                &command,
+                cgroup.relative_path(),
+                f.path(),
+                &oci,
+                Some(f.dir()),
+            )
+            .map_err(|e| exit_error(2, format!("{e:#}")))?;
+            command = prepared.command;
+            env = prepared.env;
+            bundle = prepared.bundle;
+            seccomp = Some(f);
+        }
+        let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let facts = LiveFacts::new(cgroup.id(), start_cwd, containers);
+        let kallsyms = crate::kernel::kallsyms::Kallsyms::load()
+            .ok()
+            .map(std::sync::Arc::new);
+        let attached = Attached {
+            cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
+            dir: cgroup.path().to_path_buf(),
+            cgroup_id: cgroup.id(),
+            container: None,
+            engine: None,
+        };
+        Ok(Session {
+            target: cmd.join(" "),
+            attached,
+            probes,
+            facts,
+            events: EventLog::default(),
+            kallsyms,
+            started: Instant::now(),
+            recorded_at_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            running: Vec::new(),
+            ran_as: BTreeSet::new(),
+            started_command: Some(command.clone()),
+            containers,
+            exit: None,
+            names: Default::default(),
+            owned: Some(Owned {
+                cgroup,
+                program,
+                command,
+                env,
+                _seccomp: seccomp,
+                _bundle: bundle,
+            }),
+        })
+    }
+
+    /// The workload's exit, for a session that started it.
+    pub fn exit(&self) -> Option<Exit> {
+        self.exit
     }
 
     fn feed(&mut self, batch: Vec<profiler_common::Event>) {
         let dir = self.attached.dir.clone();
         let id = self.attached.cgroup_id;
+        let rel = self.attached.cgroup_path.clone();
+        let below = |c: u64| {
+            crate::recording::cgroup::children_of(&dir, rel.trim_start_matches('/'))
+                .iter()
+                .any(|(i, _)| *i == c)
+        };
         // A process that leaves the cgroup is the engine's business here (profiler did not
         // start this workload): it is not moved back, only no longer recorded.
-        self.facts
-            .events(&batch, &|_| cgroup_procs(&dir), &|c| c == id, &|_| {});
+        self.facts.events(
+            &batch,
+            &|_| cgroup_procs(&dir),
+            &|c| c == id || below(c),
+            &|_| {},
+        );
         self.events.extend(batch);
     }
 
@@ -128,6 +242,40 @@ impl Session {
             .enable_all()
             .build()?;
         let ring = self.probes.take_events()?;
+        if let Some(owned) = self.owned.take() {
+            // A workload the session started: run_in_cgroup forwards signals and waits for
+            // it; the checks happen between drains, every `period`.
+            let mut last = Instant::now();
+            let result = runtime.block_on(async {
+                let mut ring = watch_events(ring)?;
+                let exit = crate::recording::process::run_in_cgroup(
+                    &owned.cgroup,
+                    &owned.program,
+                    &owned.command,
+                    &owned.env,
+                    None,
+                    &mut ring,
+                    &mut |batch| {
+                        self.feed(batch);
+                        if last.elapsed() >= period {
+                            last = Instant::now();
+                            if let Err(e) = on_tick(self) {
+                                eprintln!("profiler: {e:#}");
+                            }
+                        }
+                    },
+                )
+                .await?;
+                let mut rest = Vec::new();
+                crate::kernel::events::drain_events(ring.get_mut(), &mut rest);
+                self.feed(rest);
+                anyhow::Ok(exit)
+            });
+            owned.cgroup.kill_all();
+            self.exit = Some(result?);
+            self.owned = Some(owned);
+            return Ok(Ended::Exited);
+        }
         runtime.block_on(async {
             let mut ring = watch_events(ring)?;
             let mut sigint = signal(SignalKind::interrupt())?;
@@ -172,20 +320,61 @@ impl Session {
     /// The trace of what was seen so far; `finish` ends the recording (the kernel's records
     /// are released), otherwise it goes on.
     pub fn trace(&mut self, finish: bool, exit: Exit) -> anyhow::Result<Trace> {
+        self.traces(finish, exit)?
+            .into_iter()
+            .next()
+            .context("the recording has no record of its cgroup")
+    }
+
+    /// The traces of what was seen so far: one for an attached workload or a command, one
+    /// per container for `--containers`.
+    pub fn traces(&mut self, finish: bool, exit: Exit) -> anyhow::Result<Vec<Trace>> {
         let id = self.attached.cgroup_id;
         let collected = if finish {
             self.probes.collect(id)?
         } else {
             self.probes.snapshot(id)?
         };
-        let c = collected
-            .into_iter()
-            .find(|c| c.cgroup_id == id)
-            .context("the recording has no record of its cgroup")?;
+        let containers = self.containers;
+        let exit = self.exit.unwrap_or(exit);
+        self.names.extend(crate::recording::cgroup::children_of(
+            &self.attached.dir,
+            self.attached.cgroup_path.trim_start_matches('/'),
+        ));
+        let names = self.names.clone();
+        let mut out = Vec::new();
+        for c in collected {
+            let own = c.cgroup_id == id;
+            if own == containers {
+                continue; // with --containers, the engine's CLI is not the workload
+            }
+            let path = if own {
+                Some(self.attached.cgroup_path.clone())
+            } else {
+                names.get(&c.cgroup_id).cloned()
+            };
+            out.push(self.trace_of(c, path, !own || self.attached.container.is_some(), exit)?);
+        }
+        Ok(out)
+    }
+
+    fn trace_of(
+        &self,
+        c: crate::kernel::Collected,
+        path: Option<String>,
+        container: bool,
+        exit: Exit,
+    ) -> anyhow::Result<Trace> {
+        let id = c.cgroup_id;
+        let attached = self.started_command.is_none();
         let ctx = TraceContext::new(
             self.recorded_at_unix,
             Workload {
-                command: vec!["attach".into(), self.target.clone()],
+                command: if attached {
+                    vec!["attach".into(), self.target.clone()]
+                } else {
+                    self.started_command.clone().unwrap_or_default()
+                },
                 exit,
                 duration_ms: self.started.elapsed().as_millis() as u64,
                 leftover_processes: 0,
@@ -195,17 +384,23 @@ impl Session {
             self.probes.cred_check,
             self.kallsyms.clone(),
         )?;
-        let container = self.attached.container.is_some();
+        let cwd = if container || attached {
+            PathBuf::from("/")
+        } else {
+            std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
+        };
         let mut trace = ctx.trace(
             c,
-            Some(self.attached.cgroup_path.clone()),
+            path,
             container,
             self.events.events(),
-            std::path::Path::new("/"),
+            &cwd,
             Default::default(),
         );
-        trace.cgroup.attached = true;
-        trace.cgroup.container_info = self.attached.container.clone();
+        trace.cgroup.attached = attached;
+        if attached {
+            trace.cgroup.container_info = self.attached.container.clone();
+        }
         for (path, argv0) in &self.running {
             trace
                 .image

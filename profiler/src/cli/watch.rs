@@ -14,7 +14,7 @@
 //! needed (coverage.json says which run saw what), and prints `profiler diff OLD OUT`. The
 //! log's last line holds the production trace, so `profiler promote --out OUT DIR LOG…`
 //! can do the same later, from logs.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +30,11 @@ use crate::trace::{Exit, Trace};
 
 pub struct WatchOptions {
     pub profile: PathBuf,
-    pub target: String,
+    /// `--attach TARGET`; else `command` is started (and with `containers`, the containers
+    /// it starts are watched).
+    pub target: Option<String>,
+    pub command: Vec<String>,
+    pub containers: bool,
     pub log: Option<PathBuf>,
     pub promote: Option<PathBuf>,
     pub duration: Option<Duration>,
@@ -171,37 +175,39 @@ pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
             None => Box::new(std::io::stdout()),
         },
     };
-    let mut session = Session::start(&opts.target)?;
+    let mut session = match &opts.target {
+        Some(t) => Session::start(t)?,
+        None => Session::command(&opts.command, opts.containers)?,
+    };
     eprintln!(
         "profiler: watching {} (cgroup {}) against {}",
-        opts.target,
+        session.target,
         session.attached.cgroup_path,
         opts.profile.display()
     );
-    let mut reported: BTreeSet<Drift> = BTreeSet::new();
-    let mut first_seen: BTreeMap<Drift, f64> = BTreeMap::new();
+    let mut reported: BTreeSet<(String, Drift)> = BTreeSet::new();
     let mut last_summary = Instant::now();
     let started = Instant::now();
     let generate = opts.generate.clone();
-    let cgroup = session.attached.cgroup_path.clone();
-    let mut check = |session: &mut Session,
-                     log: &mut Log,
-                     reported: &mut BTreeSet<Drift>|
+    // (cgroup, drift): each container reports its own.
+    let check = |session: &mut Session,
+                 log: &mut Log,
+                 reported: &mut BTreeSet<(String, Drift)>|
      -> anyhow::Result<()> {
-        let seen = session.trace(false, Exit::Unknown)?;
-        for d in drift(&old, &seen, &generate) {
-            if reported.insert(d.clone()) {
-                let t = unix_time();
-                first_seen.insert(d.clone(), t);
-                let mut v = d.to_json();
-                v["time"] = json!(t);
-                v["cgroup"] = json!(cgroup);
-                log.line(&v);
+        for seen in session.traces(false, Exit::Unknown)? {
+            let cgroup = seen.cgroup.path.clone().unwrap_or_default();
+            for d in drift(&old, &seen, &generate) {
+                if reported.insert((cgroup.clone(), d.clone())) {
+                    let mut v = d.to_json();
+                    v["time"] = json!(unix_time());
+                    v["cgroup"] = json!(cgroup);
+                    log.line(&v);
+                }
             }
         }
         Ok(())
     };
-    let summary = |log: &mut Log, reported: &BTreeSet<Drift>, last: bool| {
+    let summary = |log: &mut Log, reported: &BTreeSet<(String, Drift)>, last: bool| {
         log.line(&json!({
             "kind": "summary",
             "time": unix_time(),
@@ -223,19 +229,30 @@ pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
         })?
     };
     check(&mut session, &mut log, &mut reported)?;
-    let production = session.trace(true, Exit::Unknown)?;
+    let production = session.traces(true, Exit::Unknown)?;
     summary(&mut log, &reported, true);
-    // The production trace, for `profiler promote` later.
-    log.line(&json!({
-        "kind": "trace",
-        "ended": match ended { Ended::Exited => "exited", Ended::Duration => "duration", Ended::Signal => "signal" },
-        "trace": serde_json::to_value(&production)?,
-    }));
-    if let Some(out) = &opts.promote {
-        promote_traces(out, &opts.profile, vec![production], &opts.generate)?;
-        // (watch's own exit code says whether there was drift)
+    // The production traces, for `profiler promote` later.
+    let ended = match ended {
+        Ended::Exited => "exited",
+        Ended::Duration => "duration",
+        Ended::Signal => "signal",
+    };
+    for t in &production {
+        log.line(&json!({"kind": "trace", "ended": ended, "trace": serde_json::to_value(t)?}));
     }
-    Ok(if reported.is_empty() { 0 } else { EXIT_DRIFT })
+    if let Some(out) = &opts.promote {
+        // (watch's own exit code says whether there was drift; the diff is printed)
+        promote_traces(out, &opts.profile, production, &opts.generate)?;
+    }
+    // A workload watch started keeps its exit code when it failed.
+    let code = session.exit().map(|e| e.as_exit_code()).unwrap_or(0);
+    Ok(if code != 0 {
+        code
+    } else if reported.is_empty() {
+        0
+    } else {
+        EXIT_DRIFT
+    })
 }
 
 /// Writes OUT: the profile's recording plus the production traces (one union trace as
