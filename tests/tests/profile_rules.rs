@@ -295,6 +295,34 @@ privileged_test!(
             seccomp["architectures"],
             serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
         );
+        // The file itself says it is 32-bit: its ELF class and machine, read at the exec.
+        let files = &trace["image"]["executable_files"];
+        assert!(
+            files
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|f| f["format"] == "elf32 i386"),
+            "{files:#}"
+        );
+        // So a profile made from it lists i386 even where no 32-bit syscall was seen
+        // (here: the trace with its i386 syscalls removed, regenerated).
+        let mut only64 = trace.clone();
+        only64["syscalls"].as_object_mut().unwrap().remove("i386");
+        let edited = dir.join("only64.json");
+        std::fs::write(&edited, serde_json::to_vec(&only64).unwrap()).unwrap();
+        let regenerated = dir.join("regenerated");
+        let regen = profiler()
+            .args(["generate", "--out"])
+            .arg(&regenerated)
+            .arg(&edited)
+            .output()
+            .unwrap();
+        assert!(regen.status.success(), "{regen:?}");
+        assert_eq!(
+            read_json(&regenerated.join("seccomp.json"))["architectures"],
+            serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
         let names = allowed_names(&profile.join("seccomp.json"));
         if i386.contains("socketcall") {
             assert!(

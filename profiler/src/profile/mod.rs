@@ -63,6 +63,22 @@ pub fn generate(traces: &[Trace], options: &GenerateOptions) -> Profiles {
         image.union(&t.image);
     }
     let container = traces.iter().find_map(|t| t.cgroup.container_info.clone());
+    // A 32-bit (or x32) program that ran makes that architecture's syscalls, whatever of
+    // them the recording saw: its ELF class and machine say so.
+    let mut options = options.clone();
+    for f in image.executable_files.values() {
+        let arch = match f.format.as_str() {
+            "elf32 i386" => Some(crate::arch::Arch::I386),
+            "elf32 x86_64_x32" => Some(crate::arch::Arch::X32),
+            _ => None,
+        };
+        if let Some(a) = arch
+            && !options.extra_arches.contains(&a)
+        {
+            options.extra_arches.push(a);
+        }
+    }
+    let options = &options;
     let mut seccomp = docker_profile(&observed, options);
     // A container profile is run sealed (docker-run.txt): the sealing entrypoint runs under
     // the same seccomp profile first.
