@@ -166,6 +166,11 @@ enum Command {
     Merge {
         #[arg(long, default_value = "profile")]
         out: PathBuf,
+        /// Merge the replicas of each workload apart, into OUT/<workload>/: recordings of the
+        /// same compose service, of the same image, entrypoint and command, or of the same
+        /// command are one workload.
+        #[arg(long)]
+        by_workload: bool,
         #[command(flatten)]
         profile: ProfileArgs,
         #[arg(required = true)]
@@ -269,16 +274,21 @@ fn main() -> ExitCode {
         Command::Reap { cgroup } => profiler::recording::cgroup::reap(&cgroup),
         Command::Merge {
             out,
+            by_workload,
             profile,
             inputs,
-        } => profiler::cli::merge::merge(&out, &inputs, &profile.options())
-            .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
-            .map(|written| {
-                for p in written {
-                    eprintln!("profiler: wrote {}", p.display());
-                }
-                0
-            }),
+        } => if by_workload {
+            profiler::cli::merge::merge_by_workload(&out, &inputs, &profile.options())
+        } else {
+            profiler::cli::merge::merge(&out, &inputs, &profile.options())
+        }
+        .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
+        .map(|written| {
+            for p in written {
+                eprintln!("profiler: wrote {}", p.display());
+            }
+            0
+        }),
         Command::Diff { old, new, json } => profiler::cli::diff::diff(&old, &new, json),
         Command::BenchFloor { cmd } => profiler::cli::bench::bench_floor(&cmd),
         Command::Enforce {
