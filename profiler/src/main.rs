@@ -217,6 +217,9 @@ enum Command {
     /// Internal: stops what a recording cgroup holds once its recorder is gone.
     #[command(hide = true)]
     Reap { cgroup: PathBuf },
+    /// Kubernetes objects that are not made from one recording.
+    #[command(subcommand)]
+    Kubernetes(KubernetesCommand),
     /// Run CMD confined by a profile folder (seccomp.json + capabilities.json).
     Run {
         #[arg(long)]
@@ -229,6 +232,39 @@ enum Command {
         no_landlock: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KubernetesCommand {
+    /// The node agent: a Namespace, the OCI hook's ConfigMap and a DaemonSet that runs
+    /// `profiler serve` privileged on every node, installs `profiler hook` for CRI-O and writes
+    /// each annotated pod's profile folder (seccompprofile.yaml, networkpolicy.yaml, ...) on
+    /// the node.
+    NodeAgent {
+        /// The image holding the profiler binary at /usr/local/bin/profiler (and /bin/sh, cp, mv).
+        #[arg(long)]
+        image: String,
+        /// Write the YAML here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "profiler")]
+        namespace: String,
+        /// The DaemonSet's name (and its pods' `app` label).
+        #[arg(long, default_value = "profiler-node-agent")]
+        name: String,
+        /// serve's socket on the node, in a folder of its own.
+        #[arg(long, default_value = "/run/profiler/profiler.sock")]
+        socket: String,
+        /// The node folder the profiles are written under.
+        #[arg(long, default_value = "/var/lib/profiler")]
+        node_profiles: String,
+        /// CRI-O's hooks directory (crio.conf `hooks_dir`).
+        #[arg(long, default_value = "/usr/share/containers/oci/hooks.d")]
+        hooks_dir: String,
+        /// The node folder the hook binary is installed in.
+        #[arg(long, default_value = "/opt/profiler/bin")]
+        bin_dir: String,
     },
 }
 
@@ -313,6 +349,27 @@ fn main() -> ExitCode {
             profiler::cli::oci_hook::serve(&socket, &out, quiet)
         }
         Command::Hook { socket, required } => profiler::cli::oci_hook::hook(&socket, required),
+        Command::Kubernetes(KubernetesCommand::NodeAgent {
+            image,
+            out,
+            namespace,
+            name,
+            socket,
+            node_profiles,
+            hooks_dir,
+            bin_dir,
+        }) => profiler::cli::kubernetes::node_agent(
+            &profiler::profile::node_agent::NodeAgentOptions {
+                image,
+                namespace,
+                name,
+                socket,
+                out: node_profiles,
+                hooks_dir,
+                bin_dir,
+            },
+            out.as_deref(),
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
