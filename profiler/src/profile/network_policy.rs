@@ -113,6 +113,7 @@ pub fn advice(network: &Network) -> NetworkAdvice {
     let both: BTreeSet<Protocol> = [Protocol::Tcp, Protocol::Udp].into();
     let mut guessed_families = BTreeSet::new();
     let mut udp_unsure = false;
+    let mut udp_egress_unsure = false;
     for b in &network.bound {
         let Some((family, ip, port)) = parse_inet(b) else {
             continue;
@@ -157,6 +158,7 @@ pub fn advice(network: &Network) -> NetworkAdvice {
                 both.clone()
             }
         };
+        udp_egress_unsure |= protos.len() > 1;
         let bits = if ip.is_ipv4() { 32 } else { 128 };
         let ports = a.egress.entry(format!("{ip}/{bits}")).or_default();
         for p in protos {
@@ -184,6 +186,13 @@ pub fn advice(network: &Network) -> NetworkAdvice {
         a.notes.push(
             "egress: the addresses are those the recording's network gave; in a cluster, replace the ipBlocks of \
              peers that are pods or Services with podSelector/namespaceSelector peers"
+                .to_owned(),
+        );
+    }
+    if udp_egress_unsure {
+        a.notes.push(
+            "egress ports are allowed for TCP and UDP where the workload created both kinds of socket (its \
+             datagram sockets may only have been a resolver's): drop UDP for peers that speak only TCP"
                 .to_owned(),
         );
     }
