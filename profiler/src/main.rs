@@ -274,6 +274,11 @@ enum Command {
     Merge {
         #[arg(long, default_value = "profile")]
         out: PathBuf,
+        /// Merge the replicas of each workload apart, into OUT/<workload>/: recordings of the
+        /// same compose service, of the same image, entrypoint and command, or of the same
+        /// command are one workload.
+        #[arg(long)]
+        by_workload: bool,
         #[command(flatten)]
         profile: ProfileArgs,
         #[arg(required = true)]
@@ -320,6 +325,9 @@ enum Command {
     /// Internal: stops what a recording cgroup holds once its recorder is gone.
     #[command(hide = true)]
     Reap { cgroup: PathBuf },
+    /// Kubernetes objects that are not made from one recording.
+    #[command(subcommand)]
+    Kubernetes(KubernetesCommand),
     /// Run CMD confined by a profile folder (seccomp.json + capabilities.json).
     Run {
         #[arg(long)]
@@ -332,6 +340,39 @@ enum Command {
         no_landlock: bool,
         #[arg(required = true, last = true)]
         cmd: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KubernetesCommand {
+    /// The node agent: a Namespace, the OCI hook's ConfigMap and a DaemonSet that runs
+    /// `profiler serve` privileged on every node, installs `profiler hook` for CRI-O and writes
+    /// each annotated pod's profile folder (seccompprofile.yaml, networkpolicy.yaml, ...) on
+    /// the node.
+    NodeAgent {
+        /// The image holding the profiler binary at /usr/local/bin/profiler (and /bin/sh, cp, mv).
+        #[arg(long)]
+        image: String,
+        /// Write the YAML here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "profiler")]
+        namespace: String,
+        /// The DaemonSet's name (and its pods' `app` label).
+        #[arg(long, default_value = "profiler-node-agent")]
+        name: String,
+        /// serve's socket on the node, in a folder of its own.
+        #[arg(long, default_value = "/run/profiler/profiler.sock")]
+        socket: String,
+        /// The node folder the profiles are written under.
+        #[arg(long, default_value = "/var/lib/profiler")]
+        node_profiles: String,
+        /// CRI-O's hooks directory (crio.conf `hooks_dir`).
+        #[arg(long, default_value = "/usr/share/containers/oci/hooks.d")]
+        hooks_dir: String,
+        /// The node folder the hook binary is installed in.
+        #[arg(long, default_value = "/opt/profiler/bin")]
+        bin_dir: String,
     },
 }
 
@@ -392,16 +433,21 @@ fn main() -> ExitCode {
         Command::Reap { cgroup } => profiler::recording::cgroup::reap(&cgroup),
         Command::Merge {
             out,
+            by_workload,
             profile,
             inputs,
-        } => profiler::cli::merge::merge(&out, &inputs, &profile.options())
-            .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
-            .map(|written| {
-                for p in written {
-                    eprintln!("profiler: wrote {}", p.display());
-                }
-                0
-            }),
+        } => if by_workload {
+            profiler::cli::merge::merge_by_workload(&out, &inputs, &profile.options())
+        } else {
+            profiler::cli::merge::merge(&out, &inputs, &profile.options())
+        }
+        .map_err(|e| profiler::exit::exit_error(2, format!("{e:#}")))
+        .map(|written| {
+            for p in written {
+                eprintln!("profiler: wrote {}", p.display());
+            }
+            0
+        }),
         Command::Diff { old, new, json } => profiler::cli::diff::diff(&old, &new, json),
         Command::BenchFloor { cmd } => profiler::cli::bench::bench_floor(&cmd),
         Command::Enforce {
@@ -453,6 +499,27 @@ fn main() -> ExitCode {
             profiler::cli::oci_hook::serve(&socket, &out, quiet)
         }
         Command::Hook { socket, required } => profiler::cli::oci_hook::hook(&socket, required),
+        Command::Kubernetes(KubernetesCommand::NodeAgent {
+            image,
+            out,
+            namespace,
+            name,
+            socket,
+            node_profiles,
+            hooks_dir,
+            bin_dir,
+        }) => profiler::cli::kubernetes::node_agent(
+            &profiler::profile::node_agent::NodeAgentOptions {
+                image,
+                namespace,
+                name,
+                socket,
+                out: node_profiles,
+                hooks_dir,
+                bin_dir,
+            },
+            out.as_deref(),
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

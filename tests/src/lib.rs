@@ -516,3 +516,44 @@ pub fn kubernetes_patch_applied(profile: &Path, container: &str, image: &str) ->
     );
     merged
 }
+
+/// The YAML documents of `file` as JSON values (PyYAML of the kubernetes-validate
+/// environment, which `cargo xtask setup` installs).
+pub fn yaml_documents(file: &Path) -> Vec<Value> {
+    let python = workspace_path(xtask::KUBERNETES_VALIDATE_VENV).join("bin/python3");
+    let o = run_ok(
+        Command::new(python)
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+            ])
+            .arg(file),
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every object in `file` checked by `kubernetes-validate --strict` against the official
+/// schemas of Kubernetes 1.33 (the k8s-openapi feature the renderers use). Objects of kinds it
+/// has no schema for make it warn, and fail this check: pass only built-in kinds.
+pub fn kubernetes_validate_strict(file: &Path) {
+    let validate = workspace_path(xtask::KUBERNETES_VALIDATE_VENV).join("bin/kubernetes-validate");
+    assert!(
+        validate.exists(),
+        "{} missing: run `cargo xtask setup`",
+        validate.display()
+    );
+    let o = run_ok(
+        Command::new(validate)
+            .args(["--strict", "-k", "1.33.0"])
+            .arg(file),
+    );
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let docs = yaml_documents(file).len();
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        docs,
+        "not every object of {} passed:\n{text}",
+        file.display()
+    );
+}

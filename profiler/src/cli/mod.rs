@@ -3,6 +3,7 @@ pub mod attach;
 pub mod bench;
 pub mod diff;
 pub mod generate;
+pub mod kubernetes;
 pub mod merge;
 pub mod oci_hook;
 pub mod record;

@@ -52,6 +52,8 @@ pub enum ProfileAnswer {
 pub struct Coverage {
     pub schema: &'static str,
     pub runs: Vec<String>,
+    /// How many runs were merged (`runs` of an entry is out of this).
+    pub run_count: usize,
     /// Per architecture, per syscall the profile allows because a run made it.
     pub syscalls: BTreeMap<String, BTreeMap<String, Entry>>,
     /// Per capability in the whitelist.
@@ -85,6 +87,7 @@ pub fn coverage(
     let mut c = Coverage {
         schema: COVERAGE_SCHEMA,
         runs: vec![],
+        run_count: traces.len(),
         syscalls: BTreeMap::new(),
         capabilities: BTreeMap::new(),
         imported_only: BTreeMap::new(),
@@ -142,6 +145,28 @@ pub fn coverage(
         }
     }
     c
+}
+
+/// What only some of the runs used, as `x86_64/ptrace (1 of 5 runs)`: what a reviewer of a
+/// replica merge looks at first.
+pub fn partial_entries(c: &Coverage) -> Vec<String> {
+    let mut out = Vec::new();
+    for (arch, names) in &c.syscalls {
+        for (name, e) in names {
+            if e.runs < c.run_count {
+                out.push(format!(
+                    "{arch}/{name} ({} of {} runs)",
+                    e.runs, c.run_count
+                ));
+            }
+        }
+    }
+    for (cap, e) in &c.capabilities {
+        if e.runs < c.run_count {
+            out.push(format!("{cap} ({} of {} runs)", e.runs, c.run_count));
+        }
+    }
+    out
 }
 
 pub fn to_json(c: &Coverage) -> Vec<u8> {

@@ -289,7 +289,9 @@ pub fn k8s_name(raw: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
+    // Cut to 63 first, then trimmed: a '-' at the cut would end the name otherwise.
     s = s.trim_matches('-').chars().take(63).collect();
+    s = s.trim_matches('-').to_owned();
     if s.is_empty() {
         "workload".to_owned()
     } else {

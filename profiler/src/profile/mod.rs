@@ -8,6 +8,8 @@ pub mod image_profile;
 pub mod imported;
 pub mod kubernetes;
 pub mod landlock;
+pub mod network_policy;
+pub mod node_agent;
 pub mod oci;
 pub mod out_dir;
 pub mod policy;
@@ -36,6 +38,8 @@ pub use crate::profile::landlock::RULES_FILE as LANDLOCK_FILE;
 pub const COMPOSE_OVERRIDE_FILE: &str = "docker-compose.profile.yml";
 pub const KUBERNETES_FILE: &str = "kubernetes.yaml";
 pub const SPO_FILE: &str = "seccompprofile.yaml";
+/// The Kubernetes NetworkPolicy from the recorded binds and connections.
+pub const NETWORK_POLICY_FILE: &str = "networkpolicy.yaml";
 pub const TRACE_FILE: &str = "trace.json";
 pub const SECCOMP_FILE: &str = "seccomp.json";
 pub const CAPABILITIES_FILE: &str = "capabilities.json";
@@ -286,6 +290,9 @@ pub fn render(
     if let Ok(y) = serde_yaml_ng::to_string(&kubernetes::spo_profile(&k8s_name, &profiles.seccomp))
     {
         files.push((SPO_FILE, y.into_bytes()));
+    }
+    if let Ok(y) = network_policy::network_policy_yaml(&k8s_name, &image.network) {
+        files.push((NETWORK_POLICY_FILE, y.into_bytes()));
     }
     files
 }

@@ -350,3 +350,76 @@ fn a_sealed_container_runs_the_sealing_entrypoint_with_its_rules_read_only() {
             .all(|m| m.read_only == Some(true))
     );
 }
+
+#[test]
+fn network_policy_parses_back_and_matches_the_recording() {
+    let (mut image, _, _) = sample();
+    let n = &mut image.network;
+    n.sockets = ["AF_INET/SOCK_STREAM/0".to_owned()].into();
+    n.bound = [
+        "AF_INET 0.0.0.0:80".to_owned(),
+        "AF_INET 127.0.0.1:9090".to_owned(),
+    ]
+    .into();
+    n.listens = true;
+    n.connected = [
+        "AF_INET 10.0.0.5:5432".to_owned(),
+        "AF_INET 127.0.0.1:11211".to_owned(),
+        "AF_INET 10.96.0.10:53".to_owned(),
+    ]
+    .into();
+    let yaml = super::network_policy::network_policy_yaml("web", &image.network).unwrap();
+    snapshot("networkpolicy.yaml", &yaml);
+    let p: k8s_openapi::api::networking::v1::NetworkPolicy =
+        serde_yaml_ng::from_str(&yaml).unwrap();
+    let v: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(v["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(v["kind"], "NetworkPolicy");
+    let spec = p.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["app"],
+        "web"
+    );
+    let ingress = spec.ingress.unwrap();
+    assert_eq!(ingress.len(), 1);
+    let ports: Vec<String> = ingress[0]
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{:?}/{:?}", p.protocol, p.port))
+        .collect();
+    // 9090 was bound on loopback only: pod-local.
+    assert_eq!(ports, [r#"Some("TCP")/Some(Int(80))"#]);
+    let egress = spec.egress.unwrap();
+    // The database (an ipBlock of one host) and DNS; memcached on loopback needs nothing.
+    assert_eq!(egress.len(), 2, "{yaml}");
+    let to = egress[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap();
+    assert_eq!(to.cidr, "10.0.0.5/32");
+    assert_eq!(
+        egress[0].ports.as_ref().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(5432))
+    );
+    let dns = &egress[1];
+    assert_eq!(dns.ports.as_ref().unwrap().len(), 2);
+    assert!(!yaml.contains("10.96.0.10"), "{yaml}");
+}
+
+#[test]
+fn node_agent_snapshot() {
+    let o = super::node_agent::NodeAgentOptions {
+        image: "registry.example/profiler:0.1".to_owned(),
+        ..Default::default()
+    };
+    let yaml = super::node_agent::node_agent_yaml(&o).unwrap();
+    snapshot("node-agent.yaml", &yaml);
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
+    // The hook file in the ConfigMap is the one the install step copies.
+    let hook: serde_json::Value =
+        serde_json::from_str(docs[1]["data"]["profiler.json"].as_str().unwrap()).unwrap();
+    assert_eq!(hook["hook"]["args"][1], "hook");
+}

@@ -284,6 +284,36 @@ impl Losses {
 }
 
 impl Trace {
+    /// Which workload this trace is a run of, for merging the recordings of its replicas:
+    /// (the key replicas share, a folder name for it). A compose service's containers share
+    /// the project and service; other containers their image, entrypoint and command; a
+    /// command its argv.
+    pub fn workload_group(&self) -> (String, String) {
+        let c = self.cgroup.container_info.as_ref();
+        if let Some(c) = c
+            && let Some(service) = &c.compose_service
+        {
+            let project = c.compose_project.as_deref().unwrap_or_default();
+            return (format!("compose {project}/{service}"), service.clone());
+        }
+        if let Some(c) = c
+            && let Some(image) = &c.image
+        {
+            let key = serde_json::json!(["image", image, c.entrypoint, c.cmd]).to_string();
+            // `registry/path/name:tag@digest` -> `name`
+            let base = image.rsplit('/').next().unwrap_or(image);
+            let base = base.split(['@', ':']).next().unwrap_or(base);
+            return (key, base.to_owned());
+        }
+        let argv = &self.workload.command;
+        let key = serde_json::json!(["command", argv]).to_string();
+        let name = argv
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+            .unwrap_or_default();
+        (key, name)
+    }
+
     /// Reads a trace, naming the file and the line/column of any parse error.
     pub fn load(path: &Path) -> anyhow::Result<Trace> {
         // Read from the file as it is parsed, twice, rather than held whole in memory: a
