@@ -687,3 +687,37 @@ privileged_test!(
         );
     }
 );
+
+privileged_test!(
+    #[scratch = "watch-args"]
+    /// A syscall the profile allows only for some argument values, made with another value:
+    /// a drift line with the arguments the profile would need.
+    fn watch_reports_new_argument_values(dir: TempDir) {
+        let profile = dir.join("p");
+        let program = "import socket, sys, time\nfamily = {'4': socket.AF_INET, '6': socket.AF_INET6}[sys.argv[1]]\nsocket.socket(family).close()\ntime.sleep(1.5)\n";
+        run_ok(
+            profiler()
+                .args(["record", "-q", "--out"])
+                .arg(&profile)
+                .args(["--", "/usr/bin/python3", "-c", program, "4"]),
+        );
+        let log = dir.join("args.jsonl");
+        let o = profiler()
+            .args(["watch", "--profile"])
+            .arg(&profile)
+            .arg("--log")
+            .arg(&log)
+            .args(["--", "/usr/bin/python3", "-c", program, "6"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(5), "{o:?}");
+        let lines = drift_kinds(&log);
+        assert!(
+            lines.contains(&format!(
+                r#"{{"arch":"x86_64","arguments":"arg0 == {}","kind":"syscall","name":"socket"}}"#,
+                libc::AF_INET6
+            )),
+            "{lines:?}"
+        );
+    }
+);

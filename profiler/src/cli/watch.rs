@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::cli::attach::{Ended, Session};
+use crate::confine::diff::Allowances;
 use crate::exit::exit_error;
 use crate::kernel::check_privileges;
 use crate::profile::image_profile::ImageProfile;
@@ -46,6 +47,9 @@ pub struct WatchOptions {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Drift {
     Syscall { arch: String, name: String },
+    /// A syscall the profile allows only for some argument values, made with others
+    /// (`socket(arg0 == 10)`: an address family the training never used).
+    Arguments { arch: String, name: String, rule: String },
     Capability { name: String },
     Exec { path: String },
     Write { path: String },
@@ -57,6 +61,14 @@ impl Drift {
     fn to_json(&self) -> serde_json::Value {
         match self {
             Drift::Syscall { arch, name } => json!({"kind": "syscall", "arch": arch, "name": name}),
+            Drift::Arguments { arch, name, rule } => {
+                let args = rule
+                    .strip_prefix(name.as_str())
+                    .unwrap_or(rule)
+                    .trim_start_matches('(')
+                    .trim_end_matches(')');
+                json!({"kind": "syscall", "arch": arch, "name": name, "arguments": args})
+            }
             Drift::Capability { name } => json!({"kind": "capability", "name": name}),
             Drift::Exec { path } => json!({"kind": "exec", "path": path}),
             Drift::Write { path } => json!({"kind": "write", "path": path}),
@@ -73,9 +85,35 @@ fn beneath(path: &str, dirs: &BTreeSet<String>) -> bool {
 
 /// What `seen` (a trace of production) needs that `old` (the profile's image profile) does
 /// not allow, with the profile generator's own rules on both sides.
-pub fn drift(old: &ImageProfile, seen: &Trace, options: &GenerateOptions) -> BTreeSet<Drift> {
+pub fn drift(
+    old: &ImageProfile,
+    old_seccomp: &Allowances,
+    seen: &Trace,
+    options: &GenerateOptions,
+) -> BTreeSet<Drift> {
     let now = crate::profile::generate(std::slice::from_ref(seen), options);
     let mut out = BTreeSet::new();
+    // Argument values: a rule the new profile needs that the old one has not, for a
+    // syscall the old one allows only for some values (whatever its default action says).
+    let now_seccomp = Allowances::from_profile(&now.seccomp, &now.capabilities);
+    for (arch, rules) in &now_seccomp.argument_rules {
+        let old_rules = old_seccomp.argument_rules.get(arch);
+        let old_plain = old_seccomp.syscalls.get(arch);
+        for rule in rules {
+            let name = rule.split('(').next().unwrap_or(rule);
+            let known = old_rules.is_some_and(|r| r.contains(rule))
+                || old_plain.is_some_and(|p| p.contains(name));
+            let syscall_known = old_rules
+                .is_some_and(|r| r.iter().any(|x| x.split('(').next() == Some(name)));
+            if !known && syscall_known {
+                out.insert(Drift::Arguments {
+                    arch: arch.clone(),
+                    name: name.to_owned(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
     for (arch, names) in &now.syscalls {
         let before = old.syscalls.get(arch);
         for n in names {
@@ -152,6 +190,7 @@ pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
     check_privileges("profiler watch")?;
     let old = crate::profile::load_image_profile(&opts.profile)
         .map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let old_seccomp = Allowances::load(&opts.profile).map_err(|e| exit_error(2, format!("{e:#}")))?;
     let old_trace_path = opts.profile.join(crate::profile::TRACE_FILE);
     if let Some(out) = &opts.promote {
         if !old_trace_path.exists() {
@@ -196,7 +235,7 @@ pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
      -> anyhow::Result<()> {
         for seen in session.traces(false, Exit::Unknown)? {
             let cgroup = seen.cgroup.path.clone().unwrap_or_default();
-            for d in drift(&old, &seen, &generate) {
+            for d in drift(&old, &old_seccomp, &seen, &generate) {
                 if reported.insert((cgroup.clone(), d.clone())) {
                     let mut v = d.to_json();
                     v["time"] = json!(unix_time());
