@@ -3,7 +3,10 @@
 //! judged there by the file the kernel executed (`bprm->file`'s inode, see
 //! programs/sched_process.rs); only without BTF by the path read here when it is attempted.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes};
-use profiler_common::{CgroupRecord, ENFORCE_CONTAINERS, EVENT_PATH_LEN, PHASE_SETUP};
+use profiler_common::{
+    CgroupRecord, ENFORCE_CONTAINERS, EVENT_PATH_LEN, EXEC_PATH_LISTED, EXEC_PATH_UNKNOWN,
+    EXEC_PATH_UNLISTED, PHASE_SETUP,
+};
 
 use crate::{
     globals::ENFORCE,
@@ -42,13 +45,19 @@ pub(crate) fn judge_exec(path: u64) {
         unsafe { *words.add(i) = 0 };
     }
     let buf = unsafe { &mut *buf };
-    if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err() {
-        return;
-    }
-    // Only an absolute path says which program is meant: a relative one (`./tool`) is
-    // resolved against a working directory this probe does not know, and is left to the
-    // file identity check in sched_process_exec.
-    let allowed = buf[0] != b'/' || unsafe { ALLOWED_EXECS.get(*buf) }.is_some();
     let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = EXEC_VERDICT.insert(tid, if allowed { 0 } else { 1 }, 0);
+    // Only an absolute path says which program is meant: a relative one (`./tool`) is
+    // resolved against a working directory this probe does not know, an empty one names
+    // an fd (a memfd), and an unreadable one says nothing: for those only the file itself
+    // (device and inode) can pass in sched_process_exec.
+    let verdict = if unsafe { bpf_probe_read_user_str_bytes(path as *const u8, buf) }.is_err()
+        || buf[0] != b'/'
+    {
+        EXEC_PATH_UNKNOWN
+    } else if unsafe { ALLOWED_EXECS.get(*buf) }.is_some() {
+        EXEC_PATH_LISTED
+    } else {
+        EXEC_PATH_UNLISTED
+    };
+    let _ = EXEC_VERDICT.insert(tid, verdict, 0);
 }

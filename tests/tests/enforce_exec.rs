@@ -174,3 +174,72 @@ privileged_test!(
         );
     }
 );
+
+fn build_variants(dir: &TempDir) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/exec_variants.c");
+    let bin = dir.join("exec_variants");
+    run_ok(
+        Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(&src),
+    );
+    bin
+}
+
+privileged_test!(
+    #[scratch = "exec-variants"]
+    /// An allowed file under an unlisted name, exec'd from a second thread (whose id the
+    /// exec replaces), and a memfd exec'd by fd (no path at all): both killed by the
+    /// kernel-side verdict alone (`--no-landlock`).
+    fn execs_by_thread_and_by_fd_are_judged_too(dir: TempDir) {
+        let bin = build_variants(&dir);
+        let bin = bin.to_str().unwrap();
+        let profile = dir.join("p");
+        record_in(dir.path(), &profile, &[bin, "thread", "/usr/bin/true"]);
+        // Recorded as it ran: passes.
+        let log = dir.join("ok.jsonl");
+        let o = enforce_in(
+            dir.path(),
+            &profile,
+            &log,
+            false,
+            &[bin, "thread", "/usr/bin/true"],
+        );
+        assert!(o.status.success(), "{o:?}");
+        // The same file by another name (a link), from the second thread: killed.
+        let link = dir.join("other-name");
+        std::os::unix::fs::symlink("/usr/bin/true", &link).unwrap();
+        let log = dir.join("thread.jsonl");
+        let o = enforce_in(
+            dir.path(),
+            &profile,
+            &log,
+            false,
+            &[bin, "thread", link.to_str().unwrap()],
+        );
+        assert_eq!(o.status.code(), Some(137), "{o:?}");
+        assert!(
+            violations(&log)
+                .iter()
+                .any(|l| l["rule"] == "exec-not-in-profile"),
+            "{:?}",
+            violations(&log)
+        );
+        // A memfd copy of the allowed file, exec'd by fd: killed (its inode is no file of
+        // the profile, and there is no path to check).
+        let log = dir.join("memfd.jsonl");
+        let o = enforce_in(
+            dir.path(),
+            &profile,
+            &log,
+            false,
+            &[bin, "memfd", "/usr/bin/true"],
+        );
+        assert_eq!(o.status.code(), Some(137), "{o:?}");
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("exec failed"),
+            "{o:?}"
+        );
+    }
+);

@@ -7,7 +7,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    CONTENT_KEY, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, PHASE_RUNTIME, PHASE_WORKLOAD,
+    CONTENT_KEY, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, EXEC_PATH_LISTED, EXEC_PATH_UNKNOWN,
+    PHASE_RUNTIME, PHASE_WORKLOAD,
 };
 
 use crate::{
@@ -49,15 +50,24 @@ fn executed_file(bprm: *const u8) -> Option<([u64; 2], [u64; 2])> {
     }
 }
 
-/// Whether the profile allows the file to be executed.
+/// Whether the profile allows the file to be executed, given what the path asked for said
+/// (`EXEC_PATH_*`): a listed absolute path passes with the very file or, for a container
+/// image's file, its content key; no usable path only with the very file; an unlisted
+/// absolute path never.
 #[inline(always)]
-fn file_allowed(file: [u64; 2], content: [u64; 2]) -> bool {
-    unsafe { ALLOWED_INODES.get(file) }.is_some()
-        || (content[0] != 0 && unsafe { ALLOWED_INODES.get(content) }.is_some())
+fn file_allowed(file: [u64; 2], content: [u64; 2], path: u8) -> bool {
+    let exact = unsafe { ALLOWED_INODES.get(file) }.is_some();
+    match path {
+        EXEC_PATH_LISTED => {
+            exact || (content[0] != 0 && unsafe { ALLOWED_INODES.get(content) }.is_some())
+        }
+        EXEC_PATH_UNKNOWN => exact,
+        _ => false,
+    }
 }
 
 #[inline(always)]
-fn on_exec(bprm: *const u8) {
+fn on_exec(bprm: *const u8, old_pid: u32) {
     let cgroup_id = current_cgroup_id();
     if let Some(record) = find_record(cgroup_id) {
         let phase = unsafe {
@@ -91,15 +101,19 @@ fn on_exec(bprm: *const u8) {
             // absolute path asked for at sys_enter (a second thread can rewrite that between
             // the probe's read and the kernel's own, so it cannot let an unlisted file run;
             // it tells the names of one multi-call file apart).
-            let tid = bpf_get_current_pid_tgid() as u32;
-            let path_refused = unsafe { EXEC_VERDICT.get(tid) }.is_some_and(|v| *v == 1);
-            let killed = match identity {
-                Some((file, content)) => {
-                    enforcing(record, phase as usize) && !file_allowed(file, content)
-                        || path_refused
-                }
-                None => path_refused,
-            };
+            // The verdict was kept under the id of the thread that called execve, which
+            // is `old_pid` here: after a non-leader thread's exec, de_thread() has given it
+            // the leader's id (fs/exec.c). Taken out, so a later exec never sees it.
+            let path = unsafe { EXEC_VERDICT.get(old_pid) }
+                .copied()
+                .unwrap_or(EXEC_PATH_UNKNOWN);
+            let _ = EXEC_VERDICT.remove(old_pid);
+            let killed = enforcing(record, phase as usize)
+                && match identity {
+                    Some((file, content)) => !file_allowed(file, content, path),
+                    // Without BTF only the path is known: only a listed one passes.
+                    None => path != EXEC_PATH_LISTED,
+                };
             if killed {
                 // The new program has not run a single instruction yet: SIGKILL is taken
                 // on the way back to user space.
@@ -114,14 +128,17 @@ fn on_exec(bprm: *const u8) {
 /// (include/trace/events/sched.h): fires once an exec has succeeded.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec_btf(ctx: BtfTracePointContext) -> i32 {
-    on_exec(ctx.arg(2));
+    let old_pid: i32 = ctx.arg(1);
+    on_exec(ctx.arg(2), old_pid as u32);
     0
 }
 
 /// raw_tp `sched_process_exec`, for kernels without BTF.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn sched_process_exec_raw(_ctx: RawTracePointContext) -> i32 {
-    on_exec(core::ptr::null());
+pub fn sched_process_exec_raw(ctx: RawTracePointContext) -> i32 {
+    // raw_tp args: (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let old_pid: u64 = ctx.arg(1);
+    on_exec(core::ptr::null(), old_pid as u32);
     0
 }
 

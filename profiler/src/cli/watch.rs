@@ -46,15 +46,32 @@ pub struct WatchOptions {
 /// One thing the workload did that the profile does not allow, as a drift line's fields.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Drift {
-    Syscall { arch: String, name: String },
+    Syscall {
+        arch: String,
+        name: String,
+    },
     /// A syscall the profile allows only for some argument values, made with others
     /// (`socket(arg0 == 10)`: an address family the training never used).
-    Arguments { arch: String, name: String, rule: String },
-    Capability { name: String },
-    Exec { path: String },
-    Write { path: String },
-    Bind { port: u16 },
-    Connect { address: String },
+    Arguments {
+        arch: String,
+        name: String,
+        rule: String,
+    },
+    Capability {
+        name: String,
+    },
+    Exec {
+        path: String,
+    },
+    Write {
+        path: String,
+    },
+    Bind {
+        port: u16,
+    },
+    Connect {
+        address: String,
+    },
 }
 
 impl Drift {
@@ -103,8 +120,8 @@ pub fn drift(
             let name = rule.split('(').next().unwrap_or(rule);
             let known = old_rules.is_some_and(|r| r.contains(rule))
                 || old_plain.is_some_and(|p| p.contains(name));
-            let syscall_known = old_rules
-                .is_some_and(|r| r.iter().any(|x| x.split('(').next() == Some(name)));
+            let syscall_known =
+                old_rules.is_some_and(|r| r.iter().any(|x| x.split('(').next() == Some(name)));
             if !known && syscall_known {
                 out.insert(Drift::Arguments {
                     arch: arch.clone(),
@@ -190,7 +207,8 @@ pub fn watch(opts: WatchOptions) -> anyhow::Result<i32> {
     check_privileges("profiler watch")?;
     let old = crate::profile::load_image_profile(&opts.profile)
         .map_err(|e| exit_error(2, format!("{e:#}")))?;
-    let old_seccomp = Allowances::load(&opts.profile).map_err(|e| exit_error(2, format!("{e:#}")))?;
+    let old_seccomp =
+        Allowances::load(&opts.profile).map_err(|e| exit_error(2, format!("{e:#}")))?;
     let old_trace_path = opts.profile.join(crate::profile::TRACE_FILE);
     if let Some(out) = &opts.promote {
         if !old_trace_path.exists() {

@@ -27,7 +27,8 @@ const AT_FDCWD: i64 = -100;
 pub struct Builder {
     cwd: HashMap<u32, Option<PathBuf>>,
     default_cwd: PathBuf,
-    pending_exec: HashMap<u32, (String, String)>,
+    /// Per thread: the exec it attempts (resolved path, argv[0]) and its process.
+    pending_exec: HashMap<u32, (String, String, u32)>,
     skip_setup: bool,
     keep_pending: bool,
     /// Per thread, the last exec that succeeded (for `profiler enforce`).
@@ -149,7 +150,24 @@ impl Builder {
 
     /// The path an exec attempt of thread `tid` was for (the last one not yet finished).
     pub fn pending_exec(&self, tid: u32) -> Option<&str> {
-        self.pending_exec.get(&tid).map(|(p, _)| p.as_str())
+        self.pending_exec.get(&tid).map(|(p, _, _)| p.as_str())
+    }
+
+    /// The thread of process `pid` whose exec an EXEC_OK of `pid` reports: the leader
+    /// itself, or another thread, which de_thread() (fs/exec.c) gave the leader's id.
+    fn exec_thread(&self, pid: u32) -> Option<u32> {
+        if self.pending_exec.contains_key(&pid) {
+            return Some(pid);
+        }
+        self.pending_exec
+            .iter()
+            .find(|(_, (_, _, tgid))| *tgid == pid)
+            .map(|(tid, _)| *tid)
+    }
+
+    /// The path of the exec that an EXEC_OK of process `pid` reports (see `exec_thread`).
+    pub fn pending_exec_of(&self, pid: u32) -> Option<&str> {
+        self.exec_thread(pid).and_then(|t| self.pending_exec(t))
     }
 
     fn apply(&mut self, e: &Event) {
@@ -181,8 +199,11 @@ impl Builder {
         }
         if e.kind == EVENT_EXEC_OK && self.keep_pending {
             // enforce needs the path of a killed exec after its EXEC_OK
-            if let Some(p) = self.pending_exec.get(&e.tid).cloned() {
-                self.last_exec.insert(e.tid, p.0);
+            if let Some(p) = self
+                .exec_thread(e.pid)
+                .and_then(|t| self.pending_exec.get(&t))
+            {
+                self.last_exec.insert(e.tid, p.0.clone());
             }
         }
         match e.kind {
@@ -190,7 +211,7 @@ impl Builder {
                 let abs = self
                     .resolve(e.pid, dirfd(e.args[0]), &path)
                     .unwrap_or_else(|| format!("{path} (relative to a directory fd)"));
-                self.pending_exec.insert(e.tid, (abs, cstr(&e.aux)));
+                self.pending_exec.insert(e.tid, (abs, cstr(&e.aux), e.pid));
                 // Until an EXEC_OK from the same thread says otherwise, it failed.
                 self.info
                     .failed_executables
@@ -199,10 +220,9 @@ impl Builder {
             EVENT_EXEC_OK => {
                 // After exec the thread id is the process id (de_thread()).
                 let pending = self
-                    .pending_exec
-                    .remove(&e.tid)
-                    .or_else(|| self.pending_exec.remove(&e.pid));
-                if let Some((abs, argv0)) = pending {
+                    .exec_thread(e.pid)
+                    .and_then(|t| self.pending_exec.remove(&t));
+                if let Some((abs, argv0, _)) = pending {
                     self.info.failed_executables.remove(&abs);
                     self.info.executables.entry(abs).or_default().insert(argv0);
                 }

@@ -189,12 +189,7 @@ impl LiveFacts {
                 .entry(e.cgroup_id)
                 .or_insert_with(|| Builder::new(cwd));
             let exec_path = (e.kind == EVENT_EXEC_OK)
-                .then(|| {
-                    resolver
-                        .pending_exec(e.tid)
-                        .or_else(|| resolver.pending_exec(e.pid))
-                        .map(str::to_owned)
-                })
+                .then(|| resolver.pending_exec_of(e.pid).map(str::to_owned))
                 .flatten();
             let resolved = resolver.event(e);
             if e.kind == EVENT_EXEC_OK {
