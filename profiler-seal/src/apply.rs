@@ -74,6 +74,14 @@ pub struct Prepared {
     fd: Option<std::os::fd::OwnedFd>,
     flags: u32,
     pub outcome: Outcome,
+    /// Rules the restricted process adds itself, just before it restricts: its own
+    /// `/proc/self…` folders, which in the parent would name the parent's.
+    own: Vec<(std::ffi::CString, u64)>,
+}
+
+/// Whether a path names the calling process's own /proc entries (`/proc/self`, below it).
+fn names_self(path: &std::path::Path) -> bool {
+    path.starts_with("/proc/self") || path.starts_with("/proc/thread-self")
 }
 
 /// `LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON` (include/uapi/linux/landlock.h, ABI 7): also log
@@ -81,8 +89,18 @@ pub struct Prepared {
 /// the creator here is a launcher that execs the workload right after.
 const LOG_NEW_EXEC_ON: u32 = 2;
 
-/// Makes the ruleset for `plan`.
+/// Makes the ruleset for `plan`, for the calling process itself.
 pub fn prepare(plan: &Plan) -> Result<Prepared, String> {
+    prepare_for(plan, false)
+}
+
+/// Makes the ruleset for `plan` in a parent, for a child that restricts itself with
+/// [`Prepared::restrict_self`] between fork and exec: the `/proc/self` rules are left to it.
+pub fn prepare_for_child(plan: &Plan) -> Result<Prepared, String> {
+    prepare_for(plan, true)
+}
+
+fn prepare_for(plan: &Plan, child: bool) -> Result<Prepared, String> {
     let abi = ABI_WANTED;
     let fs_handled = AccessFs::from_write(abi) | AccessFs::Execute;
     let net_handled = AccessNet::BindTcp | AccessNet::ConnectTcp;
@@ -115,7 +133,16 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, String> {
                 .map_err(|e| err(&format!("execute rule for {}", exe.display()), e))?;
         }
     }
+    let mut own = Vec::new();
+    // The write rights this kernel handles, as the raw mask a rule the child adds carries.
+    let write_mask = AccessFs::from_write(ABI::from(kernel_abi())).bits();
     for dir in &plan.writable {
+        if child && names_self(dir) {
+            if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+                own.push((c, write_mask));
+            }
+            continue;
+        }
         if let Ok(fd) = PathFd::new(dir) {
             created = created
                 .add_rule(PathBeneath::new(fd, AccessFs::from_write(abi)))
@@ -148,6 +175,7 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, String> {
             abi: kernel,
             missing,
         },
+        own,
     })
 }
 
@@ -160,6 +188,9 @@ impl Prepared {
         let Some(fd) = self.raw_fd() else {
             return Ok(());
         };
+        for (path, access) in &self.own {
+            add_own_rule(fd, path, *access)?;
+        }
         restrict_self_raw(fd, self.flags)
     }
 
@@ -172,6 +203,70 @@ impl Prepared {
     pub fn flags(&self) -> u32 {
         self.flags
     }
+
+    /// What a forked child needs to restrict itself (the ruleset fd stays open in the
+    /// parent, which keeps this Prepared until the child has exec'd). None without Landlock.
+    pub fn for_child(&self) -> Option<ChildRestriction> {
+        Some(ChildRestriction {
+            fd: self.raw_fd()?,
+            flags: self.flags,
+            own: self.own.clone(),
+        })
+    }
+}
+
+/// A ruleset a forked child restricts itself to, with its own `/proc/self` rules.
+#[derive(Clone, Debug)]
+pub struct ChildRestriction {
+    fd: i32,
+    flags: u32,
+    own: Vec<(std::ffi::CString, u64)>,
+}
+
+impl ChildRestriction {
+    /// Between fork and exec: only raw syscalls on data made before the fork.
+    pub fn apply(&self) -> std::io::Result<()> {
+        for (path, access) in &self.own {
+            add_own_rule(self.fd, path, *access)?;
+        }
+        restrict_self_raw(self.fd, self.flags)
+    }
+}
+
+/// `struct landlock_path_beneath_attr` (include/uapi/linux/landlock.h), packed.
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Adds a path-beneath rule for `path` as this process sees it: open, landlock_add_rule,
+/// close (async-signal-safe; `path` was made before the fork).
+fn add_own_rule(ruleset: i32, path: &std::ffi::CStr, access: u64) -> std::io::Result<()> {
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Ok(()); // not there: nothing to allow
+        }
+        let attr = PathBeneathAttr {
+            allowed_access: access,
+            parent_fd: fd,
+        };
+        // LANDLOCK_RULE_PATH_BENEATH = 1
+        let r = libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            1u32,
+            &raw const attr,
+            0u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 /// `no_new_privs` then `landlock_restrict_self(fd, flags)`: async-signal-safe.

@@ -17,7 +17,7 @@ pub mod apply;
 pub mod resolve;
 pub mod rules;
 
-pub use apply::{Outcome, Prepared, apply, prepare};
+pub use apply::{ChildRestriction, Outcome, Prepared, apply, prepare, prepare_for_child};
 pub use resolve::{Plan, resolve};
 pub use rules::{Executable, Rules};
 

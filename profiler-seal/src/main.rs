@@ -40,7 +40,11 @@ fn main() {
             "this kernel has no Landlock: refusing to start unsealed (the profile's *-unsealed run flags run without it)",
         );
     }
-    if std::env::var_os("PROFILER_SEAL_QUIET").is_none() {
+    // What the kernel could not enforce is always said (the image's own environment must
+    // not hide it); the full summary unless PROFILER_SEAL_QUIET.
+    if std::env::var_os("PROFILER_SEAL_QUIET").is_none()
+        || outcome.status != profiler_seal::apply::Status::FullyEnforced
+    {
         eprint!("{}", plan.describe(&outcome, WHO));
     }
     // PATH lookup as the container's runtime would do it for an entrypoint.

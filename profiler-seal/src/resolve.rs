@@ -97,11 +97,21 @@ pub fn sha256_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
 /// replaced or downloaded since): size and mtime first, the content hash when either
 /// differs (a copied-in identical file keeps its hash). Says why, or None when it is the
 /// same file or the rules carry no identity for it.
-fn drift(exe: &Executable, path: &Path) -> Option<String> {
+fn drift(exe: &Executable, path: &Path, writable: bool) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
-    let sha = exe.sha256.as_deref()?;
+    // Beneath a writable directory (a named volume an earlier run wrote) the file may have
+    // been rewritten to the same size with its mtime put back: there it is always hashed,
+    // and without a recorded hash it is not trusted at all.
+    let Some(sha) = exe.sha256.as_deref() else {
+        return writable.then(|| {
+            format!(
+                "{} is beneath a writable directory and has no recorded hash: not executable",
+                path.display()
+            )
+        });
+    };
     let meta = std::fs::metadata(path).ok()?;
-    if Some(meta.len()) == exe.size && Some(meta.mtime()) == exe.mtime {
+    if !writable && Some(meta.len()) == exe.size && Some(meta.mtime()) == exe.mtime {
         return None;
     }
     let now = std::fs::File::open(path)
@@ -205,7 +215,15 @@ pub fn resolve(rules: &Rules) -> Plan {
                     .find(|e| e.path == c && e.sha256.is_some())
             })
         };
-        if let Some(why) = identity.and_then(|i| drift(i, path)) {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let writable = recorded_writable
+            .iter()
+            .any(|w| canonical.starts_with(w) || path.starts_with(w));
+        let why = match identity {
+            Some(i) => drift(i, path, writable),
+            None => drift(exe, path, writable),
+        };
+        if let Some(why) = why {
             p.notes.push(why);
             continue;
         }
@@ -315,9 +333,29 @@ mod tests {
             mtime: Some(0),
             sha256: Some(sha),
         };
-        assert_eq!(drift(&exe, &f), None, "same content, other mtime");
+        assert_eq!(drift(&exe, &f, false), None, "same content, other mtime");
         std::fs::write(&f, b"two").unwrap();
-        assert!(drift(&exe, &f).unwrap().contains("changed"));
+        assert!(drift(&exe, &f, false).unwrap().contains("changed"));
+        // Same size and mtime as recorded, other content: outside writable directories
+        // trusted by size and mtime, beneath one always hashed.
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&f).unwrap();
+        let forged = Executable {
+            size: Some(meta.len()),
+            mtime: Some(meta.mtime()),
+            ..exe.clone()
+        };
+        assert_eq!(drift(&forged, &f, false), None);
+        assert!(drift(&forged, &f, true).unwrap().contains("changed"));
+        let unhashed = Executable {
+            sha256: None,
+            ..forged
+        };
+        assert!(
+            drift(&unhashed, &f, true)
+                .unwrap()
+                .contains("no recorded hash")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -243,3 +243,25 @@ privileged_test!(
         );
     }
 );
+
+privileged_test!(
+    #[scratch = "enforce-proc-self"]
+    /// A workload's writes to its own /proc entries (its oom_score_adj, its threads' names)
+    /// are allowed under enforce's Landlock: the rule names the workload's /proc/self, not
+    /// profiler's, because the child adds it itself before it restricts.
+    fn a_workload_may_write_its_own_proc_entries_under_enforce(dir: TempDir) {
+        let program = "import threading\nv = open('/proc/self/oom_score_adj').read()\nopen('/proc/self/oom_score_adj', 'w').write(v)\nt = threading.Thread(target=lambda: None)\nt.start(); t.join()\nimport ctypes\nprint('ok')\n";
+        let profile = dir.join("p");
+        record_in(dir.path(), &profile, &["/usr/bin/python3", "-c", program]);
+        let log = dir.join("v.jsonl");
+        let o = enforce_in(
+            dir.path(),
+            &profile,
+            &log,
+            true,
+            &["/usr/bin/python3", "-c", program],
+        );
+        assert!(o.status.success(), "{o:?}");
+        assert!(violations(&log).is_empty(), "{:?}", violations(&log));
+    }
+);

@@ -48,6 +48,7 @@ pub struct ImageAllowances {
     pub files: BTreeSet<String>,
     pub bind_ports: BTreeSet<String>,
     pub connects: BTreeSet<String>,
+    pub writable: BTreeSet<String>,
 }
 
 impl ImageAllowances {
@@ -57,6 +58,7 @@ impl ImageAllowances {
             files: p.executable_files.keys().cloned().collect(),
             bind_ports: p.network.bound_ports.iter().map(u16::to_string).collect(),
             connects: p.network.connected.iter().cloned().collect(),
+            writable: p.writable_directories.iter().cloned().collect(),
         }
     }
 }
@@ -214,6 +216,8 @@ pub struct Side {
     pub bind_ports: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub connects: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub writable: Vec<String>,
 }
 
 impl Side {
@@ -226,6 +230,7 @@ impl Side {
             && self.executables.is_empty()
             && self.bind_ports.is_empty()
             && self.connects.is_empty()
+            && self.writable.is_empty()
     }
 
     fn image(&mut self, a: Option<&ImageAllowances>, b: Option<&ImageAllowances>) {
@@ -240,6 +245,17 @@ impl Side {
             };
             self.bind_ports = minus(&a.bind_ports, &b.bind_ports);
             self.connects = minus(&a.connects, &b.connects);
+            // A folder writable in A that B's writable folders do not contain.
+            self.writable = a
+                .writable
+                .iter()
+                .filter(|d| {
+                    !b.writable
+                        .iter()
+                        .any(|w| w == "/" || *d == w || d.starts_with(&format!("{w}/")))
+                })
+                .cloned()
+                .collect();
         }
     }
 }
@@ -334,6 +350,7 @@ pub fn diff(old: &Allowances, new: &Allowances) -> Diff {
         || !added.executables.is_empty()
         || !added.bind_ports.is_empty()
         || !added.connects.is_empty()
+        || !added.writable.is_empty()
         || (new.default_permits && !old.default_permits)
         || (old.drops_all && !new.drops_all);
     let default_action = (old.default_action != new.default_action)
@@ -376,6 +393,9 @@ pub fn render_text(d: &Diff) -> String {
         }
         for c in &side.connects {
             out.push_str(&format!("{sign} connect {c:?}\n"));
+        }
+        for w in &side.writable {
+            out.push_str(&format!("{sign} writable {w:?}\n"));
         }
     };
     section("+", &d.added);

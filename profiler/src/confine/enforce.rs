@@ -59,6 +59,9 @@ struct Violation<'a> {
 }
 
 struct Checker {
+    /// The sealing binary's (kernel device, inode), and whether audit records are read.
+    seal_file: Option<(u64, u64)>,
+    audit_running: bool,
     /// Landlock holds the workload's writes and ports (a command under enforce's Landlock):
     /// its own denials are the lines, not the reports of what the probes saw.
     landlock_everywhere: bool,
@@ -134,11 +137,16 @@ impl Checker {
             _ => {}
         }
         let resolved = self.builder.event(e);
+        // Sealed: the kernel ran the very sealing binary (its device and inode, not the
+        // path asked for, which any copy can take), and Landlock's denials are being read.
         if e.kind == EVENT_EXEC_OK
-            && self.builder.last_exec.get(&e.tid).map(String::as_str)
-                == Some(crate::profile::landlock::Sealing::entrypoint().as_str())
+            && self.audit_running
+            && let Some(seal) = self.seal_file
         {
-            self.sealed.insert(e.cgroup_id);
+            let exec = profiler_common::ExecOk::from_args(&e.args);
+            if (exec.dev as u64, exec.ino) == seal {
+                self.sealed.insert(e.cgroup_id);
+            }
         }
         let reports = !(self.landlock_everywhere || self.sealed.contains(&e.cgroup_id));
         // A container runtime's set-up (before it loads the container's seccomp filter)
@@ -329,7 +337,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     // Landlock for a command: the ruleset is made here, and the child restricts itself to
     // it between clone and exec (containers are sealed by their own entrypoint instead).
     let landlock = if opts.landlock && !opts.containers {
-        let prepared = profiler_seal::prepare(&plan).map_err(|e| exit_error(2, e))?;
+        let prepared = profiler_seal::prepare_for_child(&plan).map_err(|e| exit_error(2, e))?;
         eprint!("{}", plan.describe(&prepared.outcome, "profiler"));
         Some(prepared)
     } else {
@@ -337,7 +345,7 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
     };
     let restrict = landlock
         .as_ref()
-        .and_then(|p| p.raw_fd().map(|fd| (fd, p.flags())));
+        .and_then(profiler_seal::Prepared::for_child);
     let out: Box<dyn std::io::Write> = match &opts.log {
         Some(p) => Box::new(
             crate::profile::out_dir::open_log(p, false)
@@ -349,19 +357,6 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
         PathBuf::from("/")
     } else {
         std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
-    };
-    let mut checker = Checker {
-        landlock_everywhere: landlock.is_some(),
-        sealed: BTreeSet::new(),
-        pids: BTreeSet::new(),
-        cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
-        executables: profile.executables.keys().cloned().collect(),
-        writable: profile.writable_directories.clone(),
-        ports: profile.network.bound_ports.clone(),
-        builder: Builder::new(start_cwd).remembering_execs(),
-        out,
-        count: 0,
-        containers: opts.containers,
     };
     // Landlock's own reports of what it denied (ABI 7 writes audit records).
     let mut audit = None;
@@ -378,6 +373,31 @@ pub fn enforce(opts: EnforceOptions) -> anyhow::Result<i32> {
             ),
         }
     }
+    let mut checker = Checker {
+        // Only a ruleset the kernel took whole, whose denials are read, replaces the
+        // probes' reports (an older kernel may lack TCP rules, for one).
+        landlock_everywhere: audit.is_some()
+            && landlock
+                .as_ref()
+                .is_some_and(|p| p.outcome.status == profiler_seal::apply::Status::FullyEnforced),
+        seal_file: crate::profile::landlock::seal_binary().ok().and_then(|p| {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (crate::kernel::kernel_dev(m.dev()), m.ino()))
+        }),
+        audit_running: audit.is_some(),
+        sealed: BTreeSet::new(),
+        pids: BTreeSet::new(),
+        cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
+        executables: profile.executables.keys().cloned().collect(),
+        writable: profile.writable_directories.clone(),
+        ports: profile.network.bound_ports.clone(),
+        builder: Builder::new(start_cwd).remembering_execs(),
+        out,
+        count: 0,
+        containers: opts.containers,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

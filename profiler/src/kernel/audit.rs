@@ -138,9 +138,11 @@ fn status(fd: &OwnedFd) -> std::io::Result<AuditStatus> {
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    if words.len() >= 2 {
+    if words.len() >= 4 {
         s.mask = words[0];
         s.enabled = words[1];
+        s.failure = words[2];
+        s.pid = words[3];
     }
     Ok(s)
 }
@@ -314,7 +316,10 @@ impl LandlockAudit {
 
 impl Drop for LandlockAudit {
     fn drop(&mut self) {
-        if self.enabled_here {
+        // Off again only if nothing else took audit over meanwhile (an audit daemon that
+        // registered, which wants it on). A SIGKILL skips this: audit then stays on, as
+        // the start-up note said it would be while enforcing.
+        if self.enabled_here && status(&self.control).is_ok_and(|s| s.enabled == 1 && s.pid == 0) {
             let _ = set_enabled(&self.control, 0);
         }
     }

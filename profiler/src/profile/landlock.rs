@@ -177,7 +177,19 @@ pub fn seal_binary() -> Result<PathBuf, String> {
 
 fn check_seal_binary(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    // Every folder on the way must be root's too: a user who owns one could swap the
+    // binary after this check, before an engine mounts it.
+    let canonical = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    for dir in canonical.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if m.uid() != 0 || (m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0) {
+            return Err(format!(
+                "{} can be changed by a user other than root",
+                dir.display()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(&canonical).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
@@ -186,7 +198,7 @@ fn check_seal_binary(path: &Path) -> Result<(), String> {
     }
     let mut head = Vec::new();
     use std::io::Read as _;
-    std::fs::File::open(path)
+    std::fs::File::open(&canonical)
         .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
         .map_err(|e| e.to_string())?;
     if !head.starts_with(b"\x7fELF") {

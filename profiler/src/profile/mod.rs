@@ -205,14 +205,15 @@ pub fn deployment<'a>(
             })
             .and_then(|s| {
                 // A bind mount is `host:container:ro`: a ':' or ',' in a host path would
-                // change what is mounted, and a newline would start another flag.
+                // change what is mounted, a newline would start another flag, and compose
+                // interpolates `$`.
                 match s
                     .mounts()
                     .iter()
-                    .find(|(h, _)| h.contains([':', ',']) || h.chars().any(char::is_control))
+                    .find(|(h, _)| h.contains([':', ',', '$']) || h.chars().any(char::is_control))
                 {
                     Some((h, _)) => Err(format!(
-                        "{h:?} cannot be written as a mount (':', ',' or a control character)"
+                        "{h:?} cannot be written as a mount (':', ',', '$' or a control character)"
                     )),
                     None => Ok(s),
                 }

@@ -105,7 +105,7 @@ pub fn container_name(cgroup_path: &str) -> String {
     }
     for engine in ["docker", "podman"] {
         if let Ok(out) = std::process::Command::new(engine)
-            .args(["inspect", "--format", "{{.Name}}", id])
+            .args(["inspect", "--format", "{{.Name}}", "--", id])
             .stderr(std::process::Stdio::null())
             .output()
             && out.status.success()
@@ -169,7 +169,7 @@ pub fn inspect(clis: &[Vec<String>], id: &str) -> Option<crate::trace::Container
     for cli in clis {
         let Ok(out) = std::process::Command::new(&cli[0])
             .args(&cli[1..])
-            .args(["inspect", "--format", "{{json .}}", id])
+            .args(["inspect", "--format", "{{json .}}", "--", id])
             .stderr(std::process::Stdio::null())
             .output()
         else {

@@ -112,7 +112,10 @@ impl LiveFacts {
         let mut out = Vec::new();
         for &pid in pids {
             self.pids.entry(pid).or_insert_with(|| start_time(pid));
-            if let Some((path, file)) = executed_file(pid, None, &mut self.hashed) {
+            // A program run from a memfd or a file deleted since has no path to list.
+            if let Some((path, file)) = executed_file(pid, None, &mut self.hashed)
+                .filter(|(p, _)| p.starts_with('/') && !p.ends_with(" (deleted)"))
+            {
                 let argv0 = std::fs::read(format!("/proc/{pid}/cmdline"))
                     .ok()
                     .and_then(|c| {

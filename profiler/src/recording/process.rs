@@ -69,7 +69,7 @@ pub async fn run_in_cgroup(
         program,
         command,
         env,
-        restrict,
+        restrict.clone(),
     ) {
         Ok(child) => WorkloadProcess::InCgroup(child),
         Err(crate::recording::spawn::SpawnError::Failed(e)) => return Err(e),

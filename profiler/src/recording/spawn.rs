@@ -61,9 +61,9 @@ fn cstring(s: &OsStr) -> anyhow::Result<CString> {
 /// the cgroup2 directory `cgroup_dir` from its first instruction. The child dies with
 /// profiler's main thread (PR_SET_PDEATHSIG), as the workload must not outlive a killed
 /// profiler.
-/// A Landlock ruleset the child restricts itself to just before its exec (fd, flags of
-/// `landlock_restrict_self`), made by the parent: `profiler enforce`.
-pub type Restriction = Option<(i32, u32)>;
+/// A Landlock ruleset the child restricts itself to just before its exec, made by the
+/// parent: `profiler enforce`.
+pub type Restriction = Option<profiler_seal::ChildRestriction>;
 
 pub fn spawn_in_cgroup(
     cgroup_dir: &Path,
@@ -141,8 +141,8 @@ pub fn spawn_in_cgroup(
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            if let Some((fd, flags)) = restrict
-                && profiler_seal::apply::restrict_self_raw(fd, flags).is_err()
+            if let Some(r) = &restrict
+                && r.apply().is_err()
             {
                 let errno = *libc::__errno_location();
                 libc::write(write_fd, (&raw const errno).cast(), 4);
@@ -233,8 +233,8 @@ pub fn spawn_then_join(
             if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some((fd, flags)) = restrict {
-                profiler_seal::apply::restrict_self_raw(fd, flags)?;
+            if let Some(r) = &restrict {
+                r.apply()?;
             }
             Ok(())
         });
