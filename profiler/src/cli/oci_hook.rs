@@ -13,6 +13,9 @@
 //! - When the container's cgroup empties, the server writes DIR/<name>/ (name from the
 //!   `io.profiler.name` annotation, else the container id). SIGINT/SIGTERM write what is
 //!   still running and stop.
+//! - For a container CRI-O started for Kubernetes, the hook also sends which workload it is a
+//!   replica of (namespace, container, pod template; `containers::kubernetes_replica`), kept
+//!   in the trace for `merge --by-workload`.
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::MetadataExt as _;

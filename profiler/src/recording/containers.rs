@@ -316,6 +316,9 @@ pub const CRIO_LABELS_ANNOTATION: &str = "io.kubernetes.cri-o.Labels";
 /// CRI-O's annotation with the image the container was asked to run.
 pub const CRIO_IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.ImageName";
 
+/// Longer replica keys (a long command) are kept as their sha256.
+const MAX_REPLICA_KEY: usize = 1024;
+
 /// Which workload a container CRI-O started for Kubernetes is a replica of, from the OCI
 /// annotations CRI-O gives it: its namespace and container name, and the pod template
 /// (`pod-template-hash` of a Deployment's ReplicaSet, `controller-revision-hash` of a
@@ -337,10 +340,23 @@ pub fn kubernetes_replica(
         (None, Some(image)) => serde_json::json!(["image", namespace, container, image, args]),
         (None, None) => return None,
     };
+    // The hook's request is one short line: a long command is kept as its digest.
+    let mut key = key.to_string();
+    if key.len() > MAX_REPLICA_KEY {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        key = format!(
+            "sha256:{}",
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+    }
     // The container's name: kubernetes.yaml's patch finds the container by it.
     Some(crate::trace::ReplicaOf {
-        key: key.to_string(),
-        name: container.clone(),
+        key,
+        name: container.chars().take(MAX_REPLICA_KEY).collect(),
     })
 }
 
@@ -413,6 +429,24 @@ mod kubernetes_replica_tests {
         assert_eq!(one, two);
         assert_ne!(one, other);
         assert_eq!(kubernetes_replica(&annotations(labels, None), &[]), None);
+    }
+
+    #[test]
+    fn a_long_command_is_kept_as_its_digest() {
+        let labels = serde_json::json!({
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.container.name": "job",
+        });
+        let a = annotations(labels, Some("reg/job:1"));
+        let long = |c: char| vec![c.to_string().repeat(100_000)];
+        let one = kubernetes_replica(&a, &long('x')).unwrap();
+        assert!(
+            one.key.starts_with("sha256:") && one.key.len() < 100,
+            "{}",
+            one.key
+        );
+        assert_eq!(kubernetes_replica(&a, &long('x')), Some(one.clone()));
+        assert_ne!(kubernetes_replica(&a, &long('y')), Some(one));
     }
 
     #[test]
