@@ -442,3 +442,163 @@ privileged_test!(
         assert!(!allowed_names(&merged.join("true/seccomp.json")).contains("getsid"));
     }
 );
+
+/// `podman GLOBAL... run --rm --network none FLAGS... IMAGE /bin/sh -c SCRIPT`.
+fn podman_sh(global: &[&str], flags: &[&str], script: &str) -> std::process::Output {
+    let (conf, argv) = podman_argv();
+    with_timeout(&argv[0])
+        .env("CONTAINERS_CONF", conf)
+        .args(&argv[1..])
+        .args(global)
+        .args(["run", "--rm", "--network", "none"])
+        .args(flags)
+        .args([PODMAN_IMAGE, "/bin/sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// A `profiler serve` child, stopped when the test ends however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+privileged_test!(
+    /// The node agent's path, with podman standing in for CRI-O: containers started with the
+    /// annotations CRI-O gives a pod's containers (the labels with the pod-template hash) are
+    /// recorded by `profiler serve` through the hook, and `merge --by-workload` merges the
+    /// replicas of one template apart from another workload, with coverage.
+    #[scratch = "k8s-hook"]
+    fn hook_recorded_replicas_merge_by_pod_template(dir: TempDir) {
+        let socket = dir.join("profiler.sock");
+        let hooks = dir.join("hooks.d");
+        std::fs::create_dir_all(&hooks).unwrap();
+        // The hook file the node agent installs, pointing at this build.
+        let agent = dir.join("agent.yaml");
+        run_ok(
+            profiler()
+                .args(["kubernetes", "node-agent", "--image", "x", "--socket"])
+                .arg(&socket)
+                .arg("--out")
+                .arg(&agent),
+        );
+        let docs = yaml_documents(&agent);
+        let mut hook: Value =
+            serde_json::from_str(docs[1]["data"]["profiler.json"].as_str().unwrap()).unwrap();
+        hook["hook"]["path"] = json!(profiler_bin());
+        std::fs::write(hooks.join("profiler.json"), hook.to_string()).unwrap();
+        let out = dir.join("profiles");
+        let mut server = Server(
+            profiler()
+                .args(["serve", "--quiet", "--socket"])
+                .arg(&socket)
+                .arg("--out")
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        for _ in 0..500 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(socket.exists(), "profiler serve did not start");
+        let hooks_dir = hooks.display().to_string();
+        let pod = |name: &str, hash: &str, container: &str, script: &str| {
+            let labels = json!({
+                "app": container,
+                "pod-template-hash": hash,
+                "io.kubernetes.pod.namespace": "shop",
+                "io.kubernetes.pod.name": name,
+                "io.kubernetes.container.name": container,
+            });
+            let o = podman_sh(
+                &["--hooks-dir", &hooks_dir],
+                &[
+                    "--annotation",
+                    "io.profiler.record=true",
+                    "--annotation",
+                    &format!("io.profiler.name={container}"),
+                    // podman reads --annotation as CSV: quoted, its quotes doubled.
+                    "--annotation",
+                    &format!(
+                        "\"io.kubernetes.cri-o.Labels={}\"",
+                        labels.to_string().replace('"', "\"\"")
+                    ),
+                ],
+                script,
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        };
+        // Three replicas of web; only the second syncs. Then another workload.
+        pod("web-7d9f-a", "7d9f", "web", "echo a");
+        pod("web-7d9f-b", "7d9f", "web", "echo b; sync");
+        pod("web-7d9f-c", "7d9f", "web", "echo c");
+        pod("worker-5c4b-a", "5c4b", "worker", "echo w");
+        let folders = ["web", "web-2", "web-3", "worker"];
+        for _ in 0..500 {
+            if folders
+                .iter()
+                .all(|f| out.join(f).join("seccomp.json").exists())
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+        assert!(server.0.wait().unwrap().success());
+        for f in folders {
+            assert!(
+                out.join(f).join("seccomp.json").exists(),
+                "{f} not recorded"
+            );
+        }
+        let trace = read_json(&out.join("web-2/trace.json"));
+        assert_eq!(
+            trace["workload"]["replica_of"]["name"], "web",
+            "{:#}",
+            trace["workload"]
+        );
+
+        let merged = dir.join("merged");
+        let inputs: Vec<_> = folders.iter().map(|f| out.join(f)).collect();
+        let o = run_ok(
+            profiler()
+                .args(["merge", "--by-workload", "--out"])
+                .arg(&merged)
+                .args(&inputs),
+        );
+        let cov = read_json(&merged.join("web/coverage.json"));
+        assert_eq!(cov["run_count"], 3, "{cov:#}");
+        assert_eq!(cov["syscalls"]["x86_64"]["sync"]["runs"], 1, "{cov:#}");
+        assert!(
+            cov["syscalls"]["x86_64"]["sync"]["first_seen_in"]
+                .as_str()
+                .unwrap()
+                .contains("web-2")
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("x86_64/sync (1 of 3 runs)"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let cov = read_json(&merged.join("worker/coverage.json"));
+        assert_eq!(cov["run_count"], 1);
+        assert!(cov["syscalls"]["x86_64"].get("sync").is_none());
+        // The merged folder's Kubernetes files name the workload.
+        let policy = yaml_documents(&merged.join("web/networkpolicy.yaml"));
+        assert_eq!(
+            policy[0]["spec"]["podSelector"]["matchLabels"]["app"],
+            "web"
+        );
+        kubernetes_validate_strict(&merged.join("web/networkpolicy.yaml"));
+    }
+);

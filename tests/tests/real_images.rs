@@ -745,6 +745,8 @@ privileged_test!(
             http(&format!("{ip}:8080"), "GET", "/health", b"").is_some_and(|(s, _)| s == 200)
         };
         let ip = ready_ip(&["docker"], &app, &up, &rec);
+        let cache_ip =
+            container_ip(&["docker"], &format!("{project}_cache_1")).expect("cache container");
         let addr = format!("{ip}:8080");
         let train = |addr: &str| {
             expect_http(addr, "POST", "/items/first", b"one", 201, b"stored\n");
@@ -770,6 +772,55 @@ privileged_test!(
             );
             assert!(out.join(service).join("seccomp.json").exists());
         }
+        // Each service's NetworkPolicy (valid for Kubernetes 1.33) holds what it did on the
+        // compose network: the app listens on 8080, resolves `cache` through Docker's DNS and
+        // connects to memcached; memcached only listens.
+        let policy = |service: &str| {
+            let file = out.join(service).join("networkpolicy.yaml");
+            kubernetes_validate_strict(&file);
+            yaml_documents(&file).remove(0)
+        };
+        let ports = |rule: &serde_json::Value| -> Vec<String> {
+            rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| format!("{}/{}", p["protocol"].as_str().unwrap(), p["port"]))
+                .collect()
+        };
+        let app_policy = policy("app");
+        assert_eq!(
+            app_policy["spec"]["podSelector"]["matchLabels"]["app"],
+            "app"
+        );
+        let ingress = app_policy["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(ingress.len(), 1, "{app_policy:#}");
+        assert_eq!(ports(&ingress[0]), ["TCP/8080"], "{app_policy:#}");
+        let egress = app_policy["spec"]["egress"].as_array().unwrap();
+        let to_cache = egress
+            .iter()
+            .find(|r| r["to"][0]["ipBlock"]["cidr"] == format!("{cache_ip}/32"))
+            .unwrap_or_else(|| panic!("no egress to the cache at {cache_ip}: {app_policy:#}"));
+        assert!(
+            ports(to_cache).contains(&"TCP/11211".to_owned()),
+            "{app_policy:#}"
+        );
+        assert!(
+            egress
+                .iter()
+                .any(|r| r["to"][0]["podSelector"]["matchLabels"]["k8s-app"] == "kube-dns"),
+            "the app resolved `cache`: {app_policy:#}"
+        );
+        let cache_policy = policy("cache");
+        let ingress = cache_policy["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(ingress.len(), 1, "{cache_policy:#}");
+        assert_eq!(ports(&ingress[0]), ["TCP/11211"], "{cache_policy:#}");
+        assert_eq!(
+            cache_policy["spec"]["egress"],
+            serde_json::json!([]),
+            "{cache_policy:#}"
+        );
+
         let override_file = out.join("docker-compose.profile.yml");
         let text = std::fs::read_to_string(&override_file).unwrap();
         // docker-compose itself must accept it, merged over the user's file.

@@ -24,12 +24,15 @@ fn load(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Trace)>> {
         .collect()
 }
 
+/// A folder's files: name and content.
+type Files = Vec<(&'static str, Vec<u8>)>;
+
 /// One merged folder's files: the union's profiles and coverage.json.
 fn merged_files(
     out: &Path,
     traces: &[(PathBuf, Trace)],
     options: &GenerateOptions,
-) -> anyhow::Result<(Vec<(&'static str, Vec<u8>)>, Coverage)> {
+) -> anyhow::Result<(Files, Coverage)> {
     let only: Vec<Trace> = traces.iter().map(|(_, t)| t.clone()).collect();
     let profiles = profile::generate(&only, options);
     crate::cli::generate::check_import_sources(&profiles, options)?;

@@ -13,6 +13,9 @@
 //! - When the container's cgroup empties, the server writes DIR/<name>/ (name from the
 //!   `io.profiler.name` annotation, else the container id). SIGINT/SIGTERM write what is
 //!   still running and stop.
+//! - For a container CRI-O started for Kubernetes, the hook also sends which workload it is a
+//!   replica of (namespace, container, pod template; `containers::kubernetes_replica`), kept
+//!   in the trace for `merge --by-workload`.
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::MetadataExt as _;
@@ -44,6 +47,9 @@ struct Request {
     cgroup_id: u64,
     /// Path relative to the cgroup2 root.
     cgroup_path: String,
+    /// The workload it is a replica of (CRI-O's Kubernetes annotations).
+    #[serde(default)]
+    replica_of: Option<crate::trace::ReplicaOf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -59,6 +65,9 @@ struct State {
     pid: Option<i32>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// The bundle folder (its config.json holds the container's command).
+    #[serde(default)]
+    bundle: Option<String>,
 }
 
 /// `profiler hook`: exit 0 even when no server listens unless `required`, so that installing
@@ -99,11 +108,21 @@ fn hook_inner(socket: &Path) -> anyhow::Result<()> {
         .get(NAME_ANNOTATION)
         .cloned()
         .unwrap_or_else(|| state.id.clone());
+    // The container's command, for telling replicas apart when there is no pod template.
+    let args: Vec<String> = state
+        .bundle
+        .as_ref()
+        .and_then(|b| std::fs::read(Path::new(b).join("config.json")).ok())
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .and_then(|c| serde_json::from_value(c["process"]["args"].clone()).ok())
+        .unwrap_or_default();
+    let replica_of = crate::recording::containers::kubernetes_replica(&state.annotations, &args);
     let request = Request {
         container_id: state.id,
         name,
         cgroup_id,
         cgroup_path,
+        replica_of,
     };
     let mut stream = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("no `profiler serve` listens on {}", socket.display()))?;
@@ -396,6 +415,7 @@ fn finish(
             exit: Exit::Unknown,
             duration_ms: a.started.elapsed().as_millis() as u64,
             leftover_processes: 0,
+            replica_of: a.request.replica_of.clone(),
         },
         probes.syscall_hook.clone(),
         probes.cap_hook.clone(),

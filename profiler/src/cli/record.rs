@@ -317,6 +317,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             exit,
             duration_ms,
             leftover_processes: leftover,
+            replica_of: None,
         },
         syscall_hook,
         cap_hook,

@@ -316,3 +316,151 @@ pub fn prepare(
         compose,
     })
 }
+
+/// CRI-O's annotation with the container's labels as JSON: the pod's labels and
+/// `io.kubernetes.pod.namespace`, `io.kubernetes.pod.name`, `io.kubernetes.container.name`.
+pub const CRIO_LABELS_ANNOTATION: &str = "io.kubernetes.cri-o.Labels";
+/// CRI-O's annotation with the image the container was asked to run.
+pub const CRIO_IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.ImageName";
+
+/// Longer replica keys (a long command) are kept as their sha256.
+const MAX_REPLICA_KEY: usize = 1024;
+
+/// Which workload a container CRI-O started for Kubernetes is a replica of, from the OCI
+/// annotations CRI-O gives it: its namespace and container name, and the pod template
+/// (`pod-template-hash` of a Deployment's ReplicaSet, `controller-revision-hash` of a
+/// StatefulSet or DaemonSet), else its image and command (`args`, from config.json).
+/// `None` for a container without Kubernetes labels.
+pub fn kubernetes_replica(
+    annotations: &std::collections::BTreeMap<String, String>,
+    args: &[String],
+) -> Option<crate::trace::ReplicaOf> {
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(annotations.get(CRIO_LABELS_ANNOTATION)?).ok()?;
+    let namespace = labels.get("io.kubernetes.pod.namespace")?;
+    let container = labels.get("io.kubernetes.container.name")?;
+    let template = ["pod-template-hash", "controller-revision-hash"]
+        .iter()
+        .find_map(|l| labels.get(*l));
+    let key = match (template, annotations.get(CRIO_IMAGE_ANNOTATION)) {
+        (Some(t), _) => serde_json::json!(["pod-template", namespace, t, container]),
+        (None, Some(image)) => serde_json::json!(["image", namespace, container, image, args]),
+        (None, None) => return None,
+    };
+    // The hook's request is one short line: a long command is kept as its digest.
+    let mut key = key.to_string();
+    if key.len() > MAX_REPLICA_KEY {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        key = format!(
+            "sha256:{}",
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+    }
+    // The container's name: kubernetes.yaml's patch finds the container by it.
+    Some(crate::trace::ReplicaOf {
+        key,
+        name: container.chars().take(MAX_REPLICA_KEY).collect(),
+    })
+}
+
+#[cfg(test)]
+mod kubernetes_replica_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn annotations(labels: serde_json::Value, image: Option<&str>) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        a.insert(CRIO_LABELS_ANNOTATION.to_owned(), labels.to_string());
+        if let Some(i) = image {
+            a.insert(CRIO_IMAGE_ANNOTATION.to_owned(), i.to_owned());
+        }
+        a
+    }
+
+    #[test]
+    fn replicas_of_one_pod_template_share_a_key() {
+        let pod = |name: &str, hash: &str, container: &str| {
+            annotations(
+                serde_json::json!({
+                    "app": "web",
+                    "pod-template-hash": hash,
+                    "io.kubernetes.pod.namespace": "shop",
+                    "io.kubernetes.pod.name": name,
+                    "io.kubernetes.container.name": container,
+                }),
+                Some("reg/web:1"),
+            )
+        };
+        let a = kubernetes_replica(&pod("web-7d9f-abcde", "7d9f", "web"), &[]).unwrap();
+        let b = kubernetes_replica(&pod("web-7d9f-fghij", "7d9f", "web"), &["x".into()]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.name, "web");
+        // Another template (a rollout), or the pod's other container: another workload.
+        assert_ne!(
+            kubernetes_replica(&pod("web-8e0a-x", "8e0a", "web"), &[])
+                .unwrap()
+                .key,
+            a.key
+        );
+        assert_ne!(
+            kubernetes_replica(&pod("web-7d9f-abcde", "7d9f", "sidecar"), &[])
+                .unwrap()
+                .key,
+            a.key
+        );
+    }
+
+    #[test]
+    fn without_a_template_image_and_command_decide() {
+        let labels = serde_json::json!({
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.container.name": "job",
+        });
+        let one = kubernetes_replica(
+            &annotations(labels.clone(), Some("reg/job:1")),
+            &["run".into()],
+        );
+        let two = kubernetes_replica(
+            &annotations(labels.clone(), Some("reg/job:1")),
+            &["run".into()],
+        );
+        let other = kubernetes_replica(
+            &annotations(labels.clone(), Some("reg/job:1")),
+            &["other".into()],
+        );
+        assert!(one.is_some());
+        assert_eq!(one, two);
+        assert_ne!(one, other);
+        assert_eq!(kubernetes_replica(&annotations(labels, None), &[]), None);
+    }
+
+    #[test]
+    fn a_long_command_is_kept_as_its_digest() {
+        let labels = serde_json::json!({
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.container.name": "job",
+        });
+        let a = annotations(labels, Some("reg/job:1"));
+        let long = |c: char| vec![c.to_string().repeat(100_000)];
+        let one = kubernetes_replica(&a, &long('x')).unwrap();
+        assert!(
+            one.key.starts_with("sha256:") && one.key.len() < 100,
+            "{}",
+            one.key
+        );
+        assert_eq!(kubernetes_replica(&a, &long('x')), Some(one.clone()));
+        assert_ne!(kubernetes_replica(&a, &long('y')), Some(one));
+    }
+
+    #[test]
+    fn containers_without_kubernetes_labels_are_no_replicas() {
+        assert_eq!(kubernetes_replica(&BTreeMap::new(), &[]), None);
+        let mut a = BTreeMap::new();
+        a.insert(CRIO_LABELS_ANNOTATION.to_owned(), "not json".to_owned());
+        assert_eq!(kubernetes_replica(&a, &[]), None);
+    }
+}

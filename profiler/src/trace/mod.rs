@@ -57,6 +57,19 @@ pub struct Workload {
     /// Processes still in the workload's cgroup when the main command exited, which were
     /// killed (or waited for, with `--wait-descendants`).
     pub leftover_processes: u32,
+    /// The workload this container is a replica of, as its runtime described it (a
+    /// Kubernetes pod template, through the OCI hook): what `merge --by-workload` groups by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<ReplicaOf>,
+}
+
+/// Which workload a container is one replica of.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaOf {
+    /// What its replicas share (e.g. namespace, pod-template hash and container name).
+    pub key: String,
+    /// A name for the merged folder (the pod's `app` label, else the container's name).
+    pub name: String,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -285,10 +298,14 @@ impl Losses {
 
 impl Trace {
     /// Which workload this trace is a run of, for merging the recordings of its replicas:
-    /// (the key replicas share, a folder name for it). A compose service's containers share
+    /// (the key replicas share, a folder name for it). Containers the OCI hook recorded share
+    /// what their runtime said of them (`replica_of`); a compose service's containers share
     /// the project and service; other containers their image, entrypoint and command; a
     /// command its argv.
     pub fn workload_group(&self) -> (String, String) {
+        if let Some(r) = &self.workload.replica_of {
+            return (format!("replica {}", r.key), r.name.clone());
+        }
         let c = self.cgroup.container_info.as_ref();
         if let Some(c) = c
             && let Some(service) = &c.compose_service
