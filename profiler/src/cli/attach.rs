@@ -378,6 +378,7 @@ impl Session {
                 exit,
                 duration_ms: self.started.elapsed().as_millis() as u64,
                 leftover_processes: 0,
+                replica_of: None,
             },
             self.probes.syscall_hook.clone(),
             self.probes.cap_hook.clone(),
