@@ -111,6 +111,7 @@ impl Probes {
         // and attach ids need a few lookups; both take milliseconds (BENCHMARKS.md, M9).
         let loader = std::thread::spawn(EbpfLoader::new);
         let offsets = KernelOffsets::read();
+        crate::timings::mark("offsets read");
         // Attaching needs only the ids of a few types; a BTF holding just those (see
         // `attach_targets_btf`) spares a second full parse.
         let btf = attach_targets_btf(&offsets.attach_targets).or_else(|| Btf::from_sys_fs().ok());
