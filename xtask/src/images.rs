@@ -52,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::run::podman_cmd;
 use crate::run::{output, run, workspace_root};
-use crate::setup::podman_cmd;
 
 /// The image in Docker.
 pub const DOCKER_IMAGE: &str = xtask::DEBIAN_APPS_IMAGE;

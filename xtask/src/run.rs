@@ -92,3 +92,21 @@ pub fn build_seal() -> anyhow::Result<()> {
         SEAL_TARGET,
     ]))
 }
+
+/// The tests' private podman storage and its containers.conf (written by setup_podman).
+pub fn podman_dir() -> std::path::PathBuf {
+    workspace_root().join(xtask::PODMAN_DIR)
+}
+
+/// `podman ARGS` on the tests' private storage, with the containers.conf setup_podman writes.
+pub fn podman_cmd(args: &[&str]) -> std::process::Command {
+    let dir = podman_dir();
+    let mut c = std::process::Command::new("podman");
+    c.env("CONTAINERS_CONF", dir.join("containers.conf"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        // podman refuses a runroot longer than 50 characters.
+        .args(["--runroot", xtask::PODMAN_RUNROOT])
+        .args(args);
+    c
+}

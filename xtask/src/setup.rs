@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context as _;
-use xtask::{
-    BUSYBOX_IMAGE, BUSYBOX_ROOTFS, KUBERNETES_VALIDATE_VENV, PODMAN_BUSYBOX_IMAGE, PODMAN_DIR,
-    PODMAN_RUNROOT,
-};
+use xtask::{BUSYBOX_IMAGE, BUSYBOX_ROOTFS, KUBERNETES_VALIDATE_VENV, PODMAN_BUSYBOX_IMAGE};
 
 use crate::images;
 use crate::run::{
-    cargo_home, output, path_with_cargo_bin, run, succeeds, succeeds_quietly, workspace_root,
+    cargo_home, output, path_with_cargo_bin, podman_cmd, podman_dir, run, succeeds,
+    succeeds_quietly, workspace_root,
 };
 
 /// bpf-linker version the project builds with (see ../shared/platform.md for the recipe).
@@ -118,24 +116,6 @@ fn setup_podman(rootfs: &Path) -> anyhow::Result<()> {
             .stdin(tar.stdout.context("tar stdout")?))?;
     }
     Ok(())
-}
-
-/// The tests' private podman storage and its containers.conf (written by setup_podman).
-fn podman_dir() -> PathBuf {
-    workspace_root().join(PODMAN_DIR)
-}
-
-/// `podman ARGS` on the tests' private storage, with the containers.conf setup_podman writes.
-pub fn podman_cmd(args: &[&str]) -> Command {
-    let dir = podman_dir();
-    let mut c = Command::new("podman");
-    c.env("CONTAINERS_CONF", dir.join("containers.conf"))
-        .arg("--root")
-        .arg(dir.join("root"))
-        // podman refuses a runroot longer than 50 characters.
-        .args(["--runroot", PODMAN_RUNROOT])
-        .args(args);
-    c
 }
 
 fn busybox_rootfs() -> anyhow::Result<PathBuf> {

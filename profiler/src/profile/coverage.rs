@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::profile::Profiles;
-use crate::profile::imported::{InProfile, IncludeAction, ProgramCoverage, in_profile};
+use crate::profile::imported::{InProfile, IncludeAction, ProgramCoverage};
 use crate::profile::seccomp::GenerateOptions;
+use crate::profile::seccomp::in_profile;
 use crate::trace::Trace;
 
 pub const COVERAGE_FILE: &str = "coverage.json";

@@ -272,30 +272,6 @@ pub enum InProfile {
 /// The comment of the rules `--include-imported` adds starts so.
 pub const COMMENT_PREFIX: &str = "imported by ";
 
-/// Where `name` stands in `profile` (the first rule naming it decides, as in libseccomp's
-/// view of a Docker profile, which has one action per syscall and argument set).
-pub fn in_profile(profile: &crate::profile::seccomp::DockerSeccomp, name: &str) -> InProfile {
-    let Some(rule) = profile
-        .syscalls
-        .iter()
-        .find(|r| r.names.iter().any(|n| n == name))
-    else {
-        return InProfile::Denied;
-    };
-    if rule
-        .comment
-        .as_deref()
-        .is_some_and(|c| c.starts_with(COMMENT_PREFIX))
-    {
-        return InProfile::Included(if rule.action == "SCMP_ACT_LOG" {
-            IncludeAction::Log
-        } else {
-            IncludeAction::Allow
-        });
-    }
-    InProfile::Otherwise
-}
-
 /// The summary lines: per program that is not a runtime, what it imports that the
 /// recording never saw and `state` says the profile denies or adds through
 /// `--include-imported`; a line per program without an import table; one line naming the

@@ -203,6 +203,31 @@ fn rule(
     }
 }
 
+/// Where `name` stands in `profile` (the first rule naming it decides, as in libseccomp's
+/// view of a Docker profile, which has one action per syscall and argument set).
+pub fn in_profile(profile: &DockerSeccomp, name: &str) -> crate::profile::imported::InProfile {
+    use crate::profile::imported::{COMMENT_PREFIX, InProfile};
+    let Some(rule) = profile
+        .syscalls
+        .iter()
+        .find(|r| r.names.iter().any(|n| n == name))
+    else {
+        return InProfile::Denied;
+    };
+    if rule
+        .comment
+        .as_deref()
+        .is_some_and(|c| c.starts_with(COMMENT_PREFIX))
+    {
+        return InProfile::Included(if rule.action == "SCMP_ACT_LOG" {
+            crate::profile::imported::IncludeAction::Log
+        } else {
+            crate::profile::imported::IncludeAction::Allow
+        });
+    }
+    InProfile::Otherwise
+}
+
 /// Lets the sealing entrypoint run under `profile`: the syscalls it makes before it
 /// executes the container's own entrypoint, where the profile does not allow them yet
 /// (`prctl` only for `PR_SET_NO_NEW_PRIVS`, which only takes privileges away).

@@ -163,7 +163,7 @@ pub fn print(trace: &Trace, profiles: &Profiles, written: &[PathBuf]) {
     }
     // What the programs are known to be able to do that the profile denies (their import
     // tables), so a path the training missed is no surprise in production.
-    let state = |n: &str| crate::profile::imported::in_profile(&profiles.seccomp, n);
+    let state = |n: &str| crate::profile::seccomp::in_profile(&profiles.seccomp, n);
     for line in crate::profile::imported::summary_lines(&profiles.programs, &state) {
         out.push_str(&format!("  imports:       {line}\n"));
     }

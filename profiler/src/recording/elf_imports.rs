@@ -265,7 +265,7 @@ fn open_in_root(root: BorrowedFd<'_>, path: &str) -> Option<std::fs::File> {
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let rel = path.trim_start_matches('/');
-    crate::recording::live_facts::open_regular(root, if rel.is_empty() { "." } else { rel }, how)
+    crate::recording::files::open_regular(root, if rel.is_empty() { "." } else { rel }, how)
 }
 
 /// The root of process `pid` as a directory descriptor.

@@ -21,6 +21,7 @@ use nix::sys::stat::fstat;
 use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRITE, Event};
 
 use crate::recording::elf_imports;
+use crate::recording::files::open_regular;
 use crate::recording::image_events::Builder;
 use crate::trace::image::{DirectoryFacts, ExecutableFile, Imports};
 
@@ -464,30 +465,6 @@ fn identify(
     };
     hashed.insert((meta.dev(), meta.ino()), facts.clone());
     Some(facts)
-}
-
-/// Opens `path` relative to `dir` without blocking or taking a terminal: `O_PATH` first,
-/// then, only for a regular file, a read-only open of that same file through its
-/// descriptor (a FIFO or device the workload put there is never opened for reading).
-pub(crate) fn open_regular(
-    dir: std::os::fd::BorrowedFd<'_>,
-    path: &str,
-    how: OpenHow,
-) -> Option<std::fs::File> {
-    let fd = openat2(dir, path, how).ok()?;
-    let st = fstat(fd.as_fd()).ok()?;
-    if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
-        != nix::sys::stat::SFlag::S_IFREG
-    {
-        return None;
-    }
-    let reopened = nix::fcntl::open(
-        format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str(),
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    Some(std::fs::File::from(reopened))
 }
 
 /// The file at `path` inside process `pid`'s root (openat2 RESOLVE_IN_ROOT: a link the

@@ -7,6 +7,7 @@ pub mod command;
 pub mod compose;
 pub mod containers;
 pub mod elf_imports;
+pub mod files;
 pub mod image_events;
 pub mod ld_cache;
 pub mod live_facts;
