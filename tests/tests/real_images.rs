@@ -1097,13 +1097,22 @@ privileged_test!(
         let _with_removed = podman_removed(&argv, &conf, &with);
         run(&flags, &with);
         let ip = serving(&with).unwrap_or_else(|| panic!("{:?}", podman(&["logs", &with])));
-        expect_http(
-            &format!("{ip}:80"),
-            "POST",
-            "/items/a",
-            b"1",
-            201,
-            b"stored\n",
+        let got = http(&format!("{ip}:80"), "POST", "/items/a", b"1");
+        assert_eq!(
+            got.as_ref().map(|(s, b)| (*s, b.as_slice())),
+            Some((201, &b"stored\n"[..])),
+            "{:?}\n{}\nflags {flags:?}\n{:?}\nrecorded: {:#}\ntrace image: {}\nrecorder: {err}",
+            got,
+            String::from_utf8_lossy(&podman(&["logs", &with]).stderr),
+            podman(&["exec", &with, "stat", "-c", "%u:%g %a", "/var/lib/app"]),
+            read_json(&profile.join("image-profile.json"))["directories"],
+            {
+                let t = read_json(&profile.join("trace.json"));
+                format!(
+                    "{} {}",
+                    t["image"]["written_paths"], t["workload"]["duration_ms"]
+                )
+            }
         );
         expect_http(&format!("{ip}:80"), "GET", "/items/a", b"", 200, b"1");
         let _ = podman(&["stop", "-t", "10", &with]);

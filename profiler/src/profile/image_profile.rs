@@ -190,9 +190,19 @@ pub fn writable_mounts(image: &ImageInfo) -> Vec<WritableMount> {
                     path: dir.clone(),
                     owner: Some((f.uid, f.gid, f.mode)),
                 },
+                // Owner and mode not seen (the writer was gone before its folder could be
+                // read): the shared temporary folders keep their usual mode; any other
+                // belongs to the one non-root user the workload ran as, since that user
+                // wrote in it (0700: nobody else needs it).
                 None => WritableMount::Tmpfs {
                     path: dir.clone(),
-                    owner: (dir == "/tmp" || dir == "/var/tmp").then_some((0, 0, 0o1777)),
+                    owner: if dir == "/tmp" || dir == "/var/tmp" {
+                        Some((0, 0, 0o1777))
+                    } else {
+                        run_as_ids(image)
+                            .filter(|(u, _)| *u != 0)
+                            .map(|(u, g)| (u, g, 0o700))
+                    },
                 },
             }
         })

@@ -45,6 +45,8 @@ pub struct LiveFacts {
     /// Path resolution (working directories, fork, chdir) per cgroup.
     resolvers: HashMap<u64, Builder>,
     seen: HashMap<u64, HashMap<String, Option<FirstSight>>>,
+    /// Per (cgroup, folder): how many later writes tried again to read its facts.
+    misses: HashMap<(u64, String), u8>,
     /// Supplementary groups of each cgroup's programs, read at their exec.
     groups: HashMap<u64, BTreeSet<u32>>,
     /// The files each cgroup's programs were executed from, by their path in its root.
@@ -78,6 +80,7 @@ impl LiveFacts {
         LiveFacts {
             resolvers: HashMap::new(),
             seen: HashMap::new(),
+            misses: HashMap::new(),
             groups: HashMap::new(),
             executables: HashMap::new(),
             hashed: HashMap::new(),
@@ -160,6 +163,7 @@ impl LiveFacts {
         recorded: &dyn Fn(u64) -> bool,
         reclaim: &dyn Fn(u32),
     ) {
+        let mut deferred: Vec<(Event, Option<String>)> = Vec::new();
         for e in batch {
             if e.kind == EVENT_CGROUP_ATTACH {
                 // Any move on the host into a cgroup the kernel side does not record; a
@@ -197,99 +201,14 @@ impl LiveFacts {
                 .flatten();
             let resolved = resolver.event(e);
             if e.kind == EVENT_EXEC_OK {
-                // The file the kernel executed, through the process itself (never a path the
-                // workload passed, which it could have changed by then).
-                // A program that has exited already (drains come every 50 ms) is read at the
-                // path it was executed by, inside the root of a process of its cgroup.
-                // Behind a container runtime, the execs before its filter load are the
-                // runtime's own (runc re-executing itself): not the image's programs, and
-                // the largest file to hash.
-                let runtime_setup =
-                    self.ignored.is_some() && e.phase as usize == profiler_common::PHASE_SETUP;
-                // The kernel's own word on which file it ran (`bprm->file`), where its BTF
-                // gave the way to it.
-                let exec = profiler_common::ExecOk::from_args(&e.args);
-                let kernel_identity = (exec.ino != 0).then_some(exec);
-                let found = (!runtime_setup)
-                    .then(|| {
-                        let expected = kernel_identity.map(|k| [k.dev as u64, k.ino]);
-                        executed_file(e.pid, expected, &mut self.hashed)
-                    })
-                    .flatten()
-                    .or_else(|| {
-                        if runtime_setup {
-                            return None;
-                        }
-                        let path = exec_path.as_deref()?;
-                        let mut roots = vec![e.pid];
-                        roots.extend(procs(e.cgroup_id).into_iter().take(4));
-                        if self.host_root {
-                            // A command's own programs live in profiler's root.
-                            roots.push(std::process::id());
-                        }
-                        roots
-                            .into_iter()
-                            .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
-                    })
-                    .or_else(|| {
-                        // Gone before it could be read (a short container): what the kernel
-                        // said at the exec still identifies the file; no content hash.
-                        let k = kernel_identity.filter(|_| !runtime_setup)?;
-                        let path = exec_path.clone()?;
-                        Some((
-                            path,
-                            ExecutableFile {
-                                dev: libc::makedev(k.dev >> 20, k.dev & 0xfffff),
-                                inode: k.ino,
-                                size: k.size,
-                                mtime: k.mtime as i64,
-                                sha256: String::new(),
-                                format: "not read (the process had exited)".into(),
-                                ..Default::default()
-                            },
-                        ))
-                    });
-                if let Some((path, mut file)) = found
-                    && !self
-                        .executables
-                        .get(&e.cgroup_id)
-                        .is_some_and(|m| m.contains_key(&path))
-                {
-                    // What it imports, read now from the same root: a container's files are
-                    // gone by the time profiles are generated.
-                    let key = (file.dev, file.inode);
-                    file.imports = match self.imports.get(&key) {
-                        Some(known) => Some(known.clone()),
-                        None => {
-                            let mut roots = vec![e.pid];
-                            roots.extend(procs(e.cgroup_id).into_iter().take(4));
-                            if self.ignored.is_none() {
-                                roots.push(std::process::id());
-                            }
-                            let read = roots.into_iter().find_map(|pid| {
-                                let root = elf_imports::process_root(pid)?;
-                                self.import_reader.imports(
-                                    root.as_fd(),
-                                    &path,
-                                    file.dev,
-                                    file.inode,
-                                )
-                            });
-                            if let Some(i) = &read {
-                                self.imports.insert(key, i.clone());
-                            }
-                            read
-                        }
-                    };
-                    self.executables
-                        .entry(e.cgroup_id)
-                        .or_default()
-                        .insert(path, file);
-                }
+                // What the executed file is (hash, ELF facts, imports) is the expensive
+                // part: done after the batch's cheap, time-critical looks at written
+                // folders, whose writer may be gone a moment later.
+                deferred.push((*e, exec_path.clone()));
                 // A container user's groups from the image's /etc/group (runc sets them with
                 // setgroups before the exec): `postgres` reads its TLS key as `ssl-cert`.
                 if let Some(g) = supplementary_groups(e.pid) {
-                    let primary = exec.gid;
+                    let primary = profiler_common::ExecOk::from_args(&e.args).gid;
                     self.groups
                         .entry(e.cgroup_id)
                         .or_default()
@@ -300,6 +219,7 @@ impl LiveFacts {
             if e.kind != EVENT_WRITE {
                 continue;
             }
+
             let Some(dir) = resolved
                 .as_deref()
                 .and_then(|p| Path::new(p).parent())
@@ -308,8 +228,20 @@ impl LiveFacts {
                 continue;
             };
             let seen = self.seen.entry(e.cgroup_id).or_default();
-            if seen.contains_key(&dir) {
-                continue;
+            // A folder whose facts could not be read at its first write is tried again at
+            // the next writes (a few times): the writer's /proc entry can be unreadable for a
+            // moment (measured: 2 runs in 7 of a container's first heartbeat), and an empty
+            // record makes its tmpfs root's, which the service then cannot write.
+            match seen.get(&dir) {
+                Some(Some(_)) => continue,
+                Some(None) => {
+                    let tries = self.misses.entry((e.cgroup_id, dir.clone())).or_default();
+                    if *tries >= FACT_RETRIES {
+                        continue;
+                    }
+                    *tries += 1;
+                }
+                None => {}
             }
             let mut sight = look(e.pid, &dir);
             if sight.is_none() {
@@ -321,6 +253,103 @@ impl LiveFacts {
                 }
             }
             seen.insert(dir, sight);
+        }
+        for (e, exec_path) in deferred {
+            self.exec_facts(&e, exec_path, procs);
+        }
+    }
+
+    /// The file an EXEC_OK's exec ran: identity, hash, ELF facts and imports.
+    fn exec_facts(
+        &mut self,
+        e: &Event,
+        exec_path: Option<String>,
+        procs: &dyn Fn(u64) -> Vec<u32>,
+    ) {
+        // The file the kernel executed, through the process itself (never a path the
+        // workload passed, which it could have changed by then).
+        // A program that has exited already (drains come every 50 ms) is read at the
+        // path it was executed by, inside the root of a process of its cgroup.
+        // Behind a container runtime, the execs before its filter load are the
+        // runtime's own (runc re-executing itself): not the image's programs, and
+        // the largest file to hash.
+        let runtime_setup =
+            self.ignored.is_some() && e.phase as usize == profiler_common::PHASE_SETUP;
+        // The kernel's own word on which file it ran (`bprm->file`), where its BTF
+        // gave the way to it.
+        let exec = profiler_common::ExecOk::from_args(&e.args);
+        let kernel_identity = (exec.ino != 0).then_some(exec);
+        let found = (!runtime_setup)
+            .then(|| {
+                let expected = kernel_identity.map(|k| [k.dev as u64, k.ino]);
+                executed_file(e.pid, expected, &mut self.hashed)
+            })
+            .flatten()
+            .or_else(|| {
+                if runtime_setup {
+                    return None;
+                }
+                let path = exec_path.as_deref()?;
+                let mut roots = vec![e.pid];
+                roots.extend(procs(e.cgroup_id).into_iter().take(4));
+                if self.host_root {
+                    // A command's own programs live in profiler's root.
+                    roots.push(std::process::id());
+                }
+                roots
+                    .into_iter()
+                    .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
+            })
+            .or_else(|| {
+                // Gone before it could be read (a short container): what the kernel
+                // said at the exec still identifies the file; no content hash.
+                let k = kernel_identity.filter(|_| !runtime_setup)?;
+                let path = exec_path.clone()?;
+                Some((
+                    path,
+                    ExecutableFile {
+                        dev: libc::makedev(k.dev >> 20, k.dev & 0xfffff),
+                        inode: k.ino,
+                        size: k.size,
+                        mtime: k.mtime as i64,
+                        sha256: String::new(),
+                        format: "not read (the process had exited)".into(),
+                        ..Default::default()
+                    },
+                ))
+            });
+        if let Some((path, mut file)) = found
+            && !self
+                .executables
+                .get(&e.cgroup_id)
+                .is_some_and(|m| m.contains_key(&path))
+        {
+            // What it imports, read now from the same root: a container's files are
+            // gone by the time profiles are generated.
+            let key = (file.dev, file.inode);
+            file.imports = match self.imports.get(&key) {
+                Some(known) => Some(known.clone()),
+                None => {
+                    let mut roots = vec![e.pid];
+                    roots.extend(procs(e.cgroup_id).into_iter().take(4));
+                    if self.host_root {
+                        roots.push(std::process::id());
+                    }
+                    let read = roots.into_iter().find_map(|pid| {
+                        let root = elf_imports::process_root(pid)?;
+                        self.import_reader
+                            .imports(root.as_fd(), &path, file.dev, file.inode)
+                    });
+                    if let Some(i) = &read {
+                        self.imports.insert(key, i.clone());
+                    }
+                    read
+                }
+            };
+            self.executables
+                .entry(e.cgroup_id)
+                .or_default()
+                .insert(path, file);
         }
     }
 
@@ -581,6 +610,9 @@ fn supplementary_groups(pid: u32) -> Option<BTreeSet<u32>> {
 }
 
 /// Opens `dir` inside `pid`'s root and reads its owner, mode and names.
+/// How many later writes may try again to read a folder's facts.
+const FACT_RETRIES: u8 = 8;
+
 fn look(pid: u32, dir: &str) -> Option<FirstSight> {
     let root = nix::fcntl::open(
         format!("/proc/{pid}/root").as_str(),
