@@ -7,9 +7,10 @@ use std::process::{Command, Output};
 
 use integration_tests::*;
 
-fn build_race(dir: &TempDir) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/exec_race.c");
-    let bin = dir.join("exec_race");
+/// A C workload of tests/workloads, built with gcc into `dir`.
+fn build_c(dir: &TempDir, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("workloads/{name}.c"));
+    let bin = dir.join(name);
     run_ok(
         Command::new("gcc")
             .args(["-O2", "-pthread", "-o"])
@@ -65,7 +66,7 @@ const ROUNDS: &str = "300";
 privileged_test!(
     #[scratch = "exec-race"]
     fn the_exec_race_never_runs_an_unlisted_program(dir: TempDir) {
-        let race = build_race(&dir);
+        let race = build_c(&dir, "exec_race");
         let race = race.to_str().unwrap();
         // The race is real here: unconfined, the flipped buffer runs `id` in many rounds.
         let o = Command::new(race)
@@ -175,25 +176,13 @@ privileged_test!(
     }
 );
 
-fn build_variants(dir: &TempDir) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/exec_variants.c");
-    let bin = dir.join("exec_variants");
-    run_ok(
-        Command::new("gcc")
-            .args(["-O2", "-pthread", "-o"])
-            .arg(&bin)
-            .arg(&src),
-    );
-    bin
-}
-
 privileged_test!(
     #[scratch = "exec-variants"]
     /// An allowed file under an unlisted name, exec'd from a second thread (whose id the
     /// exec replaces), and a memfd exec'd by fd (no path at all): both killed by the
     /// kernel-side verdict alone (`--no-landlock`).
     fn execs_by_thread_and_by_fd_are_judged_too(dir: TempDir) {
-        let bin = build_variants(&dir);
+        let bin = build_c(&dir, "exec_variants");
         let bin = bin.to_str().unwrap();
         let profile = dir.join("p");
         record_in(dir.path(), &profile, &[bin, "thread", "/usr/bin/true"]);

@@ -108,29 +108,37 @@ impl Session {
         let pids = cgroup_procs(&attached.dir);
         let running = facts.seed_running(attached.cgroup_id, &pids);
         let ran_as = pids.iter().filter_map(|p| ids_of(*p)).collect();
-        let kallsyms = crate::kernel::kallsyms::Kallsyms::load()
-            .ok()
-            .map(std::sync::Arc::new);
         Ok(Session {
-            target: target.to_owned(),
+            running,
+            ran_as,
+            ..Session::base(target.to_owned(), attached, probes, facts)
+        })
+    }
+
+    /// A session on `attached` with nothing seen yet (kallsyms read now, the clock started).
+    fn base(target: String, attached: Attached, probes: Probes, facts: LiveFacts) -> Session {
+        Session {
+            target,
             attached,
             probes,
             facts,
             events: EventLog::default(),
-            kallsyms,
+            kallsyms: crate::kernel::kallsyms::Kallsyms::load()
+                .ok()
+                .map(std::sync::Arc::new),
             started: Instant::now(),
             recorded_at_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            running,
-            ran_as,
+            running: Vec::new(),
+            ran_as: BTreeSet::new(),
             owned: None,
             started_command: None,
             containers: false,
             exit: None,
             names: Default::default(),
-        })
+        }
     }
 
     /// Starts CMD in a recording cgroup of its own and records it (with `containers`, the
@@ -166,9 +174,6 @@ impl Session {
         }
         let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let facts = LiveFacts::new(cgroup.id(), start_cwd, containers);
-        let kallsyms = crate::kernel::kallsyms::Kallsyms::load()
-            .ok()
-            .map(std::sync::Arc::new);
         let attached = Attached {
             cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
             dir: cgroup.path().to_path_buf(),
@@ -177,23 +182,8 @@ impl Session {
             engine: None,
         };
         Ok(Session {
-            target: cmd.join(" "),
-            attached,
-            probes,
-            facts,
-            events: EventLog::default(),
-            kallsyms,
-            started: Instant::now(),
-            recorded_at_unix: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            running: Vec::new(),
-            ran_as: BTreeSet::new(),
             started_command: Some(command.clone()),
             containers,
-            exit: None,
-            names: Default::default(),
             owned: Some(Owned {
                 cgroup,
                 program,
@@ -202,6 +192,7 @@ impl Session {
                 _seccomp: seccomp,
                 _bundle: bundle,
             }),
+            ..Session::base(cmd.join(" "), attached, probes, facts)
         })
     }
 

@@ -139,26 +139,16 @@ impl RecordTable {
     /// Copies out the records of recording `recording_id` as they are now, and leaves them
     /// recording (`profiler watch`).
     pub fn snapshot_recording(&self, recording_id: u64) -> Vec<CgroupRecord> {
-        let mut out = Vec::new();
-        for index in 0..RECORD_SLOTS {
-            let id = self.id(index).load(Ordering::Acquire);
-            if id == SLOT_FREE || id == SLOT_DELETED {
-                continue;
-            }
-            let record = self.slot(index);
-            // SAFETY: within the mapping; the kernel is storing single bytes meanwhile,
-            // which a volatile copy tolerates (a bit set during the copy is seen next time).
-            let owner = unsafe { (&raw const (*record).recording_id).read_volatile() };
-            if id == recording_id || owner == recording_id {
-                out.push(unsafe { record.read_volatile() });
-            }
-        }
-        out
+        self.records_of(recording_id, false)
     }
 
     /// Copies out the records of recording `recording_id` (its own cgroup's and those of the
     /// cgroups discovered below it) and releases their slots.
     pub fn take_recording(&self, recording_id: u64) -> Vec<CgroupRecord> {
+        self.records_of(recording_id, true)
+    }
+
+    fn records_of(&self, recording_id: u64, release: bool) -> Vec<CgroupRecord> {
         let mut out = Vec::new();
         for index in 0..RECORD_SLOTS {
             let id = self.id(index).load(Ordering::Acquire);
@@ -167,14 +157,17 @@ impl RecordTable {
             }
             let record = self.slot(index);
             // SAFETY: within the mapping; the kernel may still be storing single bytes (a
-            // process left behind), which a volatile copy tolerates.
+            // process left behind, or a recording going on), which a volatile copy
+            // tolerates (a bit set during the copy is seen by the next one).
             let owner = unsafe { (&raw const (*record).recording_id).read_volatile() };
             if id != recording_id && owner != recording_id {
                 continue;
             }
             out.push(unsafe { record.read_volatile() });
-            self.clear(index);
-            self.id(index).store(SLOT_DELETED, Ordering::Release);
+            if release {
+                self.clear(index);
+                self.id(index).store(SLOT_DELETED, Ordering::Release);
+            }
         }
         out
     }
