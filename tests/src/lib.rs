@@ -557,3 +557,12 @@ pub fn kubernetes_validate_strict(file: &Path) {
         file.display()
     );
 }
+
+/// A JSON-lines file (an enforce or watch log) as values; a missing file is no lines.
+pub fn json_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -45,14 +45,6 @@ fn enforce_in(dir: &Path, profile: &Path, log: &Path, landlock: bool, cmd: &[&st
     c.arg("--").args(cmd).output().unwrap()
 }
 
-fn violations(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// How many times `id` ran: its output lines.
 fn id_runs(o: &Output) -> usize {
     String::from_utf8_lossy(&o.stdout)
@@ -94,14 +86,14 @@ privileged_test!(
                 &[race, ROUNDS, "/usr/bin/true", "/usr/bin/id"],
             );
             // The workload succeeded; what was killed or denied makes enforce exit 5.
-            let violated = !violations(&log).is_empty();
+            let violated = !json_lines(&log).is_empty();
             assert_eq!(o.status.code(), Some(if violated { 5 } else { 0 }), "{o:?}");
             assert_eq!(
                 id_runs(&o),
                 0,
                 "an unlisted program ran under enforce (landlock {landlock}); unconfined it ran {unconfined} times: {o:?}"
             );
-            let v = violations(&log);
+            let v = json_lines(&log);
             if !landlock {
                 // The kernel-side verdict killed each `id` exec, by the file it was.
                 assert!(
@@ -129,7 +121,7 @@ privileged_test!(
             let log = dir.join(&format!("v-{landlock}.jsonl"));
             let o = enforce_in(dir.path(), &profile, &log, landlock, &["./tool"]);
             assert!(o.status.success(), "landlock {landlock}: {o:?}");
-            assert!(violations(&log).is_empty(), "{:?}", violations(&log));
+            assert!(json_lines(&log).is_empty(), "{:?}", json_lines(&log));
         }
     }
 );
@@ -154,7 +146,7 @@ privileged_test!(
             !String::from_utf8_lossy(&o.stdout).contains("uid="),
             "{o:?}"
         );
-        let v = violations(&log);
+        let v = json_lines(&log);
         assert!(
             v.iter()
                 .any(|l| l["rule"] == "exec-file-not-the-recorded-one"
@@ -209,11 +201,11 @@ privileged_test!(
         );
         assert_eq!(o.status.code(), Some(137), "{o:?}");
         assert!(
-            violations(&log)
+            json_lines(&log)
                 .iter()
                 .any(|l| l["rule"] == "exec-not-in-profile"),
             "{:?}",
-            violations(&log)
+            json_lines(&log)
         );
         // A memfd copy of the allowed file, exec'd by fd: killed (its inode is no file of
         // the profile, and there is no path to check).
@@ -251,6 +243,6 @@ privileged_test!(
             &["/usr/bin/python3", "-c", program],
         );
         assert!(o.status.success(), "{o:?}");
-        assert!(violations(&log).is_empty(), "{:?}", violations(&log));
+        assert!(json_lines(&log).is_empty(), "{:?}", json_lines(&log));
     }
 );

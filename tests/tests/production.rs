@@ -439,32 +439,10 @@ privileged_test!(
         assert!(o.status.success(), "the drift ran under log mode: {o:?}");
         let (code, diff_text, err) = watcher.unwrap().wait();
         assert_eq!(code, 5, "watch exits 5 on drift: {err}");
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let drift: Vec<String> = lines
-            .iter()
-            .filter(|l| !matches!(l["kind"].as_str(), Some("summary" | "trace")))
-            .map(|l| {
-                let mut v = l.clone();
-                let m = v.as_object_mut().unwrap();
-                m.remove("time");
-                m.remove("cgroup");
-                serde_json::to_string(&v).unwrap()
-            })
-            .collect();
-        let mut drift_sorted = drift.clone();
-        drift_sorted.sort();
+        let lines = json_lines(&log);
         assert_eq!(
-            drift_sorted,
-            vec![
-                r#"{"arch":"x86_64","kind":"syscall","name":"getsid"}"#.to_owned(),
-                r#"{"kind":"bind","port":9001}"#.to_owned(),
-                r#"{"kind":"capability","name":"CAP_CHOWN"}"#.to_owned(),
-                r#"{"kind":"exec","path":"/bin/true"}"#.to_owned(),
-            ],
+            drift_kinds(&log),
+            FOUR,
             "exactly the four drift lines: {lines:?}"
         );
         assert!(

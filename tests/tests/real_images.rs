@@ -286,14 +286,6 @@ fn production_docker(
     Background::start(&mut c, dir, "production")
 }
 
-fn violations(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// `sh` was never part of the recording: exec'ing it into the running container is killed
 /// before it runs, and logged.
 fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
@@ -310,10 +302,10 @@ fn assert_exec_of_sh_is_killed(engine: &[&str], name: &str, log: &Path) {
             .any(|l| l["rule"] == "exec-not-in-profile" && l["path"] == "/bin/sh")
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut v = violations(log);
+    let mut v = json_lines(log);
     while !logged(&v) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        v = violations(log);
+        v = json_lines(log);
     }
     assert!(logged(&v), "no violation logged for /bin/sh: {v:?}");
 }
