@@ -106,3 +106,159 @@ pub const X86_64_SECCOMP: i64 = 317;
 pub const PR_SET_SECCOMP: u64 = 22;
 pub const SECCOMP_MODE_FILTER: u64 = 2;
 pub const SECCOMP_SET_MODE_FILTER: u64 = 1;
+
+/// Every x86_64 number above: the syscalls `sys_enter` does more for than mark them (their
+/// arguments, their events, the seccomp filter load). Anything else is marked and left at
+/// once (`SPECIAL_X86_64`); a test checks that no number above is missing here.
+pub const X86_64_SPECIAL: &[i64] = &[
+    X86_64_SOCKET,
+    X86_64_SOCKETPAIR,
+    X86_64_CLONE,
+    X86_64_PERSONALITY,
+    X86_64_UNSHARE,
+    X86_64_OPEN,
+    X86_64_CONNECT,
+    X86_64_BIND,
+    X86_64_LISTEN,
+    X86_64_EXECVE,
+    X86_64_TRUNCATE,
+    X86_64_CHDIR,
+    X86_64_FCHDIR,
+    X86_64_RENAME,
+    X86_64_MKDIR,
+    X86_64_RMDIR,
+    X86_64_CREAT,
+    X86_64_LINK,
+    X86_64_UNLINK,
+    X86_64_SYMLINK,
+    X86_64_SETUID,
+    X86_64_SETGID,
+    X86_64_SETREUID,
+    X86_64_SETREGID,
+    X86_64_SETRESUID,
+    X86_64_SETRESGID,
+    X86_64_MKNOD,
+    X86_64_OPENAT,
+    X86_64_MKDIRAT,
+    X86_64_MKNODAT,
+    X86_64_UNLINKAT,
+    X86_64_RENAMEAT,
+    X86_64_LINKAT,
+    X86_64_SYMLINKAT,
+    X86_64_RENAMEAT2,
+    X86_64_EXECVEAT,
+    X86_64_OPENAT2,
+    X86_64_PRCTL,
+    X86_64_SECCOMP,
+    CLONE3,
+];
+
+/// Every i386 number above, likewise.
+pub const I386_SPECIAL: &[i64] = &[
+    I386_SOCKETCALL,
+    I386_IPC,
+    I386_CLONE,
+    I386_PERSONALITY,
+    I386_PRCTL,
+    I386_UNSHARE,
+    I386_SOCKET,
+    I386_SOCKETPAIR,
+    I386_LINK,
+    I386_UNLINK,
+    I386_EXECVE,
+    I386_CHDIR,
+    I386_MKNOD,
+    I386_OPEN,
+    I386_CREAT,
+    I386_SETUID16,
+    I386_RENAME,
+    I386_MKDIR,
+    I386_RMDIR,
+    I386_SETGID16,
+    I386_SETREUID16,
+    I386_SETREGID16,
+    I386_SYMLINK,
+    I386_TRUNCATE,
+    I386_FCHDIR,
+    I386_SETRESUID16,
+    I386_SETRESGID16,
+    I386_TRUNCATE64,
+    I386_SETREUID32,
+    I386_SETREGID32,
+    I386_SETRESUID32,
+    I386_SETRESGID32,
+    I386_SETUID32,
+    I386_SETGID32,
+    I386_OPENAT,
+    I386_MKDIRAT,
+    I386_MKNODAT,
+    I386_UNLINKAT,
+    I386_RENAMEAT,
+    I386_LINKAT,
+    I386_SYMLINKAT,
+    I386_RENAMEAT2,
+    I386_EXECVEAT,
+    I386_BIND,
+    I386_CONNECT,
+    I386_LISTEN,
+    I386_OPENAT2,
+    CLONE3,
+];
+
+/// One bit per syscall number below [`crate::SYSCALL_SLOTS`]: set for the numbers in `list`.
+pub const fn special_bits(list: &[i64]) -> [u8; crate::SYSCALL_SLOTS / 8] {
+    let mut bits = [0u8; crate::SYSCALL_SLOTS / 8];
+    let mut i = 0;
+    while i < list.len() {
+        let nr = list[i] as usize;
+        bits[nr / 8] |= 1 << (nr % 8);
+        i += 1;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every syscall number this file names is in its architecture's special list: one
+    /// left out would be marked and never looked at (no events, no arguments).
+    #[test]
+    fn every_named_syscall_is_special() {
+        let source = include_str!("nr.rs");
+        let mut checked = 0;
+        for line in source.lines() {
+            let Some(rest) = line.strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((name, value)) = rest.split_once(": i64 = ") else {
+                continue;
+            };
+            let value: i64 = value.trim_end_matches(';').parse().unwrap();
+            let list = if name.starts_with("X86_64_") {
+                X86_64_SPECIAL
+            } else if name.starts_with("I386_") {
+                I386_SPECIAL
+            } else {
+                assert_eq!(name, "CLONE3", "a syscall number of no known table");
+                assert!(X86_64_SPECIAL.contains(&value) && I386_SPECIAL.contains(&value));
+                continue;
+            };
+            assert!(
+                list.contains(&value),
+                "{name} ({value}) is not in its special list"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked > 80,
+            "only {checked} numbers found: the parse is broken"
+        );
+        let bits = special_bits(X86_64_SPECIAL);
+        assert_eq!(
+            bits[X86_64_OPENAT as usize / 8] >> (X86_64_OPENAT % 8) & 1,
+            1
+        );
+        assert_eq!(bits[110 / 8] >> (110 % 8) & 1, 0, "getppid is not special");
+    }
+}

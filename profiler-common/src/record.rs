@@ -153,3 +153,40 @@ impl ArgRecord {
         }
     }
 }
+
+/// The record table's epoch (the `EPOCH` map, one `u64`, mappable): every change that can
+/// make a task's cached slot wrong (a slot claimed or released, a task moved between cgroups,
+/// a new task that may reuse a dead one's kernel stack) adds [`EPOCH_STEP`], and the
+/// per-CPU cache of the syscall hook (`TASK_CACHE`) only trusts entries of the current
+/// epoch. Bit 0 is [`EPOCH_CACHE_ON`]: userspace sets it once every hook that bumps the
+/// epoch is attached; until then (or when one could not be attached) the cache is not used.
+pub const EPOCH_CACHE_ON: u64 = 1;
+/// What every change adds to the epoch (bit 0 is [`EPOCH_CACHE_ON`]).
+pub const EPOCH_STEP: u64 = 2;
+
+/// Entries of the per-CPU cache, tried in turn: a CPU that alternates between a few
+/// syscall-heavy tasks (a pipe's two ends) keeps all of them.
+pub const TASK_CACHE_WAYS: usize = 4;
+/// A cached slot meaning "not recorded".
+pub const NOT_RECORDED: u32 = u32::MAX;
+
+/// One task's cached record slot. `task` is the address of the task's syscall register
+/// frame (`task_pt_regs()`, at the top of its own kernel stack): the one per-task value the
+/// `sys_enter` tracepoint hands over without a helper call, unique among live tasks.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TaskCacheEntry {
+    pub task: u64,
+    pub epoch: u64,
+    pub slot: u32,
+    pub _pad: u32,
+}
+
+/// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TaskCache {
+    pub entries: [TaskCacheEntry; TASK_CACHE_WAYS],
+    pub next: u32,
+    pub _pad: u32,
+}

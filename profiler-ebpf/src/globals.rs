@@ -58,3 +58,11 @@ pub(crate) static IO_KIOCB_OPCODE_OFFSET: u32 = 0;
 /// no content key (kernels before 6.7 keep mtime in a timespec64).
 #[unsafe(no_mangle)]
 pub(crate) static EXEC_FILE_PATH: [u32; 7] = [0; 7];
+
+/// Non-zero when the syscall hook will cache each task's record slot (userspace attaches the
+/// fork and cgroup-move hooks that keep that cache right): the cache's misses then read the
+/// cgroup id with the helpers instead of four loads through BTF pointers. Each such load
+/// costs the verifier a search of all of vmlinux BTF by name (kernel/bpf/btf.c,
+/// `btf_nested_type_is_trusted`), start-up time (BENCHMARKS.md, M11).
+#[unsafe(no_mangle)]
+pub(crate) static CGROUP_BY_HELPER: u32 = 0;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use profiler_common::{CapKey, CgroupRecord, ExecPath, LOSS_COUNTERS, RECORD_SLOTS};
+use profiler_common::{CapKey, CgroupRecord, ExecPath, LOSS_COUNTERS, RECORD_SLOTS, TaskCache};
 
 use crate::capabilities::CapPath;
 
@@ -20,6 +20,16 @@ pub(crate) static IO_URING_OPS: HashMap<u64, u64> = HashMap::with_max_entries(10
 #[map]
 pub(crate) static RECORDS: Array<CgroupRecord> =
     Array::with_max_entries(RECORD_SLOTS, BPF_F_MMAPABLE);
+
+/// The record table's epoch (see `profiler_common::EPOCH_STEP`). Mappable: userspace bumps
+/// it with an atomic add on the same memory.
+#[map]
+pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Per CPU, the record slots of the tasks that last made syscalls there (see
+/// `crate::record::current_record_cached`).
+#[map]
+pub(crate) static TASK_CACHE: PerCpuArray<TaskCache> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub(crate) static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);

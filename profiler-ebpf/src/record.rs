@@ -4,12 +4,15 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id,
     generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
 };
-use core::intrinsics::{AtomicOrdering, atomic_cxchg};
-use profiler_common::{CgroupRecord, LOSS_CGROUP_MAP_FULL, RECORD_PROBES, SLOT_FREE, record_slot};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
+use profiler_common::{
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES,
+    SLOT_FREE, TASK_CACHE_WAYS, record_slot,
+};
 
 use crate::{
-    globals::{CGROUP_ID_PATH, CGROUP_LEVEL_OFFSET, RECORDING_LEVEL},
-    maps::{RECORDS, count_loss},
+    globals::{CGROUP_BY_HELPER, CGROUP_ID_PATH, CGROUP_LEVEL_OFFSET, RECORDING_LEVEL},
+    maps::{EPOCH, RECORDS, TASK_CACHE, count_loss},
 };
 
 /// The current task's cgroup2 id, on the syscall path. Every syscall on the host pays for
@@ -64,11 +67,36 @@ pub(crate) fn current_cgroup_id() -> u64 {
 /// host) this is usually one probe that finds a free slot.
 #[inline(always)]
 pub(crate) fn find_record(cgroup_id: u64) -> Option<*mut CgroupRecord> {
+    record_at(record_slot_of(cgroup_id))
+}
+
+/// The record in `slot` as [`record_slot_of`] and [`current_record_slot`] give it.
+#[inline(always)]
+fn record_at(slot: i64) -> Option<*mut CgroupRecord> {
+    if slot < 0 {
+        return None;
+    }
+    RECORDS.get_ptr_mut(slot as u32)
+}
+
+/// The slot of `cgroup_id`'s record, -1 for none. A BPF global subprogram (it cannot return
+/// the pointer): the verifier checks the probe loop once, not at every place it is used;
+/// the cgroup-move hook alone walks 16 levels up with it (start-up, BENCHMARKS.md M11).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn record_slot_of(cgroup_id: u64) -> i64 {
+    find_slot(cgroup_id).map_or(-1, |(slot, _)| slot as i64)
+}
+
+/// [`find_record`], with the slot's index.
+#[inline(always)]
+fn find_slot(cgroup_id: u64) -> Option<(u32, *mut CgroupRecord)> {
     for probe in 0..RECORD_PROBES {
-        let record = RECORDS.get_ptr_mut(record_slot(cgroup_id, probe))?;
+        let slot = record_slot(cgroup_id, probe);
+        let record = RECORDS.get_ptr_mut(slot)?;
         let id = unsafe { core::ptr::read_volatile(&raw const (*record).cgroup_id) };
         if id == cgroup_id {
-            return Some(record);
+            return Some((slot, record));
         }
         if id == SLOT_FREE {
             return None;
@@ -82,9 +110,10 @@ pub(crate) fn find_record(cgroup_id: u64) -> Option<*mut CgroupRecord> {
 /// Compare-and-swap: two CPUs may discover the same cgroup, or two cgroups wanting the same
 /// slot, at once.
 #[inline(always)]
-fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> {
+fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<(u32, *mut CgroupRecord)> {
     for probe in 0..RECORD_PROBES {
-        let record = RECORDS.get_ptr_mut(record_slot(cgroup_id, probe))?;
+        let slot = record_slot(cgroup_id, probe);
+        let record = RECORDS.get_ptr_mut(slot)?;
         // The BPF target has no `AtomicU64::compare_exchange` (Rust marks it without CAS, as
         // BPF before cpu v3 had none); the intrinsic becomes BPF_ATOMIC | BPF_CMPXCHG, which
         // the kernel has had since 5.12 and the verifier allows on map values.
@@ -98,9 +127,11 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
         match (swapped, current) {
             (true, _) => {
                 unsafe { (*record).recording_id = recording_id };
-                return Some(record);
+                // Other CPUs may hold "not recorded" for tasks of this cgroup.
+                bump_epoch();
+                return Some((slot, record));
             }
-            (false, current) if current == cgroup_id => return Some(record),
+            (false, current) if current == cgroup_id => return Some((slot, record)),
             (false, _) => {}
         }
     }
@@ -119,9 +150,29 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<*mut CgroupRecord> 
 /// does is missed however fast it starts and stops.
 #[inline(always)]
 pub(crate) fn current_record() -> Option<*mut CgroupRecord> {
-    let (cgroup_id, cgroup) = current_cgroup_id_fast();
-    if let Some(record) = find_record(cgroup_id) {
-        return Some(record);
+    record_at(current_record_slot())
+}
+
+/// The slot of the current cgroup's record ([`current_record`]), -1 for none. A BPF global
+/// subprogram, like [`record_slot_of`]: the syscall hook calls it only when its cache
+/// misses.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn current_record_slot() -> i64 {
+    current_slot().map_or(-1, |(slot, _)| slot as i64)
+}
+
+/// [`current_record`], with the slot's index.
+#[inline(always)]
+fn current_slot() -> Option<(u32, *mut CgroupRecord)> {
+    let (cgroup_id, cgroup) = if unsafe { core::ptr::read_volatile(&CGROUP_BY_HELPER) } != 0 {
+        // (No `struct cgroup`: `below_recording_level` then lets the ancestor helper decide.)
+        (current_cgroup_id(), core::ptr::null())
+    } else {
+        current_cgroup_id_fast()
+    };
+    if let Some(found) = find_slot(cgroup_id) {
+        return Some(found);
     }
     // Only processes outside every recorded cgroup get here. Discovery costs one helper
     // call and one lookup, and only for cgroups deeper than the recording cgroups.
@@ -139,4 +190,62 @@ pub(crate) fn current_record() -> Option<*mut CgroupRecord> {
         return None;
     }
     claim_record(cgroup_id, recording_id)
+}
+
+/// Tells every CPU's [`current_record_cached`] entries out of date.
+#[inline(always)]
+pub(crate) fn bump_epoch() {
+    if let Some(epoch) = EPOCH.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, EPOCH_STEP) };
+    }
+}
+
+/// [`current_record`] through the per-CPU cache, for the syscall hook. `task` identifies the
+/// current task: the address of its syscall register frame, which `sys_enter` is handed.
+///
+/// Reading the cgroup id takes a helper call (`bpf_get_current_task_btf`, not inlined on
+/// 6.18) and four dependent loads, then the record table's probe; on this kernel's CPUs a
+/// call is dear (AMD's SRSO "safe RET", Intel's return thunks). A hit here is two inlined
+/// map lookups and a few compares, for every process on the host (BENCHMARKS.md, M10).
+///
+/// An entry is right for as long as the epoch it was made in: the task's cgroup changes only
+/// by a move (the `cgroup_attach_task` hook bumps the epoch), a slot changes hands only by a
+/// claim or a release (the claimer bumps it), and a register frame's address passes to
+/// another task only through a new task (the `sched_process_fork` hook bumps it before the
+/// child can run, kernel/fork.c `kernel_clone()`). The epoch is read before the slow path, so
+/// a bump during it leaves the entry already stale. Programs on `sys_enter` run with
+/// preemption off (include/trace/bpf_probe.h, `__BPF_DECLARE_TRACE_SYSCALL`), so a CPU's
+/// entries are never written by two tasks at once.
+#[inline(always)]
+pub(crate) fn current_record_cached(task: u64) -> Option<*mut CgroupRecord> {
+    let epoch = match EPOCH.get_ptr(0) {
+        Some(epoch) => unsafe { core::ptr::read_volatile(epoch) },
+        None => 0,
+    };
+    if epoch & EPOCH_CACHE_ON == 0 {
+        return current_record();
+    }
+    let Some(cache) = TASK_CACHE.get_ptr_mut(0) else {
+        return current_record();
+    };
+    for way in 0..TASK_CACHE_WAYS {
+        let entry = unsafe { &(*cache).entries[way] };
+        if entry.task == task && entry.epoch == epoch {
+            if entry.slot == NOT_RECORDED {
+                return None;
+            }
+            return RECORDS.get_ptr_mut(entry.slot);
+        }
+    }
+    let slot = current_record_slot();
+    unsafe {
+        let way = (*cache).next as usize % TASK_CACHE_WAYS;
+        (*cache).next = (*cache).next.wrapping_add(1);
+        if let Some(entry) = (*cache).entries.get_mut(way) {
+            entry.task = task;
+            entry.epoch = epoch;
+            entry.slot = if slot < 0 { NOT_RECORDED } else { slot as u32 };
+        }
+    }
+    record_at(slot)
 }

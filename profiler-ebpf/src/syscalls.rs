@@ -6,6 +6,7 @@ use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
     PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS,
     USER32_CS, X32_SYSCALL_BIT, nr,
+    nr::{I386_SPECIAL, X86_64_SPECIAL, special_bits},
 };
 
 use crate::{
@@ -130,9 +131,27 @@ fn mark_personality(args: &mut ArgRecord, value: u64) {
     mark(&mut args.personality, slot as u64);
 }
 
+/// The syscalls that need more than their mark, one bit per number: x86_64 (and x32), i386.
+/// One load and a bit test instead of the dozens of compares that `record_args`,
+/// `emit_events` and the filter-load check make for every syscall (BENCHMARKS.md, M11).
+static SPECIAL: [[u8; SYSCALL_SLOTS / 8]; 2] =
+    [special_bits(X86_64_SPECIAL), special_bits(I386_SPECIAL)];
+
+#[inline(always)]
+fn is_special(arch: usize, nr: i64) -> bool {
+    let table = if arch == ARCH_I386 { 1 } else { 0 };
+    let Some(bits) = SPECIAL.get(table) else {
+        return false;
+    };
+    // Out-of-range numbers were counted by `mark_syscall`; none of them is special.
+    (0..SYSCALL_SLOTS as i64).contains(&nr)
+        && bits
+            .get(nr as usize / 8)
+            .is_some_and(|b| b >> (nr as usize % 8) & 1 != 0)
+}
+
 #[inline(always)]
 pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 6]) {
-    let [di, si, dx, bx, r10, cx] = regs;
     let (arch, nr) = split_arch(id, cs);
     // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
     if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
@@ -140,6 +159,51 @@ pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u
     }
     let phase = unsafe { (*record).phase } as usize;
     mark_syscall(record, phase, arch, nr);
+    if !is_special(arch, nr) {
+        return;
+    }
+    on_special_syscall(
+        record,
+        &SpecialSyscall {
+            phase: phase as u64,
+            arch: arch as u64,
+            nr,
+            regs,
+        },
+    );
+}
+
+/// What [`on_special_syscall`] is told (BPF calls take at most five arguments).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SpecialSyscall {
+    phase: u64,
+    arch: u64,
+    nr: i64,
+    regs: [u64; 6],
+}
+
+/// The few syscalls that need more than their mark: their arguments, their events, the
+/// seccomp filter load. A BPF global subprogram: the verifier checks it once, on its own,
+/// instead of once for every path through the syscall hook that leads here (start-up,
+/// BENCHMARKS.md M11); at run time it costs one call, on these syscalls only.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn on_special_syscall(
+    record: *mut CgroupRecord,
+    call: *const SpecialSyscall,
+) -> i32 {
+    if record.is_null() || call.is_null() {
+        return 0;
+    }
+    let SpecialSyscall {
+        phase,
+        arch,
+        nr,
+        regs,
+    } = unsafe { *call };
+    let (phase, arch) = (phase as usize, arch as usize);
+    let [di, si, dx, bx, r10, cx] = regs;
     record_args(
         record,
         phase,
@@ -177,4 +241,5 @@ pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u
             }
         }
     }
+    0
 }

@@ -6,7 +6,7 @@ use profiler_common::EVENT_CGROUP_ATTACH;
 use crate::{
     events::emit,
     globals::{CGROUP_ID_PATH, CGROUP_ROOT_OFFSET, CSS_PARENT_OFFSET, TASK_TGID_OFFSET},
-    record::{current_cgroup_id_fast, find_record},
+    record::{bump_epoch, current_cgroup_id_fast, find_record},
 };
 
 /// How far up from a destination cgroup a recording is looked for.
@@ -20,6 +20,8 @@ const MAX_CGROUP_DEPTH: usize = 16;
 /// starts, cgroup managers); the hot path is untouched.
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
+    // Whatever moved where, the syscall hook's cached slots may now be wrong.
+    bump_epoch();
     let (path, tgid_off, root_off, [parent_off, css_cgroup_off]) = unsafe {
         (
             core::ptr::read_volatile(&CGROUP_ID_PATH),

@@ -16,7 +16,7 @@ use crate::{
     events::emit,
     globals::{ENFORCE, EXEC_FILE_PATH, TASK_PID_OFFSET, TASK_TGID_OFFSET},
     maps::{ALLOWED_INODES, EXEC_VERDICT},
-    record::{current_cgroup_id, find_record},
+    record::{bump_epoch, current_cgroup_id, find_record},
 };
 
 /// An exec after the runtime loaded the seccomp filter is the container's entrypoint: the
@@ -146,6 +146,9 @@ pub fn sched_process_exec_raw(ctx: RawTracePointContext) -> i32 {
 /// process inherits its parent's working directory, which path resolution needs.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
+    // The child may run on a dead task's kernel stack, whose register frame address a
+    // CPU's syscall cache still holds: out of date before the child can run.
+    bump_epoch();
     let (pid_off, tgid_off) = unsafe {
         (
             core::ptr::read_volatile(&TASK_PID_OFFSET) as usize,

@@ -10,16 +10,22 @@ use profiler_common::{
     PT_REGS_R10_OFFSET, PT_REGS_SI_OFFSET,
 };
 
-use crate::{record::current_record, syscalls::on_sys_enter};
+use crate::{
+    record::{current_record, current_record_cached},
+    syscalls::on_sys_enter,
+};
 
 /// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
+// `inline(always)`: the macro wraps this function in the program's entry; grown past LLVM's
+// inlining threshold, it became a BPF-to-BPF call, one more call and return per syscall.
 #[btf_tracepoint(function = "sys_enter")]
+#[inline(always)]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
     // Filter first: for every process that is not recorded this is the only work done.
-    let Some(record) = current_record() else {
+    let Some(record) = current_record_cached(regs as u64) else {
         return 0;
     };
-    let regs: *const u8 = ctx.arg(0);
     let id: i64 = ctx.arg(1);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };

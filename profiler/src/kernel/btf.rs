@@ -5,27 +5,165 @@ use aya::Btf;
 
 use crate::kernel::hooks::{self, BTF_KIND_FUNC, BTF_KIND_PTR, BTF_KIND_TYPEDEF};
 
+const BTF_KIND_STRUCT: u32 = 4;
+
+/// The structs whose members `KernelOffsets::read` looks up.
+const STRUCTS: &[&str] = &[
+    "task_struct",
+    "cgroup",
+    "cgroup_subsys_state",
+    "css_set",
+    "kernfs_node",
+    "io_kiocb",
+    "inode",
+    "linux_binprm",
+    "file",
+    "super_block",
+];
+
 fn vmlinux_btf() -> Option<btf_rs::Btf> {
     // The mmap backend reads only what the lookup needs (the cached one parses all of
     // vmlinux BTF first, most of profiler's start-up: BENCHMARKS.md, M8).
     btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()
 }
 
+/// The kernel's BTF, opened with the mmap backend, and the ids of the named types profiler
+/// needs, found in one pass (`KernelBtf::scan`): btf-rs finds a name by scanning every type,
+/// once per name (BENCHMARKS.md, M12).
+struct KernelBtf {
+    btf: btf_rs::Btf,
+    /// (name, BTF kind) -> ids, for the names asked for.
+    ids: std::collections::HashMap<(String, u32), Vec<u32>>,
+}
+
+/// A file mapped read-only: sysfs hands `/sys/kernel/btf/vmlinux` out a page per `read`,
+/// ten milliseconds for its megabytes; a mapping is a few page faults (btf-rs maps it too).
+struct MappedFile {
+    base: std::ptr::NonNull<std::ffi::c_void>,
+    len: std::num::NonZeroUsize,
+}
+
+impl MappedFile {
+    fn open(path: &str) -> Option<MappedFile> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+        let file = std::fs::File::open(path).ok()?;
+        let len = std::num::NonZeroUsize::new(file.metadata().ok()?.len() as usize)?;
+        // SAFETY: a fresh private read-only mapping, only read through `bytes`.
+        let base = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE,
+                &file,
+                0,
+            )
+        }
+        .ok()?;
+        Some(MappedFile { base, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping made in `open`, `len` bytes, alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast(), self.len.get()) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`, not used after this.
+        let _ = unsafe { nix::sys::mman::munmap(self.base, self.len.get()) };
+    }
+}
+
+/// Bytes that follow `struct btf_type` for each kind (include/uapi/linux/btf.h), for `vlen`
+/// members; None for a kind this code does not know (the scan stops there).
+fn btf_type_extra(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                   // ARRAY
+        4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+        _ => return None,
+    })
+}
+
+impl KernelBtf {
+    fn open(wanted: &[(&str, u32)]) -> Option<KernelBtf> {
+        let btf = vmlinux_btf()?;
+        let raw = MappedFile::open("/sys/kernel/btf/vmlinux")?;
+        Some(KernelBtf {
+            btf,
+            ids: Self::scan(raw.bytes(), wanted).unwrap_or_default(),
+        })
+    }
+
+    /// One pass over the type section of the raw BTF `raw` (struct btf_header, then the
+    /// types, each a `struct btf_type` and its kind's members, then the strings): the ids of
+    /// every type named and of the kind in `wanted`. Ids start at 1 (0 is void).
+    fn scan(
+        raw: &[u8],
+        wanted: &[(&str, u32)],
+    ) -> Option<std::collections::HashMap<(String, u32), Vec<u32>>> {
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+        };
+        if raw.get(0..2)? != 0xeb9fu16.to_ne_bytes() {
+            return None;
+        }
+        let (hdr_len, type_off, type_len) = (word(4)? as usize, word(8)?, word(12)?);
+        let (str_off, str_len) = (word(16)? as usize, word(20)? as usize);
+        let strings = raw.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
+        let wanted_names: std::collections::HashSet<&[u8]> =
+            wanted.iter().map(|(n, _)| n.as_bytes()).collect();
+        let mut ids: std::collections::HashMap<(String, u32), Vec<u32>> = Default::default();
+        let (mut at, end) = (
+            hdr_len + type_off as usize,
+            hdr_len + type_off as usize + type_len as usize,
+        );
+        let mut id = 1u32;
+        while at + 12 <= end {
+            let (name_off, info) = (word(at)? as usize, word(at + 4)?);
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            if name_off != 0 && matches!(kind, 4 | 8 | 12) {
+                let name = strings.get(name_off..)?;
+                let name = &name[..name.iter().position(|b| *b == 0)?];
+                if wanted_names.contains(name)
+                    && let Ok(name) = std::str::from_utf8(name)
+                    && wanted.contains(&(name, kind))
+                {
+                    ids.entry((name.to_owned(), kind)).or_default().push(id);
+                }
+            }
+            at += 12 + btf_type_extra(kind, vlen)?;
+            id += 1;
+        }
+        Some(ids)
+    }
+
+    fn ids(&self, name: &str, kind: u32) -> &[u32] {
+        self.ids
+            .get(&(name.to_owned(), kind))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
 /// Byte offset of member `member` of `struct name`, from the running kernel's BTF.
-fn member_offset(btf: &btf_rs::Btf, name: &str, member: &str) -> Option<u32> {
+fn member_offset(btf: &KernelBtf, name: &str, member: &str) -> Option<u32> {
     member_offsets(btf, name, &[member])[0]
 }
 
-/// Byte offsets of several members of `struct name`: one lookup of the struct (a scan of all
-/// of vmlinux BTF with the mmap backend, BENCHMARKS.md M8) for all of them.
+/// Byte offsets of several members of `struct name`.
 fn member_offsets<const N: usize>(
-    btf: &btf_rs::Btf,
+    kernel: &KernelBtf,
     name: &str,
     members: &[&str; N],
 ) -> [Option<u32>; N] {
+    let btf = &kernel.btf;
     let mut found = [None; N];
-    for ty in btf.resolve_types_by_name(name).unwrap_or_default() {
-        if let btf_rs::Type::Struct(st) = ty {
+    for id in kernel.ids(name, BTF_KIND_STRUCT) {
+        if let Ok(btf_rs::Type::Struct(st)) = btf.resolve_type_by_id(*id) {
             for m in &st.members {
                 let Ok(m_name) = btf.resolve_name(m) else {
                     continue;
@@ -113,7 +251,13 @@ pub fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {
 
 impl KernelOffsets {
     pub fn read() -> KernelOffsets {
-        let Some(btf) = vmlinux_btf() else {
+        let targets = hooks::btf_targets();
+        let wanted: Vec<(&str, u32)> = STRUCTS
+            .iter()
+            .map(|s| (*s, BTF_KIND_STRUCT))
+            .chain(targets.iter().map(|(name, kind)| (name.as_str(), *kind)))
+            .collect();
+        let Some(btf) = KernelBtf::open(&wanted) else {
             return KernelOffsets::default();
         };
         let [cgroups, pid, tgid, real_cred] = member_offsets(
@@ -141,19 +285,12 @@ impl KernelOffsets {
             (path[0] != 0).then_some(path)
         })();
         let (pid, tgid) = pid.zip(tgid).unwrap_or((0, 0));
-        let attach_targets = hooks::btf_targets()
-            .into_iter()
+        let attach_targets = targets
+            .iter()
+            .filter(|(_, kind)| [BTF_KIND_TYPEDEF, BTF_KIND_FUNC].contains(kind))
             .filter_map(|(name, kind)| {
-                let id = btf
-                    .resolve_ids_by_name(&name)
-                    .ok()?
-                    .into_iter()
-                    .find(|id| match btf.resolve_type_by_id(*id) {
-                        Ok(btf_rs::Type::Typedef(_)) => kind == BTF_KIND_TYPEDEF,
-                        Ok(btf_rs::Type::Func(_)) => kind == BTF_KIND_FUNC,
-                        _ => false,
-                    })?;
-                Some((name, kind, id))
+                let id = *btf.ids(name, *kind).first()?;
+                Some((name.clone(), *kind, id))
             })
             .collect();
         KernelOffsets {
@@ -185,5 +322,49 @@ impl KernelOffsets {
             .unwrap_or([0; 7]),
             attach_targets,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass scan finds the same ids as btf-rs's own lookup by name, on this kernel.
+    #[test]
+    fn scan_finds_what_btf_rs_finds() {
+        let Some(btf) = vmlinux_btf() else {
+            eprintln!("skipped: no /sys/kernel/btf/vmlinux on this kernel");
+            return;
+        };
+        let targets = hooks::btf_targets();
+        let mut wanted: Vec<(&str, u32)> = STRUCTS.iter().map(|s| (*s, BTF_KIND_STRUCT)).collect();
+        wanted.extend(targets.iter().map(|(n, k)| (n.as_str(), *k)));
+        let kernel = KernelBtf::open(&wanted).expect("the kernel's BTF scans");
+        let mut found = 0;
+        for (name, kind) in &wanted {
+            let by_btf_rs: Vec<u32> = btf
+                .resolve_ids_by_name(name)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| {
+                    matches!(
+                        (btf.resolve_type_by_id(*id), *kind),
+                        (Ok(btf_rs::Type::Struct(_)), BTF_KIND_STRUCT)
+                            | (Ok(btf_rs::Type::Typedef(_)), BTF_KIND_TYPEDEF)
+                            | (Ok(btf_rs::Type::Func(_)), BTF_KIND_FUNC)
+                    )
+                })
+                .collect();
+            assert_eq!(
+                kernel.ids(name, *kind),
+                by_btf_rs.as_slice(),
+                "{name} (kind {kind})"
+            );
+            found += by_btf_rs.len();
+        }
+        assert!(found >= STRUCTS.len(), "only {found} types found");
+        let offsets = KernelOffsets::read();
+        assert_ne!(offsets.cgroup_id_path, [0; 4]);
+        assert_ne!(offsets.exec_file_path[0], 0);
     }
 }

@@ -229,6 +229,7 @@ pub fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
         for (tracepoint, program) in programs {
             scope.spawn(move || {
                 let _ = program.load(tracepoint, btf);
+                crate::timings::mark(&format!("verified: {tracepoint}"));
             });
         }
     });

@@ -14,6 +14,7 @@ pub mod host;
 pub mod kallsyms;
 pub mod record_table;
 use std::collections::BTreeMap;
+use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, bail};
 use aya::{
@@ -74,6 +75,44 @@ pub struct Probes {
     exec_by_file: bool,
 }
 
+/// An `EbpfLoader` that did not parse the kernel's BTF.
+///
+/// aya 0.14's `EbpfLoader::new()` always parses all of `/sys/kernel/btf/vmlinux`, tens of
+/// milliseconds of start-up (BENCHMARKS.md, M12), and uses it for one thing only: CO-RE
+/// relocations (`relocate_btf`), of which this object has none (aya-ebpf programs read
+/// kernel structures at offsets userspace looks up, `KernelOffsets`). The attach targets are
+/// passed to each program's `load` separately. aya offers no way to skip the parse, so it is
+/// made to fail at once: on this thread only (`unshare(CLONE_FS | CLONE_NEWNS)` gives the
+/// thread a mount namespace of its own; the rest of profiler keeps the host's), the file is
+/// covered by an empty one first. If any of that is refused, the loader parses as usual.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    let hidden = unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
+        .and_then(|()| {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+        })
+        .and_then(|()| {
+            mount(
+                Some("/dev/null"),
+                "/sys/kernel/btf/vmlinux",
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        });
+    if let Err(e) = hidden {
+        crate::timings::mark(&format!("kernel BTF not hidden from aya's loader ({e})"));
+    }
+    EbpfLoader::new()
+}
+
 /// A file `profiler enforce` lets run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecFile {
@@ -104,17 +143,22 @@ impl Probes {
 
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
+        crate::timings::mark("loading the probes");
         ensure_kernel_filesystems();
         let log_level = diagnostics::level()?;
-        // Two readers of the kernel's BTF run at once: aya's loader parses all of it when it
-        // is created (aya 0.14 has no way to hand it a parse made elsewhere) and the offsets
-        // and attach ids need a few lookups; both take milliseconds (BENCHMARKS.md, M9).
-        let loader = std::thread::spawn(EbpfLoader::new);
+        // aya's loader is made on a thread of its own while the offsets and attach ids are
+        // looked up (BENCHMARKS.md, M9), and without the full parse of the kernel's BTF it
+        // would make (`loader_without_kernel_btf`).
+        let loader = std::thread::spawn(loader_without_kernel_btf);
         let offsets = KernelOffsets::read();
         crate::timings::mark("offsets read");
         // Attaching needs only the ids of a few types; a BTF holding just those (see
-        // `attach_targets_btf`) spares a second full parse.
-        let btf = attach_targets_btf(&offsets.attach_targets).or_else(|| Btf::from_sys_fs().ok());
+        // `attach_targets_btf`) spares a full parse. Programs need it only once the object
+        // is loaded: it is made meanwhile.
+        let attach_targets = offsets.attach_targets.clone();
+        let btf = std::thread::spawn(move || {
+            attach_targets_btf(&attach_targets).or_else(|| Btf::from_sys_fs().ok())
+        });
         let KernelOffsets {
             real_cred: real_cred_offset,
             cgroup_id_path,
@@ -143,7 +187,11 @@ impl Probes {
                 .map_max_entries("ALLOWED_INODES", 1)
                 .map_max_entries("EXEC_VERDICT", 1);
         }
+        // The syscall hook's cache needs the fork and cgroup-move hooks, which need the task
+        // offsets; with it, its misses read the cgroup id by helper (see the eBPF global).
+        let cgroup_by_helper: u32 = (pid_off != 0 && tgid_off != 0) as u32;
         let mut ebpf = loader
+            .override_global("CGROUP_BY_HELPER", &cgroup_by_helper, true)
             .override_global("RECORDING_LEVEL", &recording_level, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
@@ -161,8 +209,15 @@ impl Probes {
             .context("loading the eBPF object (maps) failed")?;
         let kernel_log = diagnostics::KernelLog::start(&mut ebpf, log_level)?;
         crate::timings::mark("eBPF object loaded, maps created");
+        let btf = btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("making the attach targets' BTF failed (panicked)"))?;
+        let epoch = match ebpf.map("EPOCH") {
+            Some(aya::maps::Map::Array(data)) => Some(data.fd().as_fd()),
+            _ => None,
+        };
         let records = match ebpf.map("RECORDS") {
-            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
+            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd(), epoch)?,
             _ => bail!("map RECORDS missing from the eBPF object, or not an array"),
         };
 
@@ -176,6 +231,7 @@ impl Probes {
         let mut cap_hook_errors = Vec::new();
         let mut exec_hook = None;
         let mut optional_hook_errors = Vec::new();
+        let mut attached = Vec::new();
         for hook in hooks::HOOKS {
             if hook.needs_task_offsets && pid_off == 0 {
                 optional_hook_errors.push(format!(
@@ -185,12 +241,15 @@ impl Probes {
                 continue;
             }
             match hooks::attach_first(&mut ebpf, btf.as_ref(), hook) {
-                Ok(label) => match hook.point {
-                    hooks::Point::Syscalls => syscall_hook = Some(label),
-                    hooks::Point::Capabilities => cap_hook = Some(label),
-                    hooks::Point::Exec => exec_hook = Some(label),
-                    _ => {}
-                },
+                Ok(label) => {
+                    attached.push(hook.point);
+                    match hook.point {
+                        hooks::Point::Syscalls => syscall_hook = Some(label),
+                        hooks::Point::Capabilities => cap_hook = Some(label),
+                        hooks::Point::Exec => exec_hook = Some(label),
+                        _ => {}
+                    }
+                }
                 Err(errors) if hook.required => bail!(
                     "cannot attach a {:?} probe on this kernel:\n  {}",
                     hook.point,
@@ -205,6 +264,14 @@ impl Probes {
             }
         }
         let syscall_hook = syscall_hook.context("the syscall hook is required")?;
+        // The syscall hook caches each task's slot (`current_record_cached`) only when the
+        // hooks that tell it when a cached slot goes stale are in place.
+        if syscall_hook == "tp_btf/sys_enter"
+            && attached.contains(&hooks::Point::Fork)
+            && attached.contains(&hooks::Point::CgroupMove)
+        {
+            records.enable_task_cache();
+        }
         Ok(Probes {
             ebpf,
             kernel_log,

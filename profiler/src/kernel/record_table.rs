@@ -6,19 +6,44 @@
 //! mapping is the values themselves, `elem_size` apart). A syscall-based map update could
 //! not be atomic with the kernel's claims.
 use std::num::NonZeroUsize;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, bail};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use profiler_common::{
-    CgroupRecord, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS, SLOT_DELETED, SLOT_FREE, record_slot,
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_STEP, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS,
+    SLOT_DELETED, SLOT_FREE, record_slot,
 };
 
 pub struct RecordTable {
     base: NonNull<CgroupRecord>,
     len: usize,
+    /// The `EPOCH` map's value, mapped (see `profiler_common::EPOCH_STEP`): bumped after
+    /// every claim and release, so no CPU's syscall cache keeps a slot's old owner.
+    epoch: Option<NonNull<u64>>,
+}
+
+const PAGE: usize = 4096;
+
+/// A shared read-write mapping of a mappable array map's values.
+fn map_values(fd: impl AsFd, bytes: usize, what: &str) -> anyhow::Result<NonNull<u8>> {
+    let len = NonZeroUsize::new(bytes.div_ceil(PAGE) * PAGE).context("empty map")?;
+    // SAFETY: a fresh shared mapping of the map's pages; nothing else aliases it in this
+    // process.
+    let base = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd,
+            0,
+        )
+    }
+    .with_context(|| format!("mapping the kernel's {what} failed"))?;
+    Ok(base.cast())
 }
 
 // The mapping is shared memory the kernel writes concurrently; every access below goes
@@ -26,28 +51,48 @@ pub struct RecordTable {
 unsafe impl Send for RecordTable {}
 
 impl RecordTable {
-    /// Maps the table of the loaded map `fd` (which must be the `RECORDS` array).
-    pub fn map(fd: impl AsFd) -> anyhow::Result<RecordTable> {
-        let page = 4096;
-        let bytes = (RECORD_SLOTS as usize * size_of::<CgroupRecord>()).div_ceil(page) * page;
-        let len = NonZeroUsize::new(bytes).context("empty record table")?;
-        // SAFETY: a fresh shared mapping of the map's pages; nothing else aliases it in
-        // this process.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd,
-                0,
-            )
-        }
-        .context("mapping the kernel's record table (RECORDS) failed")?;
+    /// Maps the table of the loaded map `fd` (which must be the `RECORDS` array) and, when
+    /// given, the `EPOCH` array's value.
+    pub fn map(fd: impl AsFd, epoch: Option<BorrowedFd<'_>>) -> anyhow::Result<RecordTable> {
+        let bytes = (RECORD_SLOTS as usize * size_of::<CgroupRecord>()).div_ceil(PAGE) * PAGE;
+        let base = map_values(fd, bytes, "record table (RECORDS)")?;
+        let epoch = match epoch {
+            Some(fd) => Some(map_values(fd, size_of::<u64>(), "record epoch (EPOCH)")?.cast()),
+            None => None,
+        };
         Ok(RecordTable {
             base: base.cast(),
             len: bytes,
+            epoch,
         })
+    }
+
+    fn epoch(&self) -> Option<&AtomicU64> {
+        // SAFETY: the mapped value, a u64 at the start of a page.
+        self.epoch
+            .map(|p| unsafe { AtomicU64::from_ptr(p.as_ptr()) })
+    }
+
+    /// Out of date: every CPU's cached slots.
+    fn bump_epoch(&self) {
+        if let Some(epoch) = self.epoch() {
+            epoch.fetch_add(EPOCH_STEP, Ordering::AcqRel);
+        }
+    }
+
+    /// Lets the syscall hook cache slots per task. Only once every hook that bumps the epoch
+    /// (forks, cgroup moves) is attached: without them a cached slot could outlive its task.
+    pub fn enable_task_cache(&self) {
+        if let Some(epoch) = self.epoch() {
+            epoch.fetch_or(EPOCH_CACHE_ON, Ordering::AcqRel);
+            epoch.fetch_add(EPOCH_STEP, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether the syscall hook caches slots per task.
+    pub fn task_cache_enabled(&self) -> bool {
+        self.epoch()
+            .is_some_and(|e| e.load(Ordering::Acquire) & EPOCH_CACHE_ON != 0)
     }
 
     fn slot(&self, index: u32) -> *mut CgroupRecord {
@@ -121,6 +166,8 @@ impl RecordTable {
                         (&raw mut (*record).awaiting_exec).write_volatile(awaiting_exec as u32);
                     }
                     std::sync::atomic::fence(Ordering::Release);
+                    // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
+                    self.bump_epoch();
                     return Ok(());
                 }
                 Err(current) if current == cgroup_id => {
@@ -169,14 +216,20 @@ impl RecordTable {
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
             }
         }
+        if release {
+            self.bump_epoch();
+        }
         out
     }
 }
 
 impl Drop for RecordTable {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, not used after this.
+        // SAFETY: the mappings made in `map`, not used after this.
         let _ = unsafe { munmap(self.base.cast(), self.len) };
+        if let Some(epoch) = self.epoch {
+            let _ = unsafe { munmap(epoch.cast(), PAGE) };
+        }
     }
 }
 
@@ -234,7 +287,7 @@ mod tests {
     #[test]
     fn fills_refuses_releases_and_probes() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map).unwrap();
+        let table = RecordTable::map(&map, None).unwrap();
         let base = 1_000_000u64;
         for i in 0..RECORD_SLOTS as u64 {
             table.insert(base + i, i % 2 == 0).unwrap();
@@ -272,7 +325,7 @@ mod tests {
     #[test]
     fn colliding_ids_are_probed_past_up_to_the_limit() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map).unwrap();
+        let table = RecordTable::map(&map, None).unwrap();
         // Same slot for every id: multiples of RECORD_SLOTS apart.
         let id = |k: u64| 5 + k * RECORD_SLOTS as u64;
         for k in 0..RECORD_PROBES as u64 {
