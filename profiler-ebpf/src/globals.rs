@@ -63,6 +63,6 @@ pub(crate) static EXEC_FILE_PATH: [u32; 7] = [0; 7];
 /// fork and cgroup-move hooks that keep that cache right): the cache's misses then read the
 /// cgroup id with the helpers instead of four loads through BTF pointers. Each such load
 /// costs the verifier a search of all of vmlinux BTF by name (kernel/bpf/btf.c,
-/// `btf_nested_type_is_trusted`), start-up time (BENCHMARKS.md, M11).
+/// `btf_nested_type_is_trusted`), start-up time (BENCHMARKS.md, M15).
 #[unsafe(no_mangle)]
 pub(crate) static CGROUP_BY_HELPER: u32 = 0;

@@ -2,8 +2,9 @@
 //!
 //! Everything is aggregated here, in maps keyed by the cgroup2 id of the recorded workload:
 //! no event is streamed per syscall, only rare events (execs, writes, endpoints...) through a
-//! ring buffer. A syscall of a process outside every recorded cgroup costs reading its cgroup
-//! id and one slot of an array.
+//! ring buffer. A syscall of a process outside every recorded cgroup costs a look in a
+//! per-CPU cache of the tasks that last ran there (`record::current_record_cached`); on a
+//! miss, reading its cgroup id and one slot of an array.
 //!
 //! Programs, by hook family (one file each in `programs/`; userspace picks one program per
 //! hook, see `profiler/src/kernel/`):

@@ -81,7 +81,7 @@ fn record_at(slot: i64) -> Option<*mut CgroupRecord> {
 
 /// The slot of `cgroup_id`'s record, -1 for none. A BPF global subprogram (it cannot return
 /// the pointer): the verifier checks the probe loop once, not at every place it is used;
-/// the cgroup-move hook alone walks 16 levels up with it (start-up, BENCHMARKS.md M11).
+/// the cgroup-move hook alone walks 16 levels up with it (start-up, BENCHMARKS.md M15).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn record_slot_of(cgroup_id: u64) -> i64 {
@@ -206,16 +206,16 @@ pub(crate) fn bump_epoch() {
 /// Reading the cgroup id takes a helper call (`bpf_get_current_task_btf`, not inlined on
 /// 6.18) and four dependent loads, then the record table's probe; on this kernel's CPUs a
 /// call is dear (AMD's SRSO "safe RET", Intel's return thunks). A hit here is two inlined
-/// map lookups and a few compares, for every process on the host (BENCHMARKS.md, M10).
+/// map lookups and a few compares, for every process on the host (BENCHMARKS.md, M14).
 ///
 /// An entry is right for as long as the epoch it was made in: the task's cgroup changes only
 /// by a move (the `cgroup_attach_task` hook bumps the epoch), a slot changes hands only by a
 /// claim or a release (the claimer bumps it), and a register frame's address passes to
 /// another task only through a new task (the `sched_process_fork` hook bumps it before the
 /// child can run, kernel/fork.c `kernel_clone()`). The epoch is read before the slow path, so
-/// a bump during it leaves the entry already stale. Programs on `sys_enter` run with
-/// preemption off (include/trace/bpf_probe.h, `__BPF_DECLARE_TRACE_SYSCALL`), so a CPU's
-/// entries are never written by two tasks at once.
+/// a bump during it leaves the entry already stale. A CPU's entries are never written by two
+/// runs at once: the kernel skips a run of a program that starts on a CPU where that program
+/// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`).
 #[inline(always)]
 pub(crate) fn current_record_cached(task: u64) -> Option<*mut CgroupRecord> {
     let epoch = match EPOCH.get_ptr(0) {

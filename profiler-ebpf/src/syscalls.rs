@@ -133,7 +133,7 @@ fn mark_personality(args: &mut ArgRecord, value: u64) {
 
 /// The syscalls that need more than their mark, one bit per number: x86_64 (and x32), i386.
 /// One load and a bit test instead of the dozens of compares that `record_args`,
-/// `emit_events` and the filter-load check make for every syscall (BENCHMARKS.md, M11).
+/// `emit_events` and the filter-load check make for every syscall (BENCHMARKS.md, M14).
 static SPECIAL: [[u8; SYSCALL_SLOTS / 8]; 2] =
     [special_bits(X86_64_SPECIAL), special_bits(I386_SPECIAL)];
 
@@ -186,7 +186,7 @@ pub struct SpecialSyscall {
 /// The few syscalls that need more than their mark: their arguments, their events, the
 /// seccomp filter load. A BPF global subprogram: the verifier checks it once, on its own,
 /// instead of once for every path through the syscall hook that leads here (start-up,
-/// BENCHMARKS.md M11); at run time it costs one call, on these syscalls only.
+/// BENCHMARKS.md M15); at run time it costs one call, on these syscalls only.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn on_special_syscall(

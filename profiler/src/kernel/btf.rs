@@ -29,7 +29,7 @@ fn vmlinux_btf() -> Option<btf_rs::Btf> {
 
 /// The kernel's BTF, opened with the mmap backend, and the ids of the named types profiler
 /// needs, found in one pass (`KernelBtf::scan`): btf-rs finds a name by scanning every type,
-/// once per name (BENCHMARKS.md, M12).
+/// once per name (BENCHMARKS.md, M16).
 struct KernelBtf {
     btf: btf_rs::Btf,
     /// (name, BTF kind) -> ids, for the names asked for.

@@ -78,7 +78,7 @@ pub struct Probes {
 /// An `EbpfLoader` that did not parse the kernel's BTF.
 ///
 /// aya 0.14's `EbpfLoader::new()` always parses all of `/sys/kernel/btf/vmlinux`, tens of
-/// milliseconds of start-up (BENCHMARKS.md, M12), and uses it for one thing only: CO-RE
+/// milliseconds of start-up (BENCHMARKS.md, M16), and uses it for one thing only: CO-RE
 /// relocations (`relocate_btf`), of which this object has none (aya-ebpf programs read
 /// kernel structures at offsets userspace looks up, `KernelOffsets`). The attach targets are
 /// passed to each program's `load` separately. aya offers no way to skip the parse, so it is
