@@ -151,7 +151,14 @@ fn is_special(arch: usize, nr: i64) -> bool {
 }
 
 #[inline(always)]
-pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u64; 6]) {
+/// `regs` reads the syscall's argument registers (di, si, dx, bx, r10, cx): only for the
+/// special syscalls, most syscalls never need them.
+pub(crate) fn on_sys_enter(
+    record: *mut CgroupRecord,
+    id: i64,
+    cs: u64,
+    regs: impl FnOnce() -> [u64; 6],
+) {
     let (arch, nr) = split_arch(id, cs);
     // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
     if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
@@ -168,7 +175,7 @@ pub(crate) fn on_sys_enter(record: *mut CgroupRecord, id: i64, cs: u64, regs: [u
             phase: phase as u64,
             arch: arch as u64,
             nr,
-            regs,
+            regs: regs(),
         },
     );
 }

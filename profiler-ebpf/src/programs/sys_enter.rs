@@ -30,14 +30,16 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);
-    let args = [
-        load(PT_REGS_DI_OFFSET),
-        load(PT_REGS_SI_OFFSET),
-        load(PT_REGS_DX_OFFSET),
-        load(PT_REGS_BX_OFFSET),
-        load(PT_REGS_R10_OFFSET),
-        load(PT_REGS_CX_OFFSET),
-    ];
+    let args = || {
+        [
+            load(PT_REGS_DI_OFFSET),
+            load(PT_REGS_SI_OFFSET),
+            load(PT_REGS_DX_OFFSET),
+            load(PT_REGS_BX_OFFSET),
+            load(PT_REGS_R10_OFFSET),
+            load(PT_REGS_CX_OFFSET),
+        ]
+    };
     on_sys_enter(record, id, cs, args);
     0
 }
@@ -62,14 +64,16 @@ pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     let read =
         |off: usize| unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
-    let args = [
-        read(PT_REGS_DI_OFFSET),
-        read(PT_REGS_SI_OFFSET),
-        read(PT_REGS_DX_OFFSET),
-        read(PT_REGS_BX_OFFSET),
-        read(PT_REGS_R10_OFFSET),
-        read(PT_REGS_CX_OFFSET),
-    ];
+    let args = || {
+        [
+            read(PT_REGS_DI_OFFSET),
+            read(PT_REGS_SI_OFFSET),
+            read(PT_REGS_DX_OFFSET),
+            read(PT_REGS_BX_OFFSET),
+            read(PT_REGS_R10_OFFSET),
+            read(PT_REGS_CX_OFFSET),
+        ]
+    };
     on_sys_enter(record, id, read(PT_REGS_CS_OFFSET), args);
     0
 }
