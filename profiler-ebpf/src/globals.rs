@@ -29,11 +29,11 @@ pub(crate) static CGROUP_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static CGROUP_ROOT_OFFSET: u32 = 0;
 
-/// Byte offsets of `cgroup_subsys_state.parent` (usable on a `struct cgroup`, whose first
-/// member is its `self` css, include/linux/cgroup-defs.h) and `cgroup_subsys_state.cgroup`
-/// (back from the parent css to its cgroup); a `parent` offset of 0: unknown.
+/// Byte offset of `kernfs_node.__parent` (`parent` before 6.15): a cgroup's directory node's
+/// parent is its parent cgroup's (kernel/cgroup/cgroup.c, `cgroup_create()`), and the root's
+/// is null (from BTF at load time); 0: unknown.
 #[unsafe(no_mangle)]
-pub(crate) static CSS_PARENT_OFFSET: [u32; 2] = [0; 2];
+pub(crate) static KN_PARENT_OFFSET: u32 = 0;
 
 /// `profiler enforce`: ENFORCE_ALL / ENFORCE_CONTAINERS, 0 when recording.
 #[unsafe(no_mangle)]

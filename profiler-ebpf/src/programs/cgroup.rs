@@ -5,7 +5,7 @@ use profiler_common::EVENT_CGROUP_ATTACH;
 
 use crate::{
     events::emit,
-    globals::{CGROUP_ID_PATH, CGROUP_ROOT_OFFSET, CSS_PARENT_OFFSET, TASK_TGID_OFFSET},
+    globals::{CGROUP_ID_PATH, CGROUP_ROOT_OFFSET, KN_PARENT_OFFSET, TASK_TGID_OFFSET},
     record::{bump_epoch, current_cgroup_id_fast, find_record},
 };
 
@@ -22,16 +22,15 @@ const MAX_CGROUP_DEPTH: usize = 16;
 pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     // Whatever moved where, the syscall hook's cached slots may now be wrong.
     bump_epoch();
-    let (path, tgid_off, root_off, [parent_off, css_cgroup_off]) = unsafe {
+    let (path, tgid_off, root_off, kn_parent_off) = unsafe {
         (
             core::ptr::read_volatile(&CGROUP_ID_PATH),
             core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
             core::ptr::read_volatile(&CGROUP_ROOT_OFFSET) as usize,
-            core::ptr::read_volatile(&CSS_PARENT_OFFSET),
+            core::ptr::read_volatile(&KN_PARENT_OFFSET) as usize,
         )
     };
-    // (`css.cgroup` is the css's first member, at offset 0: only `parent` says "unknown".)
-    if path[0] == 0 || tgid_off == 0 || root_off == 0 || parent_off == 0 {
+    if path[0] == 0 || tgid_off == 0 || root_off == 0 || kn_parent_off == 0 {
         return 0;
     }
     let dst: *const u8 = ctx.arg(0);
@@ -52,32 +51,26 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     if !same_hierarchy {
         return 0;
     }
-    let (dst_id, tgid) = unsafe {
-        let kn = *(dst.add(path[2] as usize) as *const *const u8);
+    let (dst_kn, tgid) = unsafe {
         (
-            *(kn.add(path[3] as usize) as *const u64),
+            *(dst.add(path[2] as usize) as *const *const u8),
             *(task.add(tgid_off) as *const i32),
         )
     };
+    let dst_id = unsafe { *(dst_kn.add(path[3] as usize) as *const u64) };
     // A move into a recorded cgroup or below one (a container a runtime is setting up, not
     // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
-    let mut cgroup = dst;
+    // Walked up by the cgroups' directory nodes: one pointer load a level (each costs the
+    // verifier a search of the kernel's BTF, BENCHMARKS.md M15).
+    let mut kn = dst_kn;
     let mut reached_root = false;
     for _ in 0..MAX_CGROUP_DEPTH {
-        let id = unsafe {
-            let kn = *(cgroup.add(path[2] as usize) as *const *const u8);
-            *(kn.add(path[3] as usize) as *const u64)
-        };
+        let id = unsafe { *(kn.add(path[3] as usize) as *const u64) };
         if find_record(id).is_some() {
             return 0;
         }
-        let parent_css = unsafe { *(cgroup.add(parent_off as usize) as *const *const u8) };
-        if parent_css.is_null() {
-            reached_root = true;
-            break;
-        }
-        cgroup = unsafe { *(parent_css.add(css_cgroup_off as usize) as *const *const u8) };
-        if cgroup.is_null() {
+        kn = unsafe { *(kn.add(kn_parent_off) as *const *const u8) };
+        if kn.is_null() {
             reached_root = true;
             break;
         }

@@ -11,7 +11,6 @@ const BTF_KIND_STRUCT: u32 = 4;
 const STRUCTS: &[&str] = &[
     "task_struct",
     "cgroup",
-    "cgroup_subsys_state",
     "css_set",
     "kernfs_node",
     "io_kiocb",
@@ -193,9 +192,9 @@ pub struct KernelOffsets {
     pub cgroup_level: u32,
     /// `cgroup.root`: which hierarchy a cgroup is in.
     pub cgroup_root: u32,
-    /// `cgroup_subsys_state.parent` and `.cgroup`, to walk up from a `struct cgroup` (whose
-    /// `self` css is its first member: checked); 0: unknown.
-    pub css_parent: [u32; 2],
+    /// `kernfs_node.__parent` (`parent` before 6.15): a cgroup's directory's parent is its
+    /// parent cgroup's, to walk up the hierarchy; 0: unknown.
+    pub kn_parent: u32,
     /// `io_kiocb.opcode` (io_uring requests).
     pub io_kiocb_opcode: u32,
     /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
@@ -265,14 +264,13 @@ impl KernelOffsets {
             "task_struct",
             &["cgroups", "pid", "tgid", "real_cred"],
         );
-        let [cgroup_kn, cgroup_level, cgroup_root, cgroup_self] =
-            member_offsets(&btf, "cgroup", &["kn", "level", "root", "self"]);
-        let css_parent = match (
-            cgroup_self,
-            member_offsets(&btf, "cgroup_subsys_state", &["parent", "cgroup"]),
-        ) {
-            (Some(0), [Some(parent), Some(cgroup)]) => [parent, cgroup],
-            _ => [0, 0],
+        let [cgroup_kn, cgroup_level, cgroup_root] =
+            member_offsets(&btf, "cgroup", &["kn", "level", "root"]);
+        // `__parent` since Linux 6.15 (RCU-protected), `parent` before
+        // (include/linux/kernfs.h).
+        let kn_parent = match member_offsets(&btf, "kernfs_node", &["__parent", "parent"]) {
+            [Some(p), _] | [None, Some(p)] => p,
+            [None, None] => 0,
         };
         let cgroup_id_path = (|| {
             let path = [
@@ -300,7 +298,7 @@ impl KernelOffsets {
             tgid,
             cgroup_level: cgroup_level.unwrap_or(0),
             cgroup_root: cgroup_root.unwrap_or(0),
-            css_parent,
+            kn_parent,
             io_kiocb_opcode: member_offset(&btf, "io_kiocb", "opcode").unwrap_or(0),
             exec_file_path: (|| {
                 let [i_ino, i_sb, i_size, i_mtime_sec] =

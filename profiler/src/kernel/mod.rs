@@ -166,7 +166,7 @@ impl Probes {
             tgid: tgid_off,
             cgroup_level,
             cgroup_root,
-            css_parent,
+            kn_parent,
             io_kiocb_opcode,
             exec_file_path,
             ..
@@ -197,7 +197,7 @@ impl Probes {
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
             .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
-            .override_global("CSS_PARENT_OFFSET", &css_parent, true)
+            .override_global("KN_PARENT_OFFSET", &kn_parent, true)
             .override_global("IO_KIOCB_OPCODE_OFFSET", &io_kiocb_opcode, true)
             .override_global("EXEC_FILE_PATH", &exec_file_path, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)

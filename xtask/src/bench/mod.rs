@@ -62,9 +62,19 @@ struct Bench {
     profiler: PathBuf,
     bins: Bins,
     dir: PathBuf,
+    /// The performance targets (issue #15) as the parts measured them: (target, measured,
+    /// met), written as one table at the top of the report.
+    targets: std::cell::RefCell<Vec<(String, String, bool)>>,
 }
 
 impl Bench {
+    /// Notes how a performance target fared.
+    fn target(&self, target: &str, measured: String, met: bool) {
+        self.targets
+            .borrow_mut()
+            .push((target.to_owned(), measured, met));
+    }
+
     /// `profiler record --quiet --out OUT --`, the workload's argv to be added.
     fn record(&self, out: &Path) -> Command {
         let mut c = Command::new(&self.profiler);
@@ -118,6 +128,7 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
         profiler,
         bins,
         dir,
+        targets: Default::default(),
     };
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;
@@ -160,6 +171,23 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
         watch::run(&b, &mut report)?;
     }
 
+    // The targets first: each part noted its own.
+    let targets = b.targets.borrow();
+    if !targets.is_empty() {
+        let mut table =
+            String::from("## Targets\n\n| target | measured | met |\n| --- | --- | --- |\n");
+        for (target, measured, met) in targets.iter() {
+            writeln!(
+                table,
+                "| {target} | {measured} | {} |",
+                if *met { "yes" } else { "**no**" }
+            )?;
+        }
+        table.push('\n');
+        let at = report.find("## ").unwrap_or(report.len());
+        report.insert_str(at, &table);
+    }
+    drop(targets);
     print!("{report}");
     // BENCHMARKS.md holds full runs only; quick and partial runs (CI, work on one number)
     // leave it alone.

@@ -33,6 +33,12 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         to_first.push(Duration::from_secs_f64((first - t0).max(0.0)));
         to_written.push(Duration::from_secs_f64((t_end - last).max(0.0)));
     }
+    let first_ms = secs(median(to_first.clone())) * 1e3;
+    b.target(
+        "start-up (invocation → workload's first instruction) ≤ 40 ms",
+        format!("{first_ms:.0} ms"),
+        first_ms <= 40.0,
+    );
     writeln!(report, "## 5. Start-up and shut-down\n")?;
     table_head(report, &["measure", "median"])?;
     writeln!(

@@ -90,6 +90,18 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
     let (floor_ns, profiler_ns) = (per_syscall(m[1]), per_syscall(m[2]));
     let untraced_ns = untraced / n as f64 * 1e9;
     let strace_ns = secs(m[3]) / (n / cfg.strace_divisor) as f64 * 1e9 - untraced_ns;
+    let added = profiler_ns / floor_ns.max(1e-9);
+    b.target(
+        "profiler's added cost per syscall ≤ 1.2× the floor's",
+        format!("+{profiler_ns:.0} ns vs +{floor_ns:.0} ns: {added:.2}×"),
+        added <= 1.2,
+    );
+    let host = |i: usize| per_syscall(m[i]) - per_syscall(m[6]);
+    b.target(
+        "another process's syscall while profiler records: within +5 ns of the floor's",
+        format!("{:+.0} ns (containers: {:+.0} ns)", host(4), host(5)),
+        host(4) <= 5.0 && host(5) <= 5.0,
+    );
     writeln!(report, "## 1. Syscall-bound loop ({n} getppid)\n")?;
     writeln!(
         report,
