@@ -213,7 +213,13 @@ pub(crate) fn bump_epoch() {
 /// claim or a release (the claimer bumps it), and a register frame's address passes to
 /// another task only through a new task (the `sched_process_fork` hook bumps it before the
 /// child can run, kernel/fork.c `kernel_clone()`). The epoch is read before the slow path, so
-/// a bump during it leaves the entry already stale. A CPU's entries are never written by two
+/// a bump during it leaves the entry already stale. Tasks made without `kernel_clone()`
+/// (io_uring and vhost workers, idle tasks: `copy_process()` directly) never return to user
+/// space, so never reach `sys_enter`. One window remains: `cgroup_attach_task()` fires its
+/// tracepoint after the move (kernel/cgroup/cgroup.c), so a task moved by another while it
+/// runs may have a few syscalls of that moment counted in its old cgroup's record (or not
+/// at all, when the old one is not recorded); fexit on `cgroup_migrate()`, which would
+/// narrow it, cannot load on this project's kernels. A CPU's entries are never written by two
 /// runs at once: the kernel skips a run of a program that starts on a CPU where that program
 /// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`).
 #[inline(always)]

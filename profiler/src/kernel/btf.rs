@@ -92,10 +92,16 @@ impl KernelBtf {
     fn open(wanted: &[(&str, u32)]) -> Option<KernelBtf> {
         let btf = vmlinux_btf()?;
         let raw = MappedFile::open("/sys/kernel/btf/vmlinux")?;
-        Some(KernelBtf {
-            btf,
-            ids: Self::scan(raw.bytes(), wanted).unwrap_or_default(),
-        })
+        let ids = Self::scan(raw.bytes(), wanted).unwrap_or_else(|| {
+            // Said, not swallowed: the programs then do without the offsets (slower, fewer
+            // facts), and the trace says which hooks were used.
+            eprintln!(
+                "profiler: warning: /sys/kernel/btf/vmlinux has a layout or type kind this \
+                 profiler does not know; kernel structure offsets are unknown"
+            );
+            Default::default()
+        });
+        Some(KernelBtf { btf, ids })
     }
 
     /// One pass over the type section of the raw BTF `raw` (struct btf_header, then the

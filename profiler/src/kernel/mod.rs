@@ -113,6 +113,14 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     EbpfLoader::new()
 }
 
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // aya detaches the programs in no fixed order: once the fork or cgroup-move hook is
+        // gone, nothing would tell the syscall hook's cache that an entry went stale.
+        self.records.disable_task_cache();
+    }
+}
+
 /// A file `profiler enforce` lets run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecFile {
@@ -189,7 +197,12 @@ impl Probes {
         }
         // The syscall hook's cache needs the fork and cgroup-move hooks, which need the task
         // offsets; with it, its misses read the cgroup id by helper (see the eBPF global).
-        let cgroup_by_helper: u32 = (pid_off != 0 && tgid_off != 0) as u32;
+        let has_target = |name: &str| offsets.attach_targets.iter().any(|(n, _, _)| n == name);
+        let cgroup_by_helper: u32 = (pid_off != 0
+            && tgid_off != 0
+            && has_target("btf_trace_sched_process_fork")
+            && has_target("btf_trace_cgroup_attach_task"))
+            as u32;
         let mut ebpf = loader
             .override_global("CGROUP_BY_HELPER", &cgroup_by_helper, true)
             .override_global("RECORDING_LEVEL", &recording_level, true)

@@ -89,6 +89,13 @@ impl RecordTable {
         }
     }
 
+    /// Stops the syscall hook's use of its cache (before the hooks that keep it right go).
+    pub fn disable_task_cache(&self) {
+        if let Some(epoch) = self.epoch() {
+            epoch.fetch_and(!EPOCH_CACHE_ON, Ordering::AcqRel);
+        }
+    }
+
     /// Whether the syscall hook caches slots per task.
     pub fn task_cache_enabled(&self) -> bool {
         self.epoch()
