@@ -76,10 +76,24 @@ fn mark_bits(slots: &mut [u8; 32], flags: u64) {
 /// Records the argument that decides what the syscall may do, for the few syscalls whose
 /// power depends on it (see `profiler_common::ArgRecord`). `a0` is the first argument of the
 /// syscall's own ABI: `di` on the 64-bit entry, `bx` on the compat one.
-#[inline(always)]
-fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0: u64) {
-    let Some(args) = (unsafe { (*record).args.get_mut(phase) }) else {
-        return;
+///
+/// A BPF global subprogram of its own: verified once, not once for every path through the
+/// event code that follows it in [`on_special_syscall`] (start-up, BENCHMARKS.md M15).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn record_args(
+    record: *mut CgroupRecord,
+    phase: u64,
+    arch: u64,
+    nr: i64,
+    a0: u64,
+) -> i32 {
+    if record.is_null() {
+        return 0;
+    }
+    let arch = arch as usize;
+    let Some(args) = (unsafe { (*record).args.get_mut(phase as usize) }) else {
+        return 0;
     };
     if arch == ARCH_I386 {
         match nr {
@@ -106,6 +120,7 @@ fn record_args(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64, a0
             _ => {}
         }
     }
+    0
 }
 
 /// clone3(2) passes its flags in memory (`struct clone_args`, whose first member is the u64
@@ -213,8 +228,8 @@ pub extern "C" fn on_special_syscall(
     let [di, si, dx, bx, r10, cx] = regs;
     record_args(
         record,
-        phase,
-        arch,
+        phase as u64,
+        arch as u64,
         nr,
         if arch == ARCH_I386 { bx } else { di },
     );
