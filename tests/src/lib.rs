@@ -566,3 +566,48 @@ pub fn json_lines(log: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Removes a container however the test ends (a failed assertion must not leave a service
+/// running on the host, or a podman mount that keeps the storage folder busy).
+pub struct Removed {
+    /// The command that removes it.
+    pub argv: Vec<String>,
+    /// One environment variable it needs (podman's `CONTAINERS_CONF`).
+    pub env: Option<(String, PathBuf)>,
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let mut c = Command::new(&self.argv[0]);
+        c.args(&self.argv[1..]);
+        if let Some((k, v)) = &self.env {
+            c.env(k, v);
+        }
+        let _ = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`: (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read as _, Write as _};
+    use std::time::Duration;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .ok()?;
+    s.write_all(body).ok()?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let start = reply.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some((status, reply[start..].to_vec()))
+}

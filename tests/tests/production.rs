@@ -12,18 +12,6 @@ use integration_tests::*;
 
 const SERVICE: &[&str] = xtask::APP_CMD;
 
-struct Removed(Vec<String>, Option<PathBuf>);
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let mut c = Command::new(&self.0[0]);
-        c.args(&self.0[1..]);
-        if let Some(conf) = &self.1 {
-            c.env("CONTAINERS_CONF", conf);
-        }
-        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
 fn engine_cmd(engine: &[String], conf: Option<&Path>) -> Command {
     let mut c = Command::new(&engine[0]);
     c.args(&engine[1..]);
@@ -41,7 +29,10 @@ fn removed(engine: &[String], conf: Option<&Path>, name: &str) -> Removed {
         .status();
     let mut argv = engine.to_vec();
     argv.extend(["rm".into(), "-f".into(), name.into()]);
-    Removed(argv, conf.map(Path::to_path_buf))
+    Removed {
+        argv,
+        env: conf.map(|c| ("CONTAINERS_CONF".to_owned(), c.to_path_buf())),
+    }
 }
 
 fn ip_of(engine: &[String], conf: Option<&Path>, name: &str) -> Option<String> {
@@ -51,23 +42,6 @@ fn ip_of(engine: &[String], conf: Option<&Path>, name: &str) -> Option<String> {
         .ok()?;
     let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
     (!ip.is_empty()).then_some(ip)
-}
-
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).ok()?;
-    let text = String::from_utf8_lossy(&reply);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let at = reply.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    Some((status, reply[at..].to_vec()))
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

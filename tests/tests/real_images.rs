@@ -32,25 +32,6 @@ fn require_image() {
     assert!(ok, "{IMAGE} is missing: run `cargo xtask setup`");
 }
 
-/// Removes a container however the test ends (a failed assertion must not leave a service
-/// running on the host, or a podman mount that keeps the storage folder busy).
-struct Removed {
-    /// The command that removes it.
-    argv: Vec<String>,
-    env: Option<(String, std::path::PathBuf)>,
-}
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let mut c = Command::new(&self.argv[0]);
-        c.args(&self.argv[1..]);
-        if let Some((k, v)) = &self.env {
-            c.env(k, v);
-        }
-        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
 fn docker_removed(name: &str) -> Removed {
     Removed {
         argv: ["docker", "rm", "-f", name].map(str::to_owned).to_vec(),
@@ -157,25 +138,6 @@ fn container_ip(engine: &[&str], name: &str) -> Option<String> {
         .ok()?;
     let ip = String::from_utf8_lossy(&o.stdout).trim().to_owned();
     (o.status.success() && !ip.is_empty()).then_some(ip)
-}
-
-/// One HTTP/1.1 request with `Connection: close`: (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .ok()?;
-    s.write_all(body).ok()?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).ok()?;
-    let text = String::from_utf8_lossy(&reply);
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let start = reply.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    Some((status, reply[start..].to_vec()))
 }
 
 fn expect_http(addr: &str, method: &str, path: &str, body: &[u8], status: u16, reply: &[u8]) {
