@@ -441,6 +441,8 @@ fn executed_file(
 /// Files larger than this are hashed as a stream but their ELF facts are not read (a
 /// hostile sparse "executable" must not take profiler's memory).
 const MAX_ELF_READ: u64 = 64 * 1024 * 1024;
+/// The read size for hashing an executable.
+const HASH_BUFFER: usize = 256 * 1024;
 
 /// Identity, hash and ELF facts of an open file, once per (dev, inode). Only regular files
 /// are read.
@@ -458,26 +460,29 @@ fn identify(
     if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
         return Some(known.clone());
     }
+    // Streamed through one small buffer: the file is read once for the hash and its ELF
+    // headers are read again on their own. cc1 alone is 33 MB; collecting the file in memory
+    // for the ELF parse cost more CPU than the hash (page faults, copies), time taken from
+    // the workload while it runs.
     let mut hasher = sha2::Sha256::new();
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; HASH_BUFFER];
     loop {
         let n = file.read(&mut buf).ok()?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        if meta.len() <= MAX_ELF_READ {
-            head.extend_from_slice(&buf[..n]);
-        }
     }
+    drop(buf);
     let sha256: String = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     let elf = if meta.len() <= MAX_ELF_READ {
-        elf_facts(&head)
+        // Only the ranges the parse asks for are read, each within the file's length
+        // (object's `ReadCache` checks every range against it).
+        elf_facts(&object::ReadCache::new(file))
     } else {
         ExecutableFile {
             format: "not read (too large)".into(),
@@ -541,7 +546,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Class and machine, `PT_INTERP` and `DT_NEEDED`, read with the `object` crate.
-pub fn elf_facts(data: &[u8]) -> ExecutableFile {
+pub fn elf_facts<'data, R: object::ReadRef<'data>>(data: R) -> ExecutableFile {
     use object::Object as _;
     let Ok(file) = object::File::parse(data) else {
         return ExecutableFile {
