@@ -29,3 +29,8 @@ pub fn mark(stage: &str) {
         );
     }
 }
+
+/// Whether `PROFILER_TIMINGS` is set.
+pub fn enabled() -> bool {
+    matches!(START.get(), Some(Some(_)))
+}

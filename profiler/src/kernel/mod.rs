@@ -58,6 +58,10 @@ pub struct Probes {
     #[allow(dead_code, reason = "held for its Drop")]
     kernel_log: Option<diagnostics::KernelLog>,
     records: RecordTable,
+    /// Under `PROFILER_TIMINGS`: the kernel counts each program's runs and run time while
+    /// this is held (`BPF_ENABLE_STATS`); they are printed when the probes are dropped. The
+    /// count costs two clock reads per run, so only then.
+    run_stats: Option<std::os::fd::OwnedFd>,
     /// The kernel's loss counters (cap map full, stack missing, cgroup table full) when each
     /// recording started: its losses are what they grew by since (they are per loaded
     /// object, and `profiler serve` records many cgroups one after another).
@@ -118,6 +122,24 @@ impl Drop for Probes {
         // aya detaches the programs in no fixed order: once the fork or cgroup-move hook is
         // gone, nothing would tell the syscall hook's cache that an entry went stale.
         self.records.disable_task_cache();
+        if self.run_stats.take().is_some() {
+            // What each program cost, in the kernel's own count (kernel/bpf/syscall.c,
+            // `bpf_prog_get_info_by_fd`: run_cnt, run_time_ns), with the count's own two
+            // clock reads per run included.
+            for (name, program) in self.ebpf.programs() {
+                if let Ok(info) = program.info()
+                    && info.run_count() > 0
+                {
+                    let ns = info.run_time().as_nanos() as f64;
+                    crate::timings::mark(&format!(
+                        "eBPF {name}: {} runs, {:.1} ms, {:.0} ns a run",
+                        info.run_count(),
+                        ns / 1e6,
+                        ns / info.run_count() as f64
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -277,6 +299,9 @@ impl Probes {
             }
         }
         let syscall_hook = syscall_hook.context("the syscall hook is required")?;
+        let run_stats = crate::timings::enabled()
+            .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
+            .flatten();
         // The syscall hook caches each task's slot (`current_record_cached`) only when the
         // hooks that tell it when a cached slot goes stale are in place.
         if syscall_hook == "tp_btf/sys_enter"
@@ -289,6 +314,7 @@ impl Probes {
             ebpf,
             kernel_log,
             records,
+            run_stats,
             loss_baseline: BTreeMap::new(),
             cred_check: real_cred_offset != 0 && cap_hook.as_deref() == Some("tp_btf/cap_capable"),
             syscall_hook,
