@@ -611,3 +611,73 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> Option<(u16, V
     let start = reply.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     Some((status, reply[start..].to_vec()))
 }
+
+/// A command running in the background, its output kept in files of `dir`; killed on drop.
+pub struct Background {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Background {
+    pub fn start(cmd: &mut Command, dir: &TempDir, tag: &str) -> Background {
+        let out = dir.join(&format!("{tag}.out"));
+        let err = dir.join(&format!("{tag}.err"));
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background { child, out, err }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits until its standard output holds `marker` (at most `limit`).
+    pub fn wait_for_output(&self, marker: &str, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.stdout().contains(marker) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {marker:?} on its output after {limit:?}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exit (at most `limit`): (code, stdout, stderr).
+    pub fn wait_at_most(mut self, limit: std::time::Duration) -> (i32, String, String) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), self.stdout(), self.stderr());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running after {limit:?}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// [`Background::wait_at_most`] 60 s.
+    pub fn wait(self) -> (i32, String, String) {
+        self.wait_at_most(std::time::Duration::from_secs(60))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

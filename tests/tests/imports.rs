@@ -5,8 +5,8 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use integration_tests::*;
 
@@ -29,61 +29,11 @@ fn build(dir: &TempDir, src: &str, name: &str, flags: &[&str]) -> PathBuf {
     bin
 }
 
-/// The service under some profiler command, its output in files; killed on drop.
-struct Service {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Service {
-    fn start(cmd: &mut Command, dir: &TempDir, tag: &str) -> Service {
-        let out = dir.join(&format!("{tag}.out"));
-        let err = dir.join(&format!("{tag}.err"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Service { child, out, err };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&s.out)
-            .unwrap_or_default()
-            .contains("ready")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{tag}: the service never got ready: {}",
-                std::fs::read_to_string(&s.err).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    /// Waits for the exit (30 s at most): (code, stdout, stderr).
-    fn wait(mut self) -> (i32, String, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (
-                    status.code().unwrap_or(-1),
-                    std::fs::read_to_string(&self.out).unwrap_or_default(),
-                    std::fs::read_to_string(&self.err).unwrap_or_default(),
-                );
-            }
-            assert!(Instant::now() < deadline, "the service did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The service under some profiler command, once it has said "ready" (30 s at most).
+fn start_service(cmd: &mut Command, dir: &TempDir, tag: &str) -> Background {
+    let service = Background::start(cmd, dir, tag);
+    service.wait_for_output("ready", Duration::from_secs(30));
+    service
 }
 
 /// Sends one request line, returns the whole reply (empty when the connection broke).
@@ -135,7 +85,7 @@ fn serve_a_bad_client(
     survives: bool,
 ) -> (i32, String, String, String) {
     let p = port();
-    let svc = Service::start(
+    let svc = start_service(
         profiler()
             .args(["run", "--quiet", "--profile"])
             .arg(profile)
@@ -151,7 +101,7 @@ fn serve_a_bad_client(
         assert_eq!(client(p, "hello\n"), "ok\n");
         assert_eq!(client(p, "quit\n"), "bye\n");
     }
-    let (code, out, err) = svc.wait();
+    let (code, out, err) = svc.wait_at_most(Duration::from_secs(30));
     (code, bad, out, err)
 }
 
@@ -166,7 +116,7 @@ privileged_test!(
         let bin_s = bin.display().to_string();
         let trained = dir.join("trained");
         let p = port();
-        let svc = Service::start(
+        let svc = start_service(
             profiler()
                 .args(["record", "--out"])
                 .arg(&trained)
@@ -179,7 +129,7 @@ privileged_test!(
         assert_eq!(client(p, "hello\n"), "ok\n");
         assert_eq!(client(p, "hello\n"), "ok\n");
         assert_eq!(client(p, "quit\n"), "bye\n");
-        let (code, out, err) = svc.wait();
+        let (code, out, err) = svc.wait_at_most(Duration::from_secs(30));
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("bad clients: 0"), "{out}");
 
@@ -324,7 +274,7 @@ privileged_test!(
 
         // `record --include-imported log` does the same at once, and says so.
         let recorded_logged = dir.join("recorded-logged");
-        let svc = Service::start(
+        let svc = start_service(
             profiler()
                 .args(["record", "--include-imported", "log", "--out"])
                 .arg(&recorded_logged)
@@ -336,7 +286,7 @@ privileged_test!(
         );
         assert_eq!(client(p, "hello\n"), "ok\n");
         assert_eq!(client(p, "quit\n"), "bye\n");
-        let (code, _, err) = svc.wait();
+        let (code, _, err) = svc.wait_at_most(Duration::from_secs(30));
         assert_eq!(code, 0, "{err}");
         assert!(
             err.lines().any(|l| l.contains(

@@ -10,7 +10,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use integration_tests::*;
@@ -61,55 +61,6 @@ fn compose_removed(project: &str, files: &[&Path]) -> Removed {
 /// A unique container name per test run.
 fn name(tag: &str) -> String {
     format!("profiler-real-{tag}-{}", std::process::id())
-}
-
-/// A command running in the background, its output kept in files; killed on drop.
-struct Background {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Background {
-    fn start(cmd: &mut Command, dir: &TempDir, tag: &str) -> Background {
-        let out = dir.join(&format!("{tag}.out"));
-        let err = dir.join(&format!("{tag}.err"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        Background { child, out, err }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits for the exit (at most 60 s), returning the exit code.
-    fn wait(mut self) -> (i32, String, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let out = std::fs::read_to_string(&self.out).unwrap_or_default();
-                return (status.code().unwrap_or(-1), out, self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after 60 s: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Polls `f` until it holds (30 s at most), with `what` in the failure message.
