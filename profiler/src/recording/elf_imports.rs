@@ -172,11 +172,14 @@ impl ImportReader {
             return Some((known.clone(), id));
         }
         // Only the ranges the parse needs (headers, dynamic section, dynamic symbols and
-        // strings) are read, each checked against the file's length by object's
-        // `ReadCache`: reading all of cc1 (33 MB) for its imports cost more than the rest of
+        // strings) are read, each checked against the file's length (`CappedFile`) by
+        // object's `ReadCache`: reading all of cc1 (33 MB) for its imports cost more than the rest of
         // profiler's work during a build.
         let parsed = (meta.len() <= MAX_OBJECT)
-            .then(|| parse(&object::ReadCache::new(file)).map(Arc::new))
+            .then(|| {
+                let file = crate::recording::files::CappedFile::new(file, meta.len());
+                parse(&object::ReadCache::new(file)).map(Arc::new)
+            })
             .flatten();
         self.objects.insert(id, parsed.clone());
         Some((parsed, id))

@@ -480,9 +480,12 @@ fn identify(
         .map(|b| format!("{b:02x}"))
         .collect();
     let elf = if meta.len() <= MAX_ELF_READ {
-        // Only the ranges the parse asks for are read, each within the file's length
-        // (object's `ReadCache` checks every range against it).
-        elf_facts(&object::ReadCache::new(file))
+        // Only the ranges the parse asks for are read, each within the length the file had
+        // at the size check (`CappedFile`; object's `ReadCache` checks every range against
+        // it).
+        elf_facts(&object::ReadCache::new(
+            crate::recording::files::CappedFile::new(file, meta.len()),
+        ))
     } else {
         ExecutableFile {
             format: "not read (too large)".into(),
