@@ -69,20 +69,22 @@ impl object::read::ReadCacheOps for CappedFile {
 mod tests {
     use super::*;
     use object::ReadRef as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
 
     /// A file grown (sparsely, as a workload could grow its executable) after its size was
     /// checked: ranges past the checked size are refused before anything is allocated for
     /// them, ranges within it read the file's bytes.
     #[test]
     fn a_file_grown_after_the_check_reads_only_its_checked_length() {
-        let dir = std::env::temp_dir().join(format!("profiler-capped-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("grown");
+        // A private folder (mkdtemp, removed on drop): no name another user could plant.
+        let dir = crate::private_dir::PrivateDir::create("capped-test").unwrap();
+        let path = dir.path().join("grown");
         std::fs::write(&path, b"\x7fELF and some bytes").unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let checked = file.metadata().unwrap().len();
         std::fs::OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .unwrap()
             .set_len(1 << 40)
@@ -92,6 +94,5 @@ mod tests {
         assert_eq!((&cache).read_bytes_at(0, 4), Ok(&b"\x7fELF"[..]));
         assert!((&cache).read_bytes_at(0, 1 << 30).is_err());
         assert!((&cache).read_bytes_at(checked, 1).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
