@@ -40,7 +40,65 @@ pub struct CapKey {
 unsafe impl aya::Pod for CapKey {}
 const _: () = assert!(core::mem::size_of::<CapKey>() == 32 + 8 * CAP_TOP_FRAMES);
 
+/// Key of the capability checks known by their depth below `sys_enter` (`CAP_DEPTHS`): one
+/// entry per (cgroup, capability, outcome, syscall, call-path depth).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CapDepthKey {
+    pub cgroup_id: u64,
+    pub cap: u32,
+    /// As [`CapKey::flags`].
+    pub flags: u32,
+    pub syscall_nr: i64,
+    pub arch: u32,
+    /// Bytes between `sys_enter`'s context and the check's, on the same kernel stack.
+    pub depth: u32,
+}
+
+/// What `CAP_DEPTHS` holds for one [`CapDepthKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapDepthPath {
+    /// The stack its last walk gave, or [`CAP_DEPTH_NOT_ENOUGH`].
+    pub stack_id: i32,
+    /// Checks of this depth seen (the walks' schedule).
+    pub hits: u32,
+    /// Checks counted here rather than in `CAP_CHECKS` (those not walked), all of them with
+    /// the stack of [`CapDepthPath::counted_stack_id`].
+    pub counted: u32,
+    /// The stack the `counted` checks are charged to: the first walk's (every sampled walk
+    /// since showed the same kind of caller, see `DIRECT_NOAUDIT_FUNCTIONS`).
+    pub counted_stack_id: i32,
+}
+
+/// [`CapDepthPath::stack_id`] of a depth whose checks are not all direct unaudited ones:
+/// they are told apart by their innermost frames instead.
+pub const CAP_DEPTH_NOT_ENOUGH: i32 = -2;
+
+// SAFETY: plain-old-data, `#[repr(C)]`, no padding (the sizes are asserted next).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CapDepthKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CapDepthPath {}
+const _: () = assert!(core::mem::size_of::<CapDepthKey>() == 32);
+const _: () = assert!(core::mem::size_of::<CapDepthPath>() == 16);
+
 /// How many innermost frames [`CapKey::top_frames`] holds: the probe's program and
 /// bpf_trace_run, then cap_capable and five callers, deep enough to reach the function that
 /// decides whether the check is audited (ns_capable_noaudit, security_vm_enough_memory_mm...).
 pub const CAP_TOP_FRAMES: usize = 8;
+
+/// Kernel functions whose text ranges userspace writes into the `DIRECT_NOAUDIT` map (entry
+/// `i` for function `i`, `[start, end)` from /proc/kallsyms; zero until known). The first is
+/// `cap_capable()` itself; the others call it directly, with CAP_OPT_NOAUDIT, and for nothing
+/// else (security/commoncap.c `cap_vm_enough_memory()`, inlined here into
+/// security/security.c `security_vm_enough_memory_mm()`): the check every mmap, brk and exec
+/// makes, most of all checks a workload causes. A check whose stack shows cap_capable called
+/// from one of these is unaudited whatever else the stack holds, so the probe may count
+/// further checks of the same call path without walking the stack again (see
+/// `profiler-ebpf/src/capabilities.rs`).
+pub const DIRECT_NOAUDIT_FUNCTIONS: [&str; 3] = [
+    "cap_capable",
+    "security_vm_enough_memory_mm",
+    "cap_vm_enough_memory",
+];

@@ -161,8 +161,12 @@ impl ArgRecord {
 /// epoch. Bit 0 is [`EPOCH_CACHE_ON`]: userspace sets it once every hook that bumps the
 /// epoch is attached; until then (or when one could not be attached) the cache is not used.
 pub const EPOCH_CACHE_ON: u64 = 1;
-/// What every change adds to the epoch (bit 0 is [`EPOCH_CACHE_ON`]).
-pub const EPOCH_STEP: u64 = 2;
+/// Bit 1: the cache's [`TaskCacheEntry::enter_depth`] can be trusted, because the hook that
+/// forgets it when a task moves to another CPU (`sched_migrate_task`) is attached too.
+pub const EPOCH_DEPTHS_ON: u64 = 2;
+/// What every change adds to the epoch (bits 0 and 1 are [`EPOCH_CACHE_ON`] and
+/// [`EPOCH_DEPTHS_ON`]).
+pub const EPOCH_STEP: u64 = 4;
 
 /// Entries of the per-CPU cache, tried in turn: a CPU that alternates between a few
 /// syscall-heavy tasks (a pipe's two ends) keeps all of them.
@@ -179,7 +183,13 @@ pub struct TaskCacheEntry {
     pub task: u64,
     pub epoch: u64,
     pub slot: u32,
-    pub _pad: u32,
+    /// For a recorded task: how deep in its kernel stack `sys_enter` ran at its last syscall
+    /// on this CPU (bytes from the register frame down to the program's context), 0 when
+    /// unknown. Each syscall starts its kernel stack at a random offset
+    /// (`CONFIG_RANDOMIZE_KSTACK_OFFSET`, include/linux/randomize_kstack.h, up to 1023
+    /// bytes), the same for everything in that syscall: a capability check's depth less this
+    /// one is the depth of its own call path, whatever the offset was.
+    pub enter_depth: u32,
 }
 
 /// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn.

@@ -1,18 +1,38 @@
 //! Capability checks, aggregated by (cgroup, capability, outcome, syscall, kernel stack) in
 //! [`crate::maps::CAP_CHECKS`]; each kernel call path's whole stack is walked once
 //! ([`crate::maps::CAP_PATHS`]).
+//!
+//! Walking is what a check costs: `bpf_get_stack` is 85% of this program's time (perf,
+//! BENCHMARKS.md M18), some 5 µs a check, and a root build checks CAP_SYS_ADMIN on nearly
+//! every mmap, brk and exec. So a check's call path is recognised without walking where
+//! that is safe:
+//! - **By depth** ([`crate::maps::CAP_DEPTHS`]), for a check inside a syscall whose
+//!   `sys_enter` kept its stack depth ([`crate::record::enter_depth`]): how much deeper than
+//!   `sys_enter` the check runs names its path within that syscall. Paths of equal depth
+//!   differ only in return addresses (`ns_capable()` and `ns_capable_noaudit()` are
+//!   twins), so a depth counts its checks without walking only once a walk showed
+//!   `cap_capable()` called directly by a function that makes only unaudited checks
+//!   ([`profiler_common::DIRECT_NOAUDIT_FUNCTIONS`]), and only until a sampled walk shows
+//!   anything else. Another path that happened to share the depth could thus only be
+//!   counted as unaudited, never the reverse: the capability set errs towards too few
+//!   (which the proof run shows), not too many. One map lookup per check.
+//! - **By its innermost frames**, otherwise: walked on every check (about half the cost of
+//!   a whole walk), they name the path ([`crate::maps::CAP_PATHS`]).
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT, CAP_TOP_FRAMES, CapKey,
-    LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, PT_REGS_CS_OFFSET, PT_REGS_ORIG_AX_OFFSET,
+    CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT,
+    CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey, DIRECT_NOAUDIT_FUNCTIONS, LOSS_CAP_MAP_FULL,
+    LOSS_CAP_STACK, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_IP_OFFSET,
+    PT_REGS_ORIG_AX_OFFSET,
 };
 
 use crate::{
-    maps::{CAP_CHECKS, CAP_PATHS, CAP_STACKS, count_loss},
-    record::{current_cgroup_id, find_record},
+    maps::{CAP_CHECKS, CAP_DEPTHS, CAP_PATHS, CAP_STACKS, DIRECT_NOAUDIT, count_loss},
+    record::{current_cgroup_id, enter_depth, find_record},
     syscalls::split_arch,
 };
 
@@ -25,29 +45,54 @@ pub(crate) struct CapPath {
 }
 
 /// Every this many checks of a known path walk its whole stack again (see
-/// [`crate::maps::CAP_PATHS`]).
+/// [`crate::maps::CAP_PATHS`]); a depth is also walked at its 2nd, 4th, 8th... check
+/// before that.
 const CAP_REWALK_EVERY: u32 = 64;
 
 /// `include/linux/security.h`: the opts bit that says "do not audit this check".
 pub(crate) const CAP_OPT_NOAUDIT: u32 = 1 << 1;
 
+/// The deepest a check can run below its syscall's `sys_enter`: x86_64 kernel stacks are
+/// 16 KiB (32 KiB with KASAN, arch/x86/include/asm/page_64_types.h).
+const MAX_PATH_DEPTH: u64 = 32 << 10;
+
+type TopFrames = [u64; CAP_TOP_FRAMES];
+
+/// What [`count_by_depth`] did with a check.
+enum ByDepth {
+    /// Counted in its depth's entry: done.
+    Counted,
+    /// Walked (a sample, or the depth's first check): count it with this stack.
+    Walked(i32),
+    /// The depth does not name the path: its innermost frames must.
+    Unknown,
+}
+
 /// Records one capability check. `opts_flags` carries what the hook knows about CAP_OPT_*.
 #[inline(always)]
-pub(crate) fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, opts_flags: u32) {
+pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
+    ctx: &C,
+    cap: i32,
+    ret: i32,
+    opts_flags: u32,
+) {
     let cgroup_id = current_cgroup_id();
     let Some(record) = find_record(cgroup_id) else {
         return;
     };
     let phase = unsafe { (*record).phase };
     // The syscall this check belongs to: the user register frame at the top of the task's
-    // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in a page
-    // fault). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
-    let (syscall_nr, cs) = unsafe {
+    // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in an
+    // interrupt). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
+    let (regs, syscall_nr, cs, syscall_frame) = unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
+        let load = |off: usize| *(regs.add(off) as *const u64);
         (
-            *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const i64),
-            *(regs.add(PT_REGS_CS_OFFSET) as *const u64),
+            regs,
+            load(PT_REGS_ORIG_AX_OFFSET) as i64,
+            load(PT_REGS_CS_OFFSET),
+            load(PT_REGS_IP_OFFSET) == load(PT_REGS_CX_OFFSET),
         )
     };
     let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
@@ -69,48 +114,33 @@ pub(crate) fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, o
         stack_id: 0,
         top_frames: [0; CAP_TOP_FRAMES],
     };
-    let top_len = core::mem::size_of::<[u64; CAP_TOP_FRAMES]>() as u32;
-    let have_top =
-        unsafe { bpf_get_stack(ctx.as_ptr(), (&raw mut key.top_frames).cast(), top_len, 0) } > 0;
-    let mut known = None;
-    // With stack id 0 the key names the path (the check and its innermost frames).
-    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(key) {
-        unsafe {
-            (*path).hits += 1;
-            if (*path).hits % CAP_REWALK_EVERY != 0 {
-                known = Some((*path).stack_id);
-            }
-        }
+    // An exception's frame (a page fault growing the stack) has orig_ax >= 0 too: only a
+    // syscall's own frame has ip == cx, and only it follows a `sys_enter`.
+    let mut by_depth = ByDepth::Unknown;
+    if syscall_nr >= 0
+        && syscall_frame
+        && let Some(depth) = path_depth(ctx, regs)
+    {
+        let depth_key = CapDepthKey {
+            cgroup_id,
+            cap: cap as u32,
+            flags,
+            syscall_nr: nr,
+            arch: arch as u32,
+            depth: depth as u32,
+        };
+        by_depth = count_by_depth(ctx, &depth_key, &mut key.top_frames);
     }
-    let stack_id = match known {
-        Some(id) => id,
-        None => {
-            let id = match ctx.get_stackid(&CAP_STACKS, 0) {
-                Ok(id) => id as i32,
-                Err(e) => {
-                    count_loss(LOSS_CAP_STACK);
-                    crate::diagnostics::warn!(
-                        &(),
-                        "capability check stack not stored: error {}",
-                        e
-                    );
-                    -1
-                }
-            };
-            if have_top && id >= 0 {
-                let _ = CAP_PATHS.insert(
-                    key,
-                    CapPath {
-                        stack_id: id,
-                        hits: 1,
-                    },
-                    0,
-                );
-            }
-            id
-        }
+    let stack_id = match by_depth {
+        ByDepth::Counted => return,
+        ByDepth::Walked(id) => id,
+        ByDepth::Unknown => stack_by_top_frames(ctx, &mut key),
     };
     key.stack_id = stack_id;
+    if stack_id >= 0 {
+        // The stack says it all; one key per stack whichever way it was found.
+        key.top_frames = [0; CAP_TOP_FRAMES];
+    }
     match CAP_CHECKS.get_ptr_mut(key) {
         // Not atomic: concurrent checks of the same key on two CPUs may undercount by one;
         // the count is evidence, not a decision input.
@@ -126,4 +156,148 @@ pub(crate) fn record_cap_check<C: StackIdContext>(ctx: &C, cap: i32, ret: i32, o
             }
         }
     }
+}
+
+/// How much deeper than its syscall's `sys_enter` this check runs, when known for certain.
+/// Both depths are measured from the register frame (`regs`) to the program's context, the
+/// tracepoint's argument array on the kernel stack, so the syscall's random stack offset
+/// cancels out.
+#[inline(always)]
+fn path_depth<C: EbpfContext>(ctx: &C, regs: *const u8) -> Option<u64> {
+    let enter = enter_depth(regs as u64)?;
+    let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
+    let path = depth.checked_sub(enter)?;
+    (path != 0 && path < MAX_PATH_DEPTH).then_some(path)
+}
+
+/// A check by its depth (see the module doc). The innermost frames it took, if any, are
+/// left in `top` for the caller.
+#[inline(always)]
+fn count_by_depth<C: StackIdContext + EbpfContext>(
+    ctx: &C,
+    key: &CapDepthKey,
+    top: &mut TopFrames,
+) -> ByDepth {
+    if !DIRECT_NOAUDIT.get(0).is_some_and(|range| range[0] != 0) {
+        // Userspace has not written the functions' ranges yet.
+        return ByDepth::Unknown;
+    }
+    if let Some(path) = CAP_DEPTHS.get_ptr_mut(*key) {
+        let (stack_id, hits) = unsafe { ((*path).stack_id, (*path).hits.wrapping_add(1)) };
+        if stack_id == CAP_DEPTH_NOT_ENOUGH {
+            return ByDepth::Unknown;
+        }
+        unsafe { (*path).hits = hits };
+        let due = if hits < CAP_REWALK_EVERY {
+            hits & hits.wrapping_sub(1) == 0
+        } else {
+            hits % CAP_REWALK_EVERY == 0
+        };
+        if !due {
+            unsafe { (*path).counted = (*path).counted.wrapping_add(1) };
+            return ByDepth::Counted;
+        }
+        // A sample: is this check, too, cap_capable called directly by an unaudited caller?
+        if !take_top_frames(ctx, top) || !direct_noaudit(top) {
+            unsafe { (*path).stack_id = CAP_DEPTH_NOT_ENOUGH };
+            return ByDepth::Unknown;
+        }
+        let id = walk_stack(ctx);
+        if id >= 0 {
+            unsafe { (*path).stack_id = id };
+        }
+        return ByDepth::Walked(id);
+    }
+    if !take_top_frames(ctx, top) {
+        return ByDepth::Unknown;
+    }
+    if !direct_noaudit(top) {
+        let _ = CAP_DEPTHS.insert(
+            *key,
+            CapDepthPath {
+                stack_id: CAP_DEPTH_NOT_ENOUGH,
+                hits: 1,
+                counted: 0,
+                counted_stack_id: -1,
+            },
+            0,
+        );
+        return ByDepth::Unknown;
+    }
+    let id = walk_stack(ctx);
+    if id >= 0 {
+        let path = CapDepthPath {
+            stack_id: id,
+            hits: 1,
+            counted: 0,
+            counted_stack_id: id,
+        };
+        let _ = CAP_DEPTHS.insert(*key, path, 0);
+    }
+    ByDepth::Walked(id)
+}
+
+/// Whether `top` shows `cap_capable()` called by one of the
+/// [`profiler_common::DIRECT_NOAUDIT_FUNCTIONS`] (their ranges in [`DIRECT_NOAUDIT`]).
+#[inline(always)]
+fn direct_noaudit(top: &TopFrames) -> bool {
+    let within = |i: u32, ip: u64| match DIRECT_NOAUDIT.get(i) {
+        Some(range) => range[0] != 0 && range[0] <= ip && ip < range[1],
+        None => false,
+    };
+    for i in 0..CAP_TOP_FRAMES - 1 {
+        if within(0, top[i]) {
+            let caller = top[i + 1];
+            return (1..DIRECT_NOAUDIT_FUNCTIONS.len() as u32).any(|f| within(f, caller));
+        }
+    }
+    false
+}
+
+/// The innermost frames into `top`; false if the kernel gave none.
+#[inline(always)]
+fn take_top_frames<C: EbpfContext>(ctx: &C, top: &mut TopFrames) -> bool {
+    let len = core::mem::size_of::<TopFrames>() as u32;
+    unsafe { bpf_get_stack(ctx.as_ptr(), (top as *mut TopFrames).cast(), len, 0) > 0 }
+}
+
+/// The whole stack, into [`CAP_STACKS`]: its id, or -1 (counted as a loss).
+#[inline(always)]
+fn walk_stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&CAP_STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            count_loss(LOSS_CAP_STACK);
+            crate::diagnostics::warn!(&(), "capability check stack not stored: error {}", e);
+            -1
+        }
+    }
+}
+
+/// The stack id of a check known by its innermost frames (taken here unless `key` already
+/// holds them), walked whole once per path and on every [`CAP_REWALK_EVERY`]th check.
+#[inline(always)]
+fn stack_by_top_frames<C: StackIdContext + EbpfContext>(ctx: &C, key: &mut CapKey) -> i32 {
+    let have_top = key.top_frames[0] != 0 || take_top_frames(ctx, &mut key.top_frames);
+    // With stack id 0 the key names the path (the check and its innermost frames).
+    if have_top && let Some(path) = CAP_PATHS.get_ptr_mut(*key) {
+        unsafe {
+            (*path).hits += 1;
+            if (*path).hits % CAP_REWALK_EVERY != 0 {
+                return (*path).stack_id;
+            }
+        }
+    }
+    let id = walk_stack(ctx);
+    if have_top && id >= 0 {
+        let _ = CAP_PATHS.insert(
+            *key,
+            CapPath {
+                stack_id: id,
+                hits: 1,
+            },
+            0,
+        );
+    }
+    id
 }

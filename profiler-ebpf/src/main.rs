@@ -23,6 +23,9 @@
 //!   `capability:cap_capable` tracepoint, Linux 6.14+) or `cap_capable_fexit` (fexit on
 //!   `cap_capable()`, for kernels that allow fexit and lack the tracepoint) aggregates
 //!   capability checks with their outcome, syscall and kernel stack.
+//! - `sched_migrate` (`programs/sched_migrate.rs`): `sched_migrate_task_btf` (tp_btf,
+//!   optional) forgets a moved task's syscall stack depth on its new CPU, which lets the
+//!   capability hook tell call paths apart without walking the stack.
 //!
 //! The helpers they share: [`maps`] and [`globals`] (the names userspace finds), [`record`]
 //! (the cgroup's record), [`syscalls`], [`events`], [`enforce`], [`capabilities`] and

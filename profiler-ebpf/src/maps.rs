@@ -5,7 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use profiler_common::{CapKey, CgroupRecord, ExecPath, LOSS_COUNTERS, RECORD_SLOTS, TaskCache};
+use profiler_common::{
+    CapDepthKey, CapDepthPath, CapKey, CgroupRecord, DIRECT_NOAUDIT_FUNCTIONS, ExecPath,
+    LOSS_COUNTERS, RECORD_SLOTS, TaskCache,
+};
 
 use crate::capabilities::CapPath;
 
@@ -44,6 +47,19 @@ pub(crate) static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0)
 /// `CAP_REWALK_EVERY`th check walks again (`crate::capabilities`).
 #[map]
 pub(crate) static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
+
+/// Capability checks known by their depth below `sys_enter`, counted here without a walk
+/// once the depth's first walk showed an unaudited direct caller (`crate::capabilities`).
+#[map]
+pub(crate) static CAP_DEPTHS: HashMap<CapDepthKey, CapDepthPath> =
+    HashMap::with_max_entries(16384, 0);
+
+/// Kernel text ranges `[start, end)` of `profiler_common::DIRECT_NOAUDIT_FUNCTIONS`, entry
+/// `i` for function `i`; userspace writes them once it has read /proc/kallsyms (all zero
+/// until then: every check walks its stack).
+#[map]
+pub(crate) static DIRECT_NOAUDIT: Array<[u64; 2]> =
+    Array::with_max_entries(DIRECT_NOAUDIT_FUNCTIONS.len() as u32, 0);
 
 #[map]
 static LOSSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOSS_COUNTERS, 0);

@@ -2,12 +2,14 @@
 //! a cgroup discovered below a recording, the claim) of its slot in [`crate::maps::RECORDS`].
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
+    generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_map_lookup_percpu_elem,
+    },
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 use profiler_common::{
-    CgroupRecord, EPOCH_CACHE_ON, EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES,
-    SLOT_FREE, TASK_CACHE_WAYS, record_slot,
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED,
+    RECORD_PROBES, SLOT_FREE, TASK_CACHE_WAYS, TaskCache, record_slot,
 };
 
 use crate::{
@@ -222,8 +224,12 @@ pub(crate) fn bump_epoch() {
 /// narrow it, cannot load on this project's kernels. A CPU's entries are never written by two
 /// runs at once: the kernel skips a run of a program that starts on a CPU where that program
 /// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`).
+///
+/// For a recorded task the entry also keeps `depth`, how deep in the task's kernel stack
+/// this syscall's `sys_enter` ran ([`profiler_common::TaskCacheEntry::enter_depth`]), for
+/// the capability hook ([`enter_depth`]).
 #[inline(always)]
-pub(crate) fn current_record_cached(task: u64) -> Option<*mut CgroupRecord> {
+pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut CgroupRecord> {
     let epoch = match EPOCH.get_ptr(0) {
         Some(epoch) => unsafe { core::ptr::read_volatile(epoch) },
         None => 0,
@@ -235,11 +241,12 @@ pub(crate) fn current_record_cached(task: u64) -> Option<*mut CgroupRecord> {
         return current_record();
     };
     for way in 0..TASK_CACHE_WAYS {
-        let entry = unsafe { &(*cache).entries[way] };
+        let entry = unsafe { &mut (*cache).entries[way] };
         if entry.task == task && entry.epoch == epoch {
             if entry.slot == NOT_RECORDED {
                 return None;
             }
+            entry.enter_depth = depth as u32;
             return RECORDS.get_ptr_mut(entry.slot);
         }
     }
@@ -251,7 +258,56 @@ pub(crate) fn current_record_cached(task: u64) -> Option<*mut CgroupRecord> {
             entry.task = task;
             entry.epoch = epoch;
             entry.slot = if slot < 0 { NOT_RECORDED } else { slot as u32 };
+            entry.enter_depth = if slot < 0 { 0 } else { depth as u32 };
         }
     }
     record_at(slot)
+}
+
+/// The depth at which `sys_enter` ran in the current syscall of the task whose register
+/// frame is at `task`, as [`current_record_cached`] kept it on this CPU; None when this CPU
+/// does not know it for certain. An entry of this epoch with this frame is the task's own
+/// (see [`current_record_cached`]); its depth is this syscall's if the task entered this
+/// syscall on this CPU: it has not run a syscall since (it is still in this one), and a
+/// task that moved here from another CPU had its depth here forgotten when it moved
+/// (`sched_migrate_task`, [`forget_enter_depth`]), which `EPOCH_DEPTHS_ON` says is attached.
+#[inline(always)]
+pub(crate) fn enter_depth(task: u64) -> Option<u64> {
+    let epoch = unsafe { core::ptr::read_volatile(EPOCH.get_ptr(0)?) };
+    if epoch & (EPOCH_CACHE_ON | EPOCH_DEPTHS_ON) != EPOCH_CACHE_ON | EPOCH_DEPTHS_ON {
+        return None;
+    }
+    let cache = TASK_CACHE.get_ptr(0)?;
+    for way in 0..TASK_CACHE_WAYS {
+        let entry = unsafe { &(*cache).entries[way] };
+        if entry.task == task && entry.epoch == epoch && entry.enter_depth != 0 {
+            return Some(entry.enter_depth as u64);
+        }
+    }
+    None
+}
+
+/// Forgets the depth `cpu`'s cache holds for the task whose register frame is at `task`,
+/// which is being moved to that CPU (kernel/sched/core.c `set_task_cpu()`: the task is not
+/// running, so its own `sys_enter` cannot be writing that entry). Its record slot stays.
+#[inline(always)]
+pub(crate) fn forget_enter_depth(task: u64, cpu: u32) {
+    let key = 0u32;
+    // SAFETY: the map pointer is TASK_CACHE's definition, as aya's own lookups pass it.
+    let cache = unsafe {
+        bpf_map_lookup_percpu_elem(
+            (&raw const TASK_CACHE).cast_mut().cast(),
+            (&raw const key).cast(),
+            cpu,
+        )
+    } as *mut TaskCache;
+    if cache.is_null() {
+        return;
+    }
+    for way in 0..TASK_CACHE_WAYS {
+        let entry = unsafe { &mut (*cache).entries[way] };
+        if entry.task == task {
+            entry.enter_depth = 0;
+        }
+    }
 }

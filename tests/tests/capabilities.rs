@@ -126,3 +126,100 @@ privileged_test!(
         );
     }
 );
+
+/// A workload making thousands of unaudited CAP_SYS_ADMIN checks (every private writable
+/// mmap asks `security_vm_enough_memory_mm()`) and a few audited ones of the same
+/// capability (`unshare(CLONE_NEWUTS)`, `sethostname` in the new namespace).
+fn mmap_and_sethostname() -> Vec<&'static str> {
+    vec![
+        "/usr/bin/env",
+        "PYTHONHASHSEED=0",
+        "/usr/bin/unshare",
+        "--uts",
+        "/usr/bin/python3",
+        "-c",
+        "import ctypes, socket\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.mmap.restype = ctypes.c_void_p\n\
+         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
+         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]\n\
+         for i in range(3000):\n\
+         \x20   p = libc.mmap(None, 65536, 3, 0x22, -1, 0)\n\
+         \x20   assert p not in (None, ctypes.c_void_p(-1).value)\n\
+         \x20   libc.munmap(p, 65536)\n\
+         socket.sethostname('profiler-test')\n",
+    ]
+}
+
+/// Per (capability, granted, audit, syscall): how many checks, and how many of them the
+/// kernel counted by depth.
+fn check_totals(trace: &serde_json::Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut totals = std::collections::BTreeMap::new();
+    for c in trace["capability_checks"].as_array().unwrap() {
+        let key = format!(
+            "{} granted={} {} in {}",
+            c["capability"].as_str().unwrap(),
+            c["granted"],
+            c["audit"].as_str().unwrap(),
+            c["syscall"]["name"].as_str().unwrap_or("-")
+        );
+        let e = totals.entry(key).or_insert((0, 0));
+        e.0 += c["count"].as_u64().unwrap();
+        e.1 += c["counted_by_depth"].as_u64().unwrap_or(0);
+    }
+    totals
+}
+
+privileged_test!(
+    #[scratch = "capdepth"]
+    /// Checks counted without walking their stacks (known by their depth below the
+    /// syscall's entry) give the same counts, the same audit classes and the same whitelist
+    /// as walking the stack of every check; the audited checks of the same capability stay
+    /// audited.
+    fn checks_known_by_depth_count_as_walking_every_check(dir: TempDir) {
+        let cmd = mmap_and_sethostname();
+        let walked = dir.join("walked");
+        run_ok(
+            profiler()
+                .env("PROFILER_CAP_WALK_EVERY_CHECK", "1")
+                .arg("record")
+                .arg("--out")
+                .arg(&walked)
+                .arg("--")
+                .args(&cmd),
+        );
+        let by_depth = dir.join("by-depth");
+        record(&by_depth, &cmd);
+
+        let reference = check_totals(&read_json(&walked.join("trace.json")));
+        let fast = check_totals(&read_json(&by_depth.join("trace.json")));
+        let counts = |t: &std::collections::BTreeMap<String, (u64, u64)>| {
+            t.iter().map(|(k, v)| (k.clone(), v.0)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            counts(&fast),
+            counts(&reference),
+            "by depth: {fast:#?}\nwalked: {reference:#?}"
+        );
+        assert!(
+            reference.values().all(|(_, by_depth)| *by_depth == 0),
+            "walking every check counted some by depth: {reference:#?}"
+        );
+        let (mmaps, mmaps_by_depth) = fast["CAP_SYS_ADMIN granted=true noaudit in mmap"];
+        assert!(mmaps >= 3000, "{fast:#?}");
+        // The first checks of each depth and the sampled ones are walked; the rest are not.
+        assert!(mmaps_by_depth * 10 >= mmaps * 9, "{fast:#?}");
+        let audited = fast
+            .keys()
+            .filter(|k| k.starts_with("CAP_SYS_ADMIN granted=true audited"))
+            .count();
+        assert!(
+            audited >= 2,
+            "unshare and sethostname are audited checks: {fast:#?}"
+        );
+
+        let caps = |p: &std::path::Path| read_json(&p.join("capabilities.json"))["add"].clone();
+        assert_eq!(caps(&by_depth), caps(&walked));
+        assert_eq!(caps(&by_depth), serde_json::json!(["CAP_SYS_ADMIN"]));
+    }
+);

@@ -3,5 +3,6 @@
 mod cap_capable;
 mod cgroup;
 mod io_uring;
+mod sched_migrate;
 mod sched_process;
 mod sys_enter;

@@ -1,6 +1,7 @@
 //! The `sys_enter` tracepoint: `sys_enter_btf` (tp_btf), else `sys_enter_raw` (raw_tp), and
 //! the benchmarks' floor `sys_enter_floor`.
 use aya_ebpf::{
+    EbpfContext,
     helpers::bpf_probe_read_kernel,
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -22,8 +23,13 @@ use crate::{
 #[inline(always)]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
+    // How deep in the kernel stack this runs: the register frame is at the stack's top, the
+    // context (the tracepoint's argument array, kernel/trace/bpf_trace.c `bpf_trace_run2()`)
+    // in a frame below. Pointer difference: the verifier allows it to programs loaded with
+    // CAP_PERFMON (kernel/bpf/verifier.c, `adjust_reg_min_max_vals`, allow_ptr_leaks).
+    let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
     // Filter first: for every process that is not recorded this is the only work done.
-    let Some(record) = current_record_cached(regs as u64) else {
+    let Some(record) = current_record_cached(regs as u64, depth) else {
         return 0;
     };
     let id: i64 = ctx.arg(1);

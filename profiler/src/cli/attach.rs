@@ -117,15 +117,17 @@ impl Session {
 
     /// A session on `attached` with nothing seen yet (kallsyms read now, the clock started).
     fn base(target: String, attached: Attached, probes: Probes, facts: LiveFacts) -> Session {
+        let kallsyms = crate::kernel::kallsyms::Kallsyms::load().ok();
+        if let (Some(k), Some(mut callers)) = (&kallsyms, probes.direct_noaudit_callers()) {
+            callers.fill(&k.direct_noaudit_ranges());
+        }
         Session {
             target,
             attached,
             probes,
             facts,
             events: EventLog::default(),
-            kallsyms: crate::kernel::kallsyms::Kallsyms::load()
-                .ok()
-                .map(std::sync::Arc::new),
+            kallsyms: kallsyms.map(std::sync::Arc::new),
             started: Instant::now(),
             recorded_at_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)

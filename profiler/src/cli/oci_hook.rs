@@ -161,9 +161,11 @@ pub fn serve(socket: &Path, out: &Path, quiet: bool) -> anyhow::Result<i32> {
         .with_context(|| format!("--out {} is not usable", out.display()))?;
     let mut probes = Probes::attach(0)?;
     // Read once: /proc/kallsyms takes thousands of reads to produce.
-    let kallsyms = crate::kernel::kallsyms::Kallsyms::load()
-        .ok()
-        .map(std::sync::Arc::new);
+    let kallsyms = crate::kernel::kallsyms::Kallsyms::load().ok();
+    if let (Some(k), Some(mut callers)) = (&kallsyms, probes.direct_noaudit_callers()) {
+        callers.fill(&k.direct_noaudit_ranges());
+    }
+    let kallsyms = kallsyms.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -229,7 +229,22 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         .context("starting the async runtime")?;
     // /proc/kallsyms is generated a page per read (some 4,000 reads here): read it while the
     // workload runs instead of after it.
-    let kallsyms = std::thread::spawn(|| Kallsyms::load().ok().map(std::sync::Arc::new));
+    // It also tells the capability hook the functions it can count checks of without
+    // walking their stacks: from the head of this boot's cache at once, else once read.
+    let mut noaudit_callers = probes.direct_noaudit_callers();
+    let kallsyms = std::thread::spawn(move || {
+        if let Some(callers) = &mut noaudit_callers
+            && let Some(ranges) = Kallsyms::cached_direct_noaudit_ranges()
+        {
+            callers.fill(&ranges);
+            noaudit_callers = None;
+        }
+        let kallsyms = Kallsyms::load().ok()?;
+        if let Some(callers) = &mut noaudit_callers {
+            callers.fill(&kallsyms.direct_noaudit_ranges());
+        }
+        Some(std::sync::Arc::new(kallsyms))
+    });
     let mut events = EventLog::default();
     let ring = probes.take_events()?;
     let (exit, mut ring) = runtime.block_on(async {

@@ -70,6 +70,9 @@ pub enum Point {
     Capabilities,
     /// io_uring operations submitted (what a ring does that seccomp cannot see).
     IoUring,
+    /// Tasks moved to another CPU: lets the capability hook know a check's call path by its
+    /// stack depth instead of walking the stack (a speed-up only).
+    Migrations,
 }
 
 /// One kernel hook.
@@ -136,6 +139,15 @@ pub const HOOKS: &[Hook] = &[
         candidates: &[Attach::TpBtf(
             "io_uring_submit_req_btf",
             "io_uring_submit_req",
+        )],
+    },
+    Hook {
+        point: Point::Migrations,
+        required: false,
+        needs_task_offsets: false,
+        candidates: &[Attach::TpBtf(
+            "sched_migrate_task_btf",
+            "sched_migrate_task",
         )],
     },
 ];

@@ -5,6 +5,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use profiler_common::DIRECT_NOAUDIT_FUNCTIONS;
 
 /// A kernel stack frame that could not be symbolised.
 pub const UNKNOWN_FRAME: &str = "?";
@@ -22,7 +23,14 @@ pub struct Kallsyms {
 /// profiler's own CPU use on a short workload, for a table that changes only when a module
 /// is loaded or unloaded, or at the next boot (new KASLR offset).
 const KALLSYMS_CACHE: &str = "kallsyms.cache";
-const KALLSYMS_CACHE_MAGIC: &[u8; 8] = b"PRKSYM01";
+const KALLSYMS_CACHE_MAGIC: &[u8; 8] = b"PRKSYM02";
+
+/// The text ranges of `profiler_common::DIRECT_NOAUDIT_FUNCTIONS`, `[start, end)`, zero where
+/// absent: what the capability hook needs as early as possible, kept at the head of the cache
+/// so it is read without the rest.
+pub type DirectNoauditRanges = [(u64, u64); DIRECT_NOAUDIT_FUNCTIONS.len()];
+/// Magic, key, ranges.
+const CACHE_HEAD_LEN: usize = 16 + 16 * DIRECT_NOAUDIT_FUNCTIONS.len();
 
 impl Kallsyms {
     /// The symbol table, from the cache when it belongs to this boot and module set.
@@ -41,6 +49,21 @@ impl Kallsyms {
             let _ = k.save_cache(dir, key);
         }
         Ok(k)
+    }
+
+    /// [`DirectNoauditRanges`] from the head of this boot's cache alone, without reading the
+    /// table: microseconds where [`Kallsyms::load`] takes milliseconds.
+    pub fn cached_direct_noaudit_ranges() -> Option<DirectNoauditRanges> {
+        let key = kallsyms_cache_key()?;
+        let dir = crate::private_dir::runtime_dir().ok()?;
+        let mut head = [0u8; CACHE_HEAD_LEN];
+        std::io::Read::read_exact(&mut open_cache(&dir)?, &mut head).ok()?;
+        parse_head(&head, key)
+    }
+
+    /// This table's [`DirectNoauditRanges`].
+    pub fn direct_noaudit_ranges(&self) -> DirectNoauditRanges {
+        DIRECT_NOAUDIT_FUNCTIONS.map(|name| self.function_range(name).unwrap_or_default())
     }
 
     fn from_proc() -> anyhow::Result<Kallsyms> {
@@ -79,13 +102,18 @@ impl Kallsyms {
         Ok(Kallsyms { text, symbols })
     }
 
-    /// Layout: magic, key (u64), symbol count (u64), symbols (u64 address, u32 name start,
-    /// u32 name length), names. Native endianness: the file never leaves this machine.
-    /// Into `dir`, a folder only this user can write.
+    /// Layout: magic, key (u64), [`DirectNoauditRanges`] (u64 pairs), symbol count (u64),
+    /// symbols (u64 address, u32 name start, u32 name length), names. Native endianness: the
+    /// file never leaves this machine. Into `dir`, a folder only this user can write.
     fn save_cache(&self, dir: &Path, key: u64) -> anyhow::Result<()> {
-        let mut bytes = Vec::with_capacity(24 + self.symbols.len() * 16 + self.text.len());
+        let mut bytes =
+            Vec::with_capacity(CACHE_HEAD_LEN + 8 + self.symbols.len() * 16 + self.text.len());
         bytes.extend_from_slice(KALLSYMS_CACHE_MAGIC);
         bytes.extend_from_slice(&key.to_ne_bytes());
+        for (start, end) in self.direct_noaudit_ranges() {
+            bytes.extend_from_slice(&start.to_ne_bytes());
+            bytes.extend_from_slice(&end.to_ne_bytes());
+        }
         bytes.extend_from_slice(&(self.symbols.len() as u64).to_ne_bytes());
         for (addr, start, len) in &self.symbols {
             bytes.extend_from_slice(&addr.to_ne_bytes());
@@ -108,35 +136,19 @@ impl Kallsyms {
         Ok(())
     }
 
-    /// From `dir`, a folder only this user can write: the file is trusted only as a regular
-    /// file of this user's that nobody else can write (a planted cache would choose what the
-    /// kernel stacks say, and so which checks count as unaudited).
+    /// From `dir` (see [`open_cache`]).
     fn from_cache(dir: &Path, key: u64) -> Option<Kallsyms> {
-        let path = dir.join(KALLSYMS_CACHE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .ok()?;
-        let meta = file.metadata().ok()?;
-        use std::os::unix::fs::MetadataExt as _;
-        if !meta.is_file()
-            || meta.uid() != nix::unistd::geteuid().as_raw()
-            || meta.mode() & 0o077 != 0
-        {
-            return None;
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        let file = open_cache(dir)?;
+        let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
+        parse_head(bytes.get(..CACHE_HEAD_LEN)?, key)?;
         let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-        if bytes.get(..8)? != KALLSYMS_CACHE_MAGIC || u64_at(8)? != key {
-            return None;
-        }
-        let count = usize::try_from(u64_at(16)?).ok()?;
-        let names_at = count.checked_mul(16)?.checked_add(24)?;
+        let count = usize::try_from(u64_at(CACHE_HEAD_LEN)?).ok()?;
+        let symbols_at = CACHE_HEAD_LEN + 8;
+        let names_at = count.checked_mul(16)?.checked_add(symbols_at)?;
         let text = std::str::from_utf8(bytes.get(names_at..)?).ok()?.to_owned();
         let mut symbols = Vec::with_capacity(count);
-        for entry in bytes.get(24..names_at)?.chunks_exact(16) {
+        for entry in bytes.get(symbols_at..names_at)?.chunks_exact(16) {
             let addr = u64::from_ne_bytes(entry[..8].try_into().ok()?);
             let start = u32::from_ne_bytes(entry[8..12].try_into().ok()?);
             let len = u32::from_ne_bytes(entry[12..].try_into().ok()?);
@@ -144,6 +156,24 @@ impl Kallsyms {
             symbols.push((addr, start, len));
         }
         Some(Kallsyms { text, symbols })
+    }
+
+    /// The text range `[start, end)` of the one function called `name`: from its address to
+    /// the next symbol's. None when absent or when several symbols have that name.
+    pub fn function_range(&self, name: &str) -> Option<(u64, u64)> {
+        let mut found = self
+            .symbols
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, start, len))| {
+                self.text.get(*start as usize..(*start + *len) as usize) == Some(name)
+            });
+        let (i, (start, _, _)) = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        let end = self.symbols.get(i + 1).map(|(a, _, _)| *a)?;
+        (end > *start).then_some((*start, end))
     }
 
     /// `function+0xoffset`, or [`UNKNOWN_FRAME`] for an address below every symbol: a raw
@@ -159,6 +189,37 @@ impl Kallsyms {
             }
         }
     }
+}
+
+/// The cache in `dir`, a folder only this user can write: trusted only as a regular file of
+/// this user's that nobody else can write (a planted cache would choose what the kernel
+/// stacks say, and so which checks count as unaudited), opened without following a link.
+fn open_cache(dir: &Path) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(KALLSYMS_CACHE))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    use std::os::unix::fs::MetadataExt as _;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
+    {
+        return None;
+    }
+    Some(file)
+}
+
+/// The ranges in a cache's head, if it is a cache of this format with this key.
+fn parse_head(head: &[u8], key: u64) -> Option<DirectNoauditRanges> {
+    let u64_at = |at: usize| Some(u64::from_ne_bytes(head.get(at..at + 8)?.try_into().ok()?));
+    if head.get(..8)? != KALLSYMS_CACHE_MAGIC || u64_at(8)? != key {
+        return None;
+    }
+    let mut ranges = DirectNoauditRanges::default();
+    for (i, range) in ranges.iter_mut().enumerate() {
+        *range = (u64_at(16 + 16 * i)?, u64_at(24 + 16 * i)?);
+    }
+    Some(ranges)
 }
 
 /// What the symbol table depends on: this boot (KASLR offset, built-in symbols) and the
@@ -189,17 +250,35 @@ mod tests {
         let symbols = vec![
             (0xffff_ffff_8100_0000, 0, 6),
             (0xffff_ffff_8100_0100, 6, 11),
+            (0xffff_ffff_8100_0200, 17, 28),
+            (0xffff_ffff_8100_0280, 45, 4),
         ];
         let k = Kallsyms {
-            text: "_stextcap_capable".to_owned(),
+            text: "_stextcap_capablesecurity_vm_enough_memory_mmnext".to_owned(),
             symbols,
         };
+        let ranges = k.direct_noaudit_ranges();
+        assert_eq!(
+            ranges,
+            [
+                (0xffff_ffff_8100_0100, 0xffff_ffff_8100_0200),
+                (0xffff_ffff_8100_0200, 0xffff_ffff_8100_0280),
+                (0, 0),
+            ]
+        );
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../target/kallsyms-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(super::KALLSYMS_CACHE);
         k.save_cache(&dir, 42).unwrap();
         let back = Kallsyms::from_cache(&dir, 42).expect("cache read back");
+        let head = std::fs::read(&path).unwrap();
+        assert_eq!(
+            super::parse_head(&head[..super::CACHE_HEAD_LEN], 42),
+            Some(ranges)
+        );
+        assert_eq!(super::parse_head(&head[..super::CACHE_HEAD_LEN], 43), None);
+        assert_eq!(back.direct_noaudit_ranges(), ranges);
         for ip in [0xffff_ffff_8100_0010, 0xffff_ffff_8100_0183, 0x10] {
             assert_eq!(back.symbolize(ip), k.symbolize(ip));
         }

@@ -22,8 +22,8 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, StackTraceMap},
 };
 use profiler_common::{
-    ARCH_COUNT, CapKey, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, PHASE_COUNT,
-    SYSCALL_SLOTS,
+    ARCH_COUNT, CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey, LOSS_CAP_MAP_FULL,
+    LOSS_CAP_STACK, LOSS_CGROUP_MAP_FULL, PHASE_COUNT, SYSCALL_SLOTS,
 };
 
 use crate::arch::Arch;
@@ -42,7 +42,8 @@ pub struct Collected {
     pub seccomp_loads: u32,
     /// Argument values per phase index.
     pub args: Vec<(usize, profiler_common::ArgRecord)>,
-    pub cap_checks: Vec<(CapKey, u64, Vec<u64>)>,
+    /// (key, checks, stack frames, how many of the checks were counted by depth).
+    pub cap_checks: Vec<(CapKey, u64, Vec<u64>, u64)>,
     pub out_of_range: u64,
     pub cap_map_full: u64,
     pub cap_stack_missing: u64,
@@ -77,6 +78,27 @@ pub struct Probes {
     /// Execs are judged by the file the kernel ran (tp_btf sched_process_exec with the BTF
     /// offsets to it), not by the path asked for.
     exec_by_file: bool,
+}
+
+/// The capability hook's `DIRECT_NOAUDIT` map, for another thread: until it is filled every
+/// check walks its stack.
+pub struct DirectNoauditCallers(aya::maps::Array<MapData, [u64; 2]>);
+
+impl DirectNoauditCallers {
+    /// Writes the kernel text ranges of `profiler_common::DIRECT_NOAUDIT_FUNCTIONS`;
+    /// `cap_capable` (entry 0) last, as the hook starts using the others once it is there.
+    pub fn fill(&mut self, ranges: &kallsyms::DirectNoauditRanges) {
+        // Some callers may be inlined away (cap_vm_enough_memory into
+        // security_vm_enough_memory_mm here), but not all of them.
+        if ranges[0].0 == 0 || ranges[1..].iter().all(|r| r.0 == 0) {
+            crate::timings::mark("capability checks walk: no unaudited callers in kallsyms");
+            return;
+        }
+        for (i, (start, end)) in ranges.iter().enumerate().rev() {
+            let _ = self.0.set(i as u32, [*start, *end], 0);
+        }
+        crate::timings::mark("capability hook told the unaudited callers");
+    }
 }
 
 /// An `EbpfLoader` that did not parse the kernel's BTF.
@@ -292,6 +314,10 @@ impl Probes {
                 ),
                 // Said, not swallowed: what each optional hook could not do.
                 Err(errors) if hook.point == hooks::Point::Capabilities => cap_hook_errors = errors,
+                // A speed-up only: without it every capability check walks its stack.
+                Err(errors) if hook.point == hooks::Point::Migrations => crate::timings::mark(
+                    &format!("no migration hook, checks walk: {}", errors.join("; ")),
+                ),
                 Err(errors) => optional_hook_errors.extend(errors),
             }
             if hook.point == hooks::Point::Syscalls {
@@ -308,7 +334,7 @@ impl Probes {
             && attached.contains(&hooks::Point::Fork)
             && attached.contains(&hooks::Point::CgroupMove)
         {
-            records.enable_task_cache();
+            records.enable_task_cache(attached.contains(&hooks::Point::Migrations));
         }
         Ok(Probes {
             ebpf,
@@ -419,6 +445,24 @@ impl Probes {
         Ok(())
     }
 
+    /// What lets the capability hook know most checks without walking their stacks, for a
+    /// thread that reads /proc/kallsyms meanwhile (see `profiler-ebpf/src/capabilities.rs`).
+    /// `PROFILER_CAP_WALK_EVERY_CHECK=1` leaves the map empty: every check walks its stack,
+    /// the reference the tests compare the counts with.
+    pub fn direct_noaudit_callers(&self) -> Option<DirectNoauditCallers> {
+        if std::env::var_os("PROFILER_CAP_WALK_EVERY_CHECK").is_some_and(|v| v == "1") {
+            return None;
+        }
+        let Some(aya::maps::Map::Array(data)) = self.ebpf.map("DIRECT_NOAUDIT") else {
+            return None;
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().ok()?;
+        let map = MapData::from_fd(fd).ok()?;
+        aya::maps::Array::try_from(aya::maps::Map::Array(map))
+            .ok()
+            .map(DirectNoauditCallers)
+    }
+
     /// The event ring buffer, for the caller to drain while the workload runs.
     pub fn take_events(&mut self) -> anyhow::Result<aya::maps::RingBuf<MapData>> {
         Ok(aya::maps::RingBuf::try_from(
@@ -512,8 +556,41 @@ impl Probes {
                     .take_while(|ip| *ip != 0)
                     .collect();
             }
-            c.cap_checks.push((key, count, frames));
+            c.cap_checks.push((key, count, frames, 0));
             done_checks.push(key);
+        }
+        // Checks known by their depth were counted there, charged to their depth's first
+        // stack (see profiler-ebpf/src/capabilities.rs).
+        let depths: HashMap<&MapData, CapDepthKey, CapDepthPath> = HashMap::try_from(
+            self.ebpf
+                .map("CAP_DEPTHS")
+                .context("map CAP_DEPTHS missing")?,
+        )?;
+        let mut done_depths = Vec::new();
+        for entry in depths.iter() {
+            let (key, path) = entry?;
+            let Some(c) = out.iter_mut().find(|c| c.cgroup_id == key.cgroup_id) else {
+                continue;
+            };
+            done_depths.push(key);
+            if path.counted == 0 || path.counted_stack_id < 0 {
+                continue;
+            }
+            let frames: Vec<u64> = stacks
+                .get(&(path.counted_stack_id as u32), 0)
+                .map(|st| st.frames().iter().map(|f| f.ip).collect())
+                .unwrap_or_default();
+            let check = CapKey {
+                cgroup_id: key.cgroup_id,
+                cap: key.cap,
+                flags: key.flags,
+                syscall_nr: key.syscall_nr,
+                arch: key.arch,
+                stack_id: path.counted_stack_id,
+                top_frames: [0; CAP_TOP_FRAMES],
+            };
+            let counted = u64::from(path.counted);
+            c.cap_checks.push((check, counted, frames, counted));
         }
         // Forget what was collected: a long-running `profiler serve` must not fill the maps
         // with finished containers' checks.
@@ -552,6 +629,14 @@ impl Probes {
                 .collect();
             for key in &stale {
                 let _ = paths.remove(key);
+            }
+            let mut depths: HashMap<&mut MapData, CapDepthKey, CapDepthPath> = HashMap::try_from(
+                self.ebpf
+                    .map_mut("CAP_DEPTHS")
+                    .context("map CAP_DEPTHS missing")?,
+            )?;
+            for key in &done_depths {
+                let _ = depths.remove(key);
             }
         }
 

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, bail};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use profiler_common::{
-    CgroupRecord, EPOCH_CACHE_ON, EPOCH_STEP, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS,
-    SLOT_DELETED, SLOT_FREE, record_slot,
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_STEP, PHASE_SETUP, RECORD_PROBES,
+    RECORD_SLOTS, SLOT_DELETED, SLOT_FREE, record_slot,
 };
 
 pub struct RecordTable {
@@ -82,9 +82,16 @@ impl RecordTable {
 
     /// Lets the syscall hook cache slots per task. Only once every hook that bumps the epoch
     /// (forks, cgroup moves) is attached: without them a cached slot could outlive its task.
-    pub fn enable_task_cache(&self) {
+    /// `depths`: the hook that forgets a moved task's stack depth (`sched_migrate_task`) is
+    /// attached too, so the capability hook may trust the depths.
+    pub fn enable_task_cache(&self, depths: bool) {
         if let Some(epoch) = self.epoch() {
-            epoch.fetch_or(EPOCH_CACHE_ON, Ordering::AcqRel);
+            let bits = if depths {
+                EPOCH_CACHE_ON | EPOCH_DEPTHS_ON
+            } else {
+                EPOCH_CACHE_ON
+            };
+            epoch.fetch_or(bits, Ordering::AcqRel);
             epoch.fetch_add(EPOCH_STEP, Ordering::AcqRel);
         }
     }
@@ -92,7 +99,7 @@ impl RecordTable {
     /// Stops the syscall hook's use of its cache (before the hooks that keep it right go).
     pub fn disable_task_cache(&self) {
         if let Some(epoch) = self.epoch() {
-            epoch.fetch_and(!EPOCH_CACHE_ON, Ordering::AcqRel);
+            epoch.fetch_and(!(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON), Ordering::AcqRel);
         }
     }
 

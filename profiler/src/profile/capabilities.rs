@@ -171,6 +171,7 @@ mod tests {
             audit_reason: "r".into(),
             syscall: None,
             count: 1,
+            counted_by_depth: 0,
             kernel_stack: vec![],
         };
         let p = whitelist(&[

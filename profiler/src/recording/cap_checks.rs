@@ -109,7 +109,7 @@ pub fn classify(flags: u32, stack: &[String]) -> (Audit, String) {
 
 /// Turns the kernel's aggregated keys into trace entries.
 pub fn checks_from_kernel(
-    raw: Vec<(CapKey, u64, Vec<u64>)>,
+    raw: Vec<(CapKey, u64, Vec<u64>, u64)>,
     kallsyms: Option<&Kallsyms>,
     cred_check_enabled: bool,
 ) -> Vec<CapabilityCheck> {
@@ -122,8 +122,8 @@ pub fn checks_from_kernel(
         Option<SyscallRef>,
         Vec<String>,
     );
-    let mut merged: BTreeMap<Key, (u64, u32)> = BTreeMap::new();
-    for (key, count, ips) in raw {
+    let mut merged: BTreeMap<Key, (u64, u32, u64)> = BTreeMap::new();
+    for (key, count, ips, by_depth) in raw {
         let mut stack: Vec<String> = match kallsyms {
             Some(k) => ips.iter().map(|ip| k.symbolize(*ip)).collect(),
             None => ips.iter().map(|_| UNKNOWN_FRAME.to_owned()).collect(),
@@ -165,15 +165,16 @@ pub fn checks_from_kernel(
                 syscall,
                 stack,
             ))
-            .or_insert((0, key.flags));
+            .or_insert((0, key.flags, 0));
         e.0 += count;
+        e.2 += by_depth;
     }
     merged
         .into_iter()
         .map(
             |(
                 (capability, number, granted, phase, own_credentials, syscall, kernel_stack),
-                (count, flags),
+                (count, flags, counted_by_depth),
             )| {
                 let (audit, audit_reason) = classify(flags, &kernel_stack);
                 CapabilityCheck {
@@ -186,6 +187,7 @@ pub fn checks_from_kernel(
                     audit_reason,
                     syscall,
                     count,
+                    counted_by_depth,
                     kernel_stack,
                 }
             },

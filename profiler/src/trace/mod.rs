@@ -275,8 +275,18 @@ pub struct CapabilityCheck {
     /// The syscall during which the kernel checked; `None` outside any syscall.
     pub syscall: Option<SyscallRef>,
     pub count: u64,
+    /// How many of `count` the kernel counted without walking their stack: checks of a call
+    /// path it knew by its depth below the syscall's entry, once a walk had shown
+    /// `cap_capable()` called by a function that only makes unaudited checks (such as
+    /// `security_vm_enough_memory_mm()`). `kernel_stack` is the walked one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counted_by_depth: u64,
     /// Kernel call stack, innermost first, as `function+0xoffset`.
     pub kernel_stack: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Anything the kernel side could not record. Non-zero means the trace is incomplete.
