@@ -1,7 +1,7 @@
 //! Every map of the object. Userspace finds them by name (`RECORDS`, `CAP_CHECKS`...), so the
 //! names are part of the interface; the load-time globals are in [`crate::globals`].
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
@@ -34,8 +34,13 @@ pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 #[map]
 pub(crate) static TASK_CACHE: PerCpuArray<TaskCache> = PerCpuArray::with_max_entries(1, 0);
 
+// The capability maps are not preallocated: a run fills a few hundred entries of 16384,
+// and preallocating them took 1 ms of start-up each (strace -T of BPF_MAP_CREATE, AMD
+// EPYC); an insert takes its element from the kernel's BPF allocator instead
+// (kernel/bpf/hashtab.c, `alloc_htab_elem`, bpf_mem_alloc), and inserts are rare.
 #[map]
-pub(crate) static CAP_CHECKS: HashMap<CapKey, u64> = HashMap::with_max_entries(16384, 0);
+pub(crate) static CAP_CHECKS: HashMap<CapKey, u64> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 #[map]
 pub(crate) static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
@@ -46,13 +51,14 @@ pub(crate) static CAP_STACKS: StackTrace = StackTrace::with_max_entries(8192, 0)
 /// innermost frames are equal; the stored stack is then one of the paths that begin so, and every
 /// `CAP_REWALK_EVERY`th check walks again (`crate::capabilities`).
 #[map]
-pub(crate) static CAP_PATHS: HashMap<CapKey, CapPath> = HashMap::with_max_entries(16384, 0);
+pub(crate) static CAP_PATHS: HashMap<CapKey, CapPath> =
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// Capability checks known by their depth below `sys_enter`, counted here without a walk
 /// once the depth's first walk showed an unaudited direct caller (`crate::capabilities`).
 #[map]
 pub(crate) static CAP_DEPTHS: HashMap<CapDepthKey, CapDepthPath> =
-    HashMap::with_max_entries(16384, 0);
+    HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// Kernel text ranges `[start, end)` of `profiler_common::DIRECT_NOAUDIT_FUNCTIONS`, entry
 /// `i` for function `i`; userspace writes them once it has read /proc/kallsyms (all zero

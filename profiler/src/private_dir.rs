@@ -52,6 +52,42 @@ pub fn runtime_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// A cache file `name` in `dir` (the runtime folder, or a test's): trusted only as a regular
+/// file of this user's that nobody else can write, opened without following a link. A
+/// planted cache would choose what profiler believes about the kernel.
+pub fn open_cache_file(dir: &Path, name: &str) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(name))
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
+    {
+        return None;
+    }
+    Some(file)
+}
+
+/// Replaces the cache file `name` in `dir`: written whole under a new name (created
+/// exclusively, mode 0600, never through a link) and renamed over the old one, so a reader
+/// sees the old file or the new one, never half of one.
+pub fn write_cache_file(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?
+        .write_all(bytes)?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
 /// A folder only the current user can use, removed with everything in it on drop.
 pub struct PrivateDir {
     path: PathBuf,

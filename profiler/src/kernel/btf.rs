@@ -20,10 +20,13 @@ const STRUCTS: &[&str] = &[
     "super_block",
 ];
 
+/// The kernel's own BTF.
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 fn vmlinux_btf() -> Option<btf_rs::Btf> {
     // The mmap backend reads only what the lookup needs (the cached one parses all of
     // vmlinux BTF first, most of profiler's start-up: BENCHMARKS.md, M8).
-    btf_rs::Btf::from_file_with_backend("/sys/kernel/btf/vmlinux", btf_rs::Backend::Mmap).ok()
+    btf_rs::Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap).ok()
 }
 
 /// The kernel's BTF, opened with the mmap backend, and the ids of the named types profiler
@@ -91,7 +94,7 @@ fn btf_type_extra(kind: u32, vlen: usize) -> Option<usize> {
 impl KernelBtf {
     fn open(wanted: &[(&str, u32)]) -> Option<KernelBtf> {
         let btf = vmlinux_btf()?;
-        let raw = MappedFile::open("/sys/kernel/btf/vmlinux")?;
+        let raw = MappedFile::open(VMLINUX_BTF)?;
         let ids = Self::scan(raw.bytes(), wanted).unwrap_or_else(|| {
             // Said, not swallowed: the programs then do without the offsets (slower, fewer
             // facts), and the trace says which hooks were used.
@@ -185,7 +188,7 @@ fn member_offsets<const N: usize>(
 
 /// Byte offsets into kernel structures the programs read through BTF pointers (aya has no
 /// CO-RE for Rust programs). 0 means unknown: the program then does without.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KernelOffsets {
     /// `task_struct.real_cred`.
     pub real_cred: u32,
@@ -254,8 +257,81 @@ pub fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {
     Btf::parse(&blob, aya::Endianness::default()).ok()
 }
 
+/// Where [`KernelOffsets`] are kept between runs, in profiler's runtime folder: finding them
+/// takes a pass over all of the kernel's BTF, some 8 ms of every start-up (AMD EPYC,
+/// `PROFILER_TIMINGS`), for values that change only with the kernel (a reboot) or with
+/// profiler's own build.
+const OFFSETS_CACHE: &str = "kernel-offsets.json";
+
+/// What the cached offsets depend on: this boot, the kernel's BTF, and this very build of
+/// profiler (the types and members it asks for).
+fn offsets_cache_key() -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    use std::os::unix::fs::MetadataExt as _;
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let btf = std::fs::metadata(VMLINUX_BTF).ok()?;
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    let mut h = std::hash::DefaultHasher::new();
+    boot_id.hash(&mut h);
+    btf.len().hash(&mut h);
+    (
+        exe.dev(),
+        exe.ino(),
+        exe.len(),
+        exe.mtime(),
+        exe.mtime_nsec(),
+        exe.ctime(),
+    )
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// The cache file's content (the offsets are read back into [`CachedOffsets`]).
+#[derive(serde::Serialize)]
+struct CachedOffsetsRef<'a> {
+    key: u64,
+    offsets: &'a KernelOffsets,
+}
+
+#[derive(serde::Deserialize)]
+struct CachedOffsets {
+    key: u64,
+    offsets: KernelOffsets,
+}
+
 impl KernelOffsets {
+    /// The offsets, from this boot's cache when this build made it; else from the kernel's
+    /// BTF (and then cached).
     pub fn read() -> KernelOffsets {
+        let key = offsets_cache_key();
+        let dir = crate::private_dir::runtime_dir().ok();
+        if let (Some(key), Some(dir)) = (key, &dir)
+            && let Some(offsets) = Self::from_cache(dir, key)
+        {
+            return offsets;
+        }
+        let offsets = Self::from_btf();
+        if let (Some(key), Some(dir)) = (key, &dir)
+            && offsets.real_cred != 0
+        {
+            // Best effort: without a cache the next run reads the BTF again.
+            let _ = Self::save_cache(&offsets, dir, key);
+        }
+        offsets
+    }
+
+    fn from_cache(dir: &std::path::Path, key: u64) -> Option<KernelOffsets> {
+        let file = crate::private_dir::open_cache_file(dir, OFFSETS_CACHE)?;
+        let cached: CachedOffsets = serde_json::from_reader(std::io::BufReader::new(file)).ok()?;
+        (cached.key == key).then_some(cached.offsets)
+    }
+
+    fn save_cache(offsets: &KernelOffsets, dir: &std::path::Path, key: u64) -> anyhow::Result<()> {
+        let cached = CachedOffsetsRef { key, offsets };
+        crate::private_dir::write_cache_file(dir, OFFSETS_CACHE, &serde_json::to_vec(&cached)?)
+    }
+
+    fn from_btf() -> KernelOffsets {
         let targets = hooks::btf_targets();
         let wanted: Vec<(&str, u32)> = STRUCTS
             .iter()
@@ -332,6 +408,37 @@ impl KernelOffsets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offsets read back from the cache are the ones read from the BTF; a cache of another
+    /// key, or one others could have written, is not used.
+    #[test]
+    fn offsets_cache_round_trip_and_rejection() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: the private folder needs root");
+            return;
+        }
+        let offsets = KernelOffsets::from_btf();
+        if offsets.real_cred == 0 {
+            eprintln!("skipped: no /sys/kernel/btf/vmlinux on this kernel");
+            return;
+        }
+        let dir = crate::private_dir::PrivateDir::create("offsets-test").unwrap();
+        KernelOffsets::save_cache(&offsets, dir.path(), 7).unwrap();
+        assert_eq!(KernelOffsets::from_cache(dir.path(), 7), Some(offsets));
+        assert_eq!(
+            KernelOffsets::from_cache(dir.path(), 8),
+            None,
+            "other key accepted"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.path().join(OFFSETS_CACHE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert_eq!(
+            KernelOffsets::from_cache(dir.path(), 7),
+            None,
+            "a cache others can write accepted"
+        );
+    }
 
     /// The one-pass scan finds the same ids as btf-rs's own lookup by name, on this kernel.
     #[test]

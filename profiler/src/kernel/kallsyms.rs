@@ -1,7 +1,5 @@
 //! /proc/kallsyms, for symbolising the kernel stacks of capability checks, with a per-boot
 //! cache in profiler's runtime folder.
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -121,18 +119,8 @@ impl Kallsyms {
             bytes.extend_from_slice(&len.to_ne_bytes());
         }
         bytes.extend_from_slice(self.text.as_bytes());
-        // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses;
-        // created exclusively, never through a link.
-        let tmp = dir.join(format!(".kallsyms.cache.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?
-            .write_all(&bytes)?;
-        std::fs::rename(&tmp, dir.join(KALLSYMS_CACHE))?;
+        // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses.
+        crate::private_dir::write_cache_file(dir, KALLSYMS_CACHE, &bytes)?;
         Ok(())
     }
 
@@ -191,22 +179,9 @@ impl Kallsyms {
     }
 }
 
-/// The cache in `dir`, a folder only this user can write: trusted only as a regular file of
-/// this user's that nobody else can write (a planted cache would choose what the kernel
-/// stacks say, and so which checks count as unaudited), opened without following a link.
+/// The cache in `dir` ([`crate::private_dir::open_cache_file`]).
 fn open_cache(dir: &Path) -> Option<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dir.join(KALLSYMS_CACHE))
-        .ok()?;
-    let meta = file.metadata().ok()?;
-    use std::os::unix::fs::MetadataExt as _;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
-    {
-        return None;
-    }
-    Some(file)
+    crate::private_dir::open_cache_file(dir, KALLSYMS_CACHE)
 }
 
 /// The ranges in a cache's head, if it is a cache of this format with this key.
