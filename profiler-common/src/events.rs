@@ -22,7 +22,8 @@ pub const EVENT_WRITE: u32 = 3;
 pub const EVENT_CHDIR: u32 = 4;
 /// fchdir: args[0] = fd.
 pub const EVENT_FCHDIR: u32 = 5;
-/// A new process: args[0] = parent tgid, args[1] = child tgid.
+/// A new process: args[0] = parent tgid, args[1] = child tgid, args[2] = the child's
+/// `task_struct.start_boottime` in ns, 0 when unknown.
 pub const EVENT_FORK: u32 = 6;
 /// bind/connect: args[0] = fd, args[1] = address length; `data` = the sockaddr bytes.
 pub const EVENT_BIND: u32 = 7;

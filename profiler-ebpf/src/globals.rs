@@ -45,6 +45,10 @@ pub(crate) static ENFORCE: u32 = 0;
 pub(crate) static TASK_PID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static TASK_TGID_OFFSET: u32 = 0;
+/// Byte offset of `task_struct.start_boottime` (from BTF at load time), for the fork
+/// event; 0: unknown (never the first member).
+#[unsafe(no_mangle)]
+pub(crate) static TASK_START_BOOTTIME_OFFSET: u32 = 0;
 
 /// Byte offset of `io_kiocb.opcode` (from BTF at load time); 0: unknown (never the first
 /// member), no io_uring operations recorded.

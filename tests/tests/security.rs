@@ -715,37 +715,58 @@ privileged_test!(
     }
 );
 
+/// Runs `script(other cgroup)` under `record` and checks that the process it moves out of
+/// its recording cgroup is seen leaving, moved back, reported as lost data (exit 3), and
+/// leaves nothing running in the cgroup it went to.
+fn leaving_process_is_brought_back(tag: &str, script: impl Fn(&std::path::Path) -> String) {
+    let elsewhere = cgroup2_root().join(format!("profiler-{tag}-{}", std::process::id()));
+    std::fs::create_dir(&elsewhere).unwrap();
+    let dir = TempDir::new(&format!("sec-{tag}"));
+    let o = profiler()
+        .args(["record", "-q", "--out"])
+        .arg(dir.join("p"))
+        .args(["--", "/bin/sh", "-c", &script(&elsewhere)])
+        .output()
+        .unwrap();
+    let left = std::fs::read_to_string(elsewhere.join("cgroup.procs")).unwrap();
+    let removed = std::fs::remove_dir(&elsewhere);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("moved itself into cgroup"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        left, "",
+        "processes of the workload stayed in the other cgroup"
+    );
+    assert!(removed.is_ok());
+}
+
 privileged_test!(
-    /// A workload that moves itself out of its recording cgroup (writes its pid into another
-    /// cgroup's cgroup.procs) is seen leaving, moved back, reported as lost data (exit 3), and
-    /// leaves nothing running in the cgroup it went to.
+    /// The workload's first process moves itself out of its recording cgroup (writes its pid
+    /// into another cgroup's cgroup.procs).
     fn a_workload_leaving_its_cgroup_is_brought_back_and_reported() {
-        let elsewhere = cgroup2_root().join(format!("profiler-escape-{}", std::process::id()));
-        std::fs::create_dir(&elsewhere).unwrap();
-        let dir = TempDir::new("sec-escape");
-        let script = format!(
-            "echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left",
-            elsewhere.display()
-        );
-        let o = profiler()
-            .args(["record", "-q", "--out"])
-            .arg(dir.join("p"))
-            .args(["--", "/bin/sh", "-c", &script])
-            .output()
-            .unwrap();
-        let left = std::fs::read_to_string(elsewhere.join("cgroup.procs")).unwrap();
-        let removed = std::fs::remove_dir(&elsewhere);
-        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-        assert!(
-            stderr(&o).contains("moved itself into cgroup"),
-            "{}",
-            stderr(&o)
-        );
-        assert_eq!(
-            left, "",
-            "processes of the workload stayed in the other cgroup"
-        );
-        assert!(removed.is_ok());
+        leaving_process_is_brought_back("escape", |elsewhere| {
+            format!(
+                "echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left",
+                elsewhere.display()
+            )
+        });
+    }
+);
+
+privileged_test!(
+    /// A process the workload forked moves itself out: profiler knows it by the start time
+    /// the kernel's fork event gave (not read from /proc), which must name the same process
+    /// /proc names when it leaves.
+    fn a_forked_process_leaving_its_cgroup_is_brought_back_and_reported() {
+        leaving_process_is_brought_back("escape-child", |elsewhere| {
+            format!(
+                "/bin/sh -c 'sleep 0.2; echo $$ > {}/cgroup.procs; sleep 0.5; sleep 30 & echo left'; sleep 0.1",
+                elsewhere.display()
+            )
+        });
     }
 );
 

@@ -14,7 +14,9 @@ use profiler_common::{
 use crate::{
     enforce::enforcing,
     events::emit,
-    globals::{ENFORCE, EXEC_FILE_PATH, TASK_PID_OFFSET, TASK_TGID_OFFSET},
+    globals::{
+        ENFORCE, EXEC_FILE_PATH, TASK_PID_OFFSET, TASK_START_BOOTTIME_OFFSET, TASK_TGID_OFFSET,
+    },
     maps::{ALLOWED_INODES, EXEC_VERDICT},
     record::{bump_epoch, current_cgroup_id, find_record},
 };
@@ -173,6 +175,23 @@ pub fn sched_process_fork_btf(ctx: BtfTracePointContext) -> i32 {
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u64;
     let phase = unsafe { (*record).phase } as usize;
-    emit(EVENT_FORK, phase, [parent, tgid as u64, 0, 0], 0, 0, 0);
+    // When the child started, as /proc/PID/stat gives it (fs/proc/array.c: field 22 is
+    // `start_boottime`, set in copy_process() before this tracepoint): with the pid, what
+    // names the process for good; userspace need not read /proc for it. A scalar field:
+    // no BTF name search in the verifier.
+    let start_off = unsafe { core::ptr::read_volatile(&TASK_START_BOOTTIME_OFFSET) } as usize;
+    let started = if start_off == 0 {
+        0
+    } else {
+        unsafe { *(child.add(start_off) as *const u64) }
+    };
+    emit(
+        EVENT_FORK,
+        phase,
+        [parent, tgid as u64, started, 0],
+        0,
+        0,
+        0,
+    );
     0
 }

@@ -197,6 +197,9 @@ pub struct KernelOffsets {
     /// `task_struct.pid` and `task_struct.tgid`.
     pub pid: u32,
     pub tgid: u32,
+    /// `task_struct.start_boottime`.
+    #[serde(default)]
+    pub start_boottime: u32,
     /// `cgroup.level`.
     pub cgroup_level: u32,
     /// `cgroup.root`: which hierarchy a cgroup is in.
@@ -341,10 +344,10 @@ impl KernelOffsets {
         let Some(btf) = KernelBtf::open(&wanted) else {
             return KernelOffsets::default();
         };
-        let [cgroups, pid, tgid, real_cred] = member_offsets(
+        let [cgroups, pid, tgid, real_cred, start_boottime] = member_offsets(
             &btf,
             "task_struct",
-            &["cgroups", "pid", "tgid", "real_cred"],
+            &["cgroups", "pid", "tgid", "real_cred", "start_boottime"],
         );
         let [cgroup_kn, cgroup_level, cgroup_root] =
             member_offsets(&btf, "cgroup", &["kn", "level", "root"]);
@@ -378,6 +381,7 @@ impl KernelOffsets {
             cgroup_id_path: cgroup_id_path.unwrap_or([0; 4]),
             pid,
             tgid,
+            start_boottime: start_boottime.unwrap_or(0),
             cgroup_level: cgroup_level.unwrap_or(0),
             cgroup_root: cgroup_root.unwrap_or(0),
             kn_parent,

@@ -216,6 +216,7 @@ impl Probes {
             cgroup_id_path,
             pid: pid_off,
             tgid: tgid_off,
+            start_boottime,
             cgroup_level,
             cgroup_root,
             kn_parent,
@@ -260,6 +261,7 @@ impl Probes {
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
+            .override_global("TASK_START_BOOTTIME_OFFSET", &start_boottime, true)
             // aya-log-ebpf's own global (aya-log-ebpf 0.2.0, `macro_support::AYA_LOG_LEVEL`).
             .override_global("AYA_LOG_LEVEL", &log_level, true)
             .load(EBPF_OBJECT)

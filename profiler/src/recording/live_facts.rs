@@ -182,7 +182,11 @@ impl LiveFacts {
             self.pids.entry(e.pid).or_insert_with(|| start_time(e.pid));
             if e.kind == EVENT_FORK {
                 let child = e.args[1] as u32;
-                self.pids.entry(child).or_insert_with(|| start_time(child));
+                // The kernel said when the child started; /proc only where it could not.
+                let started = start_time_of_boottime(e.args[2]);
+                self.pids
+                    .entry(child)
+                    .or_insert_with(|| started.or_else(|| start_time(child)));
             }
             if Some(e.cgroup_id) == self.ignored {
                 continue;
@@ -604,6 +608,20 @@ pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A task's `start_boottime` (ns; the fork event carries it, 0 when unknown) in the unit of
+/// [`start_time`]: clock ticks, as fs/proc/array.c converts it (`nsec_to_clock_t`).
+fn start_time_of_boottime(ns: u64) -> Option<u64> {
+    static TICK_NS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let tick_ns = (*TICK_NS.get_or_init(|| {
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        u64::try_from(hz)
+            .ok()
+            .filter(|hz| *hz > 0 && 1_000_000_000 % hz == 0)
+            .map(|hz| 1_000_000_000 / hz)
+    }))?;
+    (ns != 0).then(|| ns / tick_ns)
 }
 
 /// The `Groups:` line of /proc/PID/status (fs/proc/array.c, task_state()).
