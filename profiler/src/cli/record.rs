@@ -375,6 +375,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             traces.push(make_trace(c, path, true));
         }
     }
+    // What the next recording need not hash again.
+    directories.save_identified();
     // A container whose runtime never got to exec the entrypoint (bad command, failed
     // mount...) did nothing a profile could describe.
     let (started_traces, failed): (Vec<Trace>, Vec<Trace>) = traces.into_iter().partition(|t| {

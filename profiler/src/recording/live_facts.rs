@@ -22,6 +22,7 @@ use profiler_common::{EVENT_CGROUP_ATTACH, EVENT_EXEC_OK, EVENT_FORK, EVENT_WRIT
 
 use crate::recording::elf_imports;
 use crate::recording::files::open_regular;
+use crate::recording::identified::Identified;
 use crate::recording::image_events::Builder;
 use crate::trace::image::{DirectoryFacts, ExecutableFile, Imports};
 
@@ -51,8 +52,9 @@ pub struct LiveFacts {
     groups: HashMap<u64, BTreeSet<u32>>,
     /// The files each cgroup's programs were executed from, by their path in its root.
     executables: HashMap<u64, BTreeMap<String, ExecutableFile>>,
-    /// Files already read, by (dev, inode): a program run a thousand times is hashed once.
-    hashed: HashMap<(u64, u64), ExecutableFile>,
+    /// Files already read: a program run a thousand times is hashed once, and one unchanged
+    /// since an earlier recording not at all.
+    hashed: Identified,
     /// Import tables (see `elf_imports`), each object read once.
     import_reader: elf_imports::ImportReader,
     /// The imports of each executable already analysed, by (dev, inode).
@@ -83,7 +85,7 @@ impl LiveFacts {
             misses: HashMap::new(),
             groups: HashMap::new(),
             executables: HashMap::new(),
-            hashed: HashMap::new(),
+            hashed: Identified::default(),
             import_reader: elf_imports::ImportReader::default(),
             imports: HashMap::new(),
             pids: HashMap::new(),
@@ -362,6 +364,12 @@ impl LiveFacts {
         self.executables.get(&cgroup).cloned().unwrap_or_default()
     }
 
+    /// Keeps the executables identified in this recording for the next ones (see
+    /// [`Identified`]).
+    pub fn save_identified(&mut self) {
+        self.hashed.save();
+    }
+
     /// The supplementary groups `cgroup`'s programs ran with (their primary group aside).
     pub fn groups(&self, cgroup: u64) -> BTreeSet<u32> {
         self.groups.get(&cgroup).cloned().unwrap_or_default()
@@ -418,7 +426,7 @@ impl LiveFacts {
 fn executed_file(
     pid: u32,
     expected: Option<[u64; 2]>,
-    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
+    hashed: &mut Identified,
 ) -> Option<(String, ExecutableFile)> {
     use std::os::unix::fs::MetadataExt as _;
     let link = format!("/proc/{pid}/exe");
@@ -450,10 +458,7 @@ const HASH_BUFFER: usize = 256 * 1024;
 
 /// Identity, hash and ELF facts of an open file, once per (dev, inode). Only regular files
 /// are read.
-fn identify(
-    mut file: std::fs::File,
-    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
-) -> Option<ExecutableFile> {
+fn identify(mut file: std::fs::File, hashed: &mut Identified) -> Option<ExecutableFile> {
     use sha2::Digest as _;
     use std::io::Read as _;
     use std::os::unix::fs::MetadataExt as _;
@@ -461,8 +466,8 @@ fn identify(
     if !meta.is_file() {
         return None;
     }
-    if let Some(known) = hashed.get(&(meta.dev(), meta.ino())) {
-        return Some(known.clone());
+    if let Some(known) = hashed.get(&meta) {
+        return Some(known);
     }
     // Streamed through one small buffer: the file is read once for the hash and its ELF
     // headers are read again on their own. cc1 alone is 33 MB; collecting the file in memory
@@ -504,17 +509,13 @@ fn identify(
         sha256,
         ..elf
     };
-    hashed.insert((meta.dev(), meta.ino()), facts.clone());
+    hashed.insert(&meta, facts.clone());
     Some(facts)
 }
 
 /// The file at `path` inside process `pid`'s root (openat2 RESOLVE_IN_ROOT: a link the
 /// workload planted resolves inside its root, never on the host).
-fn file_in_root(
-    pid: u32,
-    path: &str,
-    hashed: &mut HashMap<(u64, u64), ExecutableFile>,
-) -> Option<(String, ExecutableFile)> {
+fn file_in_root(pid: u32, path: &str, hashed: &mut Identified) -> Option<(String, ExecutableFile)> {
     let root = nix::fcntl::open(
         format!("/proc/{pid}/root").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

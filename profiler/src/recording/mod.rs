@@ -8,6 +8,7 @@ pub mod compose;
 pub mod containers;
 pub mod elf_imports;
 pub mod files;
+pub mod identified;
 pub mod image_events;
 pub mod ld_cache;
 pub mod live_facts;

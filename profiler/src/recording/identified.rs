@@ -1,0 +1,171 @@
+//! Executables already identified (SHA-256 and ELF facts, `live_facts::identify`): this
+//! run's by (dev, inode), and earlier runs' by the file's whole stamp, kept between runs in
+//! profiler's runtime folder.
+//!
+//! Hashing is most of what profiler does while a build runs: cc1 alone is 33 MB, and the
+//! SHA-256 of a `make -j2` of 201 files' programs, with the reads, took some 30 ms of
+//! profiler's CPU in every recording (perf, AMD EPYC), for files that had not changed since
+//! the last one.
+//!
+//! A stamp is (device, inode, size, mtime, ctime), all to the nanosecond. Only the kernel
+//! sets ctime, to the current time, on every change of content or metadata, and since
+//! Linux 6.6 a change after a `stat` gets a fresh fine-grained timestamp (multigrain
+//! timestamps, fs/inode.c `inode_set_ctime_current`), so a file rewritten after profiler
+//! looked has another stamp. The cache lives in the root-only runtime folder and is read
+//! only as root's own file that nobody else can write ([`crate::private_dir`]).
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt as _;
+
+use crate::trace::image::ExecutableFile;
+
+/// The cache file in the runtime folder.
+const CACHE: &str = "executables.json";
+/// Entries kept: this run's first, then earlier ones, up to this many (a few hundred bytes
+/// each; the file is read once per recording, at its first exec).
+const MAX_ENTRIES: usize = 512;
+
+/// What names one version of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheFile {
+    entries: Vec<(Stamp, ExecutableFile)>,
+}
+
+#[derive(Default)]
+pub struct Identified {
+    /// This run's, by (dev, inode): a program run a thousand times is hashed once.
+    run: HashMap<(u64, u64), ExecutableFile>,
+    /// This run's, by stamp, to keep for the next runs.
+    stamped: HashMap<Stamp, ExecutableFile>,
+    /// Earlier runs', read at the first file this run did not know yet.
+    earlier: Option<HashMap<Stamp, ExecutableFile>>,
+}
+
+impl Identified {
+    /// What is known of the file `meta` describes: from this run, else from an earlier one
+    /// (for the very same stamp).
+    pub fn get(&mut self, meta: &std::fs::Metadata) -> Option<ExecutableFile> {
+        if let Some(known) = self.run.get(&(meta.dev(), meta.ino())) {
+            return Some(known.clone());
+        }
+        let stamp = Stamp::of(meta);
+        let known = self
+            .earlier
+            .get_or_insert_with(read_cache)
+            .get(&stamp)?
+            .clone();
+        self.insert(meta, known.clone());
+        Some(known)
+    }
+
+    pub fn insert(&mut self, meta: &std::fs::Metadata, facts: ExecutableFile) {
+        self.stamped.insert(Stamp::of(meta), facts.clone());
+        self.run.insert((meta.dev(), meta.ino()), facts);
+    }
+
+    /// Keeps this run's files (and as many earlier ones as fit) for the next runs. Best
+    /// effort: without the cache the next run hashes again.
+    pub fn save(&mut self) {
+        if self.stamped.is_empty() {
+            return;
+        }
+        let Ok(dir) = crate::private_dir::runtime_dir() else {
+            return;
+        };
+        let earlier = self.earlier.take().unwrap_or_else(read_cache);
+        let mut entries: Vec<(Stamp, ExecutableFile)> = self.stamped.drain().collect();
+        let older: Vec<(Stamp, ExecutableFile)> = earlier
+            .into_iter()
+            .filter(|(s, _)| !entries.iter().any(|(t, _)| t == s))
+            .collect();
+        entries.extend(older);
+        entries.truncate(MAX_ENTRIES);
+        if let Ok(bytes) = serde_json::to_vec(&CacheFile { entries }) {
+            let _ = crate::private_dir::write_cache_file(&dir, CACHE, &bytes);
+        }
+    }
+}
+
+fn read_cache() -> HashMap<Stamp, ExecutableFile> {
+    let Ok(dir) = crate::private_dir::runtime_dir() else {
+        return HashMap::new();
+    };
+    crate::private_dir::open_cache_file(&dir, CACHE)
+        .and_then(|f| serde_json::from_reader::<_, CacheFile>(std::io::BufReader::new(f)).ok())
+        .map(|c| c.entries.into_iter().collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file rewritten with content of the same size, its mtime set back, is not taken for
+    /// the version an earlier run hashed: its ctime moved.
+    #[test]
+    fn a_rewritten_file_is_not_known_from_an_earlier_run() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: the private folder needs root");
+            return;
+        }
+        let dir = crate::private_dir::PrivateDir::create("identified-test").unwrap();
+        let path = dir.write("prog", b"version one").unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        let facts = ExecutableFile {
+            sha256: "one".into(),
+            ..Default::default()
+        };
+        let mut earlier = Identified::default();
+        earlier.insert(&before, facts.clone());
+        let remembered: HashMap<Stamp, ExecutableFile> = earlier.stamped.drain().collect();
+
+        let mut same = Identified {
+            earlier: Some(remembered.clone()),
+            ..Default::default()
+        };
+        assert_eq!(same.get(&before), Some(facts));
+
+        std::fs::write(&path, b"version two").unwrap();
+        let mtime = std::fs::FileTimes::new().set_modified(before.modified().unwrap());
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(mtime)
+            .unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (after.len(), after.mtime(), after.mtime_nsec()),
+            (before.len(), before.mtime(), before.mtime_nsec())
+        );
+        let mut rewritten = Identified {
+            earlier: Some(remembered),
+            ..Default::default()
+        };
+        assert_eq!(
+            rewritten.get(&after),
+            None,
+            "the old hash was taken for new content"
+        );
+    }
+}
