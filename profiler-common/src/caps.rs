@@ -29,7 +29,7 @@ pub struct CapKey {
     pub arch: u32,
     /// Id in the kernel stack-trace map, or negative when the stack could not be taken.
     pub stack_id: i32,
-    /// The innermost frames (return addresses; the probe's own two come first), also the
+    /// The innermost frames (return addresses; the tracepoint machinery's come first), also the
     /// identity of the call path: checks with the same frames share one walk of the whole
     /// stack. When the stack map could not take the stack, these still show who asked.
     pub top_frames: [u64; CAP_TOP_FRAMES],
@@ -59,16 +59,18 @@ pub struct CapDepthKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CapDepthPath {
-    /// The stack its last walk gave, or [`CAP_DEPTH_NOT_ENOUGH`].
+    /// [`CAP_DEPTH_NOT_ENOUGH`] once a check of this depth was not a direct unaudited one;
+    /// else the first walk's stack.
     pub stack_id: i32,
     /// Checks of this depth seen (the walks' schedule).
     pub hits: u32,
-    /// Checks counted here rather than in `CAP_CHECKS` (those not walked), all of them with
-    /// the stack of [`CapDepthPath::counted_stack_id`].
-    pub counted: u32,
     /// The stack the `counted` checks are charged to: the first walk's (every sampled walk
     /// since showed the same kind of caller, see `DIRECT_NOAUDIT_FUNCTIONS`).
     pub counted_stack_id: i32,
+    pub _pad: u32,
+    /// Checks counted here rather than in `CAP_CHECKS` (those not walked), all of them with
+    /// the stack of [`CapDepthPath::counted_stack_id`].
+    pub counted: u64,
 }
 
 /// [`CapDepthPath::stack_id`] of a depth whose checks are not all direct unaudited ones:
@@ -81,19 +83,20 @@ unsafe impl aya::Pod for CapDepthKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CapDepthPath {}
 const _: () = assert!(core::mem::size_of::<CapDepthKey>() == 32);
-const _: () = assert!(core::mem::size_of::<CapDepthPath>() == 16);
+const _: () = assert!(core::mem::size_of::<CapDepthPath>() == 24);
 
-/// How many innermost frames [`CapKey::top_frames`] holds: the probe's program and
-/// bpf_trace_run, then cap_capable and five callers, deep enough to reach the function that
+/// How many innermost frames [`CapKey::top_frames`] holds: the tracepoint machinery
+/// (bpf_trace_run...; the probe's own call site is skipped), then cap_capable and its callers, deep enough to reach the function that
 /// decides whether the check is audited (ns_capable_noaudit, security_vm_enough_memory_mm...).
 pub const CAP_TOP_FRAMES: usize = 8;
 
 /// Kernel functions whose text ranges userspace writes into the `DIRECT_NOAUDIT` map (entry
 /// `i` for function `i`, `[start, end)` from /proc/kallsyms; zero until known). The first is
 /// `cap_capable()` itself; the others call it directly, with CAP_OPT_NOAUDIT, and for nothing
-/// else (security/commoncap.c `cap_vm_enough_memory()`, inlined here into
-/// security/security.c `security_vm_enough_memory_mm()`): the check every mmap, brk and exec
-/// makes, most of all checks a workload causes. A check whose stack shows cap_capable called
+/// else (security/commoncap.c `cap_vm_enough_memory()`, reached from security/security.c
+/// `security_vm_enough_memory_mm()`, which is the frame the stacks on this project's kernels
+/// show above cap_capable): the check every mmap, brk and exec makes, most of all checks a
+/// workload causes. A check whose stack shows cap_capable called
 /// from one of these is unaudited whatever else the stack holds, so the probe may count
 /// further checks of the same call path without walking the stack again (see
 /// `profiler-ebpf/src/capabilities.rs`).

@@ -184,11 +184,14 @@ pub struct TaskCacheEntry {
     pub epoch: u64,
     pub slot: u32,
     /// For a recorded task: how deep in its kernel stack `sys_enter` ran at its last syscall
-    /// on this CPU (bytes from the register frame down to the program's context), 0 when
-    /// unknown. Each syscall starts its kernel stack at a random offset
-    /// (`CONFIG_RANDOMIZE_KSTACK_OFFSET`, include/linux/randomize_kstack.h, up to 1023
-    /// bytes), the same for everything in that syscall: a capability check's depth less this
-    /// one is the depth of its own call path, whatever the offset was.
+    /// on this CPU (bytes from the register frame down to the program's context, the low 16
+    /// bits) and that syscall's number (its low 16 bits, above), 0 when unknown. Each syscall
+    /// starts its kernel stack at a random offset (`CONFIG_RANDOMIZE_KSTACK_OFFSET`,
+    /// include/linux/randomize_kstack.h, up to 1023 bytes), the same for everything in that
+    /// syscall: a capability check's depth less this one is the depth of its own call path,
+    /// whatever the offset was. The number tells a later syscall that never reached
+    /// `sys_enter` (seccomp or ptrace stopped it first, kernel/entry/syscall-common.c
+    /// `syscall_trace_enter`) from the one the depth was taken in, in most cases.
     pub enter_depth: u32,
 }
 

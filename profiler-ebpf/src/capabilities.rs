@@ -20,6 +20,7 @@
 //!   a whole walk), they name the path ([`crate::maps::CAP_PATHS`]).
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
     programs::tracing::StackIdContext,
 };
@@ -119,7 +120,7 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
     let mut by_depth = ByDepth::Unknown;
     if syscall_nr >= 0
         && syscall_frame
-        && let Some(depth) = path_depth(ctx, regs)
+        && let Some(depth) = path_depth(ctx, regs, syscall_nr)
     {
         let depth_key = CapDepthKey {
             cgroup_id,
@@ -163,8 +164,8 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
 /// tracepoint's argument array on the kernel stack, so the syscall's random stack offset
 /// cancels out.
 #[inline(always)]
-fn path_depth<C: EbpfContext>(ctx: &C, regs: *const u8) -> Option<u64> {
-    let enter = enter_depth(regs as u64)?;
+fn path_depth<C: EbpfContext>(ctx: &C, regs: *const u8, nr: i64) -> Option<u64> {
+    let enter = enter_depth(regs as u64, nr)?;
     let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
     let path = depth.checked_sub(enter)?;
     (path != 0 && path < MAX_PATH_DEPTH).then_some(path)
@@ -194,7 +195,7 @@ fn count_by_depth<C: StackIdContext + EbpfContext>(
             hits % CAP_REWALK_EVERY == 0
         };
         if !due {
-            unsafe { (*path).counted = (*path).counted.wrapping_add(1) };
+            unsafe { (*path).counted += 1 };
             return ByDepth::Counted;
         }
         // A sample: is this check, too, cap_capable called directly by an unaudited caller?
@@ -202,23 +203,24 @@ fn count_by_depth<C: StackIdContext + EbpfContext>(
             unsafe { (*path).stack_id = CAP_DEPTH_NOT_ENOUGH };
             return ByDepth::Unknown;
         }
-        let id = walk_stack(ctx);
-        if id >= 0 {
-            unsafe { (*path).stack_id = id };
-        }
-        return ByDepth::Walked(id);
+        // The depth's stack stays the first walk's: another CPU may have just ended the
+        // depth, and that must win.
+        return ByDepth::Walked(walk_stack(ctx));
     }
     if !take_top_frames(ctx, top) {
         return ByDepth::Unknown;
     }
     if !direct_noaudit(top) {
+        // BPF_ANY: this overrides a direct entry another CPU made meanwhile (its counted
+        // checks stay counted: a first entry has none yet).
         let _ = CAP_DEPTHS.insert(
             *key,
             CapDepthPath {
                 stack_id: CAP_DEPTH_NOT_ENOUGH,
                 hits: 1,
-                counted: 0,
                 counted_stack_id: -1,
+                _pad: 0,
+                counted: 0,
             },
             0,
         );
@@ -229,10 +231,13 @@ fn count_by_depth<C: StackIdContext + EbpfContext>(
         let path = CapDepthPath {
             stack_id: id,
             hits: 1,
-            counted: 0,
             counted_stack_id: id,
+            _pad: 0,
+            counted: 0,
         };
-        let _ = CAP_DEPTHS.insert(*key, path, 0);
+        // BPF_NOEXIST: never over an entry another CPU made meanwhile (it may have ended
+        // the depth, or counted checks already).
+        let _ = CAP_DEPTHS.insert(*key, path, BPF_NOEXIST as u64);
     }
     ByDepth::Walked(id)
 }
@@ -258,13 +263,16 @@ fn direct_noaudit(top: &TopFrames) -> bool {
 #[inline(always)]
 fn take_top_frames<C: EbpfContext>(ctx: &C, top: &mut TopFrames) -> bool {
     let len = core::mem::size_of::<TopFrames>() as u32;
-    unsafe { bpf_get_stack(ctx.as_ptr(), (top as *mut TopFrames).cast(), len, 0) > 0 }
+    // Skip 1: the first frame is where in this program the helper was called, and the
+    // program calls it from several places (kernel/bpf/stackmap.c, BPF_F_SKIP_FIELD_MASK).
+    unsafe { bpf_get_stack(ctx.as_ptr(), (top as *mut TopFrames).cast(), len, 1) > 0 }
 }
 
 /// The whole stack, into [`CAP_STACKS`]: its id, or -1 (counted as a loss).
 #[inline(always)]
 fn walk_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&CAP_STACKS, 0) {
+    // Skip 1, as in `take_top_frames`.
+    match ctx.get_stackid(&CAP_STACKS, 1) {
         Ok(id) => id as i32,
         Err(e) => {
             count_loss(LOSS_CAP_STACK);

@@ -264,6 +264,16 @@ pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut Cgroup
     record_at(slot)
 }
 
+/// [`profiler_common::TaskCacheEntry::enter_depth`] for a `sys_enter` that ran `depth` bytes
+/// below the register frame, in syscall `nr`; 0 (unknown) for a depth that does not fit.
+#[inline(always)]
+pub(crate) fn enter_depth_of(depth: u64, nr: i64) -> u64 {
+    if depth == 0 || depth > 0xffff {
+        return 0;
+    }
+    depth | ((nr as u64 & 0xffff) << 16)
+}
+
 /// The depth at which `sys_enter` ran in the current syscall of the task whose register
 /// frame is at `task`, as [`current_record_cached`] kept it on this CPU; None when this CPU
 /// does not know it for certain. An entry of this epoch with this frame is the task's own
@@ -271,8 +281,10 @@ pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut Cgroup
 /// syscall on this CPU: it has not run a syscall since (it is still in this one), and a
 /// task that moved here from another CPU had its depth here forgotten when it moved
 /// (`sched_migrate_task`, [`forget_enter_depth`]), which `EPOCH_DEPTHS_ON` says is attached.
+/// `nr` is the current syscall's number (orig_ax): an entry taken in another syscall is not
+/// used.
 #[inline(always)]
-pub(crate) fn enter_depth(task: u64) -> Option<u64> {
+pub(crate) fn enter_depth(task: u64, nr: i64) -> Option<u64> {
     let epoch = unsafe { core::ptr::read_volatile(EPOCH.get_ptr(0)?) };
     if epoch & (EPOCH_CACHE_ON | EPOCH_DEPTHS_ON) != EPOCH_CACHE_ON | EPOCH_DEPTHS_ON {
         return None;
@@ -281,7 +293,11 @@ pub(crate) fn enter_depth(task: u64) -> Option<u64> {
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &(*cache).entries[way] };
         if entry.task == task && entry.epoch == epoch && entry.enter_depth != 0 {
-            return Some(entry.enter_depth as u64);
+            let packed = entry.enter_depth as u64;
+            if packed >> 16 != nr as u64 & 0xffff {
+                return None;
+            }
+            return Some(packed & 0xffff);
         }
     }
     None

@@ -63,29 +63,31 @@ pub fn open_cache_file(dir: &Path, name: &str) -> Option<std::fs::File> {
         .open(dir.join(name))
         .ok()?;
     let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0
+    if !meta.is_file()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+        || meta.mode() & 0o077 != 0
+        || meta.nlink() != 1
     {
         return None;
     }
     Some(file)
 }
 
-/// Replaces the cache file `name` in `dir`: written whole under a new name (created
-/// exclusively, mode 0600, never through a link) and renamed over the old one, so a reader
-/// sees the old file or the new one, never half of one.
+/// Replaces the cache file `name` in `dir`: written whole under a new random name
+/// (`mkstemp`: created exclusively, mode 0600; two profilers in different pid namespaces
+/// share the folder) and renamed over the old one, so a reader sees the old file or the new
+/// one, never half of one.
 pub fn write_cache_file(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?
-        .write_all(bytes)?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    Ok(())
+    let (fd, tmp) = nix::unistd::mkstemp(&dir.join(format!(".{name}.XXXXXX")))
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let written = std::fs::File::from(fd)
+        .write_all(bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)).map_err(anyhow::Error::from));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A folder only the current user can use, removed with everything in it on drop.

@@ -174,8 +174,8 @@ privileged_test!(
     #[scratch = "capdepth"]
     /// Checks counted without walking their stacks (known by their depth below the
     /// syscall's entry) give the same counts, the same audit classes and the same whitelist
-    /// as walking the stack of every check; the audited checks of the same capability stay
-    /// audited.
+    /// as taking every check's innermost frames; the audited checks of the same capability
+    /// stay audited.
     fn checks_known_by_depth_count_as_walking_every_check(dir: TempDir) {
         let cmd = mmap_and_sethostname();
         let walked = dir.join("walked");

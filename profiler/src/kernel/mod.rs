@@ -88,8 +88,8 @@ impl DirectNoauditCallers {
     /// Writes the kernel text ranges of `profiler_common::DIRECT_NOAUDIT_FUNCTIONS`;
     /// `cap_capable` (entry 0) last, as the hook starts using the others once it is there.
     pub fn fill(&mut self, ranges: &kallsyms::DirectNoauditRanges) {
-        // Some callers may be inlined away (cap_vm_enough_memory into
-        // security_vm_enough_memory_mm here), but not all of them.
+        // A caller may not appear as a frame of its own (on this project's kernels
+        // cap_capable's caller on the stack is security_vm_enough_memory_mm), but one must.
         if ranges[0].0 == 0 || ranges[1..].iter().all(|r| r.0 == 0) {
             crate::timings::mark("capability checks walk: no unaudited callers in kallsyms");
             return;
@@ -449,8 +449,9 @@ impl Probes {
 
     /// What lets the capability hook know most checks without walking their stacks, for a
     /// thread that reads /proc/kallsyms meanwhile (see `profiler-ebpf/src/capabilities.rs`).
-    /// `PROFILER_CAP_WALK_EVERY_CHECK=1` leaves the map empty: every check walks its stack,
-    /// the reference the tests compare the counts with.
+    /// `PROFILER_CAP_WALK_EVERY_CHECK=1` leaves the map empty: no check is known by its
+    /// depth, every one walks its innermost frames (and its whole stack once per path), as
+    /// before depths: the reference the tests compare the counts with.
     pub fn direct_noaudit_callers(&self) -> Option<DirectNoauditCallers> {
         if std::env::var_os("PROFILER_CAP_WALK_EVERY_CHECK").is_some_and(|v| v == "1") {
             return None;
@@ -582,6 +583,11 @@ impl Probes {
                 .get(&(path.counted_stack_id as u32), 0)
                 .map(|st| st.frames().iter().map(|f| f.ip).collect())
                 .unwrap_or_default();
+            if frames.is_empty() {
+                // Without its stack a check would count as audited "to be safe", and these
+                // are unaudited by construction: left out rather than granted.
+                continue;
+            }
             let check = CapKey {
                 cgroup_id: key.cgroup_id,
                 cap: key.cap,
@@ -591,8 +597,8 @@ impl Probes {
                 stack_id: path.counted_stack_id,
                 top_frames: [0; CAP_TOP_FRAMES],
             };
-            let counted = u64::from(path.counted);
-            c.cap_checks.push((check, counted, frames, counted));
+            c.cap_checks
+                .push((check, path.counted, frames, path.counted));
         }
         // Forget what was collected: a long-running `profiler serve` must not fill the maps
         // with finished containers' checks.

@@ -1,18 +1,23 @@
-//! Executables already identified (SHA-256 and ELF facts, `live_facts::identify`): this
-//! run's by (dev, inode), and earlier runs' by the file's whole stamp, kept between runs in
-//! profiler's runtime folder.
+//! Executables already identified (SHA-256 and ELF facts, `live_facts::identify`), by the
+//! file's whole stamp: this run's, and earlier runs' kept in profiler's runtime folder.
 //!
 //! Hashing is most of what profiler does while a build runs: cc1 alone is 33 MB, and the
 //! SHA-256 of a `make -j2` of 201 files' programs, with the reads, took some 30 ms of
 //! profiler's CPU in every recording (perf, AMD EPYC), for files that had not changed since
 //! the last one.
 //!
-//! A stamp is (device, inode, size, mtime, ctime), all to the nanosecond. Only the kernel
-//! sets ctime, to the current time, on every change of content or metadata, and since
-//! Linux 6.6 a change after a `stat` gets a fresh fine-grained timestamp (multigrain
-//! timestamps, fs/inode.c `inode_set_ctime_current`), so a file rewritten after profiler
-//! looked has another stamp. The cache lives in the root-only runtime folder and is read
-//! only as root's own file that nobody else can write ([`crate::private_dir`]).
+//! A stamp is (device, inode, size, mtime, ctime), all to the nanosecond. On a local disk
+//! filesystem only the kernel sets ctime, to the current time, on every change of content
+//! or metadata, and since Linux 6.13 a change after a `stat` gets a fresh fine-grained
+//! timestamp on the filesystems that opt in (multigrain timestamps, FS_MGTIME: ext4, xfs,
+//! btrfs, tmpfs; fs/inode.c `inode_set_ctime_current`), so a file rewritten after profiler
+//! looked has another stamp. Elsewhere the stamp is not the kernel's word: a FUSE server
+//! reports what it likes, a filesystem image a workload mounts brings its own inode numbers
+//! and times, and anonymous device numbers (overlayfs, tmpfs, FUSE, network filesystems:
+//! major 0) come back for the next mount. So earlier runs' entries are kept and used only
+//! for files on a real block device (major neither 0 nor a loop device's); within one run
+//! every file is known by its stamp. The cache lives in the root-only runtime folder and is
+//! read only as root's own file that nobody else can write ([`crate::private_dir`]).
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 
@@ -23,6 +28,10 @@ const CACHE: &str = "executables.json";
 /// Entries kept: this run's first, then earlier ones, up to this many (a few hundred bytes
 /// each; the file is read once per recording, at its first exec).
 const MAX_ENTRIES: usize = 512;
+
+/// Loop devices (Documentation/admin-guide/devices.txt): a filesystem image the workload
+/// may have made.
+const LOOP_MAJOR: u32 = 7;
 
 /// What names one version of one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -35,6 +44,12 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// Whether an earlier run's word on this file can be trusted: a real block device's.
+    fn lasting(&self) -> bool {
+        let major = nix::sys::stat::major(self.dev) as u32;
+        major != 0 && major != LOOP_MAJOR
+    }
+
     fn of(meta: &std::fs::Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
@@ -53,11 +68,11 @@ struct CacheFile {
 
 #[derive(Default)]
 pub struct Identified {
-    /// This run's, by (dev, inode): a program run a thousand times is hashed once.
-    run: HashMap<(u64, u64), ExecutableFile>,
-    /// This run's, by stamp, to keep for the next runs.
+    /// This run's: a program run a thousand times is hashed once, one rewritten in place
+    /// again.
     stamped: HashMap<Stamp, ExecutableFile>,
-    /// Earlier runs', read at the first file this run did not know yet.
+    /// Earlier runs', read at the first file on a real block device this run did not know
+    /// yet.
     earlier: Option<HashMap<Stamp, ExecutableFile>>,
 }
 
@@ -65,10 +80,13 @@ impl Identified {
     /// What is known of the file `meta` describes: from this run, else from an earlier one
     /// (for the very same stamp).
     pub fn get(&mut self, meta: &std::fs::Metadata) -> Option<ExecutableFile> {
-        if let Some(known) = self.run.get(&(meta.dev(), meta.ino())) {
+        let stamp = Stamp::of(meta);
+        if let Some(known) = self.stamped.get(&stamp) {
             return Some(known.clone());
         }
-        let stamp = Stamp::of(meta);
+        if !stamp.lasting() {
+            return None;
+        }
         let known = self
             .earlier
             .get_or_insert_with(read_cache)
@@ -79,8 +97,7 @@ impl Identified {
     }
 
     pub fn insert(&mut self, meta: &std::fs::Metadata, facts: ExecutableFile) {
-        self.stamped.insert(Stamp::of(meta), facts.clone());
-        self.run.insert((meta.dev(), meta.ino()), facts);
+        self.stamped.insert(Stamp::of(meta), facts);
     }
 
     /// Keeps this run's files (and as many earlier ones as fit) for the next runs. Best
@@ -93,7 +110,11 @@ impl Identified {
             return;
         };
         let earlier = self.earlier.take().unwrap_or_else(read_cache);
-        let mut entries: Vec<(Stamp, ExecutableFile)> = self.stamped.drain().collect();
+        let mut entries: Vec<(Stamp, ExecutableFile)> =
+            self.stamped.drain().filter(|(s, _)| s.lasting()).collect();
+        if entries.is_empty() {
+            return;
+        }
         let older: Vec<(Stamp, ExecutableFile)> = earlier
             .into_iter()
             .filter(|(s, _)| !entries.iter().any(|(t, _)| t == s))
@@ -112,7 +133,7 @@ fn read_cache() -> HashMap<Stamp, ExecutableFile> {
     };
     crate::private_dir::open_cache_file(&dir, CACHE)
         .and_then(|f| serde_json::from_reader::<_, CacheFile>(std::io::BufReader::new(f)).ok())
-        .map(|c| c.entries.into_iter().collect())
+        .map(|c| c.entries.into_iter().filter(|(s, _)| s.lasting()).collect())
         .unwrap_or_default()
 }
 
@@ -120,10 +141,11 @@ fn read_cache() -> HashMap<Stamp, ExecutableFile> {
 mod tests {
     use super::*;
 
-    /// A file rewritten with content of the same size, its mtime set back, is not taken for
-    /// the version an earlier run hashed: its ctime moved.
+    /// A file rewritten in place with content of the same size, its mtime set back, is not
+    /// taken for the version hashed before (its ctime moved); and a file on an anonymous
+    /// device is never known from an earlier run's entry.
     #[test]
-    fn a_rewritten_file_is_not_known_from_an_earlier_run() {
+    fn a_rewritten_file_is_not_taken_for_the_one_hashed_before() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIP: the private folder needs root");
             return;
@@ -135,15 +157,9 @@ mod tests {
             sha256: "one".into(),
             ..Default::default()
         };
-        let mut earlier = Identified::default();
-        earlier.insert(&before, facts.clone());
-        let remembered: HashMap<Stamp, ExecutableFile> = earlier.stamped.drain().collect();
-
-        let mut same = Identified {
-            earlier: Some(remembered.clone()),
-            ..Default::default()
-        };
-        assert_eq!(same.get(&before), Some(facts));
+        let mut run = Identified::default();
+        run.insert(&before, facts.clone());
+        assert_eq!(run.get(&before), Some(facts.clone()));
 
         std::fs::write(&path, b"version two").unwrap();
         let mtime = std::fs::FileTimes::new().set_modified(before.modified().unwrap());
@@ -155,17 +171,41 @@ mod tests {
             .unwrap();
         let after = std::fs::metadata(&path).unwrap();
         assert_eq!(
-            (after.len(), after.mtime(), after.mtime_nsec()),
-            (before.len(), before.mtime(), before.mtime_nsec())
+            (
+                after.dev(),
+                after.ino(),
+                after.len(),
+                after.mtime(),
+                after.mtime_nsec()
+            ),
+            (
+                before.dev(),
+                before.ino(),
+                before.len(),
+                before.mtime(),
+                before.mtime_nsec()
+            )
         );
-        let mut rewritten = Identified {
-            earlier: Some(remembered),
+        assert_eq!(
+            run.get(&after),
+            None,
+            "the old hash was taken for new content"
+        );
+
+        // procfs, like tmpfs, overlayfs and FUSE, is on an anonymous device (major 0).
+        let anonymous = std::fs::metadata("/proc/self/status").unwrap();
+        assert!(
+            !Stamp::of(&anonymous).lasting(),
+            "an anonymous device taken as lasting"
+        );
+        let mut next = Identified {
+            earlier: Some(HashMap::from([(Stamp::of(&anonymous), facts)])),
             ..Default::default()
         };
         assert_eq!(
-            rewritten.get(&after),
+            next.get(&anonymous),
             None,
-            "the old hash was taken for new content"
+            "an anonymous device's entry used across runs"
         );
     }
 }

@@ -184,11 +184,10 @@ impl LiveFacts {
             self.pids.entry(e.pid).or_insert_with(|| start_time(e.pid));
             if e.kind == EVENT_FORK {
                 let child = e.args[1] as u32;
-                // The kernel said when the child started; /proc only where it could not.
-                let started = start_time_of_boottime(e.args[2]);
-                self.pids
-                    .entry(child)
-                    .or_insert_with(|| started.or_else(|| start_time(child)));
+                // The kernel said when the child started; /proc only where it could not. A
+                // new process: whatever an earlier one of that pid left here is replaced.
+                let started = start_time_of_boottime(e.args[2]).or_else(|| start_time(child));
+                self.pids.insert(child, started);
             }
             if Some(e.cgroup_id) == self.ignored {
                 continue;
