@@ -534,20 +534,21 @@ impl Probes {
                 .map("CAP_STACKS")
                 .context("map CAP_STACKS missing")?,
         )?;
+        // A stack's return addresses; none for a negative id or a stack the map lacks.
+        let frames_of = |stack_id: i32| -> Vec<u64> {
+            u32::try_from(stack_id)
+                .ok()
+                .and_then(|id| stacks.get(&id, 0).ok())
+                .map(|st| st.frames().iter().map(|f| f.ip).collect())
+                .unwrap_or_default()
+        };
         let mut done_checks = Vec::new();
         for entry in checks.iter() {
             let (key, count) = entry?;
             let Some(c) = out.iter_mut().find(|c| c.cgroup_id == key.cgroup_id) else {
                 continue;
             };
-            let mut frames: Vec<u64> = if key.stack_id >= 0 {
-                stacks
-                    .get(&(key.stack_id as u32), 0)
-                    .map(|st| st.frames().iter().map(|f| f.ip).collect())
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let mut frames = frames_of(key.stack_id);
             if frames.is_empty() {
                 // The stack map had no room for this stack (a hash-bucket collision): the
                 // innermost frames still say which kernel function asked, and so whether the
@@ -579,10 +580,7 @@ impl Probes {
             if path.counted == 0 || path.counted_stack_id < 0 {
                 continue;
             }
-            let frames: Vec<u64> = stacks
-                .get(&(path.counted_stack_id as u32), 0)
-                .map(|st| st.frames().iter().map(|f| f.ip).collect())
-                .unwrap_or_default();
+            let frames = frames_of(path.counted_stack_id);
             if frames.is_empty() {
                 // Without its stack a check would count as audited "to be safe", and these
                 // are unaudited by construction: left out rather than granted.
