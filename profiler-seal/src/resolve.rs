@@ -322,8 +322,21 @@ mod tests {
 
     #[test]
     fn a_changed_file_is_drift_and_the_same_content_is_not() {
-        let dir = std::env::temp_dir().join(format!("seal-drift-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // A folder of its own (mkdtemp: a random name, mode 0700), not a guessable name in
+        // the shared temporary folder.
+        let template = std::env::temp_dir().join("seal-drift-XXXXXX");
+        let mut template = std::ffi::CString::new(template.into_os_string().into_encoded_bytes())
+            .unwrap()
+            .into_bytes_with_nul();
+        // SAFETY: a NUL-terminated buffer mkdtemp rewrites in place.
+        let made = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+        assert!(
+            !made.is_null(),
+            "mkdtemp: {}",
+            std::io::Error::last_os_error()
+        );
+        template.pop();
+        let dir = std::path::PathBuf::from(String::from_utf8(template).unwrap());
         let f = dir.join("tool");
         std::fs::write(&f, b"one").unwrap();
         let sha = sha256_of(&b"one"[..]).unwrap();
