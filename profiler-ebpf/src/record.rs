@@ -226,10 +226,15 @@ pub(crate) fn bump_epoch() {
 /// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`).
 ///
 /// For a recorded task the entry also keeps `depth`, how deep in the task's kernel stack
-/// this syscall's `sys_enter` ran ([`profiler_common::TaskCacheEntry::enter_depth`]), for
-/// the capability hook ([`enter_depth`]).
+/// this syscall's `sys_enter` ran, with the syscall's number `nr`
+/// ([`profiler_common::TaskCacheEntry::enter_depth`]), for the capability hook
+/// ([`enter_depth`]); packed only there, not for the rest of the host.
 #[inline(always)]
-pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut CgroupRecord> {
+pub(crate) fn current_record_cached(
+    task: u64,
+    depth: u64,
+    nr: impl Fn() -> i64,
+) -> Option<*mut CgroupRecord> {
     let epoch = match EPOCH.get_ptr(0) {
         Some(epoch) => unsafe { core::ptr::read_volatile(epoch) },
         None => 0,
@@ -246,7 +251,7 @@ pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut Cgroup
             if entry.slot == NOT_RECORDED {
                 return None;
             }
-            entry.enter_depth = depth as u32;
+            entry.enter_depth = enter_depth_of(depth, nr()) as u32;
             return RECORDS.get_ptr_mut(entry.slot);
         }
     }
@@ -258,7 +263,11 @@ pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut Cgroup
             entry.task = task;
             entry.epoch = epoch;
             entry.slot = if slot < 0 { NOT_RECORDED } else { slot as u32 };
-            entry.enter_depth = if slot < 0 { 0 } else { depth as u32 };
+            entry.enter_depth = if slot < 0 {
+                0
+            } else {
+                enter_depth_of(depth, nr()) as u32
+            };
         }
     }
     record_at(slot)
@@ -267,7 +276,7 @@ pub(crate) fn current_record_cached(task: u64, depth: u64) -> Option<*mut Cgroup
 /// [`profiler_common::TaskCacheEntry::enter_depth`] for a `sys_enter` that ran `depth` bytes
 /// below the register frame, in syscall `nr`; 0 (unknown) for a depth that does not fit.
 #[inline(always)]
-pub(crate) fn enter_depth_of(depth: u64, nr: i64) -> u64 {
+fn enter_depth_of(depth: u64, nr: i64) -> u64 {
     if depth == 0 || depth > 0xffff {
         return 0;
     }

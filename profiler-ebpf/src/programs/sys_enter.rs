@@ -12,7 +12,7 @@ use profiler_common::{
 };
 
 use crate::{
-    record::{current_record, current_record_cached, enter_depth_of},
+    record::{current_record, current_record_cached},
     syscalls::on_sys_enter,
 };
 
@@ -28,11 +28,12 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // in a frame below. Pointer difference: the verifier allows it to programs loaded with
     // CAP_PERFMON (kernel/bpf/verifier.c, `adjust_reg_min_max_vals`, allow_ptr_leaks).
     let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
-    let id: i64 = ctx.arg(1);
-    // Filter first: for every process that is not recorded this is the only work done.
-    let Some(record) = current_record_cached(regs as u64, enter_depth_of(depth, id)) else {
+    // Filter first: for every process that is not recorded this is the only work done (the
+    // syscall number is read only for a recorded one).
+    let Some(record) = current_record_cached(regs as u64, depth, || ctx.arg::<i64>(1)) else {
         return 0;
     };
+    let id: i64 = ctx.arg(1);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);

@@ -447,6 +447,23 @@ impl Probes {
         Ok(())
     }
 
+    /// Removes `keys` from the hash map `name` (entries already collected).
+    fn remove_keys<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+        keys: &[K],
+    ) -> anyhow::Result<()> {
+        let mut map: HashMap<&mut MapData, K, V> = HashMap::try_from(
+            self.ebpf
+                .map_mut(name)
+                .with_context(|| format!("map {name} missing"))?,
+        )?;
+        for key in keys {
+            let _ = map.remove(key);
+        }
+        Ok(())
+    }
+
     /// What lets the capability hook know most checks without walking their stacks, for a
     /// thread that reads /proc/kallsyms meanwhile (see `profiler-ebpf/src/capabilities.rs`).
     /// `PROFILER_CAP_WALK_EVERY_CHECK=1` leaves the map empty: no check is known by its
@@ -615,14 +632,8 @@ impl Probes {
             }
         }
         if forget {
-            let mut checks: HashMap<&mut MapData, CapKey, u64> = HashMap::try_from(
-                self.ebpf
-                    .map_mut("CAP_CHECKS")
-                    .context("map CAP_CHECKS missing")?,
-            )?;
-            for key in &done_checks {
-                let _ = checks.remove(key);
-            }
+            self.remove_keys::<CapKey, u64>("CAP_CHECKS", &done_checks)?;
+            self.remove_keys::<CapDepthKey, CapDepthPath>("CAP_DEPTHS", &done_depths)?;
             let mut paths: HashMap<&mut MapData, CapKey, [u32; 2]> = HashMap::try_from(
                 self.ebpf
                     .map_mut("CAP_PATHS")
@@ -635,14 +646,6 @@ impl Probes {
                 .collect();
             for key in &stale {
                 let _ = paths.remove(key);
-            }
-            let mut depths: HashMap<&mut MapData, CapDepthKey, CapDepthPath> = HashMap::try_from(
-                self.ebpf
-                    .map_mut("CAP_DEPTHS")
-                    .context("map CAP_DEPTHS missing")?,
-            )?;
-            for key in &done_depths {
-                let _ = depths.remove(key);
             }
         }
 
