@@ -22,6 +22,15 @@ pub const PHASE_RUNTIME: usize = 1;
 pub const PHASE_WORKLOAD: usize = 2;
 pub const PHASE_COUNT: usize = 3;
 
+/// A syscall's byte in [`CgroupRecord::syscalls`]: 0 until it is first made, then
+/// [`MARK_SEEN`] or, for the few syscalls whose arguments or events are recorded too,
+/// [`MARK_SEEN_SPECIAL`]. Userspace reads any non-zero byte as made. The byte says which of
+/// the two it is so that, after a syscall's first call, the syscall hook decides with the one
+/// load and compare it makes anyway instead of a second table's bit test (BENCHMARKS.md, M22).
+pub const MARK_SEEN: u8 = 1;
+/// See [`MARK_SEEN`].
+pub const MARK_SEEN_SPECIAL: u8 = 3;
+
 /// Argument values of the syscalls whose power depends on an argument, the ones Docker's
 /// default profile filters by argument. One byte per value (same reasoning as the syscall
 /// bytes: idempotent plain stores).
@@ -154,12 +163,13 @@ impl ArgRecord {
     }
 }
 
-/// The record table's epoch (the `EPOCH` map, one `u64`, mappable): every change that can
+/// The record table's epoch (`EPOCH`, a u64 in the programs' `.bss`): every change that can
 /// make a task's cached slot wrong (a slot claimed or released, a task moved between cgroups,
 /// a new task that may reuse a dead one's kernel stack) adds [`EPOCH_STEP`], and the
-/// per-CPU cache of the syscall hook (`TASK_CACHE`) only trusts entries of the current
+/// per-CPU cache of the syscall hook (`TASK_CACHES`) only trusts entries of the current
 /// epoch. Bit 0 is [`EPOCH_CACHE_ON`]: userspace sets it once every hook that bumps the
 /// epoch is attached; until then (or when one could not be attached) the cache is not used.
+/// Userspace changes it through the `epoch_update` program ([`EPOCH_OP_ADD`]...).
 pub const EPOCH_CACHE_ON: u64 = 1;
 /// Bit 1: the cache's [`TaskCacheEntry::enter_depth`] can be trusted, because the hook that
 /// forgets it when a task moves to another CPU (`sched_migrate_task`) is attached too.
@@ -167,6 +177,14 @@ pub const EPOCH_DEPTHS_ON: u64 = 2;
 /// What every change adds to the epoch (bits 0 and 1 are [`EPOCH_CACHE_ON`] and
 /// [`EPOCH_DEPTHS_ON`]).
 pub const EPOCH_STEP: u64 = 4;
+
+/// What the `epoch_update` program does to the epoch with its second argument, told by its
+/// first: add, or, and (the program returns the epoch's low 32 bits before the change).
+pub const EPOCH_OP_ADD: u64 = 0;
+/// See [`EPOCH_OP_ADD`].
+pub const EPOCH_OP_OR: u64 = 1;
+/// See [`EPOCH_OP_ADD`].
+pub const EPOCH_OP_AND: u64 = 2;
 
 /// Entries of the per-CPU cache, tried in turn: a CPU that alternates between a few
 /// syscall-heavy tasks (a pipe's two ends) keeps all of them.
@@ -184,22 +202,31 @@ pub struct TaskCacheEntry {
     pub epoch: u64,
     pub slot: u32,
     /// For a recorded task: how deep in its kernel stack `sys_enter` ran at its last syscall
-    /// on this CPU (bytes from the register frame down to the program's context, the low 16
-    /// bits) and that syscall's number (its low 16 bits, above), 0 when unknown. Each syscall
-    /// starts its kernel stack at a random offset (`CONFIG_RANDOMIZE_KSTACK_OFFSET`,
-    /// include/linux/randomize_kstack.h, up to 1023 bytes), the same for everything in that
-    /// syscall: a capability check's depth less this one is the depth of its own call path,
-    /// whatever the offset was. The number tells a later syscall that never reached
+    /// on this CPU (bytes from the register frame down to the program's context), 0 when
+    /// unknown. Each syscall starts its kernel stack at a random offset
+    /// (`CONFIG_RANDOMIZE_KSTACK_OFFSET`, include/linux/randomize_kstack.h, up to 1023 bytes),
+    /// the same for everything in that syscall: a capability check's depth less this one is
+    /// the depth of its own call path, whatever the offset was. Both ends are on the task's
+    /// kernel stack (16 KiB, 32 KiB with KASAN: arch/x86/include/asm/page_64_types.h), so
+    /// the difference fits 16 bits.
+    pub enter_depth: u16,
+    /// The low 16 bits of that syscall's number: it tells a later syscall that never reached
     /// `sys_enter` (seccomp or ptrace stopped it first, kernel/entry/syscall-common.c
     /// `syscall_trace_enter`) from the one the depth was taken in, in most cases.
-    pub enter_depth: u32,
+    pub enter_nr: u16,
 }
 
-/// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
+/// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn. Aligned to two cache lines
+/// (the adjacent-line prefetcher fetches pairs): each CPU writes its own at every syscall,
+/// and the caches of all CPUs sit side by side in one array.
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
 pub struct TaskCache {
     pub entries: [TaskCacheEntry; TASK_CACHE_WAYS],
     pub next: u32,
     pub _pad: u32,
 }
+
+/// CPUs with a [`TaskCache`] (ids below this): 64 KiB in all. A CPU with a higher id takes
+/// the uncached path, slower and as right.
+pub const TASK_CACHE_CPUS: usize = 512;

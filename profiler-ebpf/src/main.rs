@@ -26,6 +26,8 @@
 //! - `sched_migrate` (`programs/sched_migrate.rs`): `sched_migrate_task_btf` (tp_btf,
 //!   optional) forgets a moved task's syscall stack depth on its new CPU, which lets the
 //!   capability hook tell call paths apart without walking the stack.
+//! - `epoch` (`programs/epoch.rs`): `epoch_update` (raw_tp, never attached) is how userspace
+//!   changes the record table's epoch, with `BPF_PROG_TEST_RUN`.
 //!
 //! The helpers they share: [`maps`] and [`globals`] (the names userspace finds), [`record`]
 //! (the cgroup's record), [`syscalls`], [`events`], [`enforce`], [`capabilities`] and

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     CapDepthKey, CapDepthPath, CapKey, CgroupRecord, DIRECT_NOAUDIT_FUNCTIONS, ExecPath,
-    LOSS_COUNTERS, RECORD_SLOTS, TaskCache,
+    LOSS_COUNTERS, RECORD_SLOTS, TASK_CACHE_CPUS, TaskCache,
 };
 
 use crate::capabilities::CapPath;
@@ -25,15 +25,26 @@ pub(crate) static IO_URING_OPS: HashMap<u64, u64> = HashMap::with_max_entries(10
 pub(crate) static RECORDS: Array<CgroupRecord> =
     Array::with_max_entries(RECORD_SLOTS, BPF_F_MMAPABLE);
 
-/// The record table's epoch (see `profiler_common::EPOCH_STEP`). Mappable: userspace bumps
-/// it with an atomic add on the same memory.
-#[map]
-pub(crate) static EPOCH: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// The record table's epoch (see `profiler_common::EPOCH_STEP`). A global in `.bss`, not a
+/// map of its own: the syscall hook reads it with one load from an address the verifier
+/// fills in (`BPF_PSEUDO_MAP_VALUE`) instead of an inlined map lookup, a dozen instructions
+/// on every syscall of the host (BENCHMARKS.md, M22). aya creates `.bss` without
+/// `BPF_F_MMAPABLE` and a map update would not be atomic with the kernel's own bumps, so
+/// userspace changes it through the `epoch_update` program. A line of its own: every CPU
+/// reads it at every syscall, and the caches below are written as often.
+pub(crate) static mut EPOCH: EpochLine = EpochLine { value: 0 };
 
-/// Per CPU, the record slots of the tasks that last made syscalls there (see
-/// `crate::record::current_record_cached`).
-#[map]
-pub(crate) static TASK_CACHE: PerCpuArray<TaskCache> = PerCpuArray::with_max_entries(1, 0);
+#[repr(C, align(128))]
+pub(crate) struct EpochLine {
+    pub(crate) value: u64,
+}
+
+/// Per CPU, by its id, the record slots of the tasks that last made syscalls there (see
+/// `crate::record::current_record_cached`). A global array rather than a per-CPU map for
+/// the same reason as [`EPOCH`]: the CPU's id is an inlined per-CPU load
+/// (kernel/bpf/verifier.c inlines `bpf_get_smp_processor_id` on x86-64), an array index is
+/// a shift, where a per-CPU array lookup is again a dozen instructions.
+pub(crate) static mut TASK_CACHES: [TaskCache; TASK_CACHE_CPUS] = unsafe { core::mem::zeroed() };
 
 // The capability maps are not preallocated: a run fills a few hundred entries of 16384,
 // and preallocating them took 1 ms of start-up each (strace -T of BPF_MAP_CREATE, AMD

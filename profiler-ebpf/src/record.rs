@@ -1,20 +1,19 @@
 //! The record table on the kernel side: the current task's cgroup id, and the lookup (and, for
 //! a cgroup discovered below a recording, the claim) of its slot in [`crate::maps::RECORDS`].
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id,
-    generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_map_lookup_percpu_elem,
-    },
+    bpf_get_current_cgroup_id, bpf_get_smp_processor_id,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
 };
-use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
 use profiler_common::{
-    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED,
-    RECORD_PROBES, SLOT_FREE, TASK_CACHE_WAYS, TaskCache, record_slot,
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_OP_ADD, EPOCH_OP_AND, EPOCH_OP_OR,
+    EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES, SLOT_FREE, TASK_CACHE_WAYS,
+    TaskCache, record_slot,
 };
 
 use crate::{
     globals::{CGROUP_BY_HELPER, CGROUP_ID_PATH, CGROUP_LEVEL_OFFSET, RECORDING_LEVEL},
-    maps::{EPOCH, RECORDS, TASK_CACHE, count_loss},
+    maps::{EPOCH, RECORDS, TASK_CACHES, count_loss},
 };
 
 /// The current task's cgroup2 id, on the syscall path. Every syscall on the host pays for
@@ -197,9 +196,36 @@ fn current_slot() -> Option<(u32, *mut CgroupRecord)> {
 /// Tells every CPU's [`current_record_cached`] entries out of date.
 #[inline(always)]
 pub(crate) fn bump_epoch() {
-    if let Some(epoch) = EPOCH.get_ptr_mut(0) {
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, EPOCH_STEP) };
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut EPOCH.value, EPOCH_STEP)
+    };
+}
+
+/// The epoch as the syscall hook compares it.
+#[inline(always)]
+fn epoch() -> u64 {
+    unsafe { core::ptr::read_volatile(&raw const EPOCH.value) }
+}
+
+/// Userspace's change to the epoch (`EPOCH_OP_*` with `operand`), atomic with the kernel's
+/// bumps; returns the epoch before it.
+#[inline(always)]
+pub(crate) fn update_epoch(op: u64, operand: u64) -> u64 {
+    unsafe {
+        let epoch = &raw mut EPOCH.value;
+        match op {
+            EPOCH_OP_ADD => atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, operand),
+            EPOCH_OP_OR => atomic_or::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, operand),
+            EPOCH_OP_AND => atomic_and::<u64, u64, { AtomicOrdering::SeqCst }>(epoch, operand),
+            _ => core::ptr::read_volatile(epoch),
+        }
     }
+}
+
+/// This CPU's task cache, None on a CPU beyond [`profiler_common::TASK_CACHE_CPUS`].
+#[inline(always)]
+fn cpu_cache(cpu: u32) -> Option<*mut TaskCache> {
+    unsafe { (*(&raw mut TASK_CACHES)).get_mut(cpu as usize) }.map(|c| c as *mut TaskCache)
 }
 
 /// [`current_record`] through the per-CPU cache, for the syscall hook. `task` identifies the
@@ -207,8 +233,9 @@ pub(crate) fn bump_epoch() {
 ///
 /// Reading the cgroup id takes a helper call (`bpf_get_current_task_btf`, not inlined on
 /// 6.18) and four dependent loads, then the record table's probe; on this kernel's CPUs a
-/// call is dear (AMD's SRSO "safe RET", Intel's return thunks). A hit here is two inlined
-/// map lookups and a few compares, for every process on the host (BENCHMARKS.md, M14).
+/// call is dear (AMD's SRSO "safe RET", Intel's return thunks). A hit here is a load of the
+/// epoch, of the CPU's id, a few compares and one inlined map lookup, for every process on
+/// the host (BENCHMARKS.md, M14, M22).
 ///
 /// An entry is right for as long as the epoch it was made in: the task's cgroup changes only
 /// by a move (the `cgroup_attach_task` hook bumps the epoch), a slot changes hands only by a
@@ -223,27 +250,26 @@ pub(crate) fn bump_epoch() {
 /// at all, when the old one is not recorded); fexit on `cgroup_migrate()`, which would
 /// narrow it, cannot load on this project's kernels. A CPU's entries are never written by two
 /// runs at once: the kernel skips a run of a program that starts on a CPU where that program
-/// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`).
+/// is already running (kernel/trace/bpf_trace.c, `__bpf_trace_run`, `prog->active`); the one
+/// writer from another CPU, [`forget_enter_depth`], only clears a depth.
 ///
 /// For a recorded task the entry also keeps `depth`, how deep in the task's kernel stack
 /// this syscall's `sys_enter` ran, with the syscall's number `nr`
 /// ([`profiler_common::TaskCacheEntry::enter_depth`]), for the capability hook
-/// ([`enter_depth`]); packed only there, not for the rest of the host.
+/// ([`enter_depth`]); stored only there, not for the rest of the host. Returns the record
+/// and the syscall's number.
 #[inline(always)]
 pub(crate) fn current_record_cached(
     task: u64,
     depth: u64,
     nr: impl Fn() -> i64,
-) -> Option<*mut CgroupRecord> {
-    let epoch = match EPOCH.get_ptr(0) {
-        Some(epoch) => unsafe { core::ptr::read_volatile(epoch) },
-        None => 0,
-    };
+) -> Option<(*mut CgroupRecord, i64)> {
+    let epoch = epoch();
     if epoch & EPOCH_CACHE_ON == 0 {
-        return current_record();
+        return current_record().map(|r| (r, nr()));
     }
-    let Some(cache) = TASK_CACHE.get_ptr_mut(0) else {
-        return current_record();
+    let Some(cache) = cpu_cache(unsafe { bpf_get_smp_processor_id() }) else {
+        return current_record().map(|r| (r, nr()));
     };
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &mut (*cache).entries[way] };
@@ -251,11 +277,14 @@ pub(crate) fn current_record_cached(
             if entry.slot == NOT_RECORDED {
                 return None;
             }
-            entry.enter_depth = enter_depth_of(depth, nr()) as u32;
-            return RECORDS.get_ptr_mut(entry.slot);
+            let nr = nr();
+            entry.enter_depth = depth as u16;
+            entry.enter_nr = nr as u16;
+            return RECORDS.get_ptr_mut(entry.slot).map(|r| (r, nr));
         }
     }
     let slot = current_record_slot();
+    let nr = nr();
     unsafe {
         let way = (*cache).next as usize % TASK_CACHE_WAYS;
         (*cache).next = (*cache).next.wrapping_add(1);
@@ -263,24 +292,11 @@ pub(crate) fn current_record_cached(
             entry.task = task;
             entry.epoch = epoch;
             entry.slot = if slot < 0 { NOT_RECORDED } else { slot as u32 };
-            entry.enter_depth = if slot < 0 {
-                0
-            } else {
-                enter_depth_of(depth, nr()) as u32
-            };
+            entry.enter_depth = if slot < 0 { 0 } else { depth as u16 };
+            entry.enter_nr = nr as u16;
         }
     }
-    record_at(slot)
-}
-
-/// [`profiler_common::TaskCacheEntry::enter_depth`] for a `sys_enter` that ran `depth` bytes
-/// below the register frame, in syscall `nr`; 0 (unknown) for a depth that does not fit.
-#[inline(always)]
-fn enter_depth_of(depth: u64, nr: i64) -> u64 {
-    if depth == 0 || depth > 0xffff {
-        return 0;
-    }
-    depth | ((nr as u64 & 0xffff) << 16)
+    record_at(slot).map(|r| (r, nr))
 }
 
 /// The depth at which `sys_enter` ran in the current syscall of the task whose register
@@ -294,19 +310,18 @@ fn enter_depth_of(depth: u64, nr: i64) -> u64 {
 /// used.
 #[inline(always)]
 pub(crate) fn enter_depth(task: u64, nr: i64) -> Option<u64> {
-    let epoch = unsafe { core::ptr::read_volatile(EPOCH.get_ptr(0)?) };
+    let epoch = epoch();
     if epoch & (EPOCH_CACHE_ON | EPOCH_DEPTHS_ON) != EPOCH_CACHE_ON | EPOCH_DEPTHS_ON {
         return None;
     }
-    let cache = TASK_CACHE.get_ptr(0)?;
+    let cache = cpu_cache(unsafe { bpf_get_smp_processor_id() })?;
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &(*cache).entries[way] };
         if entry.task == task && entry.epoch == epoch && entry.enter_depth != 0 {
-            let packed = entry.enter_depth as u64;
-            if packed >> 16 != nr as u64 & 0xffff {
+            if entry.enter_nr != nr as u16 {
                 return None;
             }
-            return Some(packed & 0xffff);
+            return Some(entry.enter_depth as u64);
         }
     }
     None
@@ -317,18 +332,9 @@ pub(crate) fn enter_depth(task: u64, nr: i64) -> Option<u64> {
 /// running, so its own `sys_enter` cannot be writing that entry). Its record slot stays.
 #[inline(always)]
 pub(crate) fn forget_enter_depth(task: u64, cpu: u32) {
-    let key = 0u32;
-    // SAFETY: the map pointer is TASK_CACHE's definition, as aya's own lookups pass it.
-    let cache = unsafe {
-        bpf_map_lookup_percpu_elem(
-            (&raw const TASK_CACHE).cast_mut().cast(),
-            (&raw const key).cast(),
-            cpu,
-        )
-    } as *mut TaskCache;
-    if cache.is_null() {
+    let Some(cache) = cpu_cache(cpu) else {
         return;
-    }
+    };
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &mut (*cache).entries[way] };
         if entry.task == task {

@@ -4,8 +4,8 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
-    PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS,
-    USER32_CS, X32_SYSCALL_BIT, nr,
+    MARK_SEEN, MARK_SEEN_SPECIAL, PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME,
+    PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
     nr::{I386_SPECIAL, X86_64_SPECIAL, special_bits},
 };
 
@@ -32,8 +32,15 @@ pub(crate) fn split_arch(id: i64, cs: u64) -> (usize, i64) {
     }
 }
 
+/// The byte of (`phase`, `arch`, `nr`) in the record, None (counted as a loss) for a number
+/// outside the table.
 #[inline(always)]
-fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
+fn syscall_mark(
+    record: *mut CgroupRecord,
+    phase: usize,
+    arch: usize,
+    nr: i64,
+) -> Option<&'static mut u8> {
     // `get_mut` instead of indexing: a failed bounds check must not become a panic call,
     // which the verifier rejects.
     let slot = if (0..SYSCALL_SLOTS as i64).contains(&nr) {
@@ -43,16 +50,11 @@ fn mark_syscall(record: *mut CgroupRecord, phase: usize, arch: usize, nr: i64) {
     } else {
         None
     };
-    let Some(slot) = slot else {
+    if slot.is_none() {
         unsafe { (*record).out_of_range += 1 };
         count_loss(LOSS_SYSCALL_OUT_OF_RANGE);
-        return;
-    };
-    // Read before writing: after the first call of a number this is a read-only hit and the
-    // cache line stays shared between CPUs.
-    if *slot == 0 {
-        *slot = 1;
     }
+    slot
 }
 
 #[inline(always)]
@@ -158,7 +160,7 @@ fn is_special(arch: usize, nr: i64) -> bool {
     let Some(bits) = SPECIAL.get(table) else {
         return false;
     };
-    // Out-of-range numbers were counted by `mark_syscall`; none of them is special.
+    // Out-of-range numbers were counted by `syscall_mark`; none of them is special.
     (0..SYSCALL_SLOTS as i64).contains(&nr)
         && bits
             .get(nr as usize / 8)
@@ -180,8 +182,25 @@ pub(crate) fn on_sys_enter(
         return;
     }
     let phase = unsafe { (*record).phase } as usize;
-    mark_syscall(record, phase, arch, nr);
-    if !is_special(arch, nr) {
+    let Some(mark) = syscall_mark(record, phase, arch, nr) else {
+        return;
+    };
+    // Read before writing: after a syscall's first call this is a read-only hit and the
+    // cache line stays shared between CPUs. The byte also says whether the syscall is one of
+    // the special few (see `MARK_SEEN`): the common case is this one load and compare.
+    let mut seen = *mark;
+    if seen == MARK_SEEN {
+        return;
+    }
+    if seen == 0 {
+        seen = if is_special(arch, nr) {
+            MARK_SEEN_SPECIAL
+        } else {
+            MARK_SEEN
+        };
+        *mark = seen;
+    }
+    if seen != MARK_SEEN_SPECIAL {
         return;
     }
     on_special_syscall(

@@ -2,6 +2,7 @@
 //! the crate root). The list of programs is in the crate doc.
 mod cap_capable;
 mod cgroup;
+mod epoch;
 mod io_uring;
 mod sched_migrate;
 mod sched_process;

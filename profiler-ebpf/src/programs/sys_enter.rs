@@ -30,10 +30,9 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
     // Filter first: for every process that is not recorded this is the only work done (the
     // syscall number is read only for a recorded one).
-    let Some(record) = current_record_cached(regs as u64, depth, || ctx.arg::<i64>(1)) else {
+    let Some((record, id)) = current_record_cached(regs as u64, depth, || ctx.arg::<i64>(1)) else {
         return 0;
     };
-    let id: i64 = ctx.arg(1);
     // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under lockdown).
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);

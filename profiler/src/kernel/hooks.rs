@@ -247,6 +247,27 @@ pub fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
     });
 }
 
+/// The program userspace changes the record table's epoch with (see `record_table`), loaded
+/// and never attached. Returned as a handle of its own (a copy of its descriptor), for the
+/// record table to keep.
+pub fn load_epoch_program(ebpf: &mut Ebpf) -> anyhow::Result<RawTracePoint> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(EPOCH_PROGRAM)
+        .with_context(|| format!("program {EPOCH_PROGRAM} missing from the eBPF object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("loading {EPOCH_PROGRAM} failed"))?;
+    let info = program.info()?;
+    Ok(RawTracePoint::from_program_info(
+        info,
+        EPOCH_PROGRAM.into(),
+    )?)
+}
+
+/// See [`load_epoch_program`].
+pub const EPOCH_PROGRAM: &str = "epoch_update";
+
 /// Names of this project's programs currently loaded in the kernel (by anyone).
 pub fn loaded_profiler_programs() -> Vec<String> {
     // The kernel keeps the first 15 bytes of a program's name (BPF_OBJ_NAME_LEN - 1).
@@ -254,7 +275,9 @@ pub fn loaded_profiler_programs() -> Vec<String> {
         .iter()
         .flat_map(|h| h.candidates.iter())
         .chain(std::iter::once(&FLOOR))
-        .map(|a| &a.program()[..a.program().len().min(15)])
+        .map(|a| a.program())
+        .chain(std::iter::once(EPOCH_PROGRAM))
+        .map(|p| &p[..p.len().min(15)])
         .collect();
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

@@ -271,14 +271,14 @@ impl Probes {
         let btf = btf
             .join()
             .map_err(|_| anyhow::anyhow!("making the attach targets' BTF failed (panicked)"))?;
-        let epoch = match ebpf.map("EPOCH") {
-            Some(aya::maps::Map::Array(data)) => Some(data.fd().as_fd()),
-            _ => None,
-        };
-        let records = match ebpf.map("RECORDS") {
-            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd(), epoch)?,
+        let mut records = match ebpf.map("RECORDS") {
+            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
             _ => bail!("map RECORDS missing from the eBPF object, or not an array"),
         };
+        match hooks::load_epoch_program(&mut ebpf) {
+            Ok(program) => records.set_epoch_program(program),
+            Err(e) => crate::timings::mark(&format!("syscall cache off: {e:#}")),
+        }
 
         if let Some(btf) = btf.as_ref() {
             hooks::verify_in_parallel(&mut ebpf, btf, &hooks::preferred_btf_programs(pid_off != 0));

@@ -5,24 +5,29 @@
 //! use when they discover a container's cgroup (kernel/bpf/arraymap.c, `array_map_mmap`: the
 //! mapping is the values themselves, `elem_size` apart). A syscall-based map update could
 //! not be atomic with the kernel's claims.
+//!
+//! The table's epoch (`profiler_common::EPOCH_STEP`) is a global of the programs' `.bss`,
+//! which aya does not create mappable; userspace changes it by running the `epoch_update`
+//! program (`BPF_PROG_TEST_RUN`), atomically with the kernel's own bumps.
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, bail};
+use aya::programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use profiler_common::{
-    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_STEP, PHASE_SETUP, RECORD_PROBES,
-    RECORD_SLOTS, SLOT_DELETED, SLOT_FREE, record_slot,
+    CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_OP_ADD, EPOCH_OP_AND, EPOCH_OP_OR,
+    EPOCH_STEP, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS, SLOT_DELETED, SLOT_FREE, record_slot,
 };
 
 pub struct RecordTable {
     base: NonNull<CgroupRecord>,
     len: usize,
-    /// The `EPOCH` map's value, mapped (see `profiler_common::EPOCH_STEP`): bumped after
-    /// every claim and release, so no CPU's syscall cache keeps a slot's old owner.
-    epoch: Option<NonNull<u64>>,
+    /// The loaded `epoch_update` program: bumps the epoch after every claim and release, so
+    /// no CPU's syscall cache keeps a slot's old owner. None: no cache (it is never enabled).
+    epoch: Option<RawTracePoint>,
 }
 
 const PAGE: usize = 4096;
@@ -51,62 +56,85 @@ fn map_values(fd: impl AsFd, bytes: usize, what: &str) -> anyhow::Result<NonNull
 unsafe impl Send for RecordTable {}
 
 impl RecordTable {
-    /// Maps the table of the loaded map `fd` (which must be the `RECORDS` array) and, when
-    /// given, the `EPOCH` array's value.
-    pub fn map(fd: impl AsFd, epoch: Option<BorrowedFd<'_>>) -> anyhow::Result<RecordTable> {
+    /// Maps the table of the loaded map `fd`, which must be the `RECORDS` array.
+    pub fn map(fd: impl AsFd) -> anyhow::Result<RecordTable> {
         let bytes = (RECORD_SLOTS as usize * size_of::<CgroupRecord>()).div_ceil(PAGE) * PAGE;
         let base = map_values(fd, bytes, "record table (RECORDS)")?;
-        let epoch = match epoch {
-            Some(fd) => Some(map_values(fd, size_of::<u64>(), "record epoch (EPOCH)")?.cast()),
-            None => None,
-        };
         Ok(RecordTable {
             base: base.cast(),
             len: bytes,
-            epoch,
+            epoch: None,
         })
     }
 
-    fn epoch(&self) -> Option<&AtomicU64> {
-        // SAFETY: the mapped value, a u64 at the start of a page.
-        self.epoch
-            .map(|p| unsafe { AtomicU64::from_ptr(p.as_ptr()) })
+    /// Gives the table the loaded `epoch_update` program, without which the syscall hook's
+    /// cache stays off.
+    pub fn set_epoch_program(&mut self, program: RawTracePoint) {
+        self.epoch = Some(program);
     }
 
-    /// Out of date: every CPU's cached slots.
-    fn bump_epoch(&self) {
-        if let Some(epoch) = self.epoch() {
-            epoch.fetch_add(EPOCH_STEP, Ordering::AcqRel);
+    /// Runs `epoch_update` (`EPOCH_OP_*`, `operand`); the epoch's low 32 bits before.
+    fn update_epoch(&self, op: u64, operand: u64) -> anyhow::Result<u32> {
+        let program = self.epoch.as_ref().context("no epoch_update program")?;
+        let mut args = [0u64; 12];
+        args[0] = op;
+        args[1] = operand;
+        let run = program
+            .test_run(RawTracePointRunOptions { args, cpu: None })
+            .context("running epoch_update (BPF_PROG_TEST_RUN) failed")?;
+        Ok(run.return_value)
+    }
+
+    /// Out of date: every CPU's cached slots. When even that fails the cache is switched
+    /// off (if it can be) and the error returned: a stale entry would file a task's
+    /// syscalls under a slot's old owner.
+    fn bump_epoch(&self) -> anyhow::Result<()> {
+        if self.epoch.is_none() {
+            return Ok(());
         }
+        if let Err(e) = self.update_epoch(EPOCH_OP_ADD, EPOCH_STEP) {
+            self.disable_task_cache();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Lets the syscall hook cache slots per task. Only once every hook that bumps the epoch
     /// (forks, cgroup moves) is attached: without them a cached slot could outlive its task.
     /// `depths`: the hook that forgets a moved task's stack depth (`sched_migrate_task`) is
-    /// attached too, so the capability hook may trust the depths.
+    /// attached too, so the capability hook may trust the depths. Without the epoch program,
+    /// or when it fails, the cache stays off (said in `PROFILER_TIMINGS`).
     pub fn enable_task_cache(&self, depths: bool) {
-        if let Some(epoch) = self.epoch() {
-            let bits = if depths {
-                EPOCH_CACHE_ON | EPOCH_DEPTHS_ON
-            } else {
-                EPOCH_CACHE_ON
-            };
-            epoch.fetch_or(bits, Ordering::AcqRel);
-            epoch.fetch_add(EPOCH_STEP, Ordering::AcqRel);
+        if self.epoch.is_none() {
+            return;
+        }
+        let bits = if depths {
+            EPOCH_CACHE_ON | EPOCH_DEPTHS_ON
+        } else {
+            EPOCH_CACHE_ON
+        };
+        let enabled = self
+            .update_epoch(EPOCH_OP_ADD, EPOCH_STEP)
+            .and_then(|_| self.update_epoch(EPOCH_OP_OR, bits));
+        if let Err(e) = enabled {
+            self.disable_task_cache();
+            crate::timings::mark(&format!("syscall cache off: {e:#}"));
         }
     }
 
     /// Stops the syscall hook's use of its cache (before the hooks that keep it right go).
     pub fn disable_task_cache(&self) {
-        if let Some(epoch) = self.epoch() {
-            epoch.fetch_and(!(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON), Ordering::AcqRel);
+        if self.epoch.is_some() {
+            let _ = self.update_epoch(EPOCH_OP_AND, !(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON));
         }
     }
 
     /// Whether the syscall hook caches slots per task.
     pub fn task_cache_enabled(&self) -> bool {
-        self.epoch()
-            .is_some_and(|e| e.load(Ordering::Acquire) & EPOCH_CACHE_ON != 0)
+        self.epoch.is_some()
+            && self
+                .update_epoch(EPOCH_OP_ADD, 0)
+                .is_ok_and(|e| e as u64 & EPOCH_CACHE_ON != 0)
     }
 
     fn slot(&self, index: u32) -> *mut CgroupRecord {
@@ -181,7 +209,11 @@ impl RecordTable {
                     }
                     std::sync::atomic::fence(Ordering::Release);
                     // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
-                    self.bump_epoch();
+                    if let Err(e) = self.bump_epoch() {
+                        self.clear(index);
+                        id.store(SLOT_DELETED, Ordering::Release);
+                        return Err(e.context(format!("cannot record cgroup {cgroup_id}")));
+                    }
                     return Ok(());
                 }
                 Err(current) if current == cgroup_id => {
@@ -230,8 +262,10 @@ impl RecordTable {
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
             }
         }
+        // A failed bump leaves the cache off (`bump_epoch`); the released slots are
+        // deleted, not free, so only `insert` reuses them, and it bumps again or fails.
         if release {
-            self.bump_epoch();
+            let _ = self.bump_epoch();
         }
         out
     }
@@ -241,9 +275,6 @@ impl Drop for RecordTable {
     fn drop(&mut self) {
         // SAFETY: the mappings made in `map`, not used after this.
         let _ = unsafe { munmap(self.base.cast(), self.len) };
-        if let Some(epoch) = self.epoch {
-            let _ = unsafe { munmap(epoch.cast(), PAGE) };
-        }
     }
 }
 
@@ -301,7 +332,7 @@ mod tests {
     #[test]
     fn fills_refuses_releases_and_probes() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map, None).unwrap();
+        let table = RecordTable::map(&map).unwrap();
         let base = 1_000_000u64;
         for i in 0..RECORD_SLOTS as u64 {
             table.insert(base + i, i % 2 == 0).unwrap();
@@ -339,7 +370,7 @@ mod tests {
     #[test]
     fn colliding_ids_are_probed_past_up_to_the_limit() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map, None).unwrap();
+        let table = RecordTable::map(&map).unwrap();
         // Same slot for every id: multiples of RECORD_SLOTS apart.
         let id = |k: u64| 5 + k * RECORD_SLOTS as u64;
         for k in 0..RECORD_PROBES as u64 {
