@@ -85,19 +85,33 @@ pub struct CgroupRecord {
     pub recording_id: u64,
     /// One of the `PHASE_*` values.
     pub phase: u32,
-    /// Number of seccomp filters loaded in this cgroup.
-    pub seccomp_loads: u32,
-    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
-    pub out_of_range: u64,
     /// Non-zero until the cgroup's first exec: profiler's own child runs in the cgroup from
     /// its creation (clone3 CLONE_INTO_CGROUP) and its few syscalls before exec are not the
-    /// workload's. Only that execve is recorded meanwhile.
+    /// workload's. Only that execve is recorded meanwhile. Right after `phase`, in the same
+    /// 8 bytes: the syscall hook reads both with one load and one compare
+    /// ([`CgroupRecord::state_offset`]).
     pub awaiting_exec: u32,
+    /// Syscalls whose number did not fit [`SYSCALL_SLOTS`] (or was negative).
+    pub out_of_range: u64,
+    /// Number of seccomp filters loaded in this cgroup.
+    pub seccomp_loads: u32,
     pub _reserved: u32,
     pub syscalls: [[[u8; SYSCALL_SLOTS]; ARCH_COUNT]; PHASE_COUNT],
     /// Argument values, per phase.
     pub args: [ArgRecord; PHASE_COUNT],
 }
+
+impl CgroupRecord {
+    /// Where `phase` and `awaiting_exec` sit together, as one little-endian u64: below
+    /// [`PHASE_COUNT`] exactly when the cgroup is past its first exec and its phase is valid.
+    pub const fn state_offset() -> usize {
+        core::mem::offset_of!(CgroupRecord, phase)
+    }
+}
+const _: () = assert!(
+    CgroupRecord::state_offset() % 8 == 0
+        && core::mem::offset_of!(CgroupRecord, awaiting_exec) == CgroupRecord::state_offset() + 4
+);
 
 // SAFETY: plain-old-data, `#[repr(C)]`, no padding (the size is asserted next).
 #[cfg(feature = "user")]

@@ -1,8 +1,11 @@
 //! The record table on the kernel side: the current task's cgroup id, and the lookup (and, for
 //! a cgroup discovered below a recording, the claim) of its slot in [`crate::maps::RECORDS`].
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_smp_processor_id,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
+use aya_ebpf::{
+    bindings::bpf_func_id::BPF_FUNC_get_smp_processor_id,
+    helpers::{
+        bpf_get_current_cgroup_id,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
+    },
 };
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
 use profiler_common::{
@@ -222,10 +225,24 @@ pub(crate) fn update_epoch(op: u64, operand: u64) -> u64 {
     }
 }
 
-/// This CPU's task cache, None on a CPU beyond [`profiler_common::TASK_CACHE_CPUS`].
+/// `cpu`'s task cache, None for a CPU beyond [`profiler_common::TASK_CACHE_CPUS`].
 #[inline(always)]
-fn cpu_cache(cpu: u32) -> Option<*mut TaskCache> {
+fn cpu_cache(cpu: u64) -> Option<*mut TaskCache> {
     unsafe { (*(&raw mut TASK_CACHES)).get_mut(cpu as usize) }.map(|c| c as *mut TaskCache)
+}
+
+/// `bpf_get_smp_processor_id()`, which the verifier inlines as a per-CPU load on x86-64
+/// (kernel/bpf/verifier.c, `do_misc_fixups`). Declared returning u64: aya's binding returns
+/// u32, and LLVM then zero-extends again what the 32-bit load already zero-extended, two
+/// more instructions on every syscall.
+#[inline(always)]
+fn this_cpu() -> u64 {
+    // SAFETY: the helper's id, called the way aya-ebpf's own bindings call it.
+    unsafe {
+        let helper: unsafe extern "C" fn() -> u64 =
+            core::mem::transmute(BPF_FUNC_get_smp_processor_id as usize);
+        helper()
+    }
 }
 
 /// [`current_record`] through the per-CPU cache, for the syscall hook. `task` identifies the
@@ -265,24 +282,27 @@ pub(crate) fn current_record_cached(
     nr: impl Fn() -> i64,
 ) -> Option<(*mut CgroupRecord, i64)> {
     let epoch = epoch();
-    if epoch & EPOCH_CACHE_ON == 0 {
-        return current_record().map(|r| (r, nr()));
-    }
-    let Some(cache) = cpu_cache(unsafe { bpf_get_smp_processor_id() }) else {
-        return current_record().map(|r| (r, nr()));
-    };
-    for way in 0..TASK_CACHE_WAYS {
-        let entry = unsafe { &mut (*cache).entries[way] };
-        if entry.task == task && entry.epoch == epoch {
-            if entry.slot == NOT_RECORDED {
-                return None;
+    let cache = cpu_cache(this_cpu());
+    if let Some(cache) = cache {
+        // No test of `EPOCH_CACHE_ON` first: entries are only made while it is set, and
+        // clearing it changes the epoch, so no entry matches while it is clear (nor a
+        // never-made one: no register frame is at address 0).
+        for way in 0..TASK_CACHE_WAYS {
+            let entry = unsafe { &mut (*cache).entries[way] };
+            if entry.task == task && entry.epoch == epoch {
+                if entry.slot == NOT_RECORDED {
+                    return None;
+                }
+                let nr = nr();
+                entry.enter_depth = depth as u16;
+                entry.enter_nr = nr as u16;
+                return RECORDS.get_ptr_mut(entry.slot).map(|r| (r, nr));
             }
-            let nr = nr();
-            entry.enter_depth = depth as u16;
-            entry.enter_nr = nr as u16;
-            return RECORDS.get_ptr_mut(entry.slot).map(|r| (r, nr));
         }
     }
+    let Some(cache) = cache.filter(|_| epoch & EPOCH_CACHE_ON != 0) else {
+        return current_record().map(|r| (r, nr()));
+    };
     let slot = current_record_slot();
     let nr = nr();
     unsafe {
@@ -314,7 +334,7 @@ pub(crate) fn enter_depth(task: u64, nr: i64) -> Option<u64> {
     if epoch & (EPOCH_CACHE_ON | EPOCH_DEPTHS_ON) != EPOCH_CACHE_ON | EPOCH_DEPTHS_ON {
         return None;
     }
-    let cache = cpu_cache(unsafe { bpf_get_smp_processor_id() })?;
+    let cache = cpu_cache(this_cpu())?;
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &(*cache).entries[way] };
         if entry.task == task && entry.epoch == epoch && entry.enter_depth != 0 {
@@ -331,7 +351,7 @@ pub(crate) fn enter_depth(task: u64, nr: i64) -> Option<u64> {
 /// which is being moved to that CPU (kernel/sched/core.c `set_task_cpu()`: the task is not
 /// running, so its own `sys_enter` cannot be writing that entry). Its record slot stays.
 #[inline(always)]
-pub(crate) fn forget_enter_depth(task: u64, cpu: u32) {
+pub(crate) fn forget_enter_depth(task: u64, cpu: u64) {
     let Some(cache) = cpu_cache(cpu) else {
         return;
     };

@@ -5,7 +5,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
     MARK_SEEN, MARK_SEEN_SPECIAL, PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME,
-    PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+    PHASE_COUNT, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
     nr::{I386_SPECIAL, X86_64_SPECIAL, special_bits},
 };
 
@@ -23,6 +23,11 @@ use crate::{
 /// TS_COMPAT); that is recorded as x86_64.
 #[inline(always)]
 pub(crate) fn split_arch(id: i64, cs: u64) -> (usize, i64) {
+    // Nearly every syscall: a number within the table (which the x32 bit is not) from a
+    // 64-bit code segment. One compare of the number instead of a mask test.
+    if (id as u64) < SYSCALL_SLOTS as u64 && cs != USER32_CS {
+        return (ARCH_X86_64, id);
+    }
     if id >= 0 && (id as u64) & X32_SYSCALL_BIT != 0 {
         (ARCH_X32, ((id as u64) & !X32_SYSCALL_BIT) as i64)
     } else if cs == USER32_CS {
@@ -177,11 +182,22 @@ pub(crate) fn on_sys_enter(
     regs: impl FnOnce() -> [u64; 6],
 ) {
     let (arch, nr) = split_arch(id, cs);
-    // profiler's child before it execs the workload (see `CgroupRecord::awaiting_exec`).
-    if unsafe { (*record).awaiting_exec } != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
-        return;
-    }
-    let phase = unsafe { (*record).phase } as usize;
+    // The phase, and whether this is profiler's child before it execs the workload (see
+    // `CgroupRecord::awaiting_exec`), in one load: past the exec the high half is 0.
+    let state = unsafe {
+        core::ptr::read_volatile(
+            (record as *const u8).add(CgroupRecord::state_offset()) as *const u64
+        )
+    };
+    let phase = if state < PHASE_COUNT as u64 {
+        state as usize
+    } else {
+        // Before the exec only that execve is recorded.
+        if (state >> 32) != 0 && (arch, nr) != (ARCH_X86_64, nr::X86_64_EXECVE) {
+            return;
+        }
+        state as u32 as usize
+    };
     let Some(mark) = syscall_mark(record, phase, arch, nr) else {
         return;
     };
@@ -203,25 +219,37 @@ pub(crate) fn on_sys_enter(
     if seen != MARK_SEEN_SPECIAL {
         return;
     }
+    // The syscall's first four arguments in its own ABI's order (x86_64 and x32: di, si,
+    // dx, r10; i386: bx, cx, dx, si), all that the special syscalls look at.
+    let [di, si, dx, bx, r10, cx] = regs();
+    let args = if arch == ARCH_I386 {
+        [bx, cx, dx, si]
+    } else {
+        [di, si, dx, r10]
+    };
     on_special_syscall(
         record,
         &SpecialSyscall {
-            phase: phase as u64,
-            arch: arch as u64,
-            nr,
-            regs: regs(),
+            nr: nr as u32,
+            phase: phase as u16,
+            arch: arch as u16,
+            args,
         },
     );
 }
 
-/// What [`on_special_syscall`] is told (BPF calls take at most five arguments).
+/// What [`on_special_syscall`] is told (BPF calls take at most five arguments). Small: with
+/// it on the stack the syscall hook stays below 64 bytes of stack, which the kernel would
+/// otherwise give a private per-CPU stack, set up at every run (kernel/bpf/verifier.c,
+/// `BPF_PRIV_STACK_MIN_SIZE`). Special syscalls are all below `SYSCALL_SLOTS`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SpecialSyscall {
-    phase: u64,
-    arch: u64,
-    nr: i64,
-    regs: [u64; 6],
+    nr: u32,
+    phase: u16,
+    arch: u16,
+    /// The first four arguments, in the syscall's own ABI order.
+    args: [u64; 4],
 }
 
 /// The few syscalls that need more than their mark: their arguments, their events, the
@@ -241,23 +269,17 @@ pub extern "C" fn on_special_syscall(
         phase,
         arch,
         nr,
-        regs,
+        args,
     } = unsafe { *call };
-    let (phase, arch) = (phase as usize, arch as usize);
-    let [di, si, dx, bx, r10, cx] = regs;
-    record_args(
-        record,
-        phase as u64,
-        arch as u64,
-        nr,
-        if arch == ARCH_I386 { bx } else { di },
-    );
+    let (phase, arch, nr) = (phase as usize, arch as usize, nr as i64);
+    let [a0, a1, a2, _] = args;
+    record_args(record, phase as u64, arch as u64, nr, a0);
     // Events come from both 64-bit and 32-bit processes, told in x86_64 terms. (x32 has its
     // own numbers for a few of these; it cannot run on this project's kernels.)
     let event_form = if arch == ARCH_X86_64 {
-        Some((nr, [di, si, dx, r10], false))
+        Some((nr, args, false))
     } else if arch == ARCH_I386 {
-        i386_event_form(nr, [bx, cx, dx, si]).map(|(n, a)| (n, a, true))
+        i386_event_form(nr, args).map(|(n, a)| (n, a, true))
     } else {
         None
     };
@@ -269,11 +291,11 @@ pub extern "C" fn on_special_syscall(
     // pointer must be set: libseccomp probes which flags the kernel supports with
     // seccomp(SECCOMP_SET_MODE_FILTER, flag, NULL), which loads nothing (EFAULT).
     if arch == ARCH_X86_64
-        && ((nr == nr::X86_64_SECCOMP && di == nr::SECCOMP_SET_MODE_FILTER && dx != 0)
+        && ((nr == nr::X86_64_SECCOMP && a0 == nr::SECCOMP_SET_MODE_FILTER && a2 != 0)
             || (nr == nr::X86_64_PRCTL
-                && di == nr::PR_SET_SECCOMP
-                && si == nr::SECCOMP_MODE_FILTER
-                && dx != 0))
+                && a0 == nr::PR_SET_SECCOMP
+                && a1 == nr::SECCOMP_MODE_FILTER
+                && a2 != 0))
     {
         unsafe {
             (*record).seccomp_loads += 1;

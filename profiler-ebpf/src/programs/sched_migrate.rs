@@ -19,6 +19,6 @@ pub fn sched_migrate_task_btf(ctx: BtfTracePointContext) -> i32 {
     }
     // The same key the syscall hook uses: the address of the task's register frame.
     let regs = unsafe { bpf_task_pt_regs(task.cast()) } as u64;
-    forget_enter_depth(regs, dest_cpu as u32);
+    forget_enter_depth(regs, dest_cpu as u64);
     0
 }
