@@ -4,8 +4,8 @@
 use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
-    MARK_SEEN, MARK_SEEN_SPECIAL, PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_RUNTIME,
-    PHASE_COUNT, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+    MARK_SEEN, MARK_SEEN_SPECIAL, PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_COUNT,
+    PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
     nr::{I386_SPECIAL, X86_64_SPECIAL, special_bits},
 };
 
@@ -23,11 +23,6 @@ use crate::{
 /// TS_COMPAT); that is recorded as x86_64.
 #[inline(always)]
 pub(crate) fn split_arch(id: i64, cs: u64) -> (usize, i64) {
-    // Nearly every syscall: a number within the table (which the x32 bit is not) from a
-    // 64-bit code segment. One compare of the number instead of a mask test.
-    if (id as u64) < SYSCALL_SLOTS as u64 && cs != USER32_CS {
-        return (ARCH_X86_64, id);
-    }
     if id >= 0 && (id as u64) & X32_SYSCALL_BIT != 0 {
         (ARCH_X32, ((id as u64) & !X32_SYSCALL_BIT) as i64)
     } else if cs == USER32_CS {
@@ -181,7 +176,6 @@ pub(crate) fn on_sys_enter(
     cs: u64,
     regs: impl FnOnce() -> [u64; 6],
 ) {
-    let (arch, nr) = split_arch(id, cs);
     // The phase, and whether this is profiler's child before it execs the workload (see
     // `CgroupRecord::awaiting_exec`), in one load: past the exec the high half is 0.
     let state = unsafe {
@@ -189,6 +183,24 @@ pub(crate) fn on_sys_enter(
             (record as *const u8).add(CgroupRecord::state_offset()) as *const u64
         )
     };
+    // Nearly every syscall: a 64-bit one within the table (which the x32 bit is not), past
+    // the exec, made before. Three compares bound the mark's address for the verifier, and
+    // one load and compare end it (BENCHMARKS.md, M22); anything else takes the general
+    // path below.
+    if (id as u64) < SYSCALL_SLOTS as u64 && cs != USER32_CS && state < PHASE_COUNT as u64 {
+        // SAFETY: both indices were just bounded.
+        let mark = unsafe {
+            (*record)
+                .syscalls
+                .get_unchecked(state as usize)
+                .get_unchecked(ARCH_X86_64)
+                .get_unchecked(id as usize)
+        };
+        if *mark == MARK_SEEN {
+            return;
+        }
+    }
+    let (arch, nr) = split_arch(id, cs);
     let phase = if state < PHASE_COUNT as u64 {
         state as usize
     } else {
