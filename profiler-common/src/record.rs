@@ -70,7 +70,8 @@ pub const PRCTL_OTHER: usize = 127;
 /// Per recorded cgroup: which syscall numbers ran, per phase and architecture.
 ///
 /// One byte per number instead of one bit: the probe can then mark a number with a plain
-/// store of 1, which is idempotent, so concurrent CPUs never lose each other's updates (a
+/// store ([`MARK_SEEN`], or [`MARK_SEEN_SPECIAL`]: always the same one for a number), which
+/// is idempotent, so concurrent CPUs never lose each other's updates (a
 /// bit-or would need an atomic read-modify-write), and it first reads the byte so a syscall
 /// already seen never dirties the cache line again.
 #[repr(C)]
@@ -109,7 +110,7 @@ impl CgroupRecord {
     }
 }
 const _: () = assert!(
-    CgroupRecord::state_offset() % 8 == 0
+    CgroupRecord::state_offset().is_multiple_of(8)
         && core::mem::offset_of!(CgroupRecord, awaiting_exec) == CgroupRecord::state_offset() + 4
 );
 
@@ -183,7 +184,7 @@ impl ArgRecord {
 /// per-CPU cache of the syscall hook (`TASK_CACHES`) only trusts entries of the current
 /// epoch. Bit 0 is [`EPOCH_CACHE_ON`]: userspace sets it once every hook that bumps the
 /// epoch is attached; until then (or when one could not be attached) the cache is not used.
-/// Userspace changes it through the `epoch_update` program ([`EPOCH_OP_ADD`]...).
+/// Userspace changes it through the `profiler_epoch` program ([`EPOCH_OP_ADD`]...).
 pub const EPOCH_CACHE_ON: u64 = 1;
 /// Bit 1: the cache's [`TaskCacheEntry::enter_depth`] can be trusted, because the hook that
 /// forgets it when a task moves to another CPU (`sched_migrate_task`) is attached too.
@@ -192,13 +193,15 @@ pub const EPOCH_DEPTHS_ON: u64 = 2;
 /// [`EPOCH_DEPTHS_ON`]).
 pub const EPOCH_STEP: u64 = 4;
 
-/// What the `epoch_update` program does to the epoch with its second argument, told by its
-/// first: add, or, and (the program returns the epoch's low 32 bits before the change).
+/// What the `profiler_epoch` program does to the epoch with its second argument, told by
+/// its first: add, or, and, or nothing (read); it returns the epoch's low 32 bits before.
 pub const EPOCH_OP_ADD: u64 = 0;
 /// See [`EPOCH_OP_ADD`].
 pub const EPOCH_OP_OR: u64 = 1;
 /// See [`EPOCH_OP_ADD`].
 pub const EPOCH_OP_AND: u64 = 2;
+/// See [`EPOCH_OP_ADD`]: a plain read, no write to the line every CPU reads.
+pub const EPOCH_OP_READ: u64 = 3;
 
 /// Entries of the per-CPU cache, tried in turn: a CPU that alternates between a few
 /// syscall-heavy tasks (a pipe's two ends) keeps all of them.
@@ -230,10 +233,8 @@ pub struct TaskCacheEntry {
     pub enter_nr: u16,
 }
 
-/// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn. Aligned to two cache lines
-/// (the adjacent-line prefetcher fetches pairs): each CPU writes its own at every syscall,
-/// and the caches of all CPUs sit side by side in one array.
-#[repr(C, align(128))]
+/// A CPU's cache: [`TASK_CACHE_WAYS`] entries, replaced in turn.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskCache {
     pub entries: [TaskCacheEntry; TASK_CACHE_WAYS],
@@ -241,6 +242,7 @@ pub struct TaskCache {
     pub _pad: u32,
 }
 
-/// CPUs with a [`TaskCache`] (ids below this): 64 KiB in all. A CPU with a higher id takes
-/// the uncached path, slower and as right.
+/// CPUs with a [`TaskCache`] (ids below this): 116 KiB in all, with the padding that keeps
+/// each on lines of its own. A CPU with a higher id takes the uncached path, slower and as
+/// right.
 pub const TASK_CACHE_CPUS: usize = 512;

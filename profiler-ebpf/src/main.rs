@@ -3,7 +3,7 @@
 //! Everything is aggregated here, in maps keyed by the cgroup2 id of the recorded workload:
 //! no event is streamed per syscall, only rare events (execs, writes, endpoints...) through a
 //! ring buffer. A syscall of a process outside every recorded cgroup costs a look in a
-//! per-CPU cache of the tasks that last ran there (`record::current_record_cached`); on a
+//! per-CPU cache of the tasks that last ran there (`record::cached_record`); on a
 //! miss, reading its cgroup id and one slot of an array.
 //!
 //! Programs, by hook family (one file each in `programs/`; userspace picks one program per
@@ -26,7 +26,7 @@
 //! - `sched_migrate` (`programs/sched_migrate.rs`): `sched_migrate_task_btf` (tp_btf,
 //!   optional) forgets a moved task's syscall stack depth on its new CPU, which lets the
 //!   capability hook tell call paths apart without walking the stack.
-//! - `epoch` (`programs/epoch.rs`): `epoch_update` (raw_tp, never attached) is how userspace
+//! - `epoch` (`programs/epoch.rs`): `profiler_epoch` (raw_tp, never attached) is how userspace
 //!   changes the record table's epoch, with `BPF_PROG_TEST_RUN`.
 //!
 //! The helpers they share: [`maps`] and [`globals`] (the names userspace finds), [`record`]

@@ -30,21 +30,41 @@ pub(crate) static RECORDS: Array<CgroupRecord> =
 /// fills in (`BPF_PSEUDO_MAP_VALUE`) instead of an inlined map lookup, a dozen instructions
 /// on every syscall of the host (BENCHMARKS.md, M22). aya creates `.bss` without
 /// `BPF_F_MMAPABLE` and a map update would not be atomic with the kernel's own bumps, so
-/// userspace changes it through the `epoch_update` program. A line of its own: every CPU
+/// userspace changes it through the `profiler_epoch` program. A line of its own: every CPU
 /// reads it at every syscall, and the caches below are written as often.
-pub(crate) static mut EPOCH: EpochLine = EpochLine { value: 0 };
+pub(crate) static mut EPOCH: EpochLine = EpochLine {
+    _before: [0; 64],
+    value: 0,
+    _after: [0; 56],
+};
 
-#[repr(C, align(128))]
+/// 64 bytes on either side keep any neighbour off the epoch's cache line, whatever the
+/// alignment: a `.bss` value starts where the kernel's `struct bpf_array` puts its values
+/// (kernel/bpf/arraymap.c; 312 bytes into it here), not on a line of its own, so alignment
+/// within `.bss` would not be alignment in memory.
+#[repr(C)]
 pub(crate) struct EpochLine {
+    _before: [u8; 64],
     pub(crate) value: u64,
+    _after: [u8; 56],
 }
 
 /// Per CPU, by its id, the record slots of the tasks that last made syscalls there (see
-/// `crate::record::current_record_cached`). A global array rather than a per-CPU map for
-/// the same reason as [`EPOCH`]: the CPU's id is an inlined per-CPU load
-/// (kernel/bpf/verifier.c inlines `bpf_get_smp_processor_id` on x86-64), an array index is
-/// a shift, where a per-CPU array lookup is again a dozen instructions.
-pub(crate) static mut TASK_CACHES: [TaskCache; TASK_CACHE_CPUS] = unsafe { core::mem::zeroed() };
+/// `crate::record::cached_record`). A global array rather than a per-CPU map for the same
+/// reason as [`EPOCH`]: the CPU's id is an inlined per-CPU load (kernel/bpf/verifier.c
+/// inlines `bpf_get_smp_processor_id` on x86-64), an array index is a shift, where a
+/// per-CPU array lookup is again a dozen instructions.
+pub(crate) static mut TASK_CACHES: [CpuTaskCache; TASK_CACHE_CPUS] = unsafe { core::mem::zeroed() };
+
+/// One CPU's [`TaskCache`], 64 bytes clear of its neighbours' (see [`EpochLine`]): each CPU
+/// writes its own at every recorded syscall, and a line shared with another CPU's would
+/// move between them.
+#[repr(C)]
+pub(crate) struct CpuTaskCache {
+    _before: [u8; 64],
+    pub(crate) cache: TaskCache,
+    _after: [u8; 64],
+}
 
 // The capability maps are not preallocated: a run fills a few hundred entries of 16384,
 // and preallocating them took 1 ms of start-up each (strace -T of BPF_MAP_CREATE, AMD

@@ -196,7 +196,7 @@ fn current_slot() -> Option<(u32, *mut CgroupRecord)> {
     claim_record(cgroup_id, recording_id)
 }
 
-/// Tells every CPU's [`current_record_cached`] entries out of date.
+/// Tells every CPU's [`cached_record`] entries out of date.
 #[inline(always)]
 pub(crate) fn bump_epoch() {
     unsafe {
@@ -228,7 +228,7 @@ pub(crate) fn update_epoch(op: u64, operand: u64) -> u64 {
 /// `cpu`'s task cache, None for a CPU beyond [`profiler_common::TASK_CACHE_CPUS`].
 #[inline(always)]
 fn cpu_cache(cpu: u64) -> Option<*mut TaskCache> {
-    unsafe { (*(&raw mut TASK_CACHES)).get_mut(cpu as usize) }.map(|c| c as *mut TaskCache)
+    unsafe { (*(&raw mut TASK_CACHES)).get_mut(cpu as usize) }.map(|c| &raw mut c.cache)
 }
 
 /// `bpf_get_smp_processor_id()`, which the verifier inlines as a per-CPU load on x86-64
@@ -245,7 +245,7 @@ fn this_cpu() -> u64 {
     }
 }
 
-/// [`current_record`] through the per-CPU cache, for the syscall hook. `task` identifies the
+/// [`current_record`] from the per-CPU cache, for the syscall hook. `task` identifies the
 /// current task: the address of its syscall register frame, which `sys_enter` is handed.
 ///
 /// Reading the cgroup id takes a helper call (`bpf_get_current_task_btf`, not inlined on
@@ -273,38 +273,63 @@ fn this_cpu() -> u64 {
 /// For a recorded task the entry also keeps `depth`, how deep in the task's kernel stack
 /// this syscall's `sys_enter` ran, with the syscall's number `nr`
 /// ([`profiler_common::TaskCacheEntry::enter_depth`]), for the capability hook
-/// ([`enter_depth`]); stored only there, not for the rest of the host. Returns the record
-/// and the syscall's number.
+/// ([`enter_depth`]); stored only there, not for the rest of the host.
+///
+/// This is the hit: no call, so the hook's own frame saves no registers (the x86-64 JIT
+/// pushes the callee-saved ones a function uses, arch/x86/net/bpf_jit_comp.c
+/// `detect_reg_usage`); [`current_record_caching`] is the miss.
 #[inline(always)]
-pub(crate) fn current_record_cached(
+pub(crate) fn cached_record(task: u64, depth: u64, nr: impl Fn() -> i64) -> Cached {
+    let epoch = epoch();
+    let Some(cache) = cpu_cache(this_cpu()) else {
+        return Cached::Unknown;
+    };
+    // No test of `EPOCH_CACHE_ON` first: entries are only made while it is set, and
+    // clearing it changes the epoch, so no entry matches while it is clear (nor a never-made
+    // one: no register frame is at address 0).
+    for way in 0..TASK_CACHE_WAYS {
+        let entry = unsafe { &mut (*cache).entries[way] };
+        if entry.task == task && entry.epoch == epoch {
+            if entry.slot == NOT_RECORDED {
+                return Cached::NotRecorded;
+            }
+            let nr = nr();
+            entry.enter_depth = depth as u16;
+            entry.enter_nr = nr as u16;
+            return match RECORDS.get_ptr_mut(entry.slot) {
+                Some(record) => Cached::Recorded(record, nr),
+                None => Cached::NotRecorded,
+            };
+        }
+    }
+    Cached::Unknown
+}
+
+/// What [`cached_record`] knows of the current task.
+pub(crate) enum Cached {
+    NotRecorded,
+    /// Its record, and the syscall's number.
+    Recorded(*mut CgroupRecord, i64),
+    /// Not in this CPU's cache: ask [`current_record_caching`].
+    Unknown,
+}
+
+/// [`current_record`] for a task [`cached_record`] does not know, entered in this CPU's
+/// cache when the cache is on. Returns the record and the syscall's number.
+#[inline(always)]
+pub(crate) fn current_record_caching(
     task: u64,
     depth: u64,
     nr: impl Fn() -> i64,
 ) -> Option<(*mut CgroupRecord, i64)> {
+    // Read before the slot is looked up: a bump during the lookup leaves the entry stale.
     let epoch = epoch();
-    let cache = cpu_cache(this_cpu());
-    if let Some(cache) = cache {
-        // No test of `EPOCH_CACHE_ON` first: entries are only made while it is set, and
-        // clearing it changes the epoch, so no entry matches while it is clear (nor a
-        // never-made one: no register frame is at address 0).
-        for way in 0..TASK_CACHE_WAYS {
-            let entry = unsafe { &mut (*cache).entries[way] };
-            if entry.task == task && entry.epoch == epoch {
-                if entry.slot == NOT_RECORDED {
-                    return None;
-                }
-                let nr = nr();
-                entry.enter_depth = depth as u16;
-                entry.enter_nr = nr as u16;
-                return RECORDS.get_ptr_mut(entry.slot).map(|r| (r, nr));
-            }
-        }
-    }
-    let Some(cache) = cache.filter(|_| epoch & EPOCH_CACHE_ON != 0) else {
+    let Some(cache) = cpu_cache(this_cpu()).filter(|_| epoch & EPOCH_CACHE_ON != 0) else {
         return current_record().map(|r| (r, nr()));
     };
     let slot = current_record_slot();
-    let nr = nr();
+    // The number is read only for a recorded task.
+    let nr = if slot < 0 { 0 } else { nr() };
     unsafe {
         let way = (*cache).next as usize % TASK_CACHE_WAYS;
         (*cache).next = (*cache).next.wrapping_add(1);
@@ -320,9 +345,9 @@ pub(crate) fn current_record_cached(
 }
 
 /// The depth at which `sys_enter` ran in the current syscall of the task whose register
-/// frame is at `task`, as [`current_record_cached`] kept it on this CPU; None when this CPU
+/// frame is at `task`, as [`cached_record`] kept it on this CPU; None when this CPU
 /// does not know it for certain. An entry of this epoch with this frame is the task's own
-/// (see [`current_record_cached`]); its depth is this syscall's if the task entered this
+/// (see [`cached_record`]); its depth is this syscall's if the task entered this
 /// syscall on this CPU: it has not run a syscall since (it is still in this one), and a
 /// task that moved here from another CPU had its depth here forgotten when it moved
 /// (`sched_migrate_task`, [`forget_enter_depth`]), which `EPOCH_DEPTHS_ON` says is attached.

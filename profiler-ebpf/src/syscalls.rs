@@ -167,26 +167,25 @@ fn is_special(arch: usize, nr: i64) -> bool {
             .is_some_and(|b| b >> (nr as usize % 8) & 1 != 0)
 }
 
+/// The phase, and whether this is profiler's child before it execs the workload (see
+/// `CgroupRecord::awaiting_exec`), in one load: past the exec the high half is 0.
 #[inline(always)]
-/// `regs` reads the syscall's argument registers (di, si, dx, bx, r10, cx): only for the
-/// special syscalls, most syscalls never need them.
-pub(crate) fn on_sys_enter(
-    record: *mut CgroupRecord,
-    id: i64,
-    cs: u64,
-    regs: impl FnOnce() -> [u64; 6],
-) {
-    // The phase, and whether this is profiler's child before it execs the workload (see
-    // `CgroupRecord::awaiting_exec`), in one load: past the exec the high half is 0.
-    let state = unsafe {
+fn record_state(record: *mut CgroupRecord) -> u64 {
+    unsafe {
         core::ptr::read_volatile(
             (record as *const u8).add(CgroupRecord::state_offset()) as *const u64
         )
-    };
-    // Nearly every syscall: a 64-bit one within the table (which the x32 bit is not), past
-    // the exec, made before. Three compares bound the mark's address for the verifier, and
-    // one load and compare end it (BENCHMARKS.md, M22); anything else takes the general
-    // path below.
+    }
+}
+
+/// Whether syscall `id` (entered from code segment `cs`) is already marked in `record` and
+/// needs nothing more: nearly every syscall, a 64-bit one within the table (which the x32
+/// bit is not), past the exec, made before. Three compares bound the mark's address for the
+/// verifier, one load and compare decide (BENCHMARKS.md, M22); false sends it to
+/// [`on_sys_enter`].
+#[inline(always)]
+pub(crate) fn seen_before(record: *mut CgroupRecord, id: i64, cs: u64) -> bool {
+    let state = record_state(record);
     if (id as u64) < SYSCALL_SLOTS as u64 && cs != USER32_CS && state < PHASE_COUNT as u64 {
         // SAFETY: both indices were just bounded.
         let mark = unsafe {
@@ -196,10 +195,21 @@ pub(crate) fn on_sys_enter(
                 .get_unchecked(ARCH_X86_64)
                 .get_unchecked(id as usize)
         };
-        if *mark == MARK_SEEN {
-            return;
-        }
+        return *mark == MARK_SEEN;
     }
+    false
+}
+
+#[inline(always)]
+/// `regs` reads the syscall's argument registers (di, si, dx, bx, r10, cx): only for the
+/// special syscalls, most syscalls never need them.
+pub(crate) fn on_sys_enter(
+    record: *mut CgroupRecord,
+    id: i64,
+    cs: u64,
+    regs: impl FnOnce() -> [u64; 6],
+) {
+    let state = record_state(record);
     let (arch, nr) = split_arch(id, cs);
     let phase = if state < PHASE_COUNT as u64 {
         state as usize

@@ -1,4 +1,4 @@
-//! `epoch_update`: userspace's way to change the record table's epoch (`crate::maps::EPOCH`).
+//! `profiler_epoch`: userspace's way to change the record table's epoch (`crate::maps::EPOCH`).
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::record::update_epoch;
@@ -9,7 +9,7 @@ use crate::record::update_epoch;
 /// which userspace can neither map (aya creates it without `BPF_F_MMAPABLE`) nor update
 /// atomically with a map update. Returns the epoch's low 32 bits before the change.
 #[raw_tracepoint]
-pub fn epoch_update(ctx: RawTracePointContext) -> i32 {
+pub fn profiler_epoch(ctx: RawTracePointContext) -> i32 {
     let op: u64 = ctx.arg(0);
     let operand: u64 = ctx.arg(1);
     update_epoch(op, operand) as i32

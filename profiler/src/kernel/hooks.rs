@@ -8,10 +8,14 @@
 //! directly, where `bpf_probe_read_kernel` may be refused (lockdown); `raw_tp` is the
 //! fallback on kernels without BTF; `fexit` on `cap_capable()` serves kernels older than the
 //! `capability:cap_capable` tracepoint (6.14), where the kernel lets fexit load.
+use std::os::fd::AsFd as _;
+
 use anyhow::Context as _;
 use aya::Btf;
 use aya::Ebpf;
 use aya::programs::{BtfTracePoint, FExit, RawTracePoint};
+
+use crate::kernel::record_table::EpochProgram;
 
 /// One way of attaching a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,9 +252,8 @@ pub fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
 }
 
 /// The program userspace changes the record table's epoch with (see `record_table`), loaded
-/// and never attached. Returned as a handle of its own (a copy of its descriptor), for the
-/// record table to keep.
-pub fn load_epoch_program(ebpf: &mut Ebpf) -> anyhow::Result<RawTracePoint> {
+/// and never attached, as a descriptor of its own for the record table to keep.
+pub fn load_epoch_program(ebpf: &mut Ebpf) -> anyhow::Result<EpochProgram> {
     let program: &mut RawTracePoint = ebpf
         .program_mut(EPOCH_PROGRAM)
         .with_context(|| format!("program {EPOCH_PROGRAM} missing from the eBPF object"))?
@@ -258,15 +261,12 @@ pub fn load_epoch_program(ebpf: &mut Ebpf) -> anyhow::Result<RawTracePoint> {
     program
         .load()
         .with_context(|| format!("loading {EPOCH_PROGRAM} failed"))?;
-    let info = program.info()?;
-    Ok(RawTracePoint::from_program_info(
-        info,
-        EPOCH_PROGRAM.into(),
-    )?)
+    let fd = program.fd()?.as_fd().try_clone_to_owned()?;
+    EpochProgram::new(fd)
 }
 
 /// See [`load_epoch_program`].
-pub const EPOCH_PROGRAM: &str = "epoch_update";
+pub const EPOCH_PROGRAM: &str = "profiler_epoch";
 
 /// Names of this project's programs currently loaded in the kernel (by anyone).
 pub fn loaded_profiler_programs() -> Vec<String> {

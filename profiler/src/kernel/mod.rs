@@ -143,7 +143,9 @@ impl Drop for Probes {
     fn drop(&mut self) {
         // aya detaches the programs in no fixed order: once the fork or cgroup-move hook is
         // gone, nothing would tell the syscall hook's cache that an entry went stale.
-        self.records.disable_task_cache();
+        if !self.records.disable_task_cache() {
+            crate::timings::mark("the syscall cache could not be switched off before detaching");
+        }
         if self.run_stats.take().is_some() {
             // What each program cost, in the kernel's own count (kernel/bpf/syscall.c,
             // `bpf_prog_get_info_by_fd`: run_cnt, run_time_ns), with the count's own two

@@ -7,27 +7,100 @@
 //! not be atomic with the kernel's claims.
 //!
 //! The table's epoch (`profiler_common::EPOCH_STEP`) is a global of the programs' `.bss`,
-//! which aya does not create mappable; userspace changes it by running the `epoch_update`
-//! program (`BPF_PROG_TEST_RUN`), atomically with the kernel's own bumps.
+//! which aya does not create mappable; userspace changes it by running the
+//! `profiler_epoch` program (`BPF_PROG_TEST_RUN`), atomically with the kernel's own bumps.
 use std::num::NonZeroUsize;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::{Context as _, bail};
-use aya::programs::{RawTracePoint, RawTracePointRunOptions, TestRun as _};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use profiler_common::{
     CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_OP_ADD, EPOCH_OP_AND, EPOCH_OP_OR,
-    EPOCH_STEP, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS, SLOT_DELETED, SLOT_FREE, record_slot,
+    EPOCH_OP_READ, EPOCH_STEP, PHASE_SETUP, RECORD_PROBES, RECORD_SLOTS, SLOT_DELETED, SLOT_FREE,
+    record_slot,
 };
 
 pub struct RecordTable {
     base: NonNull<CgroupRecord>,
     len: usize,
-    /// The loaded `epoch_update` program: bumps the epoch after every claim and release, so
-    /// no CPU's syscall cache keeps a slot's old owner. None: no cache (it is never enabled).
-    epoch: Option<RawTracePoint>,
+    /// Bumps the epoch after every claim and release, so no CPU's syscall cache keeps a
+    /// slot's old owner. None: no cache (it is never enabled).
+    epoch: Option<EpochProgram>,
+    /// The cache may hold entries: set before it is switched on, cleared only once it was
+    /// switched off. While clear a bump that fails does no harm (there are no entries);
+    /// while set it fails the claim or release it belongs to.
+    cache_may_be_on: AtomicBool,
+}
+
+/// The loaded `profiler_epoch` program (a copy of its descriptor), run with
+/// `BPF_PROG_TEST_RUN` (net/bpf/test_run.c, `bpf_prog_test_run_raw_tp`: the arguments are
+/// the program's context). Run by descriptor, not through aya's `TestRun`: that wants the
+/// program object, which stays in the `Ebpf`, and making a second one from the program's id
+/// (`RawTracePoint::from_program_info`) takes `BPF_PROG_GET_FD_BY_ID`, which needs
+/// CAP_SYS_ADMIN where CAP_BPF and CAP_PERFMON are otherwise enough.
+pub struct EpochProgram(OwnedFd);
+
+impl EpochProgram {
+    /// Takes `fd` and runs the program once: a kernel without test runs of raw_tp programs
+    /// (before 5.10, or without CONFIG_NET) or a policy that refuses them is found here,
+    /// and the cache then stays off.
+    pub fn new(fd: OwnedFd) -> anyhow::Result<EpochProgram> {
+        let program = EpochProgram(fd);
+        program.run(EPOCH_OP_READ, 0)?;
+        Ok(program)
+    }
+
+    /// `EPOCH_OP_*` with `operand`; the epoch's low 32 bits before.
+    fn run(&self, op: u64, operand: u64) -> anyhow::Result<u32> {
+        // The `test` member of `union bpf_attr` (include/uapi/linux/bpf.h), up to
+        // `batch_size`; the kernel takes a shorter attr when the rest would be zero.
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestRunAttr {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            ctx_size_in: u32,
+            ctx_size_out: u32,
+            ctx_in: u64,
+            ctx_out: u64,
+            flags: u32,
+            cpu: u32,
+            batch_size: u32,
+            _pad: u32,
+        }
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        let args = [op, operand];
+        let mut attr = TestRunAttr {
+            prog_fd: self.0.as_raw_fd() as u32,
+            ctx_size_in: size_of_val(&args) as u32,
+            ctx_in: args.as_ptr() as u64,
+            ..TestRunAttr::default()
+        };
+        // SAFETY: a valid attr of the size given; `args` outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &raw mut attr,
+                size_of::<TestRunAttr>(),
+            )
+        };
+        if r < 0 {
+            bail!(
+                "running profiler_epoch (BPF_PROG_TEST_RUN) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(attr.retval)
+    }
 }
 
 const PAGE: usize = 4096;
@@ -64,39 +137,30 @@ impl RecordTable {
             base: base.cast(),
             len: bytes,
             epoch: None,
+            cache_may_be_on: AtomicBool::new(false),
         })
     }
 
-    /// Gives the table the loaded `epoch_update` program, without which the syscall hook's
-    /// cache stays off.
-    pub fn set_epoch_program(&mut self, program: RawTracePoint) {
+    /// Gives the table the epoch program, without which the syscall hook's cache stays off.
+    pub fn set_epoch_program(&mut self, program: EpochProgram) {
         self.epoch = Some(program);
     }
 
-    /// Runs `epoch_update` (`EPOCH_OP_*`, `operand`); the epoch's low 32 bits before.
-    fn update_epoch(&self, op: u64, operand: u64) -> anyhow::Result<u32> {
-        let program = self.epoch.as_ref().context("no epoch_update program")?;
-        let mut args = [0u64; 12];
-        args[0] = op;
-        args[1] = operand;
-        let run = program
-            .test_run(RawTracePointRunOptions { args, cpu: None })
-            .context("running epoch_update (BPF_PROG_TEST_RUN) failed")?;
-        Ok(run.return_value)
-    }
-
-    /// Out of date: every CPU's cached slots. When even that fails the cache is switched
-    /// off (if it can be) and the error returned: a stale entry would file a task's
-    /// syscalls under a slot's old owner.
+    /// Out of date: every CPU's cached slots. An error only when the cache may hold entries
+    /// (a stale one would file a task's syscalls under a slot's old owner); the cache is then
+    /// switched off too, if that still works.
     fn bump_epoch(&self) -> anyhow::Result<()> {
-        if self.epoch.is_none() {
+        let Some(epoch) = &self.epoch else {
             return Ok(());
+        };
+        match epoch.run(EPOCH_OP_ADD, EPOCH_STEP) {
+            Ok(_) => Ok(()),
+            Err(_) if !self.cache_may_be_on.load(Ordering::Acquire) => Ok(()),
+            Err(e) => {
+                self.disable_task_cache();
+                Err(e)
+            }
         }
-        if let Err(e) = self.update_epoch(EPOCH_OP_ADD, EPOCH_STEP) {
-            self.disable_task_cache();
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Lets the syscall hook cache slots per task. Only once every hook that bumps the epoch
@@ -105,17 +169,18 @@ impl RecordTable {
     /// attached too, so the capability hook may trust the depths. Without the epoch program,
     /// or when it fails, the cache stays off (said in `PROFILER_TIMINGS`).
     pub fn enable_task_cache(&self, depths: bool) {
-        if self.epoch.is_none() {
+        let Some(epoch) = &self.epoch else {
             return;
-        }
+        };
         let bits = if depths {
             EPOCH_CACHE_ON | EPOCH_DEPTHS_ON
         } else {
             EPOCH_CACHE_ON
         };
-        let enabled = self
-            .update_epoch(EPOCH_OP_ADD, EPOCH_STEP)
-            .and_then(|_| self.update_epoch(EPOCH_OP_OR, bits));
+        let enabled = epoch.run(EPOCH_OP_ADD, EPOCH_STEP).and_then(|_| {
+            self.cache_may_be_on.store(true, Ordering::Release);
+            epoch.run(EPOCH_OP_OR, bits)
+        });
         if let Err(e) = enabled {
             self.disable_task_cache();
             crate::timings::mark(&format!("syscall cache off: {e:#}"));
@@ -123,18 +188,21 @@ impl RecordTable {
     }
 
     /// Stops the syscall hook's use of its cache (before the hooks that keep it right go).
-    pub fn disable_task_cache(&self) {
-        if self.epoch.is_some() {
-            let _ = self.update_epoch(EPOCH_OP_AND, !(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON));
+    /// Returns whether it is off (it never was on, or clearing the bits worked).
+    pub fn disable_task_cache(&self) -> bool {
+        let Some(epoch) = &self.epoch else {
+            return true;
+        };
+        if !self.cache_may_be_on.load(Ordering::Acquire) {
+            return true;
         }
-    }
-
-    /// Whether the syscall hook caches slots per task.
-    pub fn task_cache_enabled(&self) -> bool {
-        self.epoch.is_some()
-            && self
-                .update_epoch(EPOCH_OP_ADD, 0)
-                .is_ok_and(|e| e as u64 & EPOCH_CACHE_ON != 0)
+        let off = epoch
+            .run(EPOCH_OP_AND, !(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON))
+            .is_ok();
+        if off {
+            self.cache_may_be_on.store(false, Ordering::Release);
+        }
+        off
     }
 
     fn slot(&self, index: u32) -> *mut CgroupRecord {
@@ -196,7 +264,15 @@ impl RecordTable {
                     )
                 });
             match claimed {
-                Ok(_) => {
+                Ok(previous) => {
+                    // A released slot's old owner may still have tasks with it cached: out of
+                    // date before the slot is cleared, or their late stores would land in the
+                    // new record.
+                    let stale_gone = if previous == SLOT_DELETED {
+                        self.bump_epoch()
+                    } else {
+                        Ok(())
+                    };
                     // A released slot may have taken a late store from a process that was
                     // still running in its old cgroup: start from zero again.
                     self.clear(index);
@@ -209,9 +285,9 @@ impl RecordTable {
                     }
                     std::sync::atomic::fence(Ordering::Release);
                     // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
-                    if let Err(e) = self.bump_epoch() {
-                        self.clear(index);
-                        id.store(SLOT_DELETED, Ordering::Release);
+                    if let Err(e) = stale_gone.and_then(|()| self.bump_epoch()) {
+                        // Also whatever the kernel claimed below it meanwhile.
+                        self.records_of(cgroup_id, true);
                         return Err(e.context(format!("cannot record cgroup {cgroup_id}")));
                     }
                     return Ok(());
@@ -262,8 +338,9 @@ impl RecordTable {
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
             }
         }
-        // A failed bump leaves the cache off (`bump_epoch`); the released slots are
-        // deleted, not free, so only `insert` reuses them, and it bumps again or fails.
+        // A bump that fails switches the cache off if it can (`bump_epoch`); the released
+        // slots are deleted, not free, so only `insert` reuses them, and it bumps before it
+        // clears one, or fails.
         if release {
             let _ = self.bump_epoch();
         }
@@ -382,5 +459,29 @@ mod tests {
         let last = id(RECORD_PROBES as u64 - 1);
         assert_eq!(table.take_recording(last)[0].cgroup_id, last);
         table.insert(id(RECORD_PROBES as u64), false).unwrap();
+    }
+
+    /// An epoch program the kernel will not run (here a map's descriptor, which
+    /// BPF_PROG_TEST_RUN refuses): refused when it is made; and, had it been taken, a bump
+    /// that fails is harmless while the cache was never on, but once the cache may hold
+    /// entries it fails the claim, which then leaves no slot behind.
+    #[test]
+    fn a_failing_epoch_program_fails_claims_only_while_the_cache_may_be_on() {
+        let Some(map) = records_map() else { return };
+        let not_a_program = || map.try_clone().unwrap();
+        assert!(EpochProgram::new(not_a_program()).is_err());
+        let mut table = RecordTable::map(&map).unwrap();
+        table.set_epoch_program(EpochProgram(not_a_program()));
+        table.insert(1, false).unwrap();
+        // Switching the cache on fails, and leaves it off: claims still work.
+        table.enable_task_cache(true);
+        table.insert(2, false).unwrap();
+        assert_eq!(table.take_recording(1).len(), 1);
+        // Cache possibly on (its bits could not be cleared): a claim must fail, whole.
+        table.cache_may_be_on.store(true, Ordering::Release);
+        let refused = table.insert(3, false).unwrap_err();
+        assert!(format!("{refused:#}").contains("cannot record cgroup 3"), "{refused:#}");
+        assert!(table.take_recording(3).is_empty(), "the refused claim left its slot");
+        assert_eq!(table.take_recording(2).len(), 1);
     }
 }
