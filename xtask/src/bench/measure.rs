@@ -110,6 +110,19 @@ pub(super) fn alternate(
     rounds: usize,
     variants: &mut [Variant<'_>],
 ) -> anyhow::Result<Vec<Duration>> {
+    Ok(alternate_samples(rounds, variants)?
+        .into_iter()
+        .map(median)
+        .collect())
+}
+
+/// Like [`alternate`], every sample: `[variant][round]`, each round running every variant
+/// once (in a rotating order), so two variants' samples of one round are a pair taken
+/// seconds apart.
+pub(super) fn alternate_samples(
+    rounds: usize,
+    variants: &mut [Variant<'_>],
+) -> anyhow::Result<Vec<Vec<Duration>>> {
     let count = variants.len();
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); count];
     for round in 0..rounds {
@@ -118,7 +131,25 @@ pub(super) fn alternate(
             samples[i].push((variants[i].1)()?);
         }
     }
-    Ok(samples.into_iter().map(median).collect())
+    Ok(samples)
+}
+
+/// The median over rounds of `a`'s sample less `b`'s of the same round, in seconds. These
+/// VMs drift between a fast and a slow state every few seconds (the untraced loop moved by
+/// 10% between benches); a difference within one round cancels the drift that a difference
+/// of two medians keeps.
+pub(super) fn paired_difference(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.as_secs_f64() - y.as_secs_f64())
+        .collect();
+    d.sort_by(f64::total_cmp);
+    match d.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => d[n / 2],
+        n => (d[n / 2 - 1] + d[n / 2]) / 2.0,
+    }
 }
 
 /// The median loop time of the getppid loop, untraced (before and after all parts).

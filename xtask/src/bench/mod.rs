@@ -109,7 +109,7 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     } else {
         Config {
             rounds: 5,
-            loop_rounds: 9,
+            loop_rounds: 15,
             loop_syscalls: 5_000_000,
             strace_divisor: 200,
             make_files: 200,

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::Bench;
-use super::measure::{Variant, alternate, loop_time, secs, table_head};
+use super::measure::{
+    Variant, alternate_samples, loop_time, median, paired_difference, secs, table_head,
+};
 
 /// 1. A syscall-bound loop: untraced, the floor, profiler, strace -f.
 pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
@@ -83,11 +85,13 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
             }),
         ),
     ];
-    let m = alternate(cfg.loop_rounds, &mut variants)?;
+    let samples = alternate_samples(cfg.loop_rounds, &mut variants)?;
     drop(variants);
+    let m: Vec<Duration> = samples.iter().cloned().map(median).collect();
     let untraced = secs(m[0]);
-    let per_syscall = |d: Duration| (secs(d) - untraced) / n as f64 * 1e9;
-    let (floor_ns, profiler_ns) = (per_syscall(m[1]), per_syscall(m[2]));
+    // What variant `i` adds per syscall over the untraced loop of the same round.
+    let added_ns = |i: usize| paired_difference(&samples[i], &samples[0]) / n as f64 * 1e9;
+    let (floor_ns, profiler_ns) = (added_ns(1), added_ns(2));
     let untraced_ns = untraced / n as f64 * 1e9;
     let strace_ns = secs(m[3]) / (n / cfg.strace_divisor) as f64 * 1e9 - untraced_ns;
     let added = profiler_ns / floor_ns.max(1e-9);
@@ -105,7 +109,7 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         measured,
         floor_ns >= 1.0 && added <= 1.2,
     );
-    let host = |i: usize| per_syscall(m[i]) - per_syscall(m[6]);
+    let host = |i: usize| paired_difference(&samples[i], &samples[6]) / n as f64 * 1e9;
     b.target(
         "another process's syscall while profiler records: within +5 ns of the floor's",
         format!("{:+.0} ns (containers: {:+.0} ns)", host(4), host(5)),
@@ -115,7 +119,10 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
     writeln!(
         report,
         "Times are the loop's own (clock_gettime around it, inside the process): start-up and \
-         profile writing are in part 5.\n"
+         profile writing are in part 5. Loop times are medians; what a variant adds is the \
+         median over rounds of its time less the untraced loop's in the same round (the host \
+         drifts between a fast and a slow state every few seconds, which a difference of two \
+         medians keeps and a difference within one round cancels).\n"
     )?;
     table_head(
         report,
@@ -145,19 +152,19 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         report,
         "| another process while profiler records (host cost) | {:.3} s | +{:.0} ns |",
         secs(m[4]),
-        per_syscall(m[4])
+        added_ns(4)
     )?;
     writeln!(
         report,
         "| another process while profiler records containers | {:.3} s | +{:.0} ns |",
         secs(m[5]),
-        per_syscall(m[5])
+        added_ns(5)
     )?;
     writeln!(
         report,
         "| another process while the floor is attached | {:.3} s | +{:.0} ns |",
         secs(m[6]),
-        per_syscall(m[6])
+        added_ns(6)
     )?;
     writeln!(
         report,
