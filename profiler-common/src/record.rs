@@ -242,7 +242,7 @@ pub struct TaskCache {
     pub _pad: u32,
 }
 
-/// CPUs with a [`TaskCache`] (ids below this): 116 KiB in all, with the padding that keeps
+/// CPUs with a [`TaskCache`] (ids below this): 128 KiB in all, with the padding that keeps
 /// each on lines of its own. A CPU with a higher id takes the uncached path, slower and as
 /// right.
 pub const TASK_CACHE_CPUS: usize = 512;

@@ -58,13 +58,14 @@ pub(crate) static mut TASK_CACHES: [CpuTaskCache; TASK_CACHE_CPUS] = unsafe { co
 
 /// One CPU's [`TaskCache`], 64 bytes clear of its neighbours' (see [`EpochLine`]): each CPU
 /// writes its own at every recorded syscall, and a line shared with another CPU's would
-/// move between them.
+/// move between them. 256 bytes in all: the index is a shift, not a multiply.
 #[repr(C)]
 pub(crate) struct CpuTaskCache {
     _before: [u8; 64],
     pub(crate) cache: TaskCache,
-    _after: [u8; 64],
+    _after: [u8; 256 - 64 - size_of::<TaskCache>()],
 }
+const _: () = assert!(size_of::<CpuTaskCache>() == 256 && size_of::<TaskCache>() <= 128);
 
 // The capability maps are not preallocated: a run fills a few hundred entries of 16384,
 // and preallocating them took 1 ms of start-up each (strace -T of BPF_MAP_CREATE, AMD
