@@ -480,8 +480,14 @@ mod tests {
         // Cache possibly on (its bits could not be cleared): a claim must fail, whole.
         table.cache_may_be_on.store(true, Ordering::Release);
         let refused = table.insert(3, false).unwrap_err();
-        assert!(format!("{refused:#}").contains("cannot record cgroup 3"), "{refused:#}");
-        assert!(table.take_recording(3).is_empty(), "the refused claim left its slot");
+        assert!(
+            format!("{refused:#}").contains("cannot record cgroup 3"),
+            "{refused:#}"
+        );
+        assert!(
+            table.take_recording(3).is_empty(),
+            "the refused claim left its slot"
+        );
         assert_eq!(table.take_recording(2).len(), 1);
     }
 }
