@@ -28,7 +28,6 @@ use profiler_common::{
     CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT,
     CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey, DIRECT_NOAUDIT_FUNCTIONS, LOSS_CAP_MAP_FULL,
     LOSS_CAP_STACK, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_IP_OFFSET,
-    PT_REGS_ORIG_AX_OFFSET,
 };
 
 use crate::{
@@ -91,7 +90,7 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
         let load = |off: usize| *(regs.add(off) as *const u64);
         (
             regs,
-            load(PT_REGS_ORIG_AX_OFFSET) as i64,
+            crate::syscalls::syscall_number(regs),
             load(PT_REGS_CS_OFFSET),
             load(PT_REGS_IP_OFFSET) == load(PT_REGS_CX_OFFSET),
         )

@@ -5,7 +5,8 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use profiler_common::{
     ARCH_I386, ARCH_X32, ARCH_X86_64, ArgRecord, CgroupRecord, LOSS_SYSCALL_OUT_OF_RANGE,
     MARK_SEEN, MARK_SEEN_SPECIAL, PERSONALITY_OTHER, PERSONALITY_VALUES, PHASE_COUNT,
-    PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, SYSCALL_SLOTS, USER32_CS, X32_SYSCALL_BIT, nr,
+    PHASE_RUNTIME, PHASE_SETUP, PRCTL_OTHER, PT_REGS_ORIG_AX_OFFSET, SYSCALL_SLOTS, USER32_CS,
+    X32_SYSCALL_BIT, nr,
     nr::{I386_SPECIAL, X86_64_SPECIAL, special_bits},
 };
 
@@ -13,6 +14,18 @@ use crate::{
     events::{emit_events, i386_event_form},
     maps::count_loss,
 };
+
+/// The number of the syscall whose register frame `regs` is, as the tracepoint's `id` has
+/// it: `syscall_get_nr()`, the low 32 bits of `orig_ax` as an `int`
+/// (arch/x86/include/asm/syscall.h; kernel/entry/syscall-common.c `syscall_trace_enter()`
+/// reads it just before the tracepoint, after seccomp and ptrace had their say). The 64-bit
+/// entry keeps all of rax in `orig_ax` and dispatches on its low 32 bits
+/// (arch/x86/entry/syscall_64.c, `do_syscall_x64`): a number with its upper half set is
+/// still that syscall.
+#[inline(always)]
+pub(crate) fn syscall_number(regs: *const u8) -> i64 {
+    unsafe { *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const u32) as i32 as i64 }
+}
 
 /// Splits the raw syscall id into (architecture slot, number).
 ///

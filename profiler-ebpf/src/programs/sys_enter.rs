@@ -8,20 +8,22 @@ use aya_ebpf::{
 };
 use profiler_common::{
     CgroupRecord, PT_REGS_BX_OFFSET, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_DI_OFFSET,
-    PT_REGS_DX_OFFSET, PT_REGS_ORIG_AX_OFFSET, PT_REGS_R10_OFFSET, PT_REGS_SI_OFFSET,
+    PT_REGS_DX_OFFSET, PT_REGS_R10_OFFSET, PT_REGS_SI_OFFSET,
 };
 
 use crate::{
     record::{Cached, cached_record, current_record, current_record_caching},
-    syscalls::{on_sys_enter, seen_before},
+    syscalls::{on_sys_enter, seen_before, syscall_number},
 };
 
 /// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
 ///
-/// Only the common cases are here, without a call: a task this CPU's cache knows as not
-/// recorded (every other process on the host), and a recorded syscall seen before. With no
-/// call the x86-64 JIT saves no callee-saved registers for this frame (arch/x86/net/
-/// bpf_jit_comp.c, `detect_reg_usage`); the rest is in two BPF-to-BPF subprograms.
+/// Only the common cases are here, without a call of our own: a task this CPU's cache knows
+/// as not recorded (every other process on the host), and a recorded syscall seen before.
+/// The rest is in two BPF-to-BPF subprograms, so this frame holds fewer values across calls
+/// and the x86-64 JIT saves fewer callee-saved registers for it (arch/x86/net/
+/// bpf_jit_comp.c, `detect_reg_usage`; LLVM still counts the helper calls that the verifier
+/// inlines).
 // `inline(always)`: the macro wraps this function in the program's entry; grown past LLVM's
 // inlining threshold, it became a BPF-to-BPF call, one more call and return per syscall.
 #[btf_tracepoint(function = "sys_enter")]
@@ -33,14 +35,12 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     // in a frame below. Pointer difference: the verifier allows it to programs loaded with
     // CAP_PERFMON (kernel/bpf/verifier.c, `adjust_reg_min_max_vals`, allow_ptr_leaks).
     let depth = (regs as u64).wrapping_sub(ctx.as_ptr() as u64);
-    // The syscall's number from the register frame (`orig_ax`, what the tracepoint's `id` is
-    // read from: kernel/entry/syscall-common.c, `syscall_trace_enter()`), not from the
-    // context: the context is then dead after `depth`, one value fewer to hold, and the
-    // frame needs no callee-saved register.
+    // The syscall's number from the register frame, not from the context: the context is
+    // then dead after `depth`, one value fewer to hold.
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     // Filter first: for every process that is not recorded this is the only work done (the
     // syscall number is read only for a recorded one).
-    match cached_record(regs as u64, depth, || load(PT_REGS_ORIG_AX_OFFSET) as i64) {
+    match cached_record(regs as u64, depth, || syscall_number(regs)) {
         Cached::NotRecorded => 0,
         Cached::Recorded(record, id) => {
             // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under
@@ -59,9 +59,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
 /// stays a trusted BTF pointer.
 #[inline(never)]
 fn sys_enter_uncached(regs: *const u8, depth: u64) -> i32 {
-    let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
-    let Some((record, id)) =
-        current_record_caching(regs as u64, depth, || load(PT_REGS_ORIG_AX_OFFSET) as i64)
+    let Some((record, id)) = current_record_caching(regs as u64, depth, || syscall_number(regs))
     else {
         return 0;
     };

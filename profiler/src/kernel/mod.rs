@@ -332,7 +332,7 @@ impl Probes {
         let run_stats = crate::timings::enabled()
             .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
             .flatten();
-        // The syscall hook caches each task's slot (`current_record_cached`) only when the
+        // The syscall hook caches each task's slot (`cached_record`) only when the
         // hooks that tell it when a cached slot goes stale are in place.
         if syscall_hook == "tp_btf/sys_enter"
             && attached.contains(&hooks::Point::Fork)

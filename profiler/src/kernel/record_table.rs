@@ -155,7 +155,7 @@ impl RecordTable {
         };
         match epoch.run(EPOCH_OP_ADD, EPOCH_STEP) {
             Ok(_) => Ok(()),
-            Err(_) if !self.cache_may_be_on.load(Ordering::Acquire) => Ok(()),
+            Err(_) if !self.cache_may_be_on.load(Ordering::SeqCst) => Ok(()),
             Err(e) => {
                 self.disable_task_cache();
                 Err(e)
@@ -178,7 +178,7 @@ impl RecordTable {
             EPOCH_CACHE_ON
         };
         let enabled = epoch.run(EPOCH_OP_ADD, EPOCH_STEP).and_then(|_| {
-            self.cache_may_be_on.store(true, Ordering::Release);
+            self.cache_may_be_on.store(true, Ordering::SeqCst);
             epoch.run(EPOCH_OP_OR, bits)
         });
         if let Err(e) = enabled {
@@ -193,14 +193,14 @@ impl RecordTable {
         let Some(epoch) = &self.epoch else {
             return true;
         };
-        if !self.cache_may_be_on.load(Ordering::Acquire) {
+        if !self.cache_may_be_on.load(Ordering::SeqCst) {
             return true;
         }
         let off = epoch
             .run(EPOCH_OP_AND, !(EPOCH_CACHE_ON | EPOCH_DEPTHS_ON))
             .is_ok();
         if off {
-            self.cache_may_be_on.store(false, Ordering::Release);
+            self.cache_may_be_on.store(false, Ordering::SeqCst);
         }
         off
     }
@@ -266,8 +266,11 @@ impl RecordTable {
             match claimed {
                 Ok(previous) => {
                     // A released slot's old owner may still have tasks with it cached: out of
-                    // date before the slot is cleared, or their late stores would land in the
-                    // new record.
+                    // date before the slot is cleared, or their stores would land in the new
+                    // record. (A `sys_enter` run that read the epoch just before the bump can
+                    // still store one mark after the clear: the window is that run's few
+                    // instructions, an interrupt's length at worst, and the old cgroup's
+                    // processes were stopped before its recording was collected.)
                     let stale_gone = if previous == SLOT_DELETED {
                         self.bump_epoch()
                     } else {
@@ -477,8 +480,13 @@ mod tests {
         table.enable_task_cache(true);
         table.insert(2, false).unwrap();
         assert_eq!(table.take_recording(1).len(), 1);
-        // Cache possibly on (its bits could not be cleared): a claim must fail, whole.
-        table.cache_may_be_on.store(true, Ordering::Release);
+        // Cache possibly on (its bits could not be cleared): a claim must fail, whole, and
+        // take with it what the kernel claimed below it meanwhile (here planted by hand).
+        table.cache_may_be_on.store(true, Ordering::SeqCst);
+        let child = 3 + 5 * RECORD_SLOTS as u64 + 1;
+        let child_slot = record_slot(child, 0);
+        table.id(child_slot).store(child, Ordering::SeqCst);
+        unsafe { (&raw mut (*table.slot(child_slot)).recording_id).write_volatile(3) };
         let refused = table.insert(3, false).unwrap_err();
         assert!(
             format!("{refused:#}").contains("cannot record cgroup 3"),
@@ -488,6 +496,21 @@ mod tests {
             table.take_recording(3).is_empty(),
             "the refused claim left its slot"
         );
+        assert_eq!(
+            table.id(child_slot).load(Ordering::SeqCst),
+            SLOT_DELETED,
+            "the kernel-claimed child was left behind"
+        );
+        // A deleted slot taken again (1's, released above) fails the same way, and stays
+        // deleted.
+        let reuse = 1 + RECORD_SLOTS as u64;
+        assert!(table.insert(reuse, false).is_err());
+        assert_eq!(
+            table.id(record_slot(reuse, 0)).load(Ordering::SeqCst),
+            SLOT_DELETED
+        );
+        // The failed bumps could not switch the cache off either: still refused.
+        assert!(table.insert(4, false).is_err());
         assert_eq!(table.take_recording(2).len(), 1);
     }
 }

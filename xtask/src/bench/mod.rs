@@ -135,8 +135,9 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     writeln!(report, "{}\n", measure::machine()?)?;
     writeln!(
         report,
-        "`cargo xtask bench{}`: {} alternating rounds per comparison ({} for the loop), medians. \
-         Release build.\n",
+        "`cargo xtask bench{}`: {} alternating rounds per comparison ({} for the loop), medians \
+         (the loop's added costs: medians of differences within a round, see part 1). Release \
+         build.\n",
         if quick { " --quick" } else { "" },
         b.cfg.rounds,
         b.cfg.loop_rounds
