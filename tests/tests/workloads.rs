@@ -182,3 +182,34 @@ fn python_files_json_sqlite_subprocess() {
         essential: &["rename"],
     });
 }
+
+/// A 64-bit syscall number with its upper half set is the syscall its low half names: the
+/// kernel dispatches on the low 32 bits (arch/x86/entry/syscall_64.c, `do_syscall_x64`), and
+/// so does the tracepoint's number. profiler must record that syscall (here getpgrp, 111,
+/// which python never makes on its own), not count an out-of-range number as lost.
+#[test]
+fn a_syscall_number_with_its_upper_half_set_is_recorded_as_the_kernel_runs_it() {
+    if !can_record() {
+        return;
+    }
+    let dir = TempDir::new("upper-half");
+    let out = dir.join("profile");
+    let script = "import ctypes, os\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  libc.syscall.restype = ctypes.c_long\n\
+                  r = libc.syscall(ctypes.c_long((1 << 32) | 111))\n\
+                  assert r == os.getpgrp(), (r, ctypes.get_errno())\n";
+    record(&out, &["/usr/bin/python3", "-c", script]);
+    let trace = read_json(&out.join("trace.json"));
+    let syscalls = traced_syscalls(&trace);
+    assert!(
+        syscalls["x86_64"].contains("getpgrp"),
+        "getpgrp missing: {:?}",
+        syscalls["x86_64"]
+    );
+    assert_eq!(
+        trace["losses"]["syscalls_out_of_range"], 0,
+        "counted as out of range: {}",
+        trace["losses"]
+    );
+}
