@@ -142,14 +142,24 @@ impl Drop for PrivateDir {
     }
 }
 
+/// For unit tests that need a private folder in /run/profiler: true when running as root,
+/// else says why the test is skipped.
+#[cfg(test)]
+pub(crate) fn root_or_skip() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("SKIP: the private folder in /run/profiler needs root");
+    }
+    root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn files_are_created_once_and_never_through_a_symlink() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: /run/profiler needs root");
+        if !root_or_skip() {
             return;
         }
         let d = PrivateDir::create("unit").unwrap();

@@ -417,8 +417,7 @@ mod tests {
     /// key, or one others could have written, is not used.
     #[test]
     fn offsets_cache_round_trip_and_rejection() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: the private folder needs root");
+        if !crate::private_dir::root_or_skip() {
             return;
         }
         let offsets = KernelOffsets::from_btf();

@@ -146,8 +146,7 @@ mod tests {
     /// device is never known from an earlier run's entry.
     #[test]
     fn a_rewritten_file_is_not_taken_for_the_one_hashed_before() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: the private folder needs root");
+        if !crate::private_dir::root_or_skip() {
             return;
         }
         let dir = crate::private_dir::PrivateDir::create("identified-test").unwrap();
