@@ -25,15 +25,19 @@ pub(crate) static CGROUP_ID_PATH: [u32; 4] = [0; 4];
 #[unsafe(no_mangle)]
 pub(crate) static CGROUP_LEVEL_OFFSET: u32 = 0;
 
-/// Byte offset of `cgroup.root` (from BTF at load time); 0: unknown.
+/// Byte offsets of `cgroup.root` and of `cgroup_root.hierarchy_id` (from BTF at load time):
+/// which hierarchy a cgroup is in. The default (cgroup2) hierarchy's id is 0, the one
+/// /proc/PID/cgroup prints as `0::` (kernel/cgroup/cgroup.c, `proc_cgroup_show()`).
+/// [0, _]: unknown.
 #[unsafe(no_mangle)]
-pub(crate) static CGROUP_ROOT_OFFSET: u32 = 0;
+pub(crate) static CGROUP_HIERARCHY_PATH: [u32; 2] = [0; 2];
 
-/// Byte offset of `kernfs_node.__parent` (`parent` before 6.15): a cgroup's directory node's
-/// parent is its parent cgroup's (kernel/cgroup/cgroup.c, `cgroup_create()`), and the root's
-/// is null (from BTF at load time); 0: unknown.
+/// Byte offsets to walk up from a cgroup to its parent: `cgroup.self.parent` (the parent
+/// cgroup's `self`, null at the root; kernel/cgroup/cgroup.c, `cgroup_parent()`),
+/// `cgroup_subsys_state.cgroup` (back from a `self` to its cgroup) and `cgroup.self`. From
+/// BTF at load time; [0, ..]: unknown.
 #[unsafe(no_mangle)]
-pub(crate) static KN_PARENT_OFFSET: u32 = 0;
+pub(crate) static CGROUP_PARENT_PATH: [u32; 3] = [0; 3];
 
 /// `profiler enforce`: ENFORCE_ALL / ENFORCE_CONTAINERS, 0 when recording.
 #[unsafe(no_mangle)]

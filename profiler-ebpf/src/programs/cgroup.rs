@@ -5,8 +5,8 @@ use profiler_common::EVENT_CGROUP_ATTACH;
 
 use crate::{
     events::emit,
-    globals::{CGROUP_ID_PATH, CGROUP_ROOT_OFFSET, KN_PARENT_OFFSET, TASK_TGID_OFFSET},
-    record::{bump_epoch, current_cgroup_id_fast, find_record},
+    globals::{CGROUP_HIERARCHY_PATH, CGROUP_ID_PATH, CGROUP_PARENT_PATH, TASK_TGID_OFFSET},
+    record::{bump_epoch, find_record},
 };
 
 /// How far up from a destination cgroup a recording is looked for.
@@ -22,60 +22,77 @@ const MAX_CGROUP_DEPTH: usize = 16;
 pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     // Whatever moved where, the syscall hook's cached slots may now be wrong.
     bump_epoch();
-    let (path, tgid_off, root_off, kn_parent_off) = unsafe {
+    let (id_path, tgid_off, hierarchy, parent) = unsafe {
         (
             core::ptr::read_volatile(&CGROUP_ID_PATH),
             core::ptr::read_volatile(&TASK_TGID_OFFSET) as usize,
-            core::ptr::read_volatile(&CGROUP_ROOT_OFFSET) as usize,
-            core::ptr::read_volatile(&KN_PARENT_OFFSET) as usize,
+            core::ptr::read_volatile(&CGROUP_HIERARCHY_PATH),
+            core::ptr::read_volatile(&CGROUP_PARENT_PATH),
         )
     };
-    if path[0] == 0 || tgid_off == 0 || root_off == 0 || kn_parent_off == 0 {
+    if id_path[0] == 0 || tgid_off == 0 || hierarchy[0] == 0 || parent[0] == 0 {
         return 0;
     }
+    let (kn_off, id_off) = (id_path[2] as usize, id_path[3] as usize);
+    let (self_parent_off, css_cgroup_off) = (parent[0] as usize, parent[1] as usize);
     let dst: *const u8 = ctx.arg(0);
     let task: *const u8 = ctx.arg(2);
     if dst.is_null() || task.is_null() {
         return 0;
     }
+    // Which loads cost start-up: the verifier looks a type name up in all of vmlinux BTF
+    // (kernel/bpf/btf.c, `btf_nested_type_is_trusted()`, a linear search) up to four times
+    // for each pointer it loads from a trusted or RCU pointer, such as `dst`, and at every
+    // visit of that load (kernel/bpf/verifier.c, `check_ptr_to_btf_access()`); from a plain
+    // pointer (a field that is neither tagged `__rcu` nor listed as safe; kernel 6.18
+    // marks it untrusted) it looks nothing up (BENCHMARKS.md, M23).
+    //
+    // So the first load takes `self.cgroup` (`dst` itself: it is listed as RCU-safe for a
+    // `cgroup_subsys_state`, not for the `cgroup` it is read from here), which comes back
+    // untrusted, and every other load goes through that.
+    let dst = unsafe { *(dst.add((parent[2] + parent[1]) as usize) as *const *const u8) };
     // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a hybrid
-    // host (runc joins every controller's cgroup) are not departures. The default
-    // hierarchy's root is the one of the current task's default cgroup.
-    let (_, current_dfl) = current_cgroup_id_fast();
-    if current_dfl.is_null() {
-        return 0;
-    }
-    let same_hierarchy = unsafe {
-        *(dst.add(root_off) as *const usize) == *(current_dfl.add(root_off) as *const usize)
+    // host (runc joins every controller's cgroup) are not departures.
+    let hierarchy_id = unsafe {
+        let root = *(dst.add(hierarchy[0] as usize) as *const *const u8);
+        *(root.add(hierarchy[1] as usize) as *const i32)
     };
-    if !same_hierarchy {
+    if hierarchy_id != 0 {
         return 0;
     }
-    let (dst_kn, tgid) = unsafe {
+    let (dst_id, tgid) = unsafe {
+        let dst_kn = *(dst.add(kn_off) as *const *const u8);
         (
-            *(dst.add(path[2] as usize) as *const *const u8),
+            *(dst_kn.add(id_off) as *const u64),
             *(task.add(tgid_off) as *const i32),
         )
     };
-    let dst_id = unsafe { *(dst_kn.add(path[3] as usize) as *const u64) };
     // A move into a recorded cgroup or below one (a container a runtime is setting up, not
     // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
-    // Walked up by the cgroups' directory nodes: one pointer load a level (each costs the
-    // verifier a search of the kernel's BTF, BENCHMARKS.md M15).
-    let mut kn = dst_kn;
-    let mut reached_root = false;
-    for _ in 0..MAX_CGROUP_DEPTH {
-        let id = unsafe { *(kn.add(path[3] as usize) as *const u64) };
+    if find_record(dst_id).is_some() {
+        return 0;
+    }
+    // Up by each cgroup's `self.parent` (a plain pointer, unlike `kernfs_node.__parent`,
+    // which is `__rcu`), and back to its cgroup by `cgroup_subsys_state.cgroup`.
+    let mut css = unsafe { *(dst.add(self_parent_off) as *const *const u8) };
+    for _ in 1..MAX_CGROUP_DEPTH {
+        if css.is_null() {
+            break;
+        }
+        let (id, next) = unsafe {
+            let cgroup = *(css.add(css_cgroup_off) as *const *const u8);
+            let kn = *(cgroup.add(kn_off) as *const *const u8);
+            (
+                *(kn.add(id_off) as *const u64),
+                *(cgroup.add(self_parent_off) as *const *const u8),
+            )
+        };
         if find_record(id).is_some() {
             return 0;
         }
-        kn = unsafe { *(kn.add(kn_parent_off) as *const *const u8) };
-        if kn.is_null() {
-            reached_root = true;
-            break;
-        }
+        css = next;
     }
-    if !reached_root {
+    if !css.is_null() {
         // The verifier needs the walk bounded; a deeper hierarchy is reported as a move
         // out (userspace then checks the destination itself).
         crate::diagnostics::warn!(

@@ -70,6 +70,10 @@ fn file_allowed(file: [u64; 2], content: [u64; 2], path: u8) -> bool {
 
 #[inline(always)]
 fn on_exec(bprm: *const u8, old_pid: u32) {
+    // Read first, on one path: the verifier searches vmlinux BTF for the load from the
+    // trusted `bprm` at each visit (see cgroup.rs), and each branch before it would be
+    // another visit (BENCHMARKS.md, M23). Every exec on the host pays these few loads.
+    let identity = executed_file(bprm);
     let cgroup_id = current_cgroup_id();
     if let Some(record) = find_record(cgroup_id) {
         let phase = unsafe {
@@ -81,7 +85,6 @@ fn on_exec(bprm: *const u8, old_pid: u32) {
         };
         crate::diagnostics::debug!(&(), "exec in cgroup {}, phase {}", cgroup_id, phase);
         let uid_gid = bpf_get_current_uid_gid();
-        let identity = executed_file(bprm);
         let [dev, ino] = identity.map(|i| i.0).unwrap_or([0, 0]);
         let [size, mtime] = identity.map(|i| i.1).unwrap_or([0, 0]);
         // (see profiler_common::ExecOk for the layout)

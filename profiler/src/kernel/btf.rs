@@ -11,6 +11,8 @@ const BTF_KIND_STRUCT: u32 = 4;
 const STRUCTS: &[&str] = &[
     "task_struct",
     "cgroup",
+    "cgroup_root",
+    "cgroup_subsys_state",
     "css_set",
     "kernfs_node",
     "io_kiocb",
@@ -202,11 +204,15 @@ pub struct KernelOffsets {
     pub start_boottime: u32,
     /// `cgroup.level`.
     pub cgroup_level: u32,
-    /// `cgroup.root`: which hierarchy a cgroup is in.
-    pub cgroup_root: u32,
-    /// `kernfs_node.__parent` (`parent` before 6.15): a cgroup's directory's parent is its
-    /// parent cgroup's, to walk up the hierarchy; 0: unknown.
-    pub kn_parent: u32,
+    /// `cgroup.root`, `cgroup_root.hierarchy_id`: which hierarchy a cgroup is in; the first
+    /// 0: unknown.
+    #[serde(default)]
+    pub cgroup_hierarchy_path: [u32; 2],
+    /// `cgroup.self` + `cgroup_subsys_state.parent`, `cgroup_subsys_state.cgroup`,
+    /// `cgroup.self`: to walk up the hierarchy through untrusted pointers; the first 0:
+    /// unknown.
+    #[serde(default)]
+    pub cgroup_parent_path: [u32; 3],
     /// `io_kiocb.opcode` (io_uring requests).
     pub io_kiocb_opcode: u32,
     /// `linux_binprm.file`, `file.f_inode`, `inode.i_ino`, `inode.i_sb`,
@@ -217,13 +223,54 @@ pub struct KernelOffsets {
     pub attach_targets: Vec<(String, u32, u32)>,
 }
 
-/// An aya `Btf` in which each attach target has its id from the kernel's BTF.
+/// The BTF programs are attached with (see [`attach_targets_btf`]): the tracepoints'
+/// (`btf_trace_*` typedefs, the hooks every recording takes) made at once; the functions'
+/// (fexit, the fallback where a tracepoint is missing) only once one is asked for. A
+/// function's id can lie far beyond the tracepoints' (`cap_capable` 69,309 against at most
+/// 29,544 on 6.18), and aya parses every id below the largest: 6 ms of start-up CPU
+/// for all targets against 2.5 ms for the tracepoints alone (AMD EPYC, BENCHMARKS.md, M23).
+pub struct AttachBtf {
+    tracepoints: Option<Btf>,
+    functions: std::sync::OnceLock<Option<Btf>>,
+    targets: Vec<(String, u32, u32)>,
+}
+
+impl AttachBtf {
+    /// Makes the tracepoints' BTF; all of the kernel's where the targets are unknown.
+    pub fn new(targets: Vec<(String, u32, u32)>) -> AttachBtf {
+        let tracepoints =
+            attach_targets_btf(&targets, BTF_KIND_TYPEDEF).or_else(|| Btf::from_sys_fs().ok());
+        AttachBtf {
+            tracepoints,
+            functions: std::sync::OnceLock::new(),
+            targets,
+        }
+    }
+
+    /// For `tp_btf` programs.
+    pub fn tracepoints(&self) -> Option<&Btf> {
+        self.tracepoints.as_ref()
+    }
+
+    /// For fexit programs.
+    pub fn functions(&self) -> Option<&Btf> {
+        self.functions
+            .get_or_init(|| {
+                attach_targets_btf(&self.targets, BTF_KIND_FUNC).or_else(|| Btf::from_sys_fs().ok())
+            })
+            .as_ref()
+    }
+}
+
+/// An aya `Btf` in which each attach target of BTF kind `kind` has its id from the
+/// kernel's BTF.
 ///
 /// aya looks the attach id up by name in a parsed `Btf` (`BtfTracePoint::load`), and its
 /// loader already parses all of vmlinux BTF once for itself (BENCHMARKS.md, M9), with
 /// no way to share that parse. This BTF has the targets at their kernel ids and a
 /// nameless pointer type at every other id: the kernel only ever sees the ids.
-pub fn attach_targets_btf(targets: &[(String, u32, u32)]) -> Option<Btf> {
+pub fn attach_targets_btf(targets: &[(String, u32, u32)], kind: u32) -> Option<Btf> {
+    let targets: Vec<_> = targets.iter().filter(|(_, k, _)| *k == kind).collect();
     let max_id = targets.iter().map(|(_, _, id)| *id).max()?;
     let mut strings = vec![0u8];
     let mut types = Vec::with_capacity(max_id as usize * 12);
@@ -349,14 +396,22 @@ impl KernelOffsets {
             "task_struct",
             &["cgroups", "pid", "tgid", "real_cred", "start_boottime"],
         );
-        let [cgroup_kn, cgroup_level, cgroup_root] =
-            member_offsets(&btf, "cgroup", &["kn", "level", "root"]);
-        // `__parent` since Linux 6.15 (RCU-protected), `parent` before
-        // (include/linux/kernfs.h).
-        let kn_parent = match member_offsets(&btf, "kernfs_node", &["__parent", "parent"]) {
-            [Some(p), _] | [None, Some(p)] => p,
-            [None, None] => 0,
-        };
+        let [cgroup_kn, cgroup_level, cgroup_root, cgroup_self] =
+            member_offsets(&btf, "cgroup", &["kn", "level", "root", "self"]);
+        let cgroup_hierarchy_path = (|| {
+            Some([
+                cgroup_root?,
+                member_offset(&btf, "cgroup_root", "hierarchy_id")?,
+            ])
+        })()
+        .filter(|path| path[0] != 0);
+        let cgroup_parent_path = (|| {
+            let [parent, cgroup] =
+                member_offsets(&btf, "cgroup_subsys_state", &["parent", "cgroup"]);
+            let cgroup_self = cgroup_self?;
+            Some([cgroup_self + parent?, cgroup?, cgroup_self])
+        })()
+        .filter(|path| path[0] != 0);
         let cgroup_id_path = (|| {
             let path = [
                 cgroups?,
@@ -383,8 +438,8 @@ impl KernelOffsets {
             tgid,
             start_boottime: start_boottime.unwrap_or(0),
             cgroup_level: cgroup_level.unwrap_or(0),
-            cgroup_root: cgroup_root.unwrap_or(0),
-            kn_parent,
+            cgroup_hierarchy_path: cgroup_hierarchy_path.unwrap_or([0; 2]),
+            cgroup_parent_path: cgroup_parent_path.unwrap_or([0; 3]),
             io_kiocb_opcode: member_offset(&btf, "io_kiocb", "opcode").unwrap_or(0),
             exec_file_path: (|| {
                 let [i_ino, i_sb, i_size, i_mtime_sec] =

@@ -185,14 +185,14 @@ pub fn preferred_btf_programs(task_offsets: bool) -> Vec<(&'static str, &'static
 }
 
 /// Attaches the first candidate of `hook` that works; returns its label, or why each failed.
-pub fn attach_first(
+pub fn attach_first<'b>(
     ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
+    btf_for: impl Fn(Attach) -> Option<&'b Btf>,
     hook: &Hook,
 ) -> Result<String, Vec<String>> {
     let mut errors = Vec::new();
     for &candidate in hook.candidates {
-        match attach(ebpf, btf, candidate) {
+        match attach(ebpf, btf_for(candidate), candidate) {
             Ok(()) => return Ok(candidate.label()),
             Err(e) => errors.push(format!("{}: {e:#}", candidate.label())),
         }
@@ -230,22 +230,58 @@ pub fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, how: Attach) -> anyhow::Result
     Ok(())
 }
 
-/// Loads `tp_btf` programs, (program, tracepoint) pairs, on one thread each: the verifier
-/// runs in the loading thread (`cargo xtask bench --only startup` measures start-up).
+/// The programs by the time the verifier takes over them, longest first (serial loads, AMD
+/// EPYC, 6.18: sys_enter 7.5 ms, cap_capable 5, cgroup_attach_task 3.6, sched_process_exec
+/// 2.5, sched_process_fork 1, io_uring_submit_req 0.7, sched_migrate_task 0.2). Unlisted
+/// ones go last.
+const VERIFY_ORDER: &[&str] = &[
+    "sys_enter_btf",
+    "cap_capable_btf",
+    "cgroup_attach_task_btf",
+    "sched_process_exec_btf",
+    "sched_process_fork_btf",
+    "io_uring_submit_req_btf",
+    "sched_migrate_task_btf",
+];
+
+/// Loads `tp_btf` programs, (program, tracepoint) pairs, on as many threads as there are
+/// CPUs: the verifier runs in the loading thread (`cargo xtask bench --only startup`
+/// measures start-up). Each thread takes the next program, longest first, so the longest
+/// one starts at once instead of sharing a CPU with all the others (BENCHMARKS.md, M23).
 /// Failures are left for [`attach`] to retry and report.
 pub fn verify_in_parallel(ebpf: &mut Ebpf, btf: &Btf, wanted: &[(&str, &str)]) {
-    let programs: Vec<(&str, &mut BtfTracePoint)> = ebpf
+    let mut programs: Vec<(usize, &str, &mut BtfTracePoint)> = ebpf
         .programs_mut()
         .filter_map(|(name, program)| {
             let (_, tracepoint) = wanted.iter().find(|(p, _)| *p == name)?;
-            Some((*tracepoint, <&mut BtfTracePoint>::try_from(program).ok()?))
+            let rank = VERIFY_ORDER
+                .iter()
+                .position(|p| *p == name)
+                .unwrap_or(VERIFY_ORDER.len());
+            Some((
+                rank,
+                *tracepoint,
+                <&mut BtfTracePoint>::try_from(program).ok()?,
+            ))
         })
         .collect();
+    programs.sort_by_key(|(rank, _, _)| *rank);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(programs.len());
+    let queue = std::sync::Mutex::new(programs.into_iter());
     std::thread::scope(|scope| {
-        for (tracepoint, program) in programs {
-            scope.spawn(move || {
-                let _ = program.load(tracepoint, btf);
-                crate::timings::mark(&format!("verified: {tracepoint}"));
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    // The lock is held only to take the next program, not while it loads.
+                    let next = queue.lock().map(|mut q| q.next());
+                    let Ok(Some((_, tracepoint, program))) = next else {
+                        break;
+                    };
+                    let _ = program.load(tracepoint, btf);
+                    crate::timings::mark(&format!("verified: {tracepoint}"));
+                }
             });
         }
     });

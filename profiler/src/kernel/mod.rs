@@ -27,7 +27,7 @@ use profiler_common::{
 };
 
 use crate::arch::Arch;
-use crate::kernel::btf::{KernelOffsets, attach_targets_btf};
+use crate::kernel::btf::{AttachBtf, KernelOffsets};
 pub use crate::kernel::host::{check_privileges, ensure_kernel_filesystems};
 use crate::kernel::record_table::RecordTable;
 
@@ -203,16 +203,21 @@ impl Probes {
         // aya's loader is made on a thread of its own while the offsets and attach ids are
         // looked up (BENCHMARKS.md, M9), and without the full parse of the kernel's BTF it
         // would make (`loader_without_kernel_btf`).
-        let loader = std::thread::spawn(loader_without_kernel_btf);
+        // The loader comes back over a channel, not by joining the thread: the thread's end
+        // frees its mount namespace, and that waits for an expedited RCU grace period
+        // (fs/namespace.c, `namespace_unlock()`), 1-4 ms that start-up need not wait for
+        // (AMD EPYC, BENCHMARKS.md, M23).
+        let (loader_sender, loader) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let _ = loader_sender.send(loader_without_kernel_btf());
+        });
         let offsets = KernelOffsets::read();
         crate::timings::mark("offsets read");
         // Attaching needs only the ids of a few types; a BTF holding just those (see
         // `attach_targets_btf`) spares a full parse. Programs need it only once the object
         // is loaded: it is made meanwhile.
         let attach_targets = offsets.attach_targets.clone();
-        let btf = std::thread::spawn(move || {
-            attach_targets_btf(&attach_targets).or_else(|| Btf::from_sys_fs().ok())
-        });
+        let btf = std::thread::spawn(move || AttachBtf::new(attach_targets));
         let KernelOffsets {
             real_cred: real_cred_offset,
             cgroup_id_path,
@@ -220,15 +225,15 @@ impl Probes {
             tgid: tgid_off,
             start_boottime,
             cgroup_level,
-            cgroup_root,
-            kn_parent,
+            cgroup_hierarchy_path,
+            cgroup_parent_path,
             io_kiocb_opcode,
             exec_file_path,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
-            .join()
-            .map_err(|_| anyhow::anyhow!("reading the kernel's BTF failed (thread panicked)"))?;
+            .recv()
+            .map_err(|_| anyhow::anyhow!("making aya's loader failed (thread panicked)"))?;
         crate::timings::mark("kernel BTF read");
         if log_level == 0 {
             // Nothing is logged: the smallest ring buffer the kernel takes (one page) instead
@@ -256,8 +261,8 @@ impl Probes {
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
-            .override_global("CGROUP_ROOT_OFFSET", &cgroup_root, true)
-            .override_global("KN_PARENT_OFFSET", &kn_parent, true)
+            .override_global("CGROUP_HIERARCHY_PATH", &cgroup_hierarchy_path, true)
+            .override_global("CGROUP_PARENT_PATH", &cgroup_parent_path, true)
             .override_global("IO_KIOCB_OPCODE_OFFSET", &io_kiocb_opcode, true)
             .override_global("EXEC_FILE_PATH", &exec_file_path, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
@@ -282,7 +287,7 @@ impl Probes {
             Err(e) => crate::timings::mark(&format!("syscall cache off: {e:#}")),
         }
 
-        if let Some(btf) = btf.as_ref() {
+        if let Some(btf) = btf.tracepoints() {
             hooks::verify_in_parallel(&mut ebpf, btf, &hooks::preferred_btf_programs(pid_off != 0));
             crate::timings::mark("programs verified");
         }
@@ -301,7 +306,12 @@ impl Probes {
                 ));
                 continue;
             }
-            match hooks::attach_first(&mut ebpf, btf.as_ref(), hook) {
+            // The functions' BTF is made only for an fexit fallback (`AttachBtf`).
+            let btf_for = |how| match how {
+                hooks::Attach::FExit(..) => btf.functions(),
+                hooks::Attach::TpBtf(..) | hooks::Attach::RawTp(..) => btf.tracepoints(),
+            };
+            match hooks::attach_first(&mut ebpf, btf_for, hook) {
                 Ok(label) => {
                     attached.push(hook.point);
                     match hook.point {
