@@ -206,7 +206,9 @@ pub fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, how: Attach) -> anyhow::Result
         .with_context(|| format!("program {} missing from the eBPF object", how.program()))?;
     match how {
         Attach::TpBtf(_, tracepoint) => {
-            let btf = btf.context("kernel has no BTF (/sys/kernel/btf/vmlinux)")?;
+            let btf = btf.context(
+                "no BTF id for this target (kernel without BTF, or without this tracepoint or function)",
+            )?;
             let prog: &mut BtfTracePoint = program.try_into()?;
             if prog.fd().is_err() {
                 // Not loaded by `verify_in_parallel` (or it failed there): load now, for the
@@ -221,7 +223,9 @@ pub fn attach(ebpf: &mut Ebpf, btf: Option<&Btf>, how: Attach) -> anyhow::Result
             prog.attach(tracepoint)?;
         }
         Attach::FExit(_, function) => {
-            let btf = btf.context("kernel has no BTF (/sys/kernel/btf/vmlinux)")?;
+            let btf = btf.context(
+                "no BTF id for this target (kernel without BTF, or without this tracepoint or function)",
+            )?;
             let prog: &mut FExit = program.try_into()?;
             prog.load(function, btf)?;
             prog.attach()?;
