@@ -43,18 +43,28 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     // Which loads cost start-up: the verifier looks a type name up in all of vmlinux BTF
     // (kernel/bpf/btf.c, `btf_nested_type_is_trusted()`, a linear search) up to four times
     // for each pointer it loads from a trusted or RCU pointer, such as `dst`, and at every
-    // visit of that load (kernel/bpf/verifier.c, `check_ptr_to_btf_access()`); from a plain
-    // pointer (a field that is neither tagged `__rcu` nor listed as safe; kernel 6.18
-    // marks it untrusted) it looks nothing up (BENCHMARKS.md, M23).
+    // visit of that load (kernel/bpf/verifier.c, `check_ptr_to_btf_access()`). A field that
+    // is neither tagged `__rcu` nor listed as safe gives a pointer without trust flags (a
+    // plain PTR_TO_BTF_ID or PTR_UNTRUSTED, by the same function's branches; the 6.18
+    // verifier log prints `untrusted_ptr_` here), and loads through such a pointer look
+    // nothing up (BENCHMARKS.md, M23).
     //
     // So the first load takes `self.cgroup` (`dst` itself: it is listed as RCU-safe for a
-    // `cgroup_subsys_state`, not for the `cgroup` it is read from here), which comes back
-    // untrusted, and every other load goes through that.
+    // `cgroup_subsys_state`, not for the `cgroup` it is read from here), and every other
+    // load goes through that.
     let dst = unsafe { *(dst.add((parent[2] + parent[1]) as usize) as *const *const u8) };
+    // A load through an untrusted pointer that faults reads 0 (the verifier turns it into a
+    // probe read, `BPF_PROBE_MEM`): 0 must not pass for the default hierarchy's id below.
+    if dst.is_null() {
+        return 0;
+    }
     // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a hybrid
     // host (runc joins every controller's cgroup) are not departures.
     let hierarchy_id = unsafe {
         let root = *(dst.add(hierarchy[0] as usize) as *const *const u8);
+        if root.is_null() {
+            return 0;
+        }
         *(root.add(hierarchy[1] as usize) as *const i32)
     };
     if hierarchy_id != 0 {
