@@ -234,7 +234,7 @@ impl Probes {
         let mut loader: EbpfLoader<'_> = loader
             .recv()
             .map_err(|_| anyhow::anyhow!("making aya's loader failed (thread panicked)"))?;
-        crate::timings::mark("kernel BTF read");
+        crate::timings::mark("aya loader received");
         if log_level == 0 {
             // Nothing is logged: the smallest ring buffer the kernel takes (one page) instead
             // of aya-log's 128 KiB.
