@@ -592,6 +592,58 @@ fn hostile_traces_are_refused_with_their_position() {
     }
 }
 
+/// A watch log is input too (`profiler promote`): a line that is not JSON, bytes that are not
+/// UTF-8, and a trace with a hostile name are refused with the log and line, exit 2, and
+/// nothing is written.
+#[test]
+fn hostile_watch_logs_are_refused_with_their_position() {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/demo");
+    let mut hostile: serde_json::Value = read_json(&profile.join("trace.json"));
+    hostile["syscalls"]["x86_64"][0]["name"] = "read\"\n--privileged".into();
+    let trace_line = |t: &serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({"kind": "trace", "trace": t})).unwrap()
+    };
+    let report = br#"{"kind":"syscall","syscall":"getppid"}"#.to_vec();
+    let dir = TempDir::new("sec-promote");
+    let cases: [(&str, Vec<Vec<u8>>, &str); 4] = [
+        (
+            "json",
+            vec![report.clone(), b"{\"kind\": tr".to_vec()],
+            ":2:",
+        ),
+        (
+            "utf8",
+            vec![report.clone(), b"{\"kind\":\"\xff\"}".to_vec()],
+            ":2:",
+        ),
+        (
+            "name",
+            vec![report.clone(), trace_line(&hostile)],
+            ":2: the trace, at",
+        ),
+        ("none", vec![report.clone()], "no production trace"),
+    ];
+    for (tag, lines, says) in cases {
+        let log = dir.join(&format!("{tag}.log"));
+        std::fs::write(&log, lines.join(&b'\n')).unwrap();
+        let out = dir.join(&format!("{tag}-out"));
+        let o = profiler()
+            .args(["promote", "--out"])
+            .arg(&out)
+            .arg(&profile)
+            .arg(&log)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{tag}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(says), "{tag}: {err}");
+        if tag != "none" {
+            assert!(err.contains(&log.display().to_string()), "{tag}: {err}");
+        }
+        assert!(!out.exists(), "{tag}: output written");
+    }
+}
+
 privileged_test!(
     /// io_uring carries operations seccomp cannot see: a workload recorded doing one NOP must
     /// not be able to create directories through it under its profile, while mkdir(2) itself is

@@ -353,10 +353,14 @@ pub fn promote(
 ) -> anyhow::Result<i32> {
     let mut traces = Vec::new();
     for log in logs {
-        let text = std::fs::read_to_string(log)
+        // Line by line: a log of a long watch holds a report per drift, and only its trace
+        // lines are kept.
+        let file = std::fs::File::open(log)
             .map_err(|e| exit_error(2, format!("{}: {e}", log.display())))?;
-        for (i, line) in text.lines().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate() {
+            let line =
+                line.map_err(|e| exit_error(2, format!("{}:{}: {e}", log.display(), i + 1)))?;
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
                 exit_error(
                     2,
                     format!("{}:{}:{}: {e}", log.display(), i + 1, e.column()),
