@@ -102,6 +102,9 @@ impl Session {
             resolve(target).map_err(|e| exit_error(2, format!("--attach {target}: {e:#}")))?;
         let mut probes = Probes::attach(0)?;
         probes.track_running(attached.cgroup_id)?;
+        attached
+            .confirm()
+            .map_err(|e| exit_error(2, format!("--attach {target}: {e:#}")))?;
         let mut facts = LiveFacts::attached(attached.cgroup_id);
         // After the probes: a program executed from now on is in the events, one running
         // already is read here.
@@ -176,13 +179,11 @@ impl Session {
         }
         let start_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let facts = LiveFacts::new(cgroup.id(), start_cwd, containers);
-        let attached = Attached {
-            cgroup_path: format!("/{}", cgroup.relative_path().trim_start_matches('/')),
-            dir: cgroup.path().to_path_buf(),
-            cgroup_id: cgroup.id(),
-            container: None,
-            engine: None,
-        };
+        let attached = Attached::own(
+            format!("/{}", cgroup.relative_path().trim_start_matches('/')),
+            cgroup.path().to_path_buf(),
+            cgroup.id(),
+        );
         Ok(Session {
             started_command: Some(command.clone()),
             containers,

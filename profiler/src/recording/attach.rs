@@ -5,8 +5,10 @@
 //! (relative to the cgroup2 mount, or a path under it), or a bare container name or id
 //! (docker first, then podman). `$PROFILER_DOCKER` / `$PROFILER_PODMAN` name the engine CLI
 //! as shell words (`podman --root /srv/podman`), for engines with private storage.
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
@@ -25,6 +27,92 @@ pub struct Attached {
     pub container: Option<crate::trace::ContainerInfo>,
     /// The engine CLI that found it.
     pub engine: Option<Vec<String>>,
+    /// The process its cgroup was read from (TARGET a pid or a container), for [`Attached::confirm`].
+    process: Option<Arc<HeldProcess>>,
+}
+
+impl Attached {
+    /// A cgroup profiler made itself and starts the workload in (`watch -- CMD`).
+    pub fn own(cgroup_path: String, dir: PathBuf, cgroup_id: u64) -> Attached {
+        Attached {
+            cgroup_path,
+            dir,
+            cgroup_id,
+            container: None,
+            engine: None,
+            process: None,
+        }
+    }
+
+    /// Once the cgroup is recorded: the process TARGET named is still in it (or gone). A move
+    /// between the cgroup's read and the recording's start would go unseen: the cgroup-move
+    /// hook reports moves out of recorded cgroups only.
+    pub fn confirm(&self) -> anyhow::Result<()> {
+        let Some(process) = &self.process else {
+            return Ok(());
+        };
+        match process.cgroup() {
+            Ok(now) if now.trim_start_matches('/') == self.cgroup_path.trim_start_matches('/') => {
+                Ok(())
+            }
+            Ok(now) => bail!(
+                "process {} moved from cgroup {} to {now} while profiler attached to it",
+                process.pid,
+                self.cgroup_path
+            ),
+            // Exited meanwhile: the cgroup is still the one it ran in.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A process held by a pidfd (`pidfd_open`, Linux 5.3), so that a pid read from an engine
+/// or the command line names one process throughout: a pid is reused only once its process
+/// is gone, and the pidfd tells when it is.
+#[derive(Debug)]
+struct HeldProcess {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl HeldProcess {
+    fn open(pid: u32) -> anyhow::Result<HeldProcess> {
+        // SAFETY: pidfd_open takes no pointers; a descriptor it returns is ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("no process {pid}"));
+        }
+        Ok(HeldProcess {
+            pid,
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
+    }
+
+    /// Whether the process still runs (signal 0 through the pidfd: ESRCH once it is gone).
+    fn alive(&self) -> bool {
+        // SAFETY: no siginfo is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+    }
+
+    /// Its cgroup2 path: /proc/PID/cgroup read while the pidfd held it, so the file was this
+    /// process's when the process is still alive after the read.
+    fn cgroup(&self) -> anyhow::Result<String> {
+        let path = cgroup_of_pid(self.pid)?;
+        if !self.alive() {
+            bail!("process {} exited while its cgroup was read", self.pid);
+        }
+        Ok(path)
+    }
 }
 
 fn engine_cli(engine: &str) -> Vec<String> {
@@ -75,19 +163,21 @@ pub fn cgroup_of_pid(pid: u32) -> anyhow::Result<String> {
 /// cgroup or one of its ancestors: `--attach` must not take in the host or other workloads.
 pub fn resolve(target: &str) -> anyhow::Result<Attached> {
     let root = cgroup2_mount()?;
-    let (cgroup_path, container, engine) = if let Some(pid) = target
+    let (cgroup_path, container, engine, process) = if let Some(pid) = target
         .strip_prefix("pid:")
         .or_else(|| target.bytes().all(|b| b.is_ascii_digit()).then_some(target))
     {
         let pid: u32 = pid
             .parse()
             .with_context(|| format!("bad pid in {target:?}"))?;
-        (cgroup_of_pid(pid)?, None, None)
+        let process = HeldProcess::open(pid)?;
+        (process.cgroup()?, None, None, Some(process))
     } else if let Some(path) = target.strip_prefix("cgroup:") {
         let path = Path::new(path);
         let rel = path.strip_prefix(&root).unwrap_or(path);
         (
             format!("/{}", rel.display().to_string().trim_start_matches('/')),
+            None,
             None,
             None,
         )
@@ -110,8 +200,17 @@ pub fn resolve(target: &str) -> anyhow::Result<Attached> {
                 "no running container {name:?} (asked docker and podman; a pid is pid:N, a cgroup cgroup:/PATH)"
             );
         };
+        // The engine's pid, held: asked again once the cgroup is read, the engine confirms
+        // the container's process was alive from its first answer until after the pidfd was
+        // opened, so that pidfd (and the cgroup read through it) is the container's, not a
+        // process that took the pid of an exited one.
+        let process = HeldProcess::open(pid)?;
+        let cgroup = process.cgroup()?;
+        if container_pid(&cli, name) != Some(pid) {
+            bail!("container {name:?} stopped or restarted while profiler attached to it");
+        }
         let info = crate::recording::containers::inspect(std::slice::from_ref(&cli), name);
-        (cgroup_of_pid(pid)?, info, Some(cli))
+        (cgroup, info, Some(cli), Some(process))
     };
     let rel = cgroup_path.trim_start_matches('/');
     if rel.is_empty()
@@ -139,6 +238,7 @@ pub fn resolve(target: &str) -> anyhow::Result<Attached> {
         cgroup_id: meta.ino(),
         container,
         engine,
+        process: process.map(Arc::new),
     })
 }
 
@@ -184,6 +284,43 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn a_process_that_moves_or_exits_while_attached_to_is_told_apart() {
+        use crate::recording::cgroup::RecordingCgroup;
+        use std::io::Write as _;
+        let (first, second) = match (RecordingCgroup::create(), RecordingCgroup::create()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("skipped: cannot make cgroups here ({e:#}); needs root and cgroup2");
+                return;
+            }
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        write!(first.procs_file().unwrap(), "{pid}").unwrap();
+        let attached = resolve(&format!("pid:{pid}")).unwrap();
+        assert_eq!(attached.cgroup_path, first.relative_path());
+        assert_eq!(attached.cgroup_id, first.id());
+        attached.confirm().unwrap();
+        // Moved after its cgroup was read: refused.
+        write!(second.procs_file().unwrap(), "{pid}").unwrap();
+        let moved = attached.confirm().unwrap_err();
+        assert!(
+            format!("{moved:#}").contains("moved from cgroup"),
+            "{moved:#}"
+        );
+        // Gone: its pid names nothing (or another process) and is not read again.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let held = HeldProcess::open(std::process::id()).unwrap();
+        assert!(held.alive());
+        attached.confirm().unwrap();
+        assert!(attached.process.as_ref().unwrap().cgroup().is_err());
     }
 
     #[test]
