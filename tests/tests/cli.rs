@@ -477,3 +477,36 @@ privileged_test!(
         assert!(!out.exists());
     }
 );
+
+privileged_test!(
+    /// A compose file with `include:` (compose v2.20+): the override profiler adds cannot be
+    /// relied on to reach the included services, which would then run unrecorded. Refused
+    /// before anything runs, with the file and line, and nothing written.
+    #[scratch = "compose-include"]
+    fn a_compose_include_is_refused_not_left_unrecorded(dir: TempDir) {
+        let included = dir.join("included.yml");
+        std::fs::write(&included, "services:\n  db:\n    image: busybox\n").unwrap();
+        let file = dir.join("docker-compose.yml");
+        std::fs::write(
+            &file,
+            "services:\n  app:\n    image: busybox\ninclude:\n  - included.yml\n",
+        )
+        .unwrap();
+        let out = dir.join("profile");
+        let o = profiler()
+            .args(["record", "--containers", "--out"])
+            .arg(&out)
+            .args(["--", "docker-compose", "-f"])
+            .arg(&file)
+            .arg("up")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("{}:4:1", file.display())) && err.contains("include:"),
+            "{err}"
+        );
+        assert!(!out.exists(), "output folder was created");
+    }
+);

@@ -183,6 +183,23 @@ pub fn read_stack(files: &[PathBuf]) -> anyhow::Result<Stack> {
                 .unwrap_or_default();
             anyhow::anyhow!("{}{at}: not a compose file: {e}", f.display())
         })?;
+        if doc.get("include").is_some() {
+            // Compose v2.20+ adds the services of the files `include:` names, and whether a
+            // later `-f` file may then set their keys changed between versions (refused as
+            // "conflicts with imported resource" in 2.24, allowed again later: compose-go
+            // #559). A service the override does not reach would run outside the recording,
+            // its profile silently missing: refused, with the way around it.
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("include:"))
+                .map(|n| format!(":{}:1", n + 1))
+                .unwrap_or_default();
+            bail!(
+                "{}{line}: `include:` is not followed when recording: the services of the \
+                 included files would run unrecorded; pass each of those files with -f instead",
+                f.display()
+            );
+        }
         if i == 0 {
             stack.version = match doc.get("version") {
                 Some(Value::String(s)) => Some(s.clone()),
