@@ -10,7 +10,7 @@
 //! which aya does not create mappable; userspace changes it by running the
 //! `profiler_epoch` program (`BPF_PROG_TEST_RUN`), atomically with the kernel's own bumps.
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd as _, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -32,38 +32,125 @@ pub struct RecordTable {
     /// switched off. While clear a bump that fails does no harm (there are no entries);
     /// while set it fails the claim or release it belongs to.
     cache_may_be_on: AtomicBool,
-    /// A released slot may be taken again: [`wait_for_program_runs`] works on this kernel.
-    /// Without it only never-used slots are claimed.
-    reuse_released: bool,
+    /// A slot was released since running programs were last waited out: before it is taken
+    /// again they must be (see [`RecordTable::reuse`]).
+    released_since_wait: AtomicBool,
+    /// Waits until every BPF program run that began before the call has ended
+    /// ([`ProgramRunWaiter`]; replaced in tests).
+    wait_for_runs: Box<dyn Fn() -> anyhow::Result<()> + Send>,
 }
 
-/// Waits until every BPF program run that began before the call has ended.
+/// Waits out running BPF programs: an update of a map-in-map makes the kernel call
+/// `synchronize_rcu()` before it returns (kernel/bpf/syscall.c `maybe_wait_bpf_programs()`:
+/// "Wait for any running non-sleepable BPF programs to complete"), unconditionally, unlike
+/// `membarrier(MEMBARRIER_CMD_GLOBAL)`, which skips it with one CPU online and is refused
+/// with nohz_full CPUs. Every program that stores into the record table is a non-sleepable
+/// tracing program (tp_btf and raw_tp run under `rcu_read_lock()`, kernel/trace/bpf_trace.c
+/// `__bpf_trace_run()`): none may ever be sleepable, whose runs this does not wait for.
 ///
-/// `membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()` (kernel/sched/membarrier.c),
-/// and every tracing program runs inside an RCU read-side section (kernel/trace/bpf_trace.c
-/// `__bpf_trace_run()` for tp_btf and raw_tp; kernel/bpf/trampoline.c
-/// `__bpf_prog_enter_recur()` for fexit). A run that found a released slot before its
-/// epoch was bumped (or, with the cache off, before its id changed) may still store into it
-/// for as long as it runs, and on a virtual machine a run can be stalled for milliseconds
-/// between its load of the slot and its store: once this returns, no such run is left.
-/// 8-24 ms on the 2-CPU test host (AMD EPYC), paid only when a released slot is taken
-/// again (`profiler serve`, `watch`), never by a one-shot `record`, whose table is new.
-fn wait_for_program_runs() -> anyhow::Result<()> {
-    // SAFETY: membarrier takes no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("membarrier(MEMBARRIER_CMD_GLOBAL), to wait out running BPF programs");
-    }
-    Ok(())
+/// Why it is needed: a run that found a released slot before the epoch was bumped (or, with
+/// the cache off, before the slot's id changed) may store into it for as long as it runs,
+/// and on a virtual machine a vCPU can be stalled for milliseconds between a run's load of
+/// the slot and its store. 8-24 ms on the 2-CPU test host (AMD EPYC), paid only when a slot
+/// released since the last wait is taken again (`profiler serve`, `watch`), never by a
+/// one-shot `record`, whose table is new.
+struct ProgramRunWaiter {
+    /// A one-entry `BPF_MAP_TYPE_ARRAY_OF_MAPS`, and the map stored in it.
+    outer: OwnedFd,
+    inner: OwnedFd,
 }
 
-/// Whether [`wait_for_program_runs`] can work: the kernel has membarrier and offers
-/// `MEMBARRIER_CMD_GLOBAL`, which it withholds with nohz_full CPUs.
-fn program_runs_can_be_waited_for() -> bool {
-    // SAFETY: membarrier takes no pointers.
-    let commands = unsafe { libc::syscall(libc::SYS_membarrier, libc::MEMBARRIER_CMD_QUERY, 0, 0) };
-    commands > 0 && commands & libc::MEMBARRIER_CMD_GLOBAL as libc::c_long != 0
+impl ProgramRunWaiter {
+    fn new() -> anyhow::Result<ProgramRunWaiter> {
+        // `union bpf_attr` for BPF_MAP_CREATE (include/uapi/linux/bpf.h), up to inner_map_fd.
+        #[repr(C)]
+        #[derive(Default)]
+        struct MapCreate {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+            inner_map_fd: u32,
+        }
+        const BPF_MAP_TYPE_ARRAY: u32 = 2;
+        const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+        let create = |attr: MapCreate| -> anyhow::Result<OwnedFd> {
+            // SAFETY: a valid attr of its size; a descriptor returned is ours.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    0, // BPF_MAP_CREATE
+                    &raw const attr,
+                    size_of::<MapCreate>(),
+                )
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("BPF_MAP_CREATE");
+            }
+            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        };
+        let one = |map_type, inner_map_fd| MapCreate {
+            map_type,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            map_flags: 0,
+            inner_map_fd,
+        };
+        let inner = create(one(BPF_MAP_TYPE_ARRAY, 0))?;
+        let outer = create(one(BPF_MAP_TYPE_ARRAY_OF_MAPS, inner.as_raw_fd() as u32))?;
+        Ok(ProgramRunWaiter { outer, inner })
+    }
+
+    fn wait(&self) -> anyhow::Result<()> {
+        // `union bpf_attr` for BPF_MAP_UPDATE_ELEM: map_fd, key, value (the inner map's
+        // descriptor), flags (BPF_ANY).
+        #[repr(C)]
+        struct MapUpdate {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let key = 0u32;
+        let value = self.inner.as_raw_fd() as u32;
+        let attr = MapUpdate {
+            map_fd: self.outer.as_raw_fd() as u32,
+            _pad: 0,
+            key: &raw const key as u64,
+            value: &raw const value as u64,
+            flags: 0,
+        };
+        // SAFETY: a valid attr whose pointers outlive the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                2, /* BPF_MAP_UPDATE_ELEM */
+                &raw const attr,
+                size_of::<MapUpdate>(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("BPF_MAP_UPDATE_ELEM of a map-in-map");
+        }
+        Ok(())
+    }
+}
+
+/// The waiter a table uses: its maps made at its first wait (a one-shot `record` never
+/// waits, and start-up does not pay for them).
+fn program_run_waiter() -> Box<dyn Fn() -> anyhow::Result<()> + Send> {
+    let waiter = std::sync::OnceLock::<Result<ProgramRunWaiter, String>>::new();
+    Box::new(move || {
+        match waiter.get_or_init(|| ProgramRunWaiter::new().map_err(|e| format!("{e:#}"))) {
+            Ok(w) => w.wait(),
+            Err(e) => bail!("{e}"),
+        }
+        .context("waiting out running BPF programs")
+    })
 }
 
 /// The loaded `profiler_epoch` program (a copy of its descriptor), run with
@@ -170,7 +257,8 @@ impl RecordTable {
             len: bytes,
             epoch: None,
             cache_may_be_on: AtomicBool::new(false),
-            reuse_released: program_runs_can_be_waited_for(),
+            released_since_wait: AtomicBool::new(false),
+            wait_for_runs: program_run_waiter(),
         })
     }
 
@@ -283,61 +371,105 @@ impl RecordTable {
         if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
             bail!("cgroup id {cgroup_id} cannot be recorded");
         }
+        // Again if the kernel claims the chosen free slot first (for a container's cgroup).
+        for _ in 0..RECORD_PROBES {
+            let Some((index, previous)) = self.slot_for(cgroup_id)? else {
+                bail!(
+                    "cannot record cgroup {cgroup_id}: the kernel's record table has no free \
+                     slot among the {RECORD_PROBES} this id may use ({RECORD_SLOTS} slots in \
+                     all); too many cgroups recorded at once?"
+                );
+            };
+            let claimed = if previous == SLOT_DELETED {
+                self.reuse(index, cgroup_id, awaiting_exec, phase)
+                    .with_context(|| format!("cannot record cgroup {cgroup_id}"))?
+            } else {
+                self.claim_free(index, cgroup_id, awaiting_exec, phase)
+            };
+            if !claimed {
+                continue;
+            }
+            // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
+            if let Err(e) = self.bump_epoch() {
+                // Also whatever the kernel claimed below it meanwhile.
+                self.records_of(cgroup_id, true);
+                return Err(e.context(format!("cannot record cgroup {cgroup_id}")));
+            }
+            return Ok(());
+        }
+        bail!("cannot record cgroup {cgroup_id}: the kernel kept claiming its free slots")
+    }
+
+    /// Where `cgroup_id` goes: the first slot of its probe sequence that is released or free
+    /// (its index, and which of the two), once no slot of the sequence holds the id already
+    /// (a released slot can sit before the id's live one: taking it would record the id
+    /// twice, and lookups would find only the new one). None: no room. A lookup stops at
+    /// the first free slot, and slots never become free again, so no id lies beyond one.
+    fn slot_for(&self, cgroup_id: u64) -> anyhow::Result<Option<(u32, u64)>> {
+        let mut released = None;
         for probe in 0..RECORD_PROBES {
             let index = record_slot(cgroup_id, probe);
-            let id = self.id(index);
-            let claimed = id
-                .compare_exchange(SLOT_FREE, cgroup_id, Ordering::AcqRel, Ordering::Acquire)
-                .or_else(|current| match self.reuse_released {
-                    true => id.compare_exchange(
-                        SLOT_DELETED,
-                        cgroup_id,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ),
-                    false => Err(current),
-                });
-            match claimed {
-                Ok(previous) => {
-                    // A released slot's old owner may still have tasks with it cached: out of
-                    // date before the slot is cleared, or their stores would land in the new
-                    // record; and a run that found the slot before the bump may still be
-                    // storing: waited out before the clear.
-                    let stale_gone = if previous == SLOT_DELETED {
-                        self.bump_epoch().and_then(|()| wait_for_program_runs())
-                    } else {
-                        Ok(())
-                    };
-                    // A released slot may have taken a late store from a process that was
-                    // still running in its old cgroup: start from zero again.
-                    self.clear(index);
-                    let record = self.slot(index);
-                    // SAFETY: fields of a slot this process just claimed.
-                    unsafe {
-                        (&raw mut (*record).recording_id).write_volatile(cgroup_id);
-                        (&raw mut (*record).phase).write_volatile(phase);
-                        (&raw mut (*record).awaiting_exec).write_volatile(awaiting_exec as u32);
-                    }
-                    std::sync::atomic::fence(Ordering::Release);
-                    // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
-                    if let Err(e) = stale_gone.and_then(|()| self.bump_epoch()) {
-                        // Also whatever the kernel claimed below it meanwhile.
-                        self.records_of(cgroup_id, true);
-                        return Err(e.context(format!("cannot record cgroup {cgroup_id}")));
-                    }
-                    return Ok(());
-                }
-                Err(current) if current == cgroup_id => {
-                    bail!("cgroup {cgroup_id} is already being recorded")
-                }
-                Err(_) => {}
+            match self.id(index).load(Ordering::Acquire) {
+                id if id == cgroup_id => bail!("cgroup {cgroup_id} is already being recorded"),
+                SLOT_DELETED if released.is_none() => released = Some((index, SLOT_DELETED)),
+                SLOT_FREE => return Ok(Some(released.unwrap_or((index, SLOT_FREE)))),
+                _ => {}
             }
         }
-        bail!(
-            "cannot record cgroup {cgroup_id}: the kernel's record table has no free slot among \
-             the {RECORD_PROBES} this id may use ({RECORD_SLOTS} slots in all); too many \
-             cgroups recorded at once?"
-        )
+        Ok(released)
+    }
+
+    /// Takes the never-used slot `index` (all zero): by compare-and-swap, since the kernel
+    /// claims free slots too. Nothing is cleared: stores for the new id may already be
+    /// landing (`--attach`).
+    fn claim_free(&self, index: u32, cgroup_id: u64, awaiting_exec: bool, phase: u32) -> bool {
+        let id = self.id(index);
+        if id
+            .compare_exchange(SLOT_FREE, cgroup_id, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.fill(index, cgroup_id, awaiting_exec, phase);
+        true
+    }
+
+    /// Takes the released slot `index`, once nothing can still store into it: the old
+    /// owner's cached entries are made out of date (a bump) and every program run that
+    /// found the slot before is waited out, if a slot was released since the last wait.
+    /// Only this process takes released slots (the kernel claims free ones alone), so the
+    /// record is cleared and filled before the new id publishes it. Nothing is claimed when
+    /// the bump or the wait fails.
+    fn reuse(
+        &self,
+        index: u32,
+        cgroup_id: u64,
+        awaiting_exec: bool,
+        phase: u32,
+    ) -> anyhow::Result<bool> {
+        if self.released_since_wait.load(Ordering::SeqCst) {
+            self.bump_epoch()?;
+            (self.wait_for_runs)()?;
+            self.released_since_wait.store(false, Ordering::SeqCst);
+        }
+        self.clear(index);
+        self.fill(index, cgroup_id, awaiting_exec, phase);
+        Ok(self
+            .id(index)
+            .compare_exchange(SLOT_DELETED, cgroup_id, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok())
+    }
+
+    /// A claimed record's own fields.
+    fn fill(&self, index: u32, recording_id: u64, awaiting_exec: bool, phase: u32) {
+        let record = self.slot(index);
+        // SAFETY: fields of a slot this process claims.
+        unsafe {
+            (&raw mut (*record).recording_id).write_volatile(recording_id);
+            (&raw mut (*record).phase).write_volatile(phase);
+            (&raw mut (*record).awaiting_exec).write_volatile(awaiting_exec as u32);
+        }
+        std::sync::atomic::fence(Ordering::Release);
     }
 
     /// Copies out the records of recording `recording_id` as they are now, and leaves them
@@ -369,13 +501,14 @@ impl RecordTable {
             }
             out.push(unsafe { record.read_volatile() });
             if release {
+                self.released_since_wait.store(true, Ordering::SeqCst);
                 self.clear(index);
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
             }
         }
         // A bump that fails switches the cache off if it can (`bump_epoch`); the released
         // slots are deleted, not free, so only `insert` reuses them, and it bumps and waits
-        // out running programs before it clears one, or fails.
+        // out running programs before it clears one, or takes none.
         if release {
             let _ = self.bump_epoch();
         }
@@ -392,7 +525,9 @@ impl Drop for RecordTable {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::fd::OwnedFd;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
@@ -479,30 +614,101 @@ mod tests {
         }
     }
 
+    /// A table whose waits are counted, or fail.
+    fn table_with_waits(map: &OwnedFd, fail: bool) -> (RecordTable, Arc<AtomicUsize>) {
+        let mut table = RecordTable::map(map).unwrap();
+        let waits = Arc::new(AtomicUsize::new(0));
+        let counted = waits.clone();
+        table.wait_for_runs = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if fail {
+                anyhow::bail!("no wait here");
+            }
+            Ok(())
+        });
+        (table, waits)
+    }
+
     #[test]
-    fn released_slots_stay_unused_where_running_programs_cannot_be_waited_for() {
+    fn running_programs_are_waited_out_by_the_kernel() {
+        if records_map().is_none() {
+            return;
+        }
+        // The real waiter: the map-in-map update, which returns after synchronize_rcu().
+        let waiter = ProgramRunWaiter::new().unwrap();
+        waiter.wait().unwrap();
+        waiter.wait().unwrap();
+    }
+
+    #[test]
+    fn a_released_slot_is_taken_again_only_once_running_programs_are_waited_out() {
         let Some(map) = records_map() else { return };
-        let mut table = RecordTable::map(&map).unwrap();
-        assert!(
-            table.reuse_released,
-            "membarrier(MEMBARRIER_CMD_GLOBAL) is offered on this kernel"
-        );
-        table.reuse_released = false;
-        let base = 2_000_000u64;
+        let (table, waits) = table_with_waits(&map, false);
+        let base = 3_000_000u64;
+        // Free slots: no wait.
         for i in 0..RECORD_SLOTS as u64 {
             table.insert(base + i, false).unwrap();
         }
-        assert_eq!(table.take_recording(base + 5).len(), 1);
-        // Its slot is the only one not in use, and released: not taken again.
-        let refused = table
-            .insert(base + 5 + RECORD_SLOTS as u64, false)
-            .unwrap_err();
+        assert_eq!(waits.load(Ordering::SeqCst), 0);
+        // Two released, then both taken again: one wait covers both releases.
+        assert_eq!(table.take_recording(base + 1).len(), 1);
+        assert_eq!(table.take_recording(base + 2).len(), 1);
+        table.insert(base + 1 + RECORD_SLOTS as u64, true).unwrap();
+        assert_eq!(waits.load(Ordering::SeqCst), 1);
+        table.insert(base + 2 + RECORD_SLOTS as u64, false).unwrap();
+        assert_eq!(waits.load(Ordering::SeqCst), 1);
+        // A release after the wait: waited for again.
+        assert_eq!(table.take_recording(base + 3).len(), 1);
+        table.insert(base + 3 + RECORD_SLOTS as u64, false).unwrap();
+        assert_eq!(waits.load(Ordering::SeqCst), 2);
+        let again = table.take_recording(base + 1 + RECORD_SLOTS as u64);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].awaiting_exec, 1);
+        assert_eq!(again[0].recording_id, base + 1 + RECORD_SLOTS as u64);
+    }
+
+    #[test]
+    fn a_failed_wait_takes_no_slot() {
+        let Some(map) = records_map() else { return };
+        let (failing, _) = table_with_waits(&map, true);
+        let base = 4_000_000u64;
+        for i in 0..RECORD_SLOTS as u64 {
+            failing.insert(base + i, false).unwrap();
+        }
+        assert_eq!(failing.take_recording(base + 9).len(), 1);
+        let newcomer = base + 9 + RECORD_SLOTS as u64;
+        let e = failing.insert(newcomer, false).unwrap_err();
+        assert!(format!("{e:#}").contains("no wait here"), "{e:#}");
         assert!(
-            format!("{refused:#}").contains("no free slot"),
-            "{refused:#}"
+            failing.take_recording(newcomer).is_empty(),
+            "a slot was claimed"
         );
-        table.reuse_released = true;
-        table.insert(base + 5 + RECORD_SLOTS as u64, false).unwrap();
+        // The slot is still the released one: the next attempt, with a wait that works,
+        // takes it.
+        drop(failing);
+        let (table, waits) = table_with_waits(&map, false);
+        table.released_since_wait.store(true, Ordering::SeqCst);
+        table.insert(newcomer, false).unwrap();
+        assert_eq!(waits.load(Ordering::SeqCst), 1);
+        assert_eq!(table.take_recording(newcomer).len(), 1);
+    }
+
+    #[test]
+    fn an_id_behind_a_released_slot_is_not_recorded_twice() {
+        let Some(map) = records_map() else { return };
+        let (table, _) = table_with_waits(&map, false);
+        // Same probe sequence for every id: multiples of RECORD_SLOTS apart.
+        let id = |k: u64| 7 + k * RECORD_SLOTS as u64;
+        table.insert(id(0), false).unwrap();
+        table.insert(id(1), false).unwrap();
+        // id(0)'s slot, first in the sequence, released; id(1) lives in the second.
+        assert_eq!(table.take_recording(id(0)).len(), 1);
+        let twice = table.insert(id(1), false).unwrap_err();
+        assert!(
+            format!("{twice:#}").contains("already being recorded"),
+            "{twice:#}"
+        );
+        assert_eq!(table.take_recording(id(1)).len(), 1, "one slot for id(1)");
     }
 
     #[test]
