@@ -10,8 +10,8 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
 use profiler_common::{
     CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_OP_ADD, EPOCH_OP_AND, EPOCH_OP_OR,
-    EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES, SLOT_FREE, TASK_CACHE_WAYS,
-    TaskCache, record_slot,
+    EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES, SLOT_DELETED, SLOT_FREE,
+    TASK_CACHE_WAYS, TaskCache, record_slot,
 };
 
 use crate::{
@@ -95,6 +95,11 @@ pub extern "C" fn record_slot_of(cgroup_id: u64) -> i64 {
 /// [`find_record`], with the slot's index.
 #[inline(always)]
 fn find_slot(cgroup_id: u64) -> Option<(u32, *mut CgroupRecord)> {
+    // The two markers are no cgroup's id (ids start at 1; a faulting probe load reads 0):
+    // asked for, they would match a free or released slot and hand it out as a record.
+    if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
+        return None;
+    }
     for probe in 0..RECORD_PROBES {
         let slot = record_slot(cgroup_id, probe);
         let record = RECORDS.get_ptr_mut(slot)?;

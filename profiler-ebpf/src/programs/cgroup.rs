@@ -45,69 +45,72 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     // for each pointer it loads from a trusted or RCU pointer, such as `dst`, and at every
     // visit of that load (kernel/bpf/verifier.c, `check_ptr_to_btf_access()`). A field that
     // is neither tagged `__rcu` nor listed as safe gives a pointer without trust flags (a
-    // plain PTR_TO_BTF_ID or PTR_UNTRUSTED, by the same function's branches; the 6.18
-    // verifier log prints `untrusted_ptr_` here), and loads through such a pointer look
-    // nothing up (BENCHMARKS.md, M23).
+    // plain PTR_TO_BTF_ID or PTR_UNTRUSTED, by the same function's branches; a verifier log
+    // of this hook taken on 6.18 showed `untrusted_ptr_`), and loads through such a pointer
+    // look nothing up (BENCHMARKS.md, M23).
     //
     // So the first load takes `self.cgroup` (`dst` itself: it is listed as RCU-safe for a
     // `cgroup_subsys_state`, not for the `cgroup` it is read from here), and every other
     // load goes through that.
     let dst = unsafe { *(dst.add((parent[2] + parent[1]) as usize) as *const *const u8) };
-    // A load through an untrusted pointer that faults reads 0 (the verifier turns it into a
-    // probe read, `BPF_PROBE_MEM`): 0 must not pass for the default hierarchy's id below.
-    if dst.is_null() {
-        return 0;
-    }
-    // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a hybrid
-    // host (runc joins every controller's cgroup) are not departures.
-    let hierarchy_id = unsafe {
-        let root = *(dst.add(hierarchy[0] as usize) as *const *const u8);
-        if root.is_null() {
+    let tgid = unsafe { *(task.add(tgid_off) as *const i32) };
+    // A load through these pointers that faults reads 0 (the verifier makes them probe
+    // loads, `BPF_PROBE_MEM`); none of them is null in a live cgroup, so a null or an id of
+    // 0 means offsets that do not fit this kernel. Then the move is reported as a
+    // departure to a cgroup unknown (id 0): userspace tells whether the task was a
+    // workload's, where returning here would let every move go unseen.
+    let mut unknown = dst.is_null();
+    let mut dst_id = 0;
+    if !unknown {
+        // Only the default (cgroup2) hierarchy records; moves in the v1 hierarchies of a
+        // hybrid host (runc joins every controller's cgroup) are not departures.
+        let root = unsafe { *(dst.add(hierarchy[0] as usize) as *const *const u8) };
+        if !root.is_null() && unsafe { *(root.add(hierarchy[1] as usize) as *const i32) } != 0 {
             return 0;
         }
-        *(root.add(hierarchy[1] as usize) as *const i32)
-    };
-    if hierarchy_id != 0 {
-        return 0;
+        dst_id = unsafe {
+            let dst_kn = *(dst.add(kn_off) as *const *const u8);
+            *(dst_kn.add(id_off) as *const u64)
+        };
+        unknown = root.is_null() || dst_id == 0;
     }
-    let (dst_id, tgid) = unsafe {
-        let dst_kn = *(dst.add(kn_off) as *const *const u8);
-        (
-            *(dst_kn.add(id_off) as *const u64),
-            *(task.add(tgid_off) as *const i32),
-        )
-    };
     // A move into a recorded cgroup or below one (a container a runtime is setting up, not
     // yet registered: its cgroup may be gone by the time userspace looks) stays recorded.
-    if find_record(dst_id).is_some() {
-        return 0;
-    }
-    // Up by each cgroup's `self.parent` (a plain pointer, unlike `kernfs_node.__parent`,
-    // which is `__rcu`), and back to its cgroup by `cgroup_subsys_state.cgroup`.
-    let mut css = unsafe { *(dst.add(self_parent_off) as *const *const u8) };
-    for _ in 1..MAX_CGROUP_DEPTH {
-        if css.is_null() {
-            break;
-        }
-        let (id, next) = unsafe {
-            let cgroup = *(css.add(css_cgroup_off) as *const *const u8);
-            let kn = *(cgroup.add(kn_off) as *const *const u8);
-            (
-                *(kn.add(id_off) as *const u64),
-                *(cgroup.add(self_parent_off) as *const *const u8),
-            )
-        };
-        if find_record(id).is_some() {
+    let mut css = core::ptr::null();
+    if !unknown {
+        if find_record(dst_id).is_some() {
             return 0;
         }
-        css = next;
+        // Up by each cgroup's `self.parent` (a plain pointer, unlike
+        // `kernfs_node.__parent`, which is `__rcu`), and back to its cgroup by
+        // `cgroup_subsys_state.cgroup`.
+        css = unsafe { *(dst.add(self_parent_off) as *const *const u8) };
+        for _ in 1..MAX_CGROUP_DEPTH {
+            if css.is_null() {
+                break;
+            }
+            let (id, next) = unsafe {
+                let cgroup = *(css.add(css_cgroup_off) as *const *const u8);
+                let kn = *(cgroup.add(kn_off) as *const *const u8);
+                (
+                    *(kn.add(id_off) as *const u64),
+                    *(cgroup.add(self_parent_off) as *const *const u8),
+                )
+            };
+            // (An unreadable ancestor reads 0, which no record has: the walk goes on up.)
+            if find_record(id).is_some() {
+                return 0;
+            }
+            css = next;
+        }
     }
-    if !css.is_null() {
+    if unknown || !css.is_null() {
         // The verifier needs the walk bounded; a deeper hierarchy is reported as a move
-        // out (userspace then checks the destination itself).
+        // out (userspace then checks the destination itself), as is an unreadable one.
         crate::diagnostics::warn!(
             &(),
-            "cgroup walk cut short after {} levels: task {} into cgroup {}",
+            "cgroup move not resolved (unreadable: {}, or deeper than {} levels): task {} into cgroup {}",
+            unknown as u32,
             MAX_CGROUP_DEPTH,
             tgid,
             dst_id
