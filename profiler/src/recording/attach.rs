@@ -44,24 +44,36 @@ impl Attached {
         }
     }
 
-    /// Once the cgroup is recorded: the process TARGET named is still in it (or gone). A move
-    /// between the cgroup's read and the recording's start would go unseen: the cgroup-move
-    /// hook reports moves out of recorded cgroups only.
+    /// Once the cgroup is recorded: the process TARGET named is still in it, by the cgroup's
+    /// identity (its inode), not its path: a container restarted meanwhile has a new cgroup
+    /// at the same path. A move between the cgroup's read and the recording's start would
+    /// go unseen (the cgroup-move hook reports moves out of recorded cgroups only). A
+    /// process that exited meanwhile passes only while the cgroup it ran in still exists:
+    /// otherwise the recording would watch a cgroup that is gone and give an empty profile.
     pub fn confirm(&self) -> anyhow::Result<()> {
         let Some(process) = &self.process else {
             return Ok(());
         };
+        let inode_of = |dir: &Path| std::fs::symlink_metadata(dir).ok().map(|m| m.ino());
         match process.cgroup() {
-            Ok(now) if now.trim_start_matches('/') == self.cgroup_path.trim_start_matches('/') => {
+            Ok(now) => {
+                let dir = cgroup2_mount()?.join(now.trim_start_matches('/'));
+                if inode_of(&dir) != Some(self.cgroup_id) {
+                    bail!(
+                        "process {} moved from cgroup {} to {now} while profiler attached to it",
+                        process.pid,
+                        self.cgroup_path
+                    );
+                }
                 Ok(())
             }
-            Ok(now) => bail!(
-                "process {} moved from cgroup {} to {now} while profiler attached to it",
+            Err(e) if process.alive() => Err(e),
+            Err(_) if inode_of(&self.dir) == Some(self.cgroup_id) => Ok(()),
+            Err(_) => bail!(
+                "process {} exited and its cgroup {} is gone while profiler attached to it",
                 process.pid,
                 self.cgroup_path
             ),
-            // Exited meanwhile: the cgroup is still the one it ran in.
-            Err(_) => Ok(()),
         }
     }
 }
@@ -314,13 +326,18 @@ mod tests {
             format!("{moved:#}").contains("moved from cgroup"),
             "{moved:#}"
         );
-        // Gone: its pid names nothing (or another process) and is not read again.
+        // Gone: its pid names nothing (or another process) and is not read again; passes
+        // while the cgroup it ran in is there, not once that is gone too.
         child.kill().unwrap();
         child.wait().unwrap();
         let held = HeldProcess::open(std::process::id()).unwrap();
         assert!(held.alive());
-        attached.confirm().unwrap();
         assert!(attached.process.as_ref().unwrap().cgroup().is_err());
+        assert_eq!(attached.dir, first.path());
+        attached.confirm().unwrap();
+        drop(first);
+        let gone = attached.confirm().unwrap_err();
+        assert!(format!("{gone:#}").contains("is gone"), "{gone:#}");
     }
 
     #[test]
