@@ -143,13 +143,18 @@ impl ProgramRunWaiter {
 /// The waiter a table uses: its maps made at its first wait (a one-shot `record` never
 /// waits, and start-up does not pay for them).
 fn program_run_waiter() -> Box<dyn Fn() -> anyhow::Result<()> + Send> {
-    let waiter = std::sync::OnceLock::<Result<ProgramRunWaiter, String>>::new();
+    // Only a made waiter is kept: a failure to make one (memory, a limit) is tried again at
+    // the next wait instead of failing every later one.
+    let waiter = std::sync::OnceLock::<ProgramRunWaiter>::new();
     Box::new(move || {
-        match waiter.get_or_init(|| ProgramRunWaiter::new().map_err(|e| format!("{e:#}"))) {
-            Ok(w) => w.wait(),
-            Err(e) => bail!("{e}"),
-        }
-        .context("waiting out running BPF programs")
+        let made = match waiter.get() {
+            Some(w) => w,
+            None => {
+                let w = ProgramRunWaiter::new().context("waiting out running BPF programs")?;
+                waiter.get_or_init(|| w)
+            }
+        };
+        made.wait().context("waiting out running BPF programs")
     })
 }
 
@@ -257,7 +262,9 @@ impl RecordTable {
             len: bytes,
             epoch: None,
             cache_may_be_on: AtomicBool::new(false),
-            released_since_wait: AtomicBool::new(false),
+            // A map made by this process has no released slot; `true` costs at most one
+            // wait, and stays right for a map that had some.
+            released_since_wait: AtomicBool::new(true),
             wait_for_runs: program_run_waiter(),
         })
     }
@@ -447,17 +454,26 @@ impl RecordTable {
         awaiting_exec: bool,
         phase: u32,
     ) -> anyhow::Result<bool> {
-        if self.released_since_wait.load(Ordering::SeqCst) {
-            self.bump_epoch()?;
-            (self.wait_for_runs)()?;
-            self.released_since_wait.store(false, Ordering::SeqCst);
+        // Cleared before the bump and the wait: a release meanwhile sets it again.
+        if self.released_since_wait.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.bump_epoch().and_then(|()| (self.wait_for_runs)())
+        {
+            self.released_since_wait.store(true, Ordering::SeqCst);
+            return Err(e);
         }
         self.clear(index);
         self.fill(index, cgroup_id, awaiting_exec, phase);
-        Ok(self
+        // Nobody else takes a released slot (one table per process, used from one thread at
+        // a time: `RecordTable` is not `Sync`), so this cannot fail; if it did, the record
+        // just overwritten is someone's: stop.
+        if self
             .id(index)
             .compare_exchange(SLOT_DELETED, cgroup_id, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok())
+            .is_err()
+        {
+            bail!("record slot {index} was taken while it was being made ready");
+        }
+        Ok(true)
     }
 
     /// A claimed record's own fields.
@@ -636,8 +652,68 @@ mod tests {
         }
         // The real waiter: the map-in-map update, which returns after synchronize_rcu().
         let waiter = ProgramRunWaiter::new().unwrap();
+        // The kernel waits only for updates of a map-in-map (`maybe_wait_bpf_programs`): the
+        // outer map's type as the kernel reports it (`struct bpf_map_info.type`).
+        let mut info = [0u32; 32];
+        #[repr(C)]
+        struct InfoByFd {
+            bpf_fd: u32,
+            info_len: u32,
+            info: u64,
+        }
+        let attr = InfoByFd {
+            bpf_fd: waiter.outer.as_raw_fd() as u32,
+            info_len: size_of_val(&info) as u32,
+            info: info.as_mut_ptr() as u64,
+        };
+        // SAFETY: BPF_OBJ_GET_INFO_BY_FD (15) writes at most info_len bytes into `info`.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 15, &raw const attr, size_of::<InfoByFd>()) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(info[0], 12, "BPF_MAP_TYPE_ARRAY_OF_MAPS");
         waiter.wait().unwrap();
         waiter.wait().unwrap();
+    }
+
+    #[test]
+    fn a_released_slot_stays_released_and_untouched_until_programs_are_waited_out() {
+        let Some(map) = records_map() else { return };
+        let mut table = RecordTable::map(&map).unwrap();
+        let base = 5_000_000u64;
+        for i in 0..RECORD_SLOTS as u64 {
+            table.insert(base + i, false).unwrap();
+        }
+        assert_eq!(table.take_recording(base + 4).len(), 1);
+        let newcomer = base + 4 + RECORD_SLOTS as u64;
+        let index = record_slot(newcomer, 0);
+        assert_eq!(table.id(index).load(Ordering::SeqCst), SLOT_DELETED);
+        // A late store of the old owner's, as a stalled program run would make it.
+        let record = table.slot(index);
+        unsafe { (*record).syscalls[0][0][3] = 1 };
+        let at = record as usize;
+        table.wait_for_runs = Box::new(move || {
+            let record = at as *mut CgroupRecord;
+            // SAFETY: the slot's record, within the table's mapping, which outlives the table.
+            let (id, late) = unsafe {
+                (
+                    AtomicU64::from_ptr(&raw mut (*record).cgroup_id).load(Ordering::SeqCst),
+                    (*record).syscalls[0][0][3],
+                )
+            };
+            anyhow::ensure!(id == SLOT_DELETED, "published before the wait");
+            anyhow::ensure!(late == 1, "cleared before the wait");
+            Ok(())
+        });
+        table.insert(newcomer, false).unwrap();
+        let taken = table.take_recording(newcomer);
+        assert!(
+            taken[0]
+                .syscalls
+                .iter()
+                .flatten()
+                .flatten()
+                .all(|b| *b == 0),
+            "the late store survived"
+        );
     }
 
     #[test]
@@ -687,7 +763,6 @@ mod tests {
         // takes it.
         drop(failing);
         let (table, waits) = table_with_waits(&map, false);
-        table.released_since_wait.store(true, Ordering::SeqCst);
         table.insert(newcomer, false).unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1);
         assert_eq!(table.take_recording(newcomer).len(), 1);
