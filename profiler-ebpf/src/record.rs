@@ -183,6 +183,11 @@ fn current_slot() -> Option<(u32, *mut CgroupRecord)> {
     if let Some(found) = find_slot(cgroup_id) {
         return Some(found);
     }
+    // Nor claimed under a marker (an id of 0 from a faulting load would "claim" a free
+    // slot by swapping 0 for 0 and leave it free).
+    if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
+        return None;
+    }
     // Only processes outside every recorded cgroup get here. Discovery costs one helper
     // call and one lookup, and only for cgroups deeper than the recording cgroups.
     let level = unsafe { core::ptr::read_volatile(&RECORDING_LEVEL) };

@@ -56,9 +56,9 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
     let tgid = unsafe { *(task.add(tgid_off) as *const i32) };
     // A load through these pointers that faults reads 0 (the verifier makes them probe
     // loads, `BPF_PROBE_MEM`); none of them is null in a live cgroup, so a null or an id of
-    // 0 means offsets that do not fit this kernel. Then the move is reported as a
-    // departure to a cgroup unknown (id 0): userspace tells whether the task was a
-    // workload's, where returning here would let every move go unseen.
+    // 0 means offsets that do not fit this kernel. Then the move is reported unresolved
+    // (destination 0, flagged): userspace finds the task's cgroup itself, where returning
+    // here would let every move go unseen.
     let mut unknown = dst.is_null();
     let mut dst_id = 0;
     if !unknown {
@@ -116,6 +116,15 @@ pub fn cgroup_attach_task_btf(ctx: BtfTracePointContext) -> i32 {
             dst_id
         );
     }
-    emit(EVENT_CGROUP_ATTACH, 0, [dst_id, tgid as u64, 0, 0], 0, 0, 0);
+    // (An id read without knowing the hierarchy could be a v1 one: not passed on.)
+    let dst_id = if unknown { 0 } else { dst_id };
+    emit(
+        EVENT_CGROUP_ATTACH,
+        0,
+        [dst_id, tgid as u64, unknown as u64, 0],
+        0,
+        0,
+        0,
+    );
     0
 }

@@ -170,7 +170,12 @@ impl LiveFacts {
             if e.kind == EVENT_CGROUP_ATTACH {
                 // Any move on the host into a cgroup the kernel side does not record; a
                 // workload's process moving there leaves its recording, and is moved back.
-                let (dst, pid) = (e.args[0], e.args[1] as u32);
+                let (mut dst, pid) = (e.args[0], e.args[1] as u32);
+                if e.args[2] != 0 {
+                    // Unresolved in the kernel (its offsets did not fit): the cgroup the
+                    // process is in now, by the inode of its cgroup2 directory.
+                    dst = cgroup_id_of_pid(pid).unwrap_or(0);
+                }
                 let same_process = match (self.pids.get(&pid), start_time(pid)) {
                     (Some(Some(then)), Some(now)) => *then == now,
                     _ => false,
@@ -601,6 +606,16 @@ pub fn elf_facts<'data, R: object::ReadRef<'data>>(data: R) -> ExecutableFile {
     }
 }
 
+/// The cgroup2 id of the cgroup process `pid` is in now: its directory's inode.
+fn cgroup_id_of_pid(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = crate::recording::attach::cgroup_of_pid(pid).ok()?;
+    let root = crate::recording::cgroup::cgroup2_mount().ok()?;
+    std::fs::symlink_metadata(root.join(path.trim_start_matches('/')))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// When process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat, after the
 /// command name, which may hold spaces and parentheses): with the pid, what names one
 /// process for good.
@@ -677,6 +692,22 @@ fn look(pid: u32, dir: &str) -> Option<FirstSight> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cgroup_id_is_its_cgroup_directory_inode() {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(root) = crate::recording::cgroup::cgroup2_mount() else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let own = crate::recording::attach::cgroup_of_pid(std::process::id()).unwrap();
+        let dir = root.join(own.trim_start_matches('/'));
+        assert_eq!(
+            cgroup_id_of_pid(std::process::id()),
+            Some(std::fs::metadata(dir).unwrap().ino())
+        );
+        assert_eq!(cgroup_id_of_pid(u32::MAX), None);
+    }
 
     #[test]
     fn a_planted_symlink_resolves_inside_the_root() {
