@@ -48,13 +48,23 @@ impl Attached {
     /// identity (its inode), not its path: a container restarted meanwhile has a new cgroup
     /// at the same path. A move between the cgroup's read and the recording's start would
     /// go unseen (the cgroup-move hook reports moves out of recorded cgroups only). A
-    /// process that exited meanwhile passes only while the cgroup it ran in still exists:
-    /// otherwise the recording would watch a cgroup that is gone and give an empty profile.
+    /// process that exited meanwhile passes only while the cgroup it ran in still exists and
+    /// holds a process: otherwise the recording would watch a cgroup that is gone or empty
+    /// and give an empty profile.
     pub fn confirm(&self) -> anyhow::Result<()> {
         let Some(process) = &self.process else {
             return Ok(());
         };
         let inode_of = |dir: &Path| std::fs::symlink_metadata(dir).ok().map(|m| m.ino());
+        // Nothing left to record (the target exited, or is a zombie, and nothing else runs
+        // there): the recording would end at once with an empty profile.
+        if !populated(&self.dir) {
+            bail!(
+                "cgroup {} holds no process any more (process {} exited while profiler attached to it)",
+                self.cgroup_path,
+                process.pid
+            );
+        }
         match process.cgroup() {
             Ok(now) => {
                 let dir = cgroup2_mount()?.join(now.trim_start_matches('/'));
@@ -309,12 +319,16 @@ mod tests {
                 return;
             }
         };
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id();
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let (mut target, mut other) = (sleep(), sleep());
+        let pid = target.id();
         write!(first.procs_file().unwrap(), "{pid}").unwrap();
+        write!(first.procs_file().unwrap(), "{}", other.id()).unwrap();
         let attached = resolve(&format!("pid:{pid}")).unwrap();
         assert_eq!(attached.cgroup_path, first.relative_path());
         assert_eq!(attached.cgroup_id, first.id());
@@ -326,18 +340,22 @@ mod tests {
             format!("{moved:#}").contains("moved from cgroup"),
             "{moved:#}"
         );
-        // Gone: its pid names nothing (or another process) and is not read again; passes
-        // while the cgroup it ran in is there, not once that is gone too.
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let held = HeldProcess::open(std::process::id()).unwrap();
-        assert!(held.alive());
+        // Gone: its pid names nothing (or another process) and is not read again. Passes
+        // while its cgroup is there and holds a process; not once it is empty.
+        target.kill().unwrap();
+        target.wait().unwrap();
+        assert!(HeldProcess::open(std::process::id()).unwrap().alive());
         assert!(attached.process.as_ref().unwrap().cgroup().is_err());
-        assert_eq!(attached.dir, first.path());
         attached.confirm().unwrap();
+        other.kill().unwrap();
+        other.wait().unwrap();
+        let empty = attached.confirm().unwrap_err();
+        assert!(
+            format!("{empty:#}").contains("holds no process"),
+            "{empty:#}"
+        );
         drop(first);
-        let gone = attached.confirm().unwrap_err();
-        assert!(format!("{gone:#}").contains("is gone"), "{gone:#}");
+        assert!(attached.confirm().is_err(), "its cgroup is gone");
     }
 
     #[test]
