@@ -38,6 +38,9 @@ pub struct RecordTable {
     /// Waits until every BPF program run that began before the call has ended
     /// ([`ProgramRunWaiter`]; replaced in tests).
     wait_for_runs: Box<dyn Fn() -> anyhow::Result<()> + Send>,
+    /// The recordings inserted and not yet taken, to release what the kernel claimed for
+    /// one of them after it was taken ([`RecordTable::release_orphans`]).
+    live: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Waits out running BPF programs: an update of a map-in-map makes the kernel call
@@ -266,6 +269,7 @@ impl RecordTable {
             // wait, and stays right for a map that had some.
             released_since_wait: AtomicBool::new(true),
             wait_for_runs: program_run_waiter(),
+            live: Default::default(),
         })
     }
 
@@ -396,6 +400,7 @@ impl RecordTable {
             if !claimed {
                 continue;
             }
+            self.live_recordings().insert(cgroup_id);
             // Tasks already in the cgroup (`--attach`) may be cached as not recorded.
             if let Err(e) = self.bump_epoch() {
                 // Also whatever the kernel claimed below it meanwhile.
@@ -455,11 +460,13 @@ impl RecordTable {
         phase: u32,
     ) -> anyhow::Result<bool> {
         // Cleared before the bump and the wait: a release meanwhile sets it again.
-        if self.released_since_wait.swap(false, Ordering::SeqCst)
-            && let Err(e) = self.bump_epoch().and_then(|()| (self.wait_for_runs)())
-        {
-            self.released_since_wait.store(true, Ordering::SeqCst);
-            return Err(e);
+        if self.released_since_wait.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.bump_epoch().and_then(|()| (self.wait_for_runs)()) {
+                self.released_since_wait.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+            // Every claim that was under way when a recording was taken has ended too.
+            self.release_orphans();
         }
         self.clear(index);
         self.fill(index, cgroup_id, awaiting_exec, phase);
@@ -474,6 +481,35 @@ impl RecordTable {
             bail!("record slot {index} was taken while it was being made ready");
         }
         Ok(true)
+    }
+
+    /// Releases the slots the kernel claimed for a recording already taken: a container's
+    /// cgroup met during `take_recording`, behind the scan (the kernel's claim stores the
+    /// id first and the recording after it, and may find the recording's own slot just
+    /// before it is released). Called once running programs were waited out, so every such
+    /// claim has its recording written; a claim under way now (recording 0) is a live
+    /// recording's. Without this a long-lived table (`serve`) would keep them for good.
+    fn release_orphans(&self) {
+        let live = self.live_recordings().clone();
+        for index in 0..RECORD_SLOTS {
+            let id = self.id(index).load(Ordering::Acquire);
+            if id == SLOT_FREE || id == SLOT_DELETED || live.contains(&id) {
+                continue;
+            }
+            // SAFETY: within the mapping.
+            let owner = unsafe { (&raw const (*self.slot(index)).recording_id).read_volatile() };
+            if owner != 0 && !live.contains(&owner) {
+                self.released_since_wait.store(true, Ordering::SeqCst);
+                self.clear(index);
+                self.id(index).store(SLOT_DELETED, Ordering::Release);
+            }
+        }
+    }
+
+    fn live_recordings(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A claimed record's own fields.
@@ -521,6 +557,9 @@ impl RecordTable {
                 self.clear(index);
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
             }
+        }
+        if release {
+            self.live_recordings().remove(&recording_id);
         }
         // A bump that fails switches the cache off if it can (`bump_epoch`); the released
         // slots are deleted, not free, so only `insert` reuses them, and it bumps and waits
@@ -766,6 +805,40 @@ mod tests {
         table.insert(newcomer, false).unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1);
         assert_eq!(table.take_recording(newcomer).len(), 1);
+    }
+
+    #[test]
+    fn what_the_kernel_claimed_for_a_taken_recording_is_released_at_the_next_wait() {
+        let Some(map) = records_map() else { return };
+        let (table, waits) = table_with_waits(&map, false);
+        let (gone, kept) = (9_000_001u64, 9_000_002u64);
+        table.insert(gone, false).unwrap();
+        table.insert(kept, false).unwrap();
+        assert_eq!(table.take_recording(gone).len(), 1);
+        // Two containers' cgroups as the kernel claims them (id, then recording): one for
+        // the recording just taken (a claim that finished behind the scan), one for the
+        // recording still going on.
+        let claim = |child: u64, owner: u64| {
+            let index = record_slot(child, 0);
+            table
+                .id(index)
+                .compare_exchange(SLOT_FREE, child, Ordering::AcqRel, Ordering::Acquire)
+                .unwrap();
+            unsafe { (&raw mut (*table.slot(index)).recording_id).write_volatile(owner) };
+            index
+        };
+        let orphan = claim(9_100_001, gone);
+        let child = claim(9_100_002, kept);
+        // The next reuse of a released slot waits, and then releases the orphan only.
+        table.insert(gone + RECORD_SLOTS as u64, false).unwrap();
+        assert_eq!(waits.load(Ordering::SeqCst), 1);
+        assert_eq!(table.id(orphan).load(Ordering::SeqCst), SLOT_DELETED);
+        assert_eq!(table.id(child).load(Ordering::SeqCst), 9_100_002);
+        assert_eq!(
+            table.take_recording(kept).len(),
+            2,
+            "the live recording and its child"
+        );
     }
 
     #[test]
