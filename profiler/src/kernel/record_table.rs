@@ -63,36 +63,35 @@ struct ProgramRunWaiter {
     inner: OwnedFd,
 }
 
+/// `union bpf_attr` for BPF_MAP_CREATE (include/uapi/linux/bpf.h), up to inner_map_fd; the
+/// kernel takes a shorter attr when the rest would be zero.
+#[repr(C)]
+#[derive(Default)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+}
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// A map made by bpf(2) directly (`BPF_MAP_CREATE`).
+fn create_map(attr: MapCreate) -> std::io::Result<OwnedFd> {
+    // SAFETY: a valid attr of its size; a descriptor returned is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, &raw const attr, size_of::<MapCreate>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 impl ProgramRunWaiter {
     fn new() -> anyhow::Result<ProgramRunWaiter> {
-        // `union bpf_attr` for BPF_MAP_CREATE (include/uapi/linux/bpf.h), up to inner_map_fd.
-        #[repr(C)]
-        #[derive(Default)]
-        struct MapCreate {
-            map_type: u32,
-            key_size: u32,
-            value_size: u32,
-            max_entries: u32,
-            map_flags: u32,
-            inner_map_fd: u32,
-        }
-        const BPF_MAP_TYPE_ARRAY: u32 = 2;
-        const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
-        let create = |attr: MapCreate| -> anyhow::Result<OwnedFd> {
-            // SAFETY: a valid attr of its size; a descriptor returned is ours.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    0, // BPF_MAP_CREATE
-                    &raw const attr,
-                    size_of::<MapCreate>(),
-                )
-            };
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error()).context("BPF_MAP_CREATE");
-            }
-            Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-        };
+        let create = |attr| create_map(attr).context("BPF_MAP_CREATE");
         let one = |map_type, inner_map_fd| MapCreate {
             map_type,
             key_size: 4,
@@ -589,43 +588,21 @@ mod tests {
     /// A real mappable array map shaped like the programs' `RECORDS` (bpf(2) directly: the
     /// table must not need the programs to be tested).
     fn records_map() -> Option<OwnedFd> {
-        #[repr(C)]
-        #[derive(Default)]
-        struct MapCreate {
-            map_type: u32,
-            key_size: u32,
-            value_size: u32,
-            max_entries: u32,
-            map_flags: u32,
-        }
-        const BPF_MAP_CREATE: libc::c_long = 0;
-        const BPF_MAP_TYPE_ARRAY: u32 = 2;
         const BPF_F_MMAPABLE: u32 = 1 << 10;
-        let mut attr = [0u8; 128];
-        let create = MapCreate {
+        match create_map(MapCreate {
             map_type: BPF_MAP_TYPE_ARRAY,
             key_size: 4,
             value_size: size_of::<CgroupRecord>() as u32,
             max_entries: RECORD_SLOTS,
             map_flags: BPF_F_MMAPABLE,
-        };
-        // SAFETY: MapCreate is plain data at the start of a zeroed bpf_attr.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&raw const create).cast::<u8>(),
-                attr.as_mut_ptr(),
-                size_of::<MapCreate>(),
-            )
-        };
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_ptr(), 128) };
-        if fd < 0 {
-            eprintln!(
-                "skipped: cannot create a BPF map here ({}); needs root",
-                std::io::Error::last_os_error()
-            );
-            return None;
+            inner_map_fd: 0,
+        }) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!("skipped: cannot create a BPF map here ({e}); needs root");
+                None
+            }
         }
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
     /// The table holds RECORD_SLOTS recordings, refuses the next one with an error that says
