@@ -41,6 +41,8 @@ pub struct RecordTable {
     /// The recordings inserted and not yet taken, to release what the kernel claimed for
     /// one of them after it was taken ([`RecordTable::release_orphans`]).
     live: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// The recordings taken since the last wait: only their slots can be orphans.
+    taken_since_wait: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Waits out running BPF programs: an update of a map-in-map makes the kernel call
@@ -269,6 +271,7 @@ impl RecordTable {
             released_since_wait: AtomicBool::new(true),
             wait_for_runs: program_run_waiter(),
             live: Default::default(),
+            taken_since_wait: Default::default(),
         })
     }
 
@@ -489,6 +492,15 @@ impl RecordTable {
     /// claim has its recording written; a claim under way now (recording 0) is a live
     /// recording's. Without this a long-lived table (`serve`) would keep them for good.
     fn release_orphans(&self) {
+        let taken = std::mem::take(
+            &mut *self
+                .taken_since_wait
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if taken.is_empty() {
+            return;
+        }
         let live = self.live_recordings().clone();
         for index in 0..RECORD_SLOTS {
             let id = self.id(index).load(Ordering::Acquire);
@@ -497,7 +509,12 @@ impl RecordTable {
             }
             // SAFETY: within the mapping.
             let owner = unsafe { (&raw const (*self.slot(index)).recording_id).read_volatile() };
-            if owner != 0 && !live.contains(&owner) {
+            // Only a recording taken since the last wait: a record this table did not make,
+            // or a claim still under way (owner 0), is never touched.
+            if taken.contains(&owner) && !live.contains(&owner) {
+                eprintln!(
+                    "profiler: warning: cgroup {id} was found below recording {owner} as it was being collected; what it did then is not in that recording"
+                );
                 self.released_since_wait.store(true, Ordering::SeqCst);
                 self.clear(index);
                 self.id(index).store(SLOT_DELETED, Ordering::Release);
@@ -559,6 +576,10 @@ impl RecordTable {
         }
         if release {
             self.live_recordings().remove(&recording_id);
+            self.taken_since_wait
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(recording_id);
         }
         // A bump that fails switches the cache off if it can (`bump_epoch`); the released
         // slots are deleted, not free, so only `insert` reuses them, and it bumps and waits
@@ -775,10 +796,15 @@ mod tests {
             failing.take_recording(newcomer).is_empty(),
             "a slot was claimed"
         );
-        // The slot is still the released one: the next attempt, with a wait that works,
-        // takes it.
-        drop(failing);
-        let (table, waits) = table_with_waits(&map, false);
+        // The slot is still the released one, and still to be waited for: the next attempt,
+        // with a wait that works, waits and takes it.
+        let mut table = failing;
+        let waits = Arc::new(AtomicUsize::new(0));
+        let counted = waits.clone();
+        table.wait_for_runs = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
         table.insert(newcomer, false).unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1);
         assert_eq!(table.take_recording(newcomer).len(), 1);
@@ -806,11 +832,14 @@ mod tests {
         };
         let orphan = claim(9_100_001, gone);
         let child = claim(9_100_002, kept);
+        // A claim still under way: the id stored, the recording not yet.
+        let under_way = claim(9_100_003, 0);
         // The next reuse of a released slot waits, and then releases the orphan only.
         table.insert(gone + RECORD_SLOTS as u64, false).unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1);
         assert_eq!(table.id(orphan).load(Ordering::SeqCst), SLOT_DELETED);
         assert_eq!(table.id(child).load(Ordering::SeqCst), 9_100_002);
+        assert_eq!(table.id(under_way).load(Ordering::SeqCst), 9_100_003);
         assert_eq!(
             table.take_recording(kept).len(),
             2,

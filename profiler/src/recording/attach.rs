@@ -57,14 +57,15 @@ impl Attached {
         };
         let inode_of = |dir: &Path| std::fs::symlink_metadata(dir).ok().map(|m| m.ino());
         // Nothing left to record (the target exited, or is a zombie, and nothing else runs
-        // there): the recording would end at once with an empty profile.
-        if !populated(&self.dir) {
-            bail!(
+        // there): the recording would end at once with an empty profile. Told after a move,
+        // which says more.
+        let empty = || {
+            anyhow::anyhow!(
                 "cgroup {} holds no process any more (process {} exited while profiler attached to it)",
                 self.cgroup_path,
                 process.pid
-            );
-        }
+            )
+        };
         match process.cgroup() {
             Ok(now) => {
                 let dir = cgroup2_mount()?.join(now.trim_start_matches('/'));
@@ -75,9 +76,15 @@ impl Attached {
                         self.cgroup_path
                     );
                 }
+                if !populated(&self.dir) {
+                    return Err(empty());
+                }
                 Ok(())
             }
             Err(e) if process.alive() => Err(e),
+            Err(_) if inode_of(&self.dir) == Some(self.cgroup_id) && !populated(&self.dir) => {
+                Err(empty())
+            }
             Err(_) if inode_of(&self.dir) == Some(self.cgroup_id) => Ok(()),
             Err(_) => bail!(
                 "process {} exited and its cgroup {} is gone while profiler attached to it",
@@ -355,7 +362,8 @@ mod tests {
             "{empty:#}"
         );
         drop(first);
-        assert!(attached.confirm().is_err(), "its cgroup is gone");
+        let gone = attached.confirm().unwrap_err();
+        assert!(format!("{gone:#}").contains("is gone"), "{gone:#}");
     }
 
     #[test]

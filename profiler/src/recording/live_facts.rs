@@ -171,15 +171,15 @@ impl LiveFacts {
                 // Any move on the host into a cgroup the kernel side does not record; a
                 // workload's process moving there leaves its recording, and is moved back.
                 let (mut dst, pid) = (e.args[0], e.args[1] as u32);
-                if e.args[2] != 0 {
-                    // Unresolved in the kernel (its offsets did not fit): the cgroup the
-                    // process is in now, by the inode of its cgroup2 directory.
-                    dst = cgroup_id_of_pid(pid).unwrap_or(0);
-                }
                 let same_process = match (self.pids.get(&pid), start_time(pid)) {
                     (Some(Some(then)), Some(now)) => *then == now,
                     _ => false,
                 };
+                if same_process && e.args[2] != 0 {
+                    // Unresolved in the kernel (its offsets did not fit): the cgroup the
+                    // process is in now, by the inode of its cgroup2 directory.
+                    dst = cgroup_id_of_pid(pid).unwrap_or(0);
+                }
                 if same_process && !recorded(dst) {
                     reclaim(pid);
                     self.escaped.push((pid, dst, start_time(pid).unwrap_or(0)));
