@@ -670,6 +670,12 @@ mod tests {
     /// A table whose waits are counted, or fail.
     fn table_with_waits(map: &OwnedFd, fail: bool) -> (RecordTable, Arc<AtomicUsize>) {
         let mut table = RecordTable::map(map).unwrap();
+        let waits = count_waits(&mut table, fail);
+        (table, waits)
+    }
+
+    /// Makes `table`'s waits counted (and fail, if `fail`); the count.
+    fn count_waits(table: &mut RecordTable, fail: bool) -> Arc<AtomicUsize> {
         let waits = Arc::new(AtomicUsize::new(0));
         let counted = waits.clone();
         table.wait_for_runs = Box::new(move || {
@@ -679,7 +685,7 @@ mod tests {
             }
             Ok(())
         });
-        (table, waits)
+        waits
     }
 
     #[test]
@@ -799,12 +805,7 @@ mod tests {
         // The slot is still the released one, and still to be waited for: the next attempt,
         // with a wait that works, waits and takes it.
         let mut table = failing;
-        let waits = Arc::new(AtomicUsize::new(0));
-        let counted = waits.clone();
-        table.wait_for_runs = Box::new(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
+        let waits = count_waits(&mut table, false);
         table.insert(newcomer, false).unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1);
         assert_eq!(table.take_recording(newcomer).len(), 1);
