@@ -120,6 +120,11 @@ fn find_slot(cgroup_id: u64) -> Option<(u32, *mut CgroupRecord)> {
 /// slot, at once.
 #[inline(always)]
 fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<(u32, *mut CgroupRecord)> {
+    // Never under a marker: an id of 0 from a faulting load would "claim" a free slot by
+    // swapping 0 for 0 and leave it free.
+    if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
+        return None;
+    }
     for probe in 0..RECORD_PROBES {
         let slot = record_slot(cgroup_id, probe);
         let record = RECORDS.get_ptr_mut(slot)?;
@@ -182,11 +187,6 @@ fn current_slot() -> Option<(u32, *mut CgroupRecord)> {
     };
     if let Some(found) = find_slot(cgroup_id) {
         return Some(found);
-    }
-    // Nor claimed under a marker (an id of 0 from a faulting load would "claim" a free
-    // slot by swapping 0 for 0 and leave it free).
-    if cgroup_id == SLOT_FREE || cgroup_id == SLOT_DELETED {
-        return None;
     }
     // Only processes outside every recorded cgroup get here. Discovery costs one helper
     // call and one lookup, and only for cgroups deeper than the recording cgroups.
