@@ -4,14 +4,16 @@ use aya_ebpf::{
     bindings::bpf_func_id::BPF_FUNC_get_smp_processor_id,
     helpers::{
         bpf_get_current_cgroup_id,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf},
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_map_lookup_elem,
+        },
     },
 };
 use core::intrinsics::{AtomicOrdering, atomic_and, atomic_cxchg, atomic_or, atomic_xadd};
 use profiler_common::{
     CgroupRecord, EPOCH_CACHE_ON, EPOCH_DEPTHS_ON, EPOCH_OP_ADD, EPOCH_OP_AND, EPOCH_OP_OR,
-    EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES, SLOT_DELETED, SLOT_FREE,
-    TASK_CACHE_WAYS, TaskCache, record_slot,
+    EPOCH_STEP, LOSS_CGROUP_MAP_FULL, NOT_RECORDED, RECORD_PROBES, RECORD_SLOTS, SLOT_DELETED,
+    SLOT_FREE, TASK_CACHE_WAYS, TaskCache, record_slot,
 };
 
 use crate::{
@@ -81,6 +83,24 @@ fn record_at(slot: i64) -> Option<*mut CgroupRecord> {
         return None;
     }
     RECORDS.get_ptr_mut(slot as u32)
+}
+
+/// The record in the slot `*slot` names. The key is read where it is (`Array::get_ptr_mut`
+/// takes it by value and so passes the helper a copy on the stack: a store, a reload that
+/// waits for it, and a stack frame; kernel/bpf/verifier.c accepts a map value as the key,
+/// `check_helper_mem_access`), and the verifier still inlines the lookup
+/// (kernel/bpf/arraymap.c, `array_map_gen_lookup`).
+#[inline(always)]
+fn record_by_key(slot: *const u32) -> Option<*mut CgroupRecord> {
+    // SAFETY: RECORDS is the map (aya's `Array` is its definition, `repr(transparent)`);
+    // `slot` points at a u32 in map memory.
+    let record = unsafe {
+        bpf_map_lookup_elem(
+            (&raw const RECORDS) as *mut core::ffi::c_void,
+            slot as *const core::ffi::c_void,
+        )
+    };
+    (!record.is_null()).then_some(record as *mut CgroupRecord)
 }
 
 /// The slot of `cgroup_id`'s record, -1 for none. A BPF global subprogram (it cannot return
@@ -246,7 +266,7 @@ fn cpu_cache(cpu: u64) -> Option<*mut TaskCache> {
 /// u32, and LLVM then zero-extends again what the 32-bit load already zero-extended, two
 /// more instructions on every syscall.
 #[inline(always)]
-fn this_cpu() -> u64 {
+pub(crate) fn this_cpu() -> u64 {
     // SAFETY: the helper's id, called the way aya-ebpf's own bindings call it.
     unsafe {
         let helper: unsafe extern "C" fn() -> u64 =
@@ -289,9 +309,9 @@ fn this_cpu() -> u64 {
 /// pushes the callee-saved ones a function uses, arch/x86/net/bpf_jit_comp.c
 /// `detect_reg_usage`); [`current_record_caching`] is the miss.
 #[inline(always)]
-pub(crate) fn cached_record(task: u64, depth: u64, nr: impl Fn() -> i64) -> Cached {
+pub(crate) fn cached_record(cpu: u64, task: u64, depth: u64, nr: impl Fn() -> i64) -> Cached {
     let epoch = epoch();
-    let Some(cache) = cpu_cache(this_cpu()) else {
+    let Some(cache) = cpu_cache(cpu) else {
         return Cached::Unknown;
     };
     // No test of `EPOCH_CACHE_ON` first: entries are only made while it is set, and
@@ -300,13 +320,15 @@ pub(crate) fn cached_record(task: u64, depth: u64, nr: impl Fn() -> i64) -> Cach
     for way in 0..TASK_CACHE_WAYS {
         let entry = unsafe { &mut (*cache).entries[way] };
         if entry.task == task && entry.epoch == epoch {
-            if entry.slot == NOT_RECORDED {
+            // `>=` rather than `== NOT_RECORDED`: the same for every slot made here, and
+            // its bound fits the compare's immediate (u32::MAX takes a register load first).
+            if entry.slot >= RECORD_SLOTS {
                 return Cached::NotRecorded;
             }
             let nr = nr();
             entry.enter_depth = depth as u16;
             entry.enter_nr = nr as u16;
-            return match RECORDS.get_ptr_mut(entry.slot) {
+            return match record_by_key(&raw const entry.slot) {
                 Some(record) => Cached::Recorded(record, nr),
                 None => Cached::NotRecorded,
             };

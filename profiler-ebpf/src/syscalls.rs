@@ -24,7 +24,23 @@ use crate::{
 /// still that syscall.
 #[inline(always)]
 pub(crate) fn syscall_number(regs: *const u8) -> i64 {
-    unsafe { *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const u32) as i32 as i64 }
+    sign_extended(syscall_number_bits(regs))
+}
+
+/// [`syscall_number`] zero-extended: its 32 bits as a 32-bit load gives them. The syscall
+/// hook's hit path takes this: the sign extension is two more instructions on the way to
+/// the mark (the BPF ISA before cpu v4 has no sign-extending move), and the mark's bounds
+/// test (`< SYSCALL_SLOTS`, unsigned) is the same for both forms. [`sign_extended`] makes
+/// it [`syscall_number`] again, off that path.
+#[inline(always)]
+pub(crate) fn syscall_number_bits(regs: *const u8) -> i64 {
+    unsafe { *(regs.add(PT_REGS_ORIG_AX_OFFSET) as *const u32) as i64 }
+}
+
+/// [`syscall_number`] from either form.
+#[inline(always)]
+pub(crate) fn sign_extended(nr: i64) -> i64 {
+    nr as u32 as i32 as i64
 }
 
 /// Splits the raw syscall id into (architecture slot, number).
@@ -195,7 +211,7 @@ fn record_state(record: *mut CgroupRecord) -> u64 {
 /// needs nothing more: nearly every syscall, a 64-bit one within the table (which the x32
 /// bit is not), past the exec, made before. Three compares bound the mark's address for the
 /// verifier, one load and compare decide (BENCHMARKS.md, M22); false sends it to
-/// [`on_sys_enter`].
+/// [`on_sys_enter`]. `id` may be either form of [`syscall_number`].
 #[inline(always)]
 pub(crate) fn seen_before(record: *mut CgroupRecord, id: i64, cs: u64) -> bool {
     let state = record_state(record);

@@ -12,8 +12,8 @@ use profiler_common::{
 };
 
 use crate::{
-    record::{Cached, cached_record, current_record, current_record_caching},
-    syscalls::{on_sys_enter, seen_before, syscall_number},
+    record::{Cached, cached_record, current_record, current_record_caching, this_cpu},
+    syscalls::{on_sys_enter, seen_before, sign_extended, syscall_number, syscall_number_bits},
 };
 
 /// tp_btf `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
@@ -29,6 +29,11 @@ use crate::{
 #[btf_tracepoint(function = "sys_enter")]
 #[inline(always)]
 pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
+    // The CPU's id first. LLVM takes its helper for a real call that clobbers r1-r5 (the
+    // verifier inlines it, kernel/bpf/verifier.c `do_misc_fixups`): made before anything
+    // else is read, only the context lives across it, and the JIT saves one callee-saved
+    // register fewer at every run.
+    let cpu = this_cpu();
     let regs: *const u8 = ctx.arg(0);
     // How deep in the kernel stack this runs: the register frame is at the stack's top, the
     // context (the tracepoint's argument array, kernel/trace/bpf_trace.c `bpf_trace_run2()`)
@@ -40,7 +45,7 @@ pub fn sys_enter_btf(ctx: BtfTracePointContext) -> i32 {
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     // Filter first: for every process that is not recorded this is the only work done (the
     // syscall number is read only for a recorded one).
-    match cached_record(regs as u64, depth, || syscall_number(regs)) {
+    match cached_record(cpu, regs as u64, depth, || syscall_number_bits(regs)) {
         Cached::NotRecorded => 0,
         Cached::Recorded(record, id) => {
             // `regs` is a BTF pointer: direct loads, no bpf_probe_read_kernel (refused under
@@ -70,6 +75,8 @@ fn sys_enter_uncached(regs: *const u8, depth: u64) -> i32 {
 /// the special few, other architectures, the child before its exec.
 #[inline(never)]
 fn sys_enter_record(regs: *const u8, record: *mut CgroupRecord, id: i64) -> i32 {
+    // The hit path hands the number zero-extended (`syscall_number_bits`).
+    let id = sign_extended(id);
     let load = |off: usize| unsafe { *(regs.add(off) as *const u64) };
     let cs = load(PT_REGS_CS_OFFSET);
     let args = || {
