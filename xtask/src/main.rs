@@ -43,7 +43,8 @@ enum Cmd {
     },
     /// Record the demo workload and write its profiles under profiles/demo.
     Demo,
-    /// Measure profiler's overhead against its baselines; writes BENCHMARKS.md.
+    /// Measure profiler's overhead against its baselines; writes benchmarks/<cpu vendor>.md
+    /// and BENCHMARKS.md.
     Bench {
         /// A short run that fits in CI time.
         #[arg(long)]

@@ -39,6 +39,31 @@ pub(super) fn machine() -> anyhow::Result<String> {
     ))
 }
 
+/// The file name of this machine's runs: `amd`, `intel`, or the CPU's vendor id.
+pub(super) fn cpu_vendor() -> anyhow::Result<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let vendor = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("vendor_id"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim())
+        .unwrap_or("unknown");
+    Ok(match vendor {
+        "AuthenticAMD" => "amd".to_owned(),
+        "GenuineIntel" => "intel".to_owned(),
+        other => {
+            let name: String = other
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
+            if name.is_empty() {
+                "unknown".to_owned()
+            } else {
+                name.to_ascii_lowercase()
+            }
+        }
+    })
+}
+
 fn date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--only PART,...]`: profiler's cost measured side by side with its baselines,
 //! runs alternated (A B A B ...) so drift on the machine hits every variant alike. Prints a
-//! table of medians and ratios and writes it, with the machine, to BENCHMARKS.md.
+//! table of medians and ratios and writes it, with the machine, to benchmarks/<cpu vendor>.md;
+//! BENCHMARKS.md gathers each vendor's targets.
 //!
 //! One file per [`Part`], in the report's order: syscall_loop.rs (1), make.rs (2),
 //! stress.rs (3), scale.rs (4), startup.rs (5), idle.rs (6), paths.rs (7), landlock.rs (8),
@@ -197,16 +198,62 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
     } else if quick {
         b.dir.join("quick.md")
     } else {
-        // The one-off measurements that the code's comments cite by id stay with the
-        // numbers this run measured.
-        let design = std::fs::read_to_string(root.join("xtask/bench/design-measurements.md"))?;
-        report.push('\n');
-        report.push_str(&design);
-        root.join("BENCHMARKS.md")
+        // The machine changes between sessions and the costs differ by CPU vendor (issue
+        // #15 sets its targets on both): each vendor's last full run is kept in its own file,
+        // and BENCHMARKS.md gathers their targets.
+        let runs = root.join("benchmarks");
+        std::fs::create_dir_all(&runs)?;
+        let run = runs.join(format!("{}.md", measure::cpu_vendor()?));
+        std::fs::write(&run, &report)?;
+        eprintln!("xtask: wrote {}", run.display());
+        let index = benchmarks_index(root, &runs)?;
+        std::fs::write(root.join("BENCHMARKS.md"), &index)?;
+        eprintln!("xtask: wrote {}", root.join("BENCHMARKS.md").display());
+        return Ok(());
     };
     std::fs::write(&out, &report)?;
     eprintln!("xtask: wrote {}", out.display());
     Ok(())
+}
+
+/// BENCHMARKS.md: each vendor's last full run (benchmarks/*.md) by its machine line and
+/// targets table, then the design measurements that the code's comments cite by id.
+fn benchmarks_index(root: &Path, runs: &Path) -> anyhow::Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(runs)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    files.sort();
+    let mut index = String::from(
+        "# Benchmarks\n\n`cargo xtask bench` on each CPU vendor this project's machines have \
+         had, the last full run of each: its targets here, the whole run in its file. Costs per \
+         syscall differ by vendor (the kernel's mitigations: AMD's SRSO \"safe RET\", Intel's \
+         retpolines and return thunks), so each target is judged on each.\n\n",
+    );
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let machine = text
+            .lines()
+            .find(|l| l.starts_with("Machine: "))
+            .unwrap_or("Machine: unknown.");
+        writeln!(index, "## [{name}](benchmarks/{name})\n\n{machine}\n")?;
+        match section(&text, "## Targets") {
+            Some(targets) => writeln!(index, "{}\n", targets.trim_end())?,
+            None => writeln!(index, "(no targets table in this run)\n")?,
+        }
+    }
+    let design = std::fs::read_to_string(root.join("xtask/bench/design-measurements.md"))?;
+    index.push_str(&design);
+    Ok(index)
+}
+
+/// The body of the markdown section headed `heading` (to the next `## `), without the heading.
+fn section<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
+    let start = text.find(&format!("{heading}\n"))? + heading.len() + 1;
+    let rest = &text[start..];
+    let end = rest.find("\n## ").map_or(rest.len(), |e| e + 1);
+    Some(&rest[..end])
 }
 
 /// Small C programs the benchmarks run, built with gcc.
