@@ -112,7 +112,7 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
     let host = |i: usize| paired_difference(&samples[i], &samples[6]) / n as f64 * 1e9;
     b.target(
         "another process's syscall while profiler records: within +5 ns of the floor's",
-        format!("{:+.0} ns (containers: {:+.0} ns)", host(4), host(5)),
+        format!("{:+.1} ns (containers: {:+.1} ns)", host(4), host(5)),
         host(4) <= 5.0 && host(5) <= 5.0,
     );
     writeln!(report, "## 1. Syscall-bound loop ({n} getppid)\n")?;
