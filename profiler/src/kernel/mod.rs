@@ -147,22 +147,26 @@ impl Drop for Probes {
             crate::timings::mark("the syscall cache could not be switched off before detaching");
         }
         if self.run_stats.take().is_some() {
-            // What each program cost, in the kernel's own count (kernel/bpf/syscall.c,
-            // `bpf_prog_get_info_by_fd`: run_cnt, run_time_ns), with the count's own two
-            // clock reads per run included.
-            for (name, program) in self.ebpf.programs() {
-                if let Ok(info) = program.info()
-                    && info.run_count() > 0
-                {
-                    let ns = info.run_time().as_nanos() as f64;
-                    crate::timings::mark(&format!(
-                        "eBPF {name}: {} runs, {:.1} ms, {:.0} ns a run",
-                        info.run_count(),
-                        ns / 1e6,
-                        ns / info.run_count() as f64
-                    ));
-                }
-            }
+            mark_run_stats(&self.ebpf);
+        }
+    }
+}
+
+/// What each program of `ebpf` cost, in the kernel's own count (kernel/bpf/syscall.c,
+/// `bpf_prog_get_info_by_fd`: run_cnt, run_time_ns, kept while `BPF_ENABLE_STATS` is held),
+/// with the count's own two clock reads per run included; a `PROFILER_TIMINGS` line each.
+fn mark_run_stats(ebpf: &Ebpf) {
+    for (name, program) in ebpf.programs() {
+        if let Ok(info) = program.info()
+            && info.run_count() > 0
+        {
+            let ns = info.run_time().as_nanos() as f64;
+            crate::timings::mark(&format!(
+                "eBPF {name}: {} runs, {:.1} ms, {:.1} ns a run",
+                info.run_count(),
+                ns / 1e6,
+                ns / info.run_count() as f64
+            ));
         }
     }
 }
@@ -681,13 +685,31 @@ impl Probes {
     }
 }
 
-/// Attaches only the do-nothing `sys_enter_floor` program (benchmarks' baseline) and keeps
-/// it attached while the returned object lives.
-pub fn attach_floor() -> anyhow::Result<Ebpf> {
+/// The do-nothing `sys_enter_floor` program (benchmarks' baseline), attached while this
+/// lives. Under `PROFILER_TIMINGS` the kernel counts its runs, printed at the end as the
+/// recording's programs' are: the bench compares the two bodies' run time.
+pub struct Floor {
+    ebpf: Ebpf,
+    run_stats: Option<std::os::fd::OwnedFd>,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        if self.run_stats.take().is_some() {
+            mark_run_stats(&self.ebpf);
+        }
+    }
+}
+
+/// Attaches only the do-nothing `sys_enter_floor` program.
+pub fn attach_floor() -> anyhow::Result<Floor> {
     let btf = Btf::from_sys_fs().context("the floor program needs kernel BTF")?;
     let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(EBPF_OBJECT)?;
+    let run_stats = crate::timings::enabled()
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime).ok())
+        .flatten();
     hooks::attach(&mut ebpf, Some(&btf), hooks::FLOOR)?;
-    Ok(ebpf)
+    Ok(Floor { ebpf, run_stats })
 }
 
 #[cfg(test)]
