@@ -281,8 +281,9 @@ pub(crate) fn this_cpu() -> u64 {
 /// Reading the cgroup id takes a helper call (`bpf_get_current_task_btf`, not inlined on
 /// 6.18) and four dependent loads, then the record table's probe; on this kernel's CPUs a
 /// call is dear (AMD's SRSO "safe RET", Intel's return thunks). A hit here is a load of the
-/// epoch, of the CPU's id, a few compares and one inlined map lookup, for every process on
-/// the host (BENCHMARKS.md, M14, M22).
+/// epoch, a few compares and one inlined map lookup, for every process on the host
+/// (BENCHMARKS.md, M14, M22); `cpu`, this CPU's id ([`this_cpu`]), the caller reads before
+/// anything else (M24).
 ///
 /// An entry is right for as long as the epoch it was made in: the task's cgroup changes only
 /// by a move (the `cgroup_attach_task` hook bumps the epoch), a slot changes hands only by a

@@ -39,14 +39,16 @@ pub(super) fn machine() -> anyhow::Result<String> {
     ))
 }
 
-/// The file name of this machine's runs: `amd`, `intel`, or the CPU's vendor id.
+/// The file name of this machine's runs: `amd`, `intel`, the CPU's vendor id, or (no vendor
+/// id) the architecture.
 pub(super) fn cpu_vendor() -> anyhow::Result<String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
     let vendor = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("vendor_id"))
         .map(|v| v.trim_start_matches([' ', '\t', ':']).trim())
-        .unwrap_or("unknown");
+        // Not x86 (no vendor_id line): the architecture names the machine's kind.
+        .unwrap_or(std::env::consts::ARCH);
     Ok(match vendor {
         "AuthenticAMD" => "amd".to_owned(),
         "GenuineIntel" => "intel".to_owned(),

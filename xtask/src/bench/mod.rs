@@ -227,7 +227,15 @@ fn benchmarks_index(root: &Path, runs: &Path) -> anyhow::Result<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(runs)?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    // A vendor's file: `<name>.md`, the name as `measure::cpu_vendor` makes them (anything
+    // else there is not a run).
+    files.retain(|p| {
+        p.is_file()
+            && p.extension().is_some_and(|e| e == "md")
+            && p.file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric()))
+    });
     files.sort();
     let mut index = String::from(
         "# Benchmarks\n\n`cargo xtask bench` on each CPU vendor this project's machines have \
@@ -255,7 +263,8 @@ fn benchmarks_index(root: &Path, runs: &Path) -> anyhow::Result<String> {
 
 /// The body of the markdown section headed `heading` (to the next `## `), without the heading.
 fn section<'a>(text: &'a str, heading: &str) -> Option<&'a str> {
-    let start = text.find(&format!("{heading}\n"))? + heading.len() + 1;
+    // At a line's start only (not inside `### Targets` or a sentence).
+    let start = text.find(&format!("\n{heading}\n"))? + heading.len() + 2;
     let rest = &text[start..];
     let end = rest.find("\n## ").map_or(rest.len(), |e| e + 1);
     Some(&rest[..end])
@@ -289,5 +298,21 @@ impl Bins {
             stress: build("stress", &["-pthread"])?,
             stamp: build("stamp", &["-static"])?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::section;
+
+    #[test]
+    fn a_section_is_found_by_its_heading_at_a_line_start_only() {
+        let run = "# Benchmarks\n\nsee ## Targets\n### Targets\nno\n## Targets\n\n| a |\n\n## 1. Loop\nrest\n";
+        assert_eq!(section(run, "## Targets"), Some("\n| a |\n\n"));
+        assert_eq!(
+            section("# B\n## Targets\n| t |\n", "## Targets"),
+            Some("| t |\n")
+        );
+        assert_eq!(section("# B\n### Targets\n| t |\n", "## Targets"), None);
     }
 }
