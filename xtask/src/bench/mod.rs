@@ -68,6 +68,10 @@ struct Bench {
     /// The performance targets (issue #15) as the parts measured them: (target, measured,
     /// met), written as one table at the top of the report.
     targets: std::cell::RefCell<Vec<(String, String, bool)>>,
+    /// What part 1 measured of any `sys_enter` program, for part 2's accounting: (the
+    /// floor's added cost per syscall, the floor's run time a run under `BPF_ENABLE_STATS`,
+    /// i.e. the count's own clock), in ns.
+    floor_costs: std::cell::Cell<Option<(f64, f64)>>,
 }
 
 impl Bench {
@@ -134,6 +138,7 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
         bins,
         dir,
         targets: Default::default(),
+        floor_costs: Default::default(),
     };
     let mut report = String::new();
     writeln!(report, "# Benchmarks\n")?;

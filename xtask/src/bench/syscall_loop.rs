@@ -178,7 +178,11 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         },
         strace_ns / profiler_ns.max(1e-9)
     )?;
-    body_run_time(b, report)
+    let clock_ns = body_run_time(b, report)?;
+    if let Some(clock_ns) = clock_ns.filter(|_| floor_ns >= 1.0) {
+        b.floor_costs.set(Some((floor_ns, clock_ns)));
+    }
+    Ok(())
 }
 
 /// The syscall hook's body against the floor's, as the kernel counts their run time
@@ -190,8 +194,9 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
 /// program, about one read's cost inside), the same for both: the difference is what
 /// profiler's own instructions cost. The counts cover every syscall on the host while the
 /// program is attached, the loop's and others' (which take the cheaper not-recorded path
-/// under profiler), so the runs are printed next to the loop's syscalls.
-fn body_run_time(b: &Bench, report: &mut String) -> anyhow::Result<()> {
+/// under profiler), so the runs are printed next to the loop's syscalls. Returns the
+/// floor's run time a run (the count's own cost), None when not measured.
+fn body_run_time(b: &Bench, report: &mut String) -> anyhow::Result<Option<f64>> {
     let n = b.cfg.loop_syscalls.min(1_000_000);
     let syscalls = n.to_string();
     let out = b.dir.join("loop-stats-profile");
@@ -253,7 +258,7 @@ fn body_run_time(b: &Bench, report: &mut String) -> anyhow::Result<()> {
                 report,
                 "The programs' own run time (`BPF_ENABLE_STATS`): not measured: {e:#}.\n"
             )?;
-            return Ok(());
+            return Ok(None);
         }
     };
     drop(variants);
@@ -275,7 +280,7 @@ fn body_run_time(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         runs_per_syscall(0),
         runs_per_syscall(1),
     )?;
-    Ok(())
+    Ok(Some(ns(0)))
 }
 
 fn median_u64(v: &[u64]) -> u64 {
