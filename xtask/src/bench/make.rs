@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::Bench;
 use super::measure::{
-    Variant, alternate_samples, children_cpu, median, paired_difference, secs, table_head, time,
+    Variant, alternate_samples, children_cpu, median, paired_difference, program_run_times, secs,
+    table_head, time,
 };
 
 /// `make clean` in the generated project (before each build that must start from nothing).
@@ -266,26 +267,15 @@ fn account(
     )?;
     // (ms, runs) of every program, and the syscall hook's runs.
     let (mut programs_ms, mut runs, mut syscall_runs) = (0.0, 0u64, 0u64);
-    // "profiler: timing: ... eBPF sys_enter_btf: 490944 runs, 40.8 ms, 83.0 ns a run"
-    for line in stderr.lines() {
-        if let Some(rest) = line.split("  eBPF ").nth(1) {
-            let mut parts = rest.splitn(2, ": ");
-            let (Some(name), Some(figures)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let count: Option<u64> = figures.split(" runs, ").next().and_then(|r| r.parse().ok());
-            let ms: Option<f64> = figures
-                .split(", ")
-                .nth(1)
-                .and_then(|f| f.trim_end_matches(" ms").parse().ok());
-            if let (Some(ms), Some(count)) = (ms, count) {
-                row(&format!("eBPF `{name}` ({figures})"), ms)?;
-                programs_ms += ms;
-                runs += count;
-                if name.starts_with("sys_enter_") {
-                    syscall_runs += count;
-                }
-            }
+    for program in program_run_times(&stderr) {
+        row(
+            &format!("eBPF `{}` ({})", program.name, program.figures),
+            program.ms,
+        )?;
+        programs_ms += program.ms;
+        runs += program.runs;
+        if program.name.starts_with("sys_enter_") {
+            syscall_runs += program.runs;
         }
     }
     writeln!(report)?;

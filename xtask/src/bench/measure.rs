@@ -66,6 +66,39 @@ pub(super) fn cpu_vendor() -> anyhow::Result<String> {
     })
 }
 
+/// One program's run-time line of `PROFILER_TIMINGS`, "profiler: timing: ... eBPF
+/// sys_enter_btf: 490944 runs, 40.8 ms, 83.0 ns a run" (profiler/src/kernel/mod.rs,
+/// `mark_run_stats`).
+pub(super) struct ProgramRunTime<'a> {
+    pub name: &'a str,
+    /// The figures as printed, for the report.
+    pub figures: &'a str,
+    pub runs: u64,
+    pub ms: f64,
+    pub ns_a_run: f64,
+}
+
+/// Every program's run-time line in `stderr`, unreadable ones left out.
+pub(super) fn program_run_times(stderr: &str) -> Vec<ProgramRunTime<'_>> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let (name, figures) = line.split("  eBPF ").nth(1)?.split_once(": ")?;
+            let mut parts = figures.split(", ");
+            let runs = parts.next()?.strip_suffix(" runs")?.parse().ok()?;
+            let ms = parts.next()?.strip_suffix(" ms")?.parse().ok()?;
+            let ns_a_run = parts.next()?.strip_suffix(" ns a run")?.parse().ok()?;
+            Some(ProgramRunTime {
+                name,
+                figures,
+                runs,
+                ms,
+                ns_a_run,
+            })
+        })
+        .collect()
+}
+
 fn date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -267,6 +300,20 @@ pub(super) fn cgroup2_mount() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_run_times_are_read_from_profiler_timings_lines() {
+        let stderr = "profiler: timing:   3707.5 ms  (cpu   151.6 ms)  eBPF sys_enter_btf: 464714 runs, 45.8 ms, 98.5 ns a run\n\
+                      profiler: timing:   3707.4 ms  (cpu   151.5 ms)  eBPF profiler_epoch: 5 runs, 0.0 ms, 176.2 ns a run\n\
+                      profiler: timing:     36.3 ms  (cpu    61.0 ms)  programs verified\n\
+                      profiler: timing:   1.0 ms  (cpu 1.0 ms)  eBPF broken: many runs, 1 ms, 2 ns a run\n";
+        let runs = super::program_run_times(stderr);
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].name, runs[0].runs), ("sys_enter_btf", 464714));
+        assert_eq!((runs[0].ms, runs[0].ns_a_run), (45.8, 98.5));
+        assert_eq!(runs[0].figures, "464714 runs, 45.8 ms, 98.5 ns a run");
+        assert_eq!((runs[1].name, runs[1].runs), ("profiler_epoch", 5));
+    }
 
     #[test]
     fn table_head_is_the_markdown_head_the_parts_wrote() {

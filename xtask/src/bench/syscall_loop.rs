@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::Bench;
 use super::measure::{
-    Variant, alternate_samples, loop_time, median, paired_difference, secs, table_head,
+    Variant, alternate_samples, loop_time, median, paired_difference, program_run_times, secs,
+    table_head,
 };
 
 /// 1. A syscall-bound loop: untraced, the floor, profiler, strace -f.
@@ -201,28 +202,24 @@ fn body_run_time(b: &Bench, report: &mut String) -> anyhow::Result<Option<f64>> 
     let syscalls = n.to_string();
     let out = b.dir.join("loop-stats-profile");
     let getppid = &b.bins.getppid;
-    // (runs, ns a run) from "profiler: timing: ... eBPF sys_enter_btf: 1000873 runs, 66.4 ms,
-    // 66.3 ns a run". A `Duration` carries it: one of its nanoseconds per picosecond, as
-    // whole nanoseconds would round away the tenths a 3 ns difference needs.
+    // `program`'s ns a run, its runs kept aside. A `Duration` carries the ns: one of its
+    // nanoseconds per picosecond, as whole nanoseconds would round away the tenths a 3 ns
+    // difference needs.
     let runs = std::cell::RefCell::new(vec![Vec::new(), Vec::new()]);
     let ns_a_run = |i: usize, cmd: &mut Command, program: &str| -> anyhow::Result<Duration> {
         let output = cmd.env("PROFILER_TIMINGS", "1").output()?;
         anyhow::ensure!(output.status.success(), "{cmd:?} failed");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let figures = stderr
-            .lines()
-            .find_map(|l| l.split(&format!("eBPF {program}: ")).nth(1))
-            .ok_or_else(|| anyhow::anyhow!("no run time of {program} in {cmd:?}'s output"))?;
-        let count: Option<u64> = figures.split(" runs, ").next().and_then(|r| r.parse().ok());
-        let ns: Option<f64> = figures
-            .rsplit(", ")
-            .next()
-            .and_then(|f| f.trim_end_matches(" ns a run").parse().ok());
-        let (Some(count), Some(ns)) = (count, ns) else {
-            anyhow::bail!("unreadable run time of {program}: {figures}");
+        let Some(run_time) = program_run_times(&stderr)
+            .into_iter()
+            .find(|p| p.name == program)
+        else {
+            anyhow::bail!("no run time of {program} in {cmd:?}'s output");
         };
-        runs.borrow_mut()[i].push(count);
-        Ok(Duration::from_nanos((ns * 1000.0).round() as u64))
+        runs.borrow_mut()[i].push(run_time.runs);
+        Ok(Duration::from_nanos(
+            (run_time.ns_a_run * 1000.0).round() as u64
+        ))
     };
     let mut variants: Vec<Variant> = vec![
         (
