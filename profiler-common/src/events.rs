@@ -67,6 +67,23 @@ unsafe impl aya::Pod for Event {}
 
 const _: () = assert!(core::mem::size_of::<Event>() == 56 + EVENT_PATH_LEN + EVENT_AUX_LEN);
 
+/// An `EVENT_EXEC_OK`'s `aux`, as `u32` words: the first is [`EXEC_GROUPS_KNOWN`] with the
+/// number of the process's supplementary groups (`cred->group_info->ngroups`), the next up
+/// to [`EXEC_GROUPS_MAX`] of those groups. Without the flag, or with more groups than fit,
+/// userspace reads them from /proc.
+pub const EXEC_GROUPS_KNOWN: u32 = 1 << 31;
+pub const EXEC_GROUPS_MAX: usize = EVENT_AUX_LEN / 4 - 1;
+
+/// The supplementary groups an `EVENT_EXEC_OK`'s `aux` holds ([`EXEC_GROUPS_KNOWN`]); None
+/// where the kernel did not give them all.
+pub fn exec_groups(aux: &[u8; EVENT_AUX_LEN]) -> Option<impl Iterator<Item = u32> + '_> {
+    let word =
+        |i: usize| u32::from_ne_bytes([aux[4 * i], aux[4 * i + 1], aux[4 * i + 2], aux[4 * i + 3]]);
+    let head = word(0);
+    let count = (head & !EXEC_GROUPS_KNOWN) as usize;
+    (head & EXEC_GROUPS_KNOWN != 0 && count <= EXEC_GROUPS_MAX).then(|| (1..=count).map(word))
+}
+
 /// An `EVENT_EXEC_OK`'s arguments: `[uid | gid << 32, s_dev | mtime << 32, i_ino, i_size]`
 /// of the exec and of the file the kernel ran (`bprm->file`; device in the kernel's
 /// encoding, mtime in seconds, to 2106). Identity fields are 0 where the kernel's BTF did not

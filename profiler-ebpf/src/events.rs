@@ -85,14 +85,8 @@ pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i3
         return 0;
     };
     let e = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
+    fill_head(e, kind, phase, args);
     unsafe {
-        (*e).cgroup_id = current_cgroup_id();
-        (*e).kind = kind;
-        (*e).pid = (pid_tgid >> 32) as u32;
-        (*e).tid = pid_tgid as u32;
-        (*e).phase = phase as u32;
-        (*e).args = args;
         (*e).data[0] = 0;
         (*e).aux[0] = 0;
         if path != 0 {
@@ -116,19 +110,57 @@ pub extern "C" fn emit_spec(kind: u32, phase: u64, spec: *const EventSpec) -> i3
             let _ = bpf_probe_read_user_str_bytes(aux as *const u8, &mut aux_buf[..EVENT_AUX_LEN]);
         }
     }
-    // Waking the reader for every event costs more than the event (an epoll wake-up and a
-    // context switch each; BENCHMARKS.md, M6).
-    // The reader drains on a timer (`EVENT_DRAIN_INTERVAL_MS`) and is woken only once a
-    // quarter of the buffer is used, long before it can fill. `profiler enforce` reports
-    // violations as they happen, so it keeps a wake-up per event.
+    entry.submit(wakeup_flags());
+    0
+}
+
+/// An event of the current task without strings: `aux` is its raw bytes (an exec's groups,
+/// [`profiler_common::EXEC_GROUPS_KNOWN`]). Only the exec hook emits it, with its own
+/// reserve: the groups are read in that program alone, so no other program's verification
+/// checks those loads.
+#[inline(always)]
+pub(crate) fn emit_raw(kind: u32, phase: usize, args: [u64; 4], aux: &[u8; EVENT_AUX_LEN]) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_loss(LOSS_EVENTS);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill_head(e, kind, phase as u64, args);
+    unsafe {
+        (*e).data[0] = 0;
+        (*e).aux = *aux;
+    }
+    entry.submit(wakeup_flags());
+}
+
+/// The fields every event has: the current task's cgroup, process and thread.
+#[inline(always)]
+fn fill_head(e: *mut Event, kind: u32, phase: u64, args: [u64; 4]) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    unsafe {
+        (*e).cgroup_id = current_cgroup_id();
+        (*e).kind = kind;
+        (*e).pid = (pid_tgid >> 32) as u32;
+        (*e).tid = pid_tgid as u32;
+        (*e).phase = phase as u32;
+        (*e).args = args;
+    }
+}
+
+/// Waking the reader for every event costs more than the event (an epoll wake-up and a
+/// context switch each; BENCHMARKS.md, M6).
+/// The reader drains on a timer (`EVENT_DRAIN_INTERVAL_MS`) and is woken only once a
+/// quarter of the buffer is used, long before it can fill. `profiler enforce` reports
+/// violations as they happen, so it keeps a wake-up per event.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
     let enforcing = unsafe { core::ptr::read_volatile(&ENFORCE) } != 0;
     let flags = if enforcing || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= EVENTS_WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
-    0
+    flags as u64
 }
 
 /// The rare syscalls the image profile is made of (x86_64 numbers). a = di, si, dx, r10.

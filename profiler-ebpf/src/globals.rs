@@ -67,6 +67,12 @@ pub(crate) static IO_KIOCB_OPCODE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 pub(crate) static EXEC_FILE_PATH: [u32; 7] = [0; 7];
 
+/// Byte offsets to the exec'ing task's supplementary groups from its `real_cred`:
+/// `cred.group_info`, `group_info.ngroups`, `group_info.gid` (include/linux/cred.h; from BTF
+/// at load time). The first 0: unknown, userspace reads /proc/PID/status instead.
+#[unsafe(no_mangle)]
+pub(crate) static EXEC_GROUPS_PATH: [u32; 3] = [0; 3];
+
 /// Non-zero when the syscall hook will cache each task's record slot (userspace attaches the
 /// fork and cgroup-move hooks that keep that cache right): the cache's misses then read the
 /// cgroup id with the helpers instead of four loads through BTF pointers. Each such load

@@ -258,3 +258,54 @@ privileged_test!(
         assert_eq!(std::fs::read_to_string(&clean_log).unwrap_or_default(), "");
     }
 );
+
+privileged_test!(
+    /// A program's supplementary groups are recorded even when it has exited and been reaped
+    /// before profiler reads its events (the kernel gives them at the exec), and a process
+    /// with more groups than the exec event carries still has them read from /proc while it
+    /// runs. Ground truth: the `Groups:` line each process prints of itself.
+    #[scratch = "exec-groups"]
+    fn supplementary_groups_of_short_and_many_grouped_programs(dir: TempDir) {
+        let few = "10,20,30,4000000000";
+        let many: Vec<String> = (100..121).map(|g| g.to_string()).collect();
+        let many = many.join(",");
+        let script = format!(
+            "setpriv --reuid 1000 --regid 1000 --groups {few} -- grep Groups: /proc/self/status; \
+             setpriv --reuid 1000 --regid 1000 --groups {many} -- sh -c 'grep Groups: /proc/self/status; sleep 0.3'; \
+             sleep 0.2"
+        );
+        let profile = dir.join("profile");
+        let o = profiler()
+            .args(["record", "--quiet", "--out"])
+            .arg(&profile)
+            .args(["--", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut truth: Vec<u64> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("Groups:"))
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .map(|g| g.parse::<u64>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        truth.sort();
+        truth.dedup();
+        assert_eq!(
+            truth.len(),
+            4 + 21,
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        let image = read_json(&profile.join("image-profile.json"));
+        let recorded: Vec<u64> = image["users"]["supplementary_groups"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no groups recorded: {image:#}"))
+            .iter()
+            .map(|g| g.as_u64().unwrap())
+            .collect();
+        assert_eq!(recorded, truth, "{image:#}");
+    }
+);

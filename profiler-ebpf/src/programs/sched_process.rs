@@ -2,20 +2,24 @@
 //! `sched_process_exec_raw`) and `sched_process_fork` (`sched_process_fork_btf`, only when
 //! userspace knows the pid offsets).
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_send_signal},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_task_btf, bpf_send_signal},
+    },
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use profiler_common::{
-    CONTENT_KEY, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, EXEC_PATH_LISTED, EXEC_PATH_UNKNOWN,
-    PHASE_RUNTIME, PHASE_WORKLOAD,
+    CONTENT_KEY, EVENT_AUX_LEN, EVENT_EXEC_KILLED, EVENT_EXEC_OK, EVENT_FORK, EXEC_GROUPS_KNOWN,
+    EXEC_PATH_LISTED, EXEC_PATH_UNKNOWN, PHASE_RUNTIME, PHASE_WORKLOAD,
 };
 
 use crate::{
     enforce::enforcing,
-    events::emit,
+    events::{emit, emit_raw},
     globals::{
-        ENFORCE, EXEC_FILE_PATH, TASK_PID_OFFSET, TASK_START_BOOTTIME_OFFSET, TASK_TGID_OFFSET,
+        ENFORCE, EXEC_FILE_PATH, EXEC_GROUPS_PATH, TASK_PID_OFFSET, TASK_REAL_CRED_OFFSET,
+        TASK_START_BOOTTIME_OFFSET, TASK_TGID_OFFSET,
     },
     maps::{ALLOWED_INODES, EXEC_VERDICT},
     record::{bump_epoch, current_cgroup_id, find_record},
@@ -50,6 +54,40 @@ fn executed_file(bprm: *const u8) -> Option<([u64; 2], [u64; 2])> {
         };
         Some(([dev as u64, ino], content))
     }
+}
+
+/// The current task's supplementary groups as an EXEC_OK's `aux`
+/// ([`profiler_common::EXEC_GROUPS_KNOWN`]), from `real_cred->group_info`: what
+/// /proc/PID/status prints as `Groups:` (fs/proc/array.c `task_state()`, through
+/// `get_task_cred()`), without userspace reading that file at every exec. All zero where
+/// the offsets are unknown.
+#[inline(always)]
+fn supplementary_groups() -> [u8; EVENT_AUX_LEN] {
+    let mut words = [0u32; EVENT_AUX_LEN / 4];
+    let cred_offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) } as usize;
+    let path = unsafe { core::ptr::read_volatile(&EXEC_GROUPS_PATH) };
+    if cred_offset != 0 && path[0] != 0 {
+        unsafe {
+            let task = bpf_get_current_task_btf() as *const u8;
+            let cred = *(task.add(cred_offset) as *const *const u8);
+            let info = *(cred.add(path[0] as usize) as *const *const u8);
+            let count = *(info.add(path[1] as usize) as *const i32);
+            let gid = |i: usize| *(info.add(path[2] as usize + 4 * i) as *const u32);
+            words[0] = EXEC_GROUPS_KNOWN | (count as u32 & !EXEC_GROUPS_KNOWN);
+            // `gid[]` is a flexible array: the verifier allows loads past the struct into it
+            // (kernel/bpf/btf.c, `btf_struct_walk`), each at a constant offset, so one by
+            // one; none past `count`, which would read the next object's memory.
+            macro_rules! take {
+                ($($i:literal)*) => {$(
+                    if ($i as i32) < count {
+                        words[1 + $i] = gid($i);
+                    }
+                )*};
+            }
+            take!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+        }
+    }
+    unsafe { core::mem::transmute::<[u32; EVENT_AUX_LEN / 4], [u8; EVENT_AUX_LEN]>(words) }
 }
 
 /// Whether the profile allows the file to be executed, given what the path asked for said
@@ -88,7 +126,7 @@ fn on_exec(bprm: *const u8, old_pid: u32) {
         let [dev, ino] = identity.map(|i| i.0).unwrap_or([0, 0]);
         let [size, mtime] = identity.map(|i| i.1).unwrap_or([0, 0]);
         // (see profiler_common::ExecOk for the layout)
-        emit(
+        emit_raw(
             EVENT_EXEC_OK,
             phase as usize,
             [
@@ -97,9 +135,7 @@ fn on_exec(bprm: *const u8, old_pid: u32) {
                 ino,
                 size & !CONTENT_KEY,
             ],
-            0,
-            0,
-            0,
+            &supplementary_groups(),
         );
         if unsafe { core::ptr::read_volatile(&ENFORCE) } != 0 {
             // Judged by the file the kernel executed where its identity is known, and by the

@@ -20,6 +20,8 @@ const STRUCTS: &[&str] = &[
     "linux_binprm",
     "file",
     "super_block",
+    "cred",
+    "group_info",
 ];
 
 /// The kernel's own BTF.
@@ -219,6 +221,10 @@ pub struct KernelOffsets {
     /// `super_block.s_dev`, `inode.i_size`, `inode.i_mtime_sec`: the identity of the file an
     /// exec ran; the first 0: unknown; the last 0: no content key.
     pub exec_file_path: [u32; 7],
+    /// `cred.group_info`, `group_info.ngroups`, `group_info.gid`: an exec'ing task's
+    /// supplementary groups; the first 0: unknown.
+    #[serde(default)]
+    pub exec_groups_path: [u32; 3],
     /// The BTF ids of the types programs attach to: (name, BTF kind, id).
     pub attach_targets: Vec<(String, u32, u32)>,
 }
@@ -466,6 +472,13 @@ impl KernelOffsets {
                 (path[0] != 0).then_some(path)
             })()
             .unwrap_or([0; 7]),
+            exec_groups_path: (|| {
+                let [ngroups, gid] = member_offsets(&btf, "group_info", &["ngroups", "gid"]);
+                let path = [member_offset(&btf, "cred", "group_info")?, ngroups?, gid?];
+                // 0 means "unknown" to the probe; cred.group_info is never the first member.
+                (path[0] != 0).then_some(path)
+            })()
+            .unwrap_or([0; 3]),
             attach_targets,
         }
     }

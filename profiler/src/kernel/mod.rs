@@ -233,6 +233,7 @@ impl Probes {
             cgroup_parent_path,
             io_kiocb_opcode,
             exec_file_path,
+            exec_groups_path,
             ..
         } = offsets;
         let mut loader: EbpfLoader<'_> = loader
@@ -269,6 +270,7 @@ impl Probes {
             .override_global("CGROUP_PARENT_PATH", &cgroup_parent_path, true)
             .override_global("IO_KIOCB_OPCODE_OFFSET", &io_kiocb_opcode, true)
             .override_global("EXEC_FILE_PATH", &exec_file_path, true)
+            .override_global("EXEC_GROUPS_PATH", &exec_groups_path, true)
             .override_global("TASK_PID_OFFSET", &pid_off, true)
             .override_global("ENFORCE", &enforce, true)
             .override_global("TASK_TGID_OFFSET", &tgid_off, true)
