@@ -8,13 +8,19 @@ use profiler_common::DIRECT_NOAUDIT_FUNCTIONS;
 /// A kernel stack frame that could not be symbolised.
 pub const UNKNOWN_FRAME: &str = "?";
 
-/// /proc/kallsyms, sorted, for symbolising kernel stack addresses. The names stay in one
-/// string (some 120,000 of them): no allocation per symbol.
+/// /proc/kallsyms, sorted, for symbolising kernel stack addresses, held in the cache file's
+/// own layout (see [`Kallsyms::save_cache`]): read back from the cache it is used where it
+/// lies, without a table built per symbol (some 120,000 of them; building one was ~10 ms of
+/// CPU taken from the workload at every recording, perf on Intel Xeon 2026-12-03).
 pub struct Kallsyms {
-    text: String,
-    /// (address, byte range of the name in `text`), sorted by address.
-    symbols: Vec<(u64, u32, u32)>,
+    bytes: Vec<u8>,
+    /// How many symbols: entries of 16 bytes from [`SYMBOLS_AT`], sorted by address; the
+    /// names follow them.
+    count: usize,
 }
+
+/// Where the symbol entries start: after the head and the count.
+const SYMBOLS_AT: usize = CACHE_HEAD_LEN + 8;
 
 /// Where the text symbols of /proc/kallsyms are kept between runs. The kernel formats
 /// /proc/kallsyms a page per read() (BENCHMARKS.md, M10), the largest part of
@@ -41,7 +47,7 @@ impl Kallsyms {
         {
             return Ok(k);
         }
-        let k = Self::from_proc()?;
+        let mut k = Self::from_proc()?;
         if let (Some(key), Some(dir)) = (key, &dir) {
             // Best effort: without a cache the next run reads /proc/kallsyms again.
             let _ = k.save_cache(dir, key);
@@ -96,84 +102,127 @@ impl Kallsyms {
                  cannot be symbolised"
             );
         }
+        Ok(Self::from_table(&text, symbols))
+    }
+
+    /// The table of `symbols` (address, name's byte range in `text`), in any order.
+    fn from_table(text: &str, mut symbols: Vec<(u64, u32, u32)>) -> Kallsyms {
         symbols.sort_unstable_by_key(|(a, _, _)| *a);
-        Ok(Kallsyms { text, symbols })
+        let mut bytes = Vec::with_capacity(SYMBOLS_AT + symbols.len() * 16 + text.len());
+        bytes.extend_from_slice(KALLSYMS_CACHE_MAGIC);
+        bytes.resize(CACHE_HEAD_LEN, 0);
+        bytes.extend_from_slice(&(symbols.len() as u64).to_ne_bytes());
+        for (addr, start, len) in &symbols {
+            bytes.extend_from_slice(&addr.to_ne_bytes());
+            bytes.extend_from_slice(&start.to_ne_bytes());
+            bytes.extend_from_slice(&len.to_ne_bytes());
+        }
+        bytes.extend_from_slice(text.as_bytes());
+        let mut k = Kallsyms {
+            bytes,
+            count: symbols.len(),
+        };
+        k.set_head(0);
+        k
+    }
+
+    /// Writes the head: `key` and this table's [`DirectNoauditRanges`].
+    fn set_head(&mut self, key: u64) {
+        let ranges = self.direct_noaudit_ranges();
+        self.bytes[8..16].copy_from_slice(&key.to_ne_bytes());
+        for (i, (start, end)) in ranges.into_iter().enumerate() {
+            self.bytes[16 + 16 * i..24 + 16 * i].copy_from_slice(&start.to_ne_bytes());
+            self.bytes[24 + 16 * i..32 + 16 * i].copy_from_slice(&end.to_ne_bytes());
+        }
     }
 
     /// Layout: magic, key (u64), [`DirectNoauditRanges`] (u64 pairs), symbol count (u64),
     /// symbols (u64 address, u32 name start, u32 name length), names. Native endianness: the
     /// file never leaves this machine. Into `dir`, a folder only this user can write.
-    fn save_cache(&self, dir: &Path, key: u64) -> anyhow::Result<()> {
-        let mut bytes =
-            Vec::with_capacity(CACHE_HEAD_LEN + 8 + self.symbols.len() * 16 + self.text.len());
-        bytes.extend_from_slice(KALLSYMS_CACHE_MAGIC);
-        bytes.extend_from_slice(&key.to_ne_bytes());
-        for (start, end) in self.direct_noaudit_ranges() {
-            bytes.extend_from_slice(&start.to_ne_bytes());
-            bytes.extend_from_slice(&end.to_ne_bytes());
-        }
-        bytes.extend_from_slice(&(self.symbols.len() as u64).to_ne_bytes());
-        for (addr, start, len) in &self.symbols {
-            bytes.extend_from_slice(&addr.to_ne_bytes());
-            bytes.extend_from_slice(&start.to_ne_bytes());
-            bytes.extend_from_slice(&len.to_ne_bytes());
-        }
-        bytes.extend_from_slice(self.text.as_bytes());
+    fn save_cache(&mut self, dir: &Path, key: u64) -> anyhow::Result<()> {
+        self.set_head(key);
         // Kernel addresses: readable by root only, like /proc/kallsyms's real addresses.
-        crate::private_dir::write_cache_file(dir, KALLSYMS_CACHE, &bytes)?;
+        crate::private_dir::write_cache_file(dir, KALLSYMS_CACHE, &self.bytes)?;
         Ok(())
+    }
+
+    /// Symbol `i`: (address, name start, name length).
+    fn symbol(&self, i: usize) -> (u64, u32, u32) {
+        let at = SYMBOLS_AT + 16 * i;
+        let e = &self.bytes[at..at + 16];
+        (
+            u64::from_ne_bytes(e[..8].try_into().unwrap()),
+            u32::from_ne_bytes(e[8..12].try_into().unwrap()),
+            u32::from_ne_bytes(e[12..].try_into().unwrap()),
+        )
+    }
+
+    /// A symbol's name (checked once, when the table was read: in range, UTF-8).
+    fn name(&self, start: u32, len: u32) -> &str {
+        let names = SYMBOLS_AT + 16 * self.count;
+        let range = names + start as usize..names + (start + len) as usize;
+        std::str::from_utf8(&self.bytes[range]).unwrap_or(UNKNOWN_FRAME)
     }
 
     /// From `dir` (see [`open_cache`]).
     fn from_cache(dir: &Path, key: u64) -> Option<Kallsyms> {
         let file = open_cache(dir)?;
-        let mut bytes = Vec::new();
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        let mut bytes = Vec::with_capacity(len);
         std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
         parse_head(bytes.get(..CACHE_HEAD_LEN)?, key)?;
-        let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-        let count = usize::try_from(u64_at(CACHE_HEAD_LEN)?).ok()?;
-        let symbols_at = CACHE_HEAD_LEN + 8;
-        let names_at = count.checked_mul(16)?.checked_add(symbols_at)?;
-        let text = std::str::from_utf8(bytes.get(names_at..)?).ok()?.to_owned();
-        let mut symbols = Vec::with_capacity(count);
-        for entry in bytes.get(symbols_at..names_at)?.chunks_exact(16) {
-            let addr = u64::from_ne_bytes(entry[..8].try_into().ok()?);
-            let start = u32::from_ne_bytes(entry[8..12].try_into().ok()?);
-            let len = u32::from_ne_bytes(entry[12..].try_into().ok()?);
-            text.get(start as usize..(start + len) as usize)?;
-            symbols.push((addr, start, len));
+        let count = u64::from_ne_bytes(bytes.get(CACHE_HEAD_LEN..SYMBOLS_AT)?.try_into().ok()?);
+        let count = usize::try_from(count).ok()?;
+        let names_at = count.checked_mul(16)?.checked_add(SYMBOLS_AT)?;
+        // Every name in range and all of them UTF-8, or the cache is not used (a damaged
+        // one is made again from /proc/kallsyms).
+        let text = std::str::from_utf8(bytes.get(names_at..)?).ok()?;
+        for entry in bytes.get(SYMBOLS_AT..names_at)?.chunks_exact(16) {
+            let start = u32::from_ne_bytes(entry[8..12].try_into().ok()?) as usize;
+            let end =
+                start.checked_add(u32::from_ne_bytes(entry[12..].try_into().ok()?) as usize)?;
+            if end > text.len() || !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+                return None;
+            }
         }
-        Some(Kallsyms { text, symbols })
+        Some(Kallsyms { bytes, count })
     }
 
     /// The text range `[start, end)` of the one function called `name`: from its address to
     /// the next symbol's. None when absent or when several symbols have that name.
     pub fn function_range(&self, name: &str) -> Option<(u64, u64)> {
-        let mut found = self
-            .symbols
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, start, len))| {
-                self.text.get(*start as usize..(*start + *len) as usize) == Some(name)
-            });
-        let (i, (start, _, _)) = found.next()?;
+        let mut found = (0..self.count).filter(|i| {
+            let (_, start, len) = self.symbol(*i);
+            self.name(start, len) == name
+        });
+        let i = found.next()?;
         if found.next().is_some() {
             return None;
         }
-        let end = self.symbols.get(i + 1).map(|(a, _, _)| *a)?;
-        (end > *start).then_some((*start, end))
+        let start = self.symbol(i).0;
+        let end = (i + 1 < self.count).then(|| self.symbol(i + 1).0)?;
+        (end > start).then_some((start, end))
     }
 
     /// `function+0xoffset`, or [`UNKNOWN_FRAME`] for an address below every symbol: a raw
     /// kernel address never goes into a trace (trace.json is readable by others, and the
     /// addresses would give away the kernel's KASLR offset).
     pub fn symbolize(&self, ip: u64) -> String {
-        match self.symbols.partition_point(|(a, _, _)| *a <= ip) {
+        // The first symbol above `ip`, by bisection over the entries.
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.symbol(mid).0 <= ip {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        match lo {
             0 => UNKNOWN_FRAME.to_owned(),
             i => {
-                let (base, start, len) = self.symbols[i - 1];
-                let name = &self.text[start as usize..(start + len) as usize];
-                format!("{name}+{:#x}", ip - base)
+                let (base, start, len) = self.symbol(i - 1);
+                format!("{}+{:#x}", self.name(start, len), ip - base)
             }
         }
     }
@@ -228,10 +277,8 @@ mod tests {
             (0xffff_ffff_8100_0200, 17, 28),
             (0xffff_ffff_8100_0280, 45, 4),
         ];
-        let k = Kallsyms {
-            text: "_stextcap_capablesecurity_vm_enough_memory_mmnext".to_owned(),
-            symbols,
-        };
+        let mut k =
+            Kallsyms::from_table("_stextcap_capablesecurity_vm_enough_memory_mmnext", symbols);
         let ranges = k.direct_noaudit_ranges();
         assert_eq!(
             ranges,
