@@ -318,8 +318,12 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let cap_hook = probes.cap_hook.clone();
     let syscall_hook = probes.syscall_hook.clone();
     let cred_check = probes.cred_check;
-    drop(probes); // detaches every program
-    timings::mark("collected and detached");
+    // Detaching every program (each a tracepoint unregistered, the kernel's text patched on
+    // every CPU) goes on beside building the profiles: nothing below reads the kernel side,
+    // and it is done before profiler exits (joined below; at any earlier return, closing
+    // the descriptors at exit detaches them all the same).
+    let detaching = std::thread::spawn(move || drop(probes));
+    timings::mark("collected");
     let rec_id = cgroup.id();
     let rec_path = cgroup.relative_path().to_owned();
     drop(cgroup);
@@ -462,6 +466,8 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         };
         exit_error(code, format!("{e:#}; no profile was written"))
     })?;
+    let _ = detaching.join();
+    timings::mark("detached");
     if (lost || !escaped.is_empty()) && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
     }
