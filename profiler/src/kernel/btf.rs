@@ -4,6 +4,7 @@
 use aya::Btf;
 
 use crate::kernel::hooks::{self, BTF_KIND_FUNC, BTF_KIND_PTR, BTF_KIND_TYPEDEF};
+use crate::kernel::mapped_file::MappedFile;
 
 const BTF_KIND_STRUCT: u32 = 4;
 
@@ -42,46 +43,6 @@ struct KernelBtf {
     ids: std::collections::HashMap<(String, u32), Vec<u32>>,
 }
 
-/// A file mapped read-only: sysfs hands `/sys/kernel/btf/vmlinux` out a page per `read`,
-/// ten milliseconds for its megabytes; a mapping is a few page faults (btf-rs maps it too).
-struct MappedFile {
-    base: std::ptr::NonNull<std::ffi::c_void>,
-    len: std::num::NonZeroUsize,
-}
-
-impl MappedFile {
-    fn open(path: &str) -> Option<MappedFile> {
-        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
-        let file = std::fs::File::open(path).ok()?;
-        let len = std::num::NonZeroUsize::new(file.metadata().ok()?.len() as usize)?;
-        // SAFETY: a fresh private read-only mapping, only read through `bytes`.
-        let base = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_PRIVATE,
-                &file,
-                0,
-            )
-        }
-        .ok()?;
-        Some(MappedFile { base, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping made in `open`, `len` bytes, alive as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast(), self.len.get()) }
-    }
-}
-
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `open`, not used after this.
-        let _ = unsafe { nix::sys::mman::munmap(self.base, self.len.get()) };
-    }
-}
-
 /// Bytes that follow `struct btf_type` for each kind (include/uapi/linux/btf.h), for `vlen`
 /// members; None for a kind this code does not know (the scan stops there).
 fn btf_type_extra(kind: u32, vlen: usize) -> Option<usize> {
@@ -98,7 +59,9 @@ fn btf_type_extra(kind: u32, vlen: usize) -> Option<usize> {
 impl KernelBtf {
     fn open(wanted: &[(&str, u32)]) -> Option<KernelBtf> {
         let btf = vmlinux_btf()?;
-        let raw = MappedFile::open(VMLINUX_BTF)?;
+        // sysfs hands the file out a page per `read`, ten milliseconds for its megabytes; a
+        // mapping is a few page faults (btf-rs maps it too).
+        let raw = MappedFile::new(&std::fs::File::open(VMLINUX_BTF).ok()?)?;
         let ids = Self::scan(raw.bytes(), wanted).unwrap_or_else(|| {
             // Said, not swallowed: the programs then do without the offsets (slower, fewer
             // facts), and the trace says which hooks were used.

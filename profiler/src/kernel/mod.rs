@@ -12,6 +12,7 @@ pub mod events;
 pub mod hooks;
 pub mod host;
 pub mod kallsyms;
+pub mod mapped_file;
 pub mod record_table;
 use std::collections::BTreeMap;
 use std::os::fd::AsFd as _;
