@@ -136,16 +136,24 @@ pub const SLOT_FREE: u64 = 0;
 /// A slot whose record was collected: a lookup goes on past it; only userspace reuses it.
 pub const SLOT_DELETED: u64 = u64::MAX;
 
-/// Slot of the `probe`-th try for `cgroup_id`.
+/// The table's size when one cgroup alone is recorded (a command without `--containers`,
+/// one running workload attached to): its id's whole probe sequence. The full table is
+/// 10.7 MB that the kernel zeroes and profiler maps at every start (some 3 ms of start-up,
+/// Intel Xeon, BENCHMARKS.md M26).
+pub const RECORD_SLOTS_ONE_CGROUP: u32 = RECORD_PROBES;
+
+/// Slot of the `probe`-th try for `cgroup_id` in a table of `slots` (a power of two, at
+/// most [`RECORD_SLOTS`]).
 #[inline(always)]
-pub const fn record_slot(cgroup_id: u64, probe: u32) -> u32 {
-    (cgroup_id as u32).wrapping_add(probe) & (RECORD_SLOTS - 1)
+pub const fn record_slot(cgroup_id: u64, probe: u32, slots: u32) -> u32 {
+    (cgroup_id as u32).wrapping_add(probe) & (slots - 1)
 }
 
 // Userspace maps the table and indexes it by `size_of::<CgroupRecord>()`; the kernel's
 // array element size is the value size rounded up to 8 (kernel/bpf/arraymap.c).
 const _: () = assert!(core::mem::size_of::<CgroupRecord>().is_multiple_of(8));
 const _: () = assert!(RECORD_SLOTS.is_power_of_two());
+const _: () = assert!(RECORD_SLOTS_ONE_CGROUP.is_power_of_two());
 
 impl CgroupRecord {
     pub const fn zeroed() -> Self {

@@ -8,6 +8,12 @@
 #[unsafe(no_mangle)]
 pub(crate) static RECORDING_LEVEL: i32 = 0;
 
+/// The record table's size, as userspace made the `RECORDS` map
+/// (`profiler_common::RECORD_SLOTS` or `RECORD_SLOTS_ONE_CGROUP`): the slots a cgroup id's
+/// probe sequence wraps in.
+#[unsafe(no_mangle)]
+pub(crate) static RECORD_TABLE_SLOTS: u32 = profiler_common::RECORD_SLOTS;
+
 /// Byte offset of `real_cred` in `struct task_struct`, read by userspace from the kernel's BTF
 /// at load time (aya has no CO-RE for Rust programs). 0: unknown, the comparison is skipped.
 /// .rodata is frozen at load, so the verifier sees a constant offset into a BTF object.

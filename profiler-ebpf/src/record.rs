@@ -17,7 +17,9 @@ use profiler_common::{
 };
 
 use crate::{
-    globals::{CGROUP_BY_HELPER, CGROUP_ID_PATH, CGROUP_LEVEL_OFFSET, RECORDING_LEVEL},
+    globals::{
+        CGROUP_BY_HELPER, CGROUP_ID_PATH, CGROUP_LEVEL_OFFSET, RECORD_TABLE_SLOTS, RECORDING_LEVEL,
+    },
     maps::{EPOCH, RECORDS, TASK_CACHES, count_loss},
 };
 
@@ -121,7 +123,7 @@ fn find_slot(cgroup_id: u64) -> Option<(u32, *mut CgroupRecord)> {
         return None;
     }
     for probe in 0..RECORD_PROBES {
-        let slot = record_slot(cgroup_id, probe);
+        let slot = record_slot(cgroup_id, probe, table_slots());
         let record = RECORDS.get_ptr_mut(slot)?;
         let id = unsafe { core::ptr::read_volatile(&raw const (*record).cgroup_id) };
         if id == cgroup_id {
@@ -132,6 +134,12 @@ fn find_slot(cgroup_id: u64) -> Option<(u32, *mut CgroupRecord)> {
         }
     }
     None
+}
+
+/// The record table's size ([`RECORD_TABLE_SLOTS`]).
+#[inline(always)]
+fn table_slots() -> u32 {
+    unsafe { core::ptr::read_volatile(&RECORD_TABLE_SLOTS) }
 }
 
 /// Claims a slot for a cgroup discovered below a recording. Only never-used slots are taken
@@ -146,7 +154,7 @@ fn claim_record(cgroup_id: u64, recording_id: u64) -> Option<(u32, *mut CgroupRe
         return None;
     }
     for probe in 0..RECORD_PROBES {
-        let slot = record_slot(cgroup_id, probe);
+        let slot = record_slot(cgroup_id, probe, table_slots());
         let record = RECORDS.get_ptr_mut(slot)?;
         // The BPF target has no `AtomicU64::compare_exchange` (Rust marks it without CAS, as
         // BPF before cpu v3 had none); the intrinsic becomes BPF_ATOMIC | BPF_CMPXCHG, which

@@ -100,7 +100,7 @@ impl Session {
     pub fn start(target: &str) -> anyhow::Result<Session> {
         let attached =
             resolve(target).map_err(|e| exit_error(2, format!("--attach {target}: {e:#}")))?;
-        let mut probes = Probes::attach(0)?;
+        let mut probes = Probes::attach_one_cgroup()?;
         probes.track_running(attached.cgroup_id)?;
         attached
             .confirm()
@@ -153,7 +153,11 @@ impl Session {
     pub fn command(cmd: &[String], containers: bool) -> anyhow::Result<Session> {
         let program = crate::recording::command::resolve_command(&cmd[0])?;
         let cgroup = crate::recording::cgroup::RecordingCgroup::create()?;
-        let mut probes = Probes::attach(if containers { cgroup.level() } else { 0 })?;
+        let mut probes = if containers {
+            Probes::attach(cgroup.level())?
+        } else {
+            Probes::attach_one_cgroup()?
+        };
         probes.track_from_exec(cgroup.id())?;
         let mut command = cmd.to_vec();
         let mut env = Vec::new();

@@ -63,8 +63,11 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         .map_err(|e| exit_error(2, format!("{e:#}")))?;
     warn_if_under_seccomp(opts.quiet);
     let cgroup = RecordingCgroup::create()?;
-    let level = if opts.containers { cgroup.level() } else { 0 };
-    let mut probes = Probes::attach(level)?;
+    let mut probes = if opts.containers {
+        Probes::attach(cgroup.level())?
+    } else {
+        Probes::attach_one_cgroup()?
+    };
     probes.track_from_exec(cgroup.id())?;
     timings::mark("probes attached");
     if !probes.optional_hook_errors.is_empty() && !opts.quiet {

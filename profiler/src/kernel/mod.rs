@@ -200,8 +200,19 @@ impl Probes {
         Self::attach_enforcing(recording_level, 0)
     }
 
+    /// [`Probes::attach`] for recording one cgroup alone (nothing discovered below it): a
+    /// record table of [`profiler_common::RECORD_SLOTS_ONE_CGROUP`] slots.
+    pub fn attach_one_cgroup() -> anyhow::Result<Probes> {
+        Self::load(0, 0, profiler_common::RECORD_SLOTS_ONE_CGROUP)
+    }
+
     /// Like [`Probes::attach`], with `profiler enforce`'s exec check on (`ENFORCE_*`).
     pub fn attach_enforcing(recording_level: i32, enforce: u32) -> anyhow::Result<Probes> {
+        Self::load(recording_level, enforce, profiler_common::RECORD_SLOTS)
+    }
+
+    /// Loads and attaches with a record table of `record_slots` slots.
+    fn load(recording_level: i32, enforce: u32, record_slots: u32) -> anyhow::Result<Probes> {
         crate::timings::mark("loading the probes");
         ensure_kernel_filesystems();
         let log_level = diagnostics::level()?;
@@ -246,6 +257,7 @@ impl Probes {
             // of aya-log's 128 KiB.
             loader.map_max_entries("AYA_LOGS", 4096);
         }
+        loader.map_max_entries("RECORDS", record_slots);
         if enforce == 0 {
             // Only `profiler enforce` uses these; preallocated hash maps cost time to create.
             loader
@@ -264,6 +276,7 @@ impl Probes {
         let mut ebpf = loader
             .override_global("CGROUP_BY_HELPER", &cgroup_by_helper, true)
             .override_global("RECORDING_LEVEL", &recording_level, true)
+            .override_global("RECORD_TABLE_SLOTS", &record_slots, true)
             .override_global("TASK_REAL_CRED_OFFSET", &real_cred_offset, true)
             .override_global("CGROUP_ID_PATH", &cgroup_id_path, true)
             .override_global("CGROUP_LEVEL_OFFSET", &cgroup_level, true)
@@ -286,7 +299,7 @@ impl Probes {
             .join()
             .map_err(|_| anyhow::anyhow!("making the attach targets' BTF failed (panicked)"))?;
         let mut records = match ebpf.map("RECORDS") {
-            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd())?,
+            Some(aya::maps::Map::Array(data)) => RecordTable::map(data.fd(), record_slots)?,
             _ => bail!("map RECORDS missing from the eBPF object, or not an array"),
         };
         match hooks::load_epoch_program(&mut ebpf) {

@@ -25,6 +25,8 @@ use profiler_common::{
 pub struct RecordTable {
     base: NonNull<CgroupRecord>,
     len: usize,
+    /// Records in the table: the `RECORDS` map's `max_entries`.
+    slots: u32,
     /// Bumps the epoch after every claim and release, so no CPU's syscall cache keeps a
     /// slot's old owner. None: no cache (it is never enabled).
     epoch: Option<EpochProgram>,
@@ -258,12 +260,18 @@ unsafe impl Send for RecordTable {}
 
 impl RecordTable {
     /// Maps the table of the loaded map `fd`, which must be the `RECORDS` array.
-    pub fn map(fd: impl AsFd) -> anyhow::Result<RecordTable> {
-        let bytes = (RECORD_SLOTS as usize * size_of::<CgroupRecord>()).div_ceil(PAGE) * PAGE;
+    /// `slots`: the map's `max_entries` (a power of two, at most [`RECORD_SLOTS`]).
+    pub fn map(fd: impl AsFd, slots: u32) -> anyhow::Result<RecordTable> {
+        anyhow::ensure!(
+            slots.is_power_of_two() && slots <= RECORD_SLOTS,
+            "record table of {slots} slots"
+        );
+        let bytes = (slots as usize * size_of::<CgroupRecord>()).div_ceil(PAGE) * PAGE;
         let base = map_values(fd, bytes, "record table (RECORDS)")?;
         Ok(RecordTable {
             base: base.cast(),
             len: bytes,
+            slots,
             epoch: None,
             cache_may_be_on: AtomicBool::new(false),
             // A map made by this process has no released slot; `true` costs at most one
@@ -340,8 +348,8 @@ impl RecordTable {
     }
 
     fn slot(&self, index: u32) -> *mut CgroupRecord {
-        assert!(index < RECORD_SLOTS);
-        // SAFETY: index is within the mapping (RECORD_SLOTS records fit in `len`).
+        assert!(index < self.slots);
+        // SAFETY: index is within the mapping (`slots` records fit in `len`).
         unsafe { self.base.as_ptr().add(index as usize) }
     }
 
@@ -389,8 +397,9 @@ impl RecordTable {
             let Some((index, previous)) = self.slot_for(cgroup_id)? else {
                 bail!(
                     "cannot record cgroup {cgroup_id}: the kernel's record table has no free \
-                     slot among the {RECORD_PROBES} this id may use ({RECORD_SLOTS} slots in \
-                     all); too many cgroups recorded at once?"
+                     slot among the {RECORD_PROBES} this id may use ({} slots in \
+                     all); too many cgroups recorded at once?",
+                    self.slots
                 );
             };
             let claimed = if previous == SLOT_DELETED {
@@ -422,7 +431,7 @@ impl RecordTable {
     fn slot_for(&self, cgroup_id: u64) -> anyhow::Result<Option<(u32, u64)>> {
         let mut released = None;
         for probe in 0..RECORD_PROBES {
-            let index = record_slot(cgroup_id, probe);
+            let index = record_slot(cgroup_id, probe, self.slots);
             match self.id(index).load(Ordering::Acquire) {
                 id if id == cgroup_id => bail!("cgroup {cgroup_id} is already being recorded"),
                 SLOT_DELETED if released.is_none() => released = Some((index, SLOT_DELETED)),
@@ -502,7 +511,7 @@ impl RecordTable {
             return;
         }
         let live = self.live_recordings().clone();
-        for index in 0..RECORD_SLOTS {
+        for index in 0..self.slots {
             let id = self.id(index).load(Ordering::Acquire);
             if id == SLOT_FREE || id == SLOT_DELETED || live.contains(&id) {
                 continue;
@@ -554,7 +563,7 @@ impl RecordTable {
 
     fn records_of(&self, recording_id: u64, release: bool) -> Vec<CgroupRecord> {
         let mut out = Vec::new();
-        for index in 0..RECORD_SLOTS {
+        for index in 0..self.slots {
             let id = self.id(index).load(Ordering::Acquire);
             if id == SLOT_FREE || id == SLOT_DELETED {
                 continue;
@@ -632,7 +641,7 @@ mod tests {
     #[test]
     fn fills_refuses_releases_and_probes() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map).unwrap();
+        let table = RecordTable::map(&map, RECORD_SLOTS).unwrap();
         let base = 1_000_000u64;
         for i in 0..RECORD_SLOTS as u64 {
             table.insert(base + i, i % 2 == 0).unwrap();
@@ -669,7 +678,7 @@ mod tests {
 
     /// A table whose waits are counted, or fail.
     fn table_with_waits(map: &OwnedFd, fail: bool) -> (RecordTable, Arc<AtomicUsize>) {
-        let mut table = RecordTable::map(map).unwrap();
+        let mut table = RecordTable::map(map, RECORD_SLOTS).unwrap();
         let waits = count_waits(&mut table, fail);
         (table, waits)
     }
@@ -720,14 +729,14 @@ mod tests {
     #[test]
     fn a_released_slot_stays_released_and_untouched_until_programs_are_waited_out() {
         let Some(map) = records_map() else { return };
-        let mut table = RecordTable::map(&map).unwrap();
+        let mut table = RecordTable::map(&map, RECORD_SLOTS).unwrap();
         let base = 5_000_000u64;
         for i in 0..RECORD_SLOTS as u64 {
             table.insert(base + i, false).unwrap();
         }
         assert_eq!(table.take_recording(base + 4).len(), 1);
         let newcomer = base + 4 + RECORD_SLOTS as u64;
-        let index = record_slot(newcomer, 0);
+        let index = record_slot(newcomer, 0, RECORD_SLOTS);
         assert_eq!(table.id(index).load(Ordering::SeqCst), SLOT_DELETED);
         // A late store of the old owner's, as a stalled program run would make it.
         let record = table.slot(index);
@@ -823,7 +832,7 @@ mod tests {
         // the recording just taken (a claim that finished behind the scan), one for the
         // recording still going on.
         let claim = |child: u64, owner: u64| {
-            let index = record_slot(child, 0);
+            let index = record_slot(child, 0, RECORD_SLOTS);
             table
                 .id(index)
                 .compare_exchange(SLOT_FREE, child, Ordering::AcqRel, Ordering::Acquire)
@@ -869,7 +878,7 @@ mod tests {
     #[test]
     fn colliding_ids_are_probed_past_up_to_the_limit() {
         let Some(map) = records_map() else { return };
-        let table = RecordTable::map(&map).unwrap();
+        let table = RecordTable::map(&map, RECORD_SLOTS).unwrap();
         // Same slot for every id: multiples of RECORD_SLOTS apart.
         let id = |k: u64| 5 + k * RECORD_SLOTS as u64;
         for k in 0..RECORD_PROBES as u64 {
@@ -892,7 +901,7 @@ mod tests {
         let Some(map) = records_map() else { return };
         let not_a_program = || map.try_clone().unwrap();
         assert!(EpochProgram::new(not_a_program()).is_err());
-        let mut table = RecordTable::map(&map).unwrap();
+        let mut table = RecordTable::map(&map, RECORD_SLOTS).unwrap();
         table.set_epoch_program(EpochProgram(not_a_program()));
         table.insert(1, false).unwrap();
         // Switching the cache on fails, and leaves it off: claims still work.
@@ -903,7 +912,7 @@ mod tests {
         // take with it what the kernel claimed below it meanwhile (here planted by hand).
         table.cache_may_be_on.store(true, Ordering::SeqCst);
         let child = 3 + 5 * RECORD_SLOTS as u64 + 1;
-        let child_slot = record_slot(child, 0);
+        let child_slot = record_slot(child, 0, RECORD_SLOTS);
         table.id(child_slot).store(child, Ordering::SeqCst);
         unsafe { (&raw mut (*table.slot(child_slot)).recording_id).write_volatile(3) };
         let refused = table.insert(3, false).unwrap_err();
@@ -925,7 +934,9 @@ mod tests {
         let reuse = 1 + RECORD_SLOTS as u64;
         assert!(table.insert(reuse, false).is_err());
         assert_eq!(
-            table.id(record_slot(reuse, 0)).load(Ordering::SeqCst),
+            table
+                .id(record_slot(reuse, 0, RECORD_SLOTS))
+                .load(Ordering::SeqCst),
             SLOT_DELETED
         );
         // The failed bumps could not switch the cache off either: still refused.
