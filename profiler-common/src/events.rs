@@ -13,7 +13,8 @@ pub const EVENT_DRAIN_INTERVAL_MS: u64 = 50;
 
 /// execve/execveat entered: `data` = filename as passed, `aux` = argv[0], args[0] = dirfd.
 pub const EVENT_EXEC_ATTEMPT: u32 = 1;
-/// An exec succeeded (sched_process_exec): args[0] = uid, args[1] = gid.
+/// An exec succeeded (sched_process_exec): `args` see [`ExecOk`], `aux` the supplementary
+/// groups ([`EXEC_GROUPS_KNOWN`]).
 pub const EVENT_EXEC_OK: u32 = 2;
 /// A path was opened for writing, created, removed or renamed: args[0] = syscall number,
 /// args[1] = dirfd, args[2] = open flags; `data` = path as passed.
