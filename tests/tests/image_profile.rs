@@ -275,13 +275,7 @@ privileged_test!(
              sleep 0.2"
         );
         let profile = dir.join("profile");
-        let o = profiler()
-            .args(["record", "--quiet", "--out"])
-            .arg(&profile)
-            .args(["--", "sh", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = record(&profile, &["sh", "-c", &script]);
         let mut truth: Vec<u64> = String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix("Groups:"))
