@@ -51,6 +51,17 @@ fn warn_if_under_seccomp(quiet: bool) {
     }
 }
 
+/// A thread joined when this is dropped.
+struct JoinOnDrop(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for JoinOnDrop {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Exit code when the workload succeeded but its profiles could not be written.
 pub const EXIT_WRITE_FAILED: i32 = 4;
 
@@ -322,14 +333,16 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
     let syscall_hook = probes.syscall_hook.clone();
     let cred_check = probes.cred_check;
     // Detaching every program (each a tracepoint unregistered, the kernel's text patched on
-    // every CPU) goes on beside building the profiles: nothing below reads the kernel side,
-    // and it is done before profiler exits (joined below; at any earlier return, closing
-    // the descriptors at exit detaches them all the same).
-    let detaching = std::thread::spawn(move || drop(probes));
-    timings::mark("collected");
+    // every CPU) and removing the recording cgroup go on beside building the profiles:
+    // nothing below reads the kernel side or the cgroup. Done before profiler exits, on
+    // every way out of this function (`JoinOnDrop`).
     let rec_id = cgroup.id();
     let rec_path = cgroup.relative_path().to_owned();
-    drop(cgroup);
+    let detaching = JoinOnDrop(Some(std::thread::spawn(move || {
+        drop(probes);
+        drop(cgroup);
+    })));
+    timings::mark("collected");
     drop(seccomp_file);
 
     let ctx = TraceContext::new(
@@ -469,7 +482,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
         };
         exit_error(code, format!("{e:#}; no profile was written"))
     })?;
-    let _ = detaching.join();
+    drop(detaching);
     timings::mark("detached");
     if (lost || !escaped.is_empty()) && exit.as_exit_code() == 0 {
         return Ok(EXIT_LOST_DATA);
