@@ -395,6 +395,7 @@ pub fn record(opts: RecordOptions) -> anyhow::Result<i32> {
             traces.push(make_trace(c, path, true));
         }
     }
+    timings::mark("traces built");
     // What the next recording need not hash again.
     directories.save_identified();
     // A container whose runtime never got to exec the entrypoint (bad command, failed
