@@ -849,3 +849,37 @@ privileged_test!(
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
     }
 );
+
+privileged_test!(
+    /// A workload that repoints the symlink it executes cannot keep the program it really
+    /// ran out of the profile: the first program exits before profiler reads it, the link
+    /// then names a harmless file (which profiler finds by the path instead), and the same
+    /// link executed again runs the first program for long enough to be read. The profile
+    /// lists that program's own file (ground truth: its inode and size on disk).
+    #[scratch = "exec-relink"]
+    fn a_repointed_exec_link_does_not_hide_the_program_it_ran(dir: TempDir) {
+        let hidden = dir.join("hidden");
+        let harmless = dir.join("harmless");
+        std::fs::copy("/bin/sleep", &hidden).unwrap();
+        std::fs::copy("/bin/true", &harmless).unwrap();
+        let link = dir.join("run");
+        let script = format!(
+            "ln -sf {hidden} {link}; {link} 0; ln -sf {harmless} {link}; sleep 0.3; \
+             ln -sf {hidden} {link}; {link} 0.3",
+            hidden = hidden.display(),
+            harmless = harmless.display(),
+            link = link.display(),
+        );
+        let profile = dir.join("profile");
+        record(&profile, &["sh", "-c", &script]);
+        let trace = read_json(&profile.join("trace.json"));
+        let files = &trace["image"]["executable_files"];
+        let meta = std::fs::metadata(&hidden).unwrap();
+        let found = files
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|f| f["inode"] == meta.ino() && f["size"] == meta.len());
+        assert!(found, "{} missing from {files:#}", hidden.display());
+    }
+);

@@ -60,7 +60,9 @@ fn executed_file(bprm: *const u8) -> Option<([u64; 2], [u64; 2])> {
 /// ([`profiler_common::EXEC_GROUPS_KNOWN`]), from `real_cred->group_info`: what
 /// /proc/PID/status prints as `Groups:` (fs/proc/array.c `task_state()`, through
 /// `get_task_cred()`), without userspace reading that file at every exec. All zero where
-/// the offsets are unknown.
+/// the offsets are unknown. The groups at the exec: a `setgroups` after it, with no exec
+/// following, is not seen here (nor was it reliably by the /proc read, made whenever the
+/// drain came).
 #[inline(always)]
 fn supplementary_groups() -> [u8; EVENT_AUX_LEN] {
     let mut words = [0u32; EVENT_AUX_LEN / 4];
@@ -70,7 +72,16 @@ fn supplementary_groups() -> [u8; EVENT_AUX_LEN] {
         unsafe {
             let task = bpf_get_current_task_btf() as *const u8;
             let cred = *(task.add(cred_offset) as *const *const u8);
-            let info = *(cred.add(path[0] as usize) as *const *const u8);
+            let info = if cred.is_null() {
+                core::ptr::null()
+            } else {
+                *(cred.add(path[0] as usize) as *const *const u8)
+            };
+            // A load through a BTF pointer that faults reads 0: no `group_info` is no word
+            // on the groups (userspace then reads /proc), never "none".
+            if info.is_null() {
+                return [0; EVENT_AUX_LEN];
+            }
             let count = *(info.add(path[1] as usize) as *const i32);
             let gid = |i: usize| *(info.add(path[2] as usize + 4 * i) as *const u32);
             words[0] = EXEC_GROUPS_KNOWN | (count as u32 & !EXEC_GROUPS_KNOWN);

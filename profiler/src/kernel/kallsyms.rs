@@ -331,6 +331,8 @@ mod tests {
             Kallsyms::from_cache(&dir, 43).is_none(),
             "other key accepted"
         );
+        // The mapping of `back` must be gone before its file is truncated in place.
+        drop(back);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(

@@ -304,23 +304,28 @@ fn sync_all(files: Vec<(std::fs::File, PathBuf)>) -> anyhow::Result<()> {
         return Ok(());
     }
     let per_thread = files.len().div_ceil(SYNC_THREADS);
+    let sync = |chunk: &[(std::fs::File, PathBuf)]| -> anyhow::Result<()> {
+        for (f, path) in chunk {
+            f.sync_data()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    };
     std::thread::scope(|scope| {
-        let workers: Vec<_> = files
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for (f, path) in chunk {
-                        f.sync_data()
-                            .with_context(|| format!("cannot write {}", path.display()))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|w| {
+        let mut here = Ok(());
+        let mut workers = Vec::new();
+        for chunk in files.chunks(per_thread) {
+            // A thread that cannot be made leaves its share to this one.
+            match std::thread::Builder::new().spawn_scoped(scope, move || sync(chunk)) {
+                Ok(worker) => workers.push(worker),
+                Err(_) => here = here.and_then(|()| sync(chunk)),
+            }
+        }
+        let joined = workers.into_iter().try_for_each(|w| {
             w.join()
                 .map_err(|_| anyhow::anyhow!("a thread syncing the profiles panicked"))?
-        })
+        });
+        here.and(joined)
     })
 }
 

@@ -344,10 +344,16 @@ impl LiveFacts {
                     },
                 ))
             });
-        // Only a file that was read ends the looking: one known only by what the kernel
-        // said (its process gone) is read at a later exec where it can be.
+        // Only a file that was read, and is the very file the kernel ran, ends the looking:
+        // one known only by what the kernel said (its process gone) is read at a later exec
+        // where it can be, and one read by the path asked for (`file_in_root`) may be
+        // another file by now (a symlink the workload repointed), which must not stand for
+        // the later execs of the real one.
         if let (Some((_, file)), Some(seen)) = (&found, seen)
             && !file.sha256.is_empty()
+            && crate::kernel::kernel_dev(file.dev) == seen.dev as u64
+            && file.inode == seen.ino
+            && file.size == seen.size
         {
             self.execs_seen.insert(seen);
         }
@@ -450,10 +456,11 @@ impl LiveFacts {
 /// working directory), and the file the kernel ran: `(s_dev, i_ino, i_size, i_mtime_sec)`
 /// of `bprm->file`. Another exec with all of these equal ran the same file by the same
 /// name, so what profiler read of the first (path, hash, ELF facts, imports) holds for it.
-/// Only with a content key (`i_size` is 0 where the kernel gave none): an inode rewritten
-/// in place then differs in size or mtime, but for a rewrite to the same size within the
-/// same second, whose new hash goes unread (the kernel's enforcement itself checks inode
-/// and content key, not the hash).
+/// Only with a content key (`i_size` is 0 where the kernel gave none) and an absolute path.
+/// An inode rewritten in place to the same size with its mtime set back (`utimensat`, which
+/// its owner may call) looks the same: its new hash goes unread, as a path already listed
+/// kept its first reading before (the kernel's enforcement checks inode and content key,
+/// not the hash).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ExecSeen {
     cgroup: u64,
@@ -471,9 +478,12 @@ impl ExecSeen {
         kernel: Option<profiler_common::ExecOk>,
     ) -> Option<ExecSeen> {
         let k = kernel.filter(|k| k.size != 0)?;
+        // Only an absolute path names one file: a path left relative to a directory fd
+        // (fexecve, execveat) could name any hard link of it.
+        let path = path.filter(|p| p.starts_with('/'))?;
         Some(ExecSeen {
             cgroup,
-            path: path?.to_owned(),
+            path: path.to_owned(),
             dev: k.dev,
             ino: k.ino,
             size: k.size,
