@@ -855,7 +855,8 @@ privileged_test!(
     /// ran out of the profile: the first program exits before profiler reads it, the link
     /// then names a harmless file (which profiler finds by the path instead), and the same
     /// link executed again runs the first program for long enough to be read. The profile
-    /// lists that program's own file (ground truth: its inode and size on disk).
+    /// lists that program's own file (ground truth: its inode and size on disk), and not the
+    /// harmless one, which never ran.
     #[scratch = "exec-relink"]
     fn a_repointed_exec_link_does_not_hide_the_program_it_ran(dir: TempDir) {
         let hidden = dir.join("hidden");
@@ -881,5 +882,15 @@ privileged_test!(
             .values()
             .any(|f| f["inode"] == meta.ino() && f["size"] == meta.len());
         assert!(found, "{} missing from {files:#}", hidden.display());
+        // Nor is the file the link named only while nothing ran it.
+        let harmless = std::fs::metadata(&harmless).unwrap();
+        assert!(
+            !files
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|f| f["inode"] == harmless.ino()),
+            "a file never executed is listed: {files:#}"
+        );
     }
 );

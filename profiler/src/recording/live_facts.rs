@@ -322,9 +322,18 @@ impl LiveFacts {
                     // A command's own programs live in profiler's root.
                     roots.push(std::process::id());
                 }
-                roots
-                    .into_iter()
-                    .find_map(|pid| file_in_root(pid, path, &mut self.hashed))
+                // By the path asked for, the file found may be another by now (a symlink
+                // repointed, a file renamed over): only the one the kernel ran counts, where
+                // the kernel said which. Another file would be listed as executed when it
+                // never was.
+                let is_executed = |file: &ExecutableFile| {
+                    kernel_identity.is_none_or(|k| {
+                        crate::kernel::kernel_dev(file.dev) == k.dev as u64 && file.inode == k.ino
+                    })
+                };
+                roots.into_iter().find_map(|pid| {
+                    file_in_root(pid, path, &mut self.hashed).filter(|(_, f)| is_executed(f))
+                })
             })
             .or_else(|| {
                 // Gone before it could be read (a short container): what the kernel
