@@ -326,13 +326,9 @@ impl LiveFacts {
                 // repointed, a file renamed over): only the one the kernel ran counts, where
                 // the kernel said which. Another file would be listed as executed when it
                 // never was.
-                let is_executed = |file: &ExecutableFile| {
-                    kernel_identity.is_none_or(|k| {
-                        crate::kernel::kernel_dev(file.dev) == k.dev as u64 && file.inode == k.ino
-                    })
-                };
                 roots.into_iter().find_map(|pid| {
-                    file_in_root(pid, path, &mut self.hashed).filter(|(_, f)| is_executed(f))
+                    file_in_root(pid, path, &mut self.hashed)
+                        .filter(|(_, f)| kernel_identity.is_none_or(|k| is_kernel_file(f, &k)))
                 })
             })
             .or_else(|| {
@@ -360,9 +356,7 @@ impl LiveFacts {
         // the later execs of the real one.
         if let (Some((_, file)), Some(seen)) = (&found, seen)
             && !file.sha256.is_empty()
-            && crate::kernel::kernel_dev(file.dev) == seen.dev as u64
-            && file.inode == seen.ino
-            && file.size == seen.size
+            && kernel_identity.is_some_and(|k| is_kernel_file(file, &k) && file.size == k.size)
         {
             self.execs_seen.insert(seen);
         }
@@ -459,6 +453,11 @@ impl LiveFacts {
             })
             .collect()
     }
+}
+
+/// Whether `file` is the one the kernel said an exec ran (its device and inode).
+fn is_kernel_file(file: &ExecutableFile, kernel: &profiler_common::ExecOk) -> bool {
+    crate::kernel::kernel_dev(file.dev) == kernel.dev as u64 && file.inode == kernel.ino
 }
 
 /// An exec as the kernel reported it: the cgroup, the path asked for (as resolved from the
