@@ -12,10 +12,11 @@
 //!   differ only in return addresses (`ns_capable()` and `ns_capable_noaudit()` are
 //!   twins), so a depth counts its checks without walking only once a walk showed
 //!   `cap_capable()` called directly by a function that makes only unaudited checks
-//!   ([`profiler_common::DIRECT_NOAUDIT_FUNCTIONS`]), and only until a sampled walk shows
-//!   anything else. Another path that happened to share the depth could thus only be
-//!   counted as unaudited, never the reverse: the capability set errs towards too few
-//!   (which the proof run shows), not too many. One map lookup per check.
+//!   ([`profiler_common::DIRECT_NOAUDIT_FUNCTIONS`]), and only until a sample's innermost
+//!   frames show anything else (a sample takes those frames alone: what is above the direct
+//!   caller cannot make the check audited). Another path that happened to share the depth
+//!   could thus only be counted as unaudited, never the reverse: the capability set errs
+//!   towards too few (which the proof run shows), not too many. One map lookup per check.
 //! - **By its innermost frames**, otherwise: walked on every check (about half the cost of
 //!   a whole walk), they name the path ([`crate::maps::CAP_PATHS`]).
 use aya_ebpf::{
@@ -45,8 +46,8 @@ pub(crate) struct CapPath {
 }
 
 /// Every this many checks of a known path walk its whole stack again (see
-/// [`crate::maps::CAP_PATHS`]); a depth is also walked at its 2nd, 4th, 8th... check
-/// before that.
+/// [`crate::maps::CAP_PATHS`]); a depth's checks are sampled (their innermost frames
+/// taken) as often, and at its 2nd, 4th, 8th... check before that.
 const CAP_REWALK_EVERY: u32 = 64;
 
 /// `include/linux/security.h`: the opts bit that says "do not audit this check".
