@@ -26,12 +26,13 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT,
+    CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_OTHER_CRED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT,
     CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey, DIRECT_NOAUDIT_FUNCTIONS, LOSS_CAP_MAP_FULL,
     LOSS_CAP_STACK, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_IP_OFFSET,
 };
 
 use crate::{
+    globals::TASK_REAL_CRED_OFFSET,
     maps::{CAP_CHECKS, CAP_DEPTHS, CAP_PATHS, CAP_STACKS, DIRECT_NOAUDIT, count_loss},
     record::{current_cgroup_id, enter_depth, find_record},
     syscalls::split_arch,
@@ -69,25 +70,41 @@ enum ByDepth {
     Unknown,
 }
 
-/// Records one capability check. `opts_flags` carries what the hook knows about CAP_OPT_*.
+/// Records one capability check. `opts_flags` carries what the hook knows about CAP_OPT_*;
+/// `checked_cred` is the cred the check was made against, where the hook knows it (null
+/// otherwise), to tell a check of another cred than the task's own (`CAP_FLAG_OTHER_CRED`).
 #[inline(always)]
 pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
     ctx: &C,
     cap: i32,
     ret: i32,
     opts_flags: u32,
+    checked_cred: *const u8,
 ) {
     let cgroup_id = current_cgroup_id();
     let Some(record) = find_record(cgroup_id) else {
         return;
     };
     let phase = unsafe { (*record).phase };
+    // Only a recorded task gets here, and the task is taken once: on AMD's SRSO "safe RET"
+    // each helper's return is among this program's dearest instructions (perf, AMD EPYC
+    // 2026-12-03).
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
+    let cred_offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) } as usize;
+    if !checked_cred.is_null() && cred_offset != 0 {
+        // Compared, never followed. The one load through a BTF pointer here, after the
+        // return above, so the verifier visits it once (its vmlinux BTF searches, M27).
+        let real_cred = unsafe { *(task.add(cred_offset) as *const *const u8) };
+        if real_cred != checked_cred {
+            flags |= CAP_FLAG_OTHER_CRED;
+        }
+    }
     // The syscall this check belongs to: the user register frame at the top of the task's
     // kernel stack holds the syscall number in orig_ax (-1 outside a syscall, e.g. in an
     // interrupt). bpf_task_pt_regs returns a BTF pointer, so plain loads work under lockdown.
     let (regs, syscall_nr, cs, syscall_frame) = unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const u8;
+        let regs = bpf_task_pt_regs(task as *mut _) as *const u8;
         let load = |off: usize| *(regs.add(off) as *const u64);
         (
             regs,
@@ -96,7 +113,6 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
             load(PT_REGS_IP_OFFSET) == load(PT_REGS_CX_OFFSET),
         )
     };
-    let mut flags = opts_flags | (phase << CAP_FLAG_PHASE_SHIFT);
     if ret == 0 {
         flags |= CAP_FLAG_GRANTED;
     }

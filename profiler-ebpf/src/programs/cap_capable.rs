@@ -1,16 +1,12 @@
 //! Capability checks: the `cap_capable` tracepoint (`cap_capable_btf`, Linux 6.14+), else
 //! fexit on `cap_capable()` (`cap_capable_fexit`).
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_task_btf,
     macros::{btf_tracepoint, fexit},
     programs::{BtfTracePointContext, FExitContext},
 };
-use profiler_common::{CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OTHER_CRED};
+use profiler_common::{CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN};
 
-use crate::{
-    capabilities::{CAP_OPT_NOAUDIT, record_cap_check},
-    globals::TASK_REAL_CRED_OFFSET,
-};
+use crate::capabilities::{CAP_OPT_NOAUDIT, record_cap_check};
 
 /// tp_btf `cap_capable(const struct cred *cred, struct user_namespace *target_ns,
 /// const struct user_namespace *capable_ns, int cap, int ret)`
@@ -21,18 +17,7 @@ pub fn cap_capable_btf(ctx: BtfTracePointContext) -> i32 {
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
     let cred: *const u8 = ctx.arg(0);
-    let mut flags = 0;
-    let offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) } as usize;
-    if offset != 0 {
-        let real_cred = unsafe {
-            let task = bpf_get_current_task_btf() as *const u8;
-            *(task.add(offset) as *const *const u8)
-        };
-        if real_cred != cred {
-            flags |= CAP_FLAG_OTHER_CRED;
-        }
-    }
-    record_cap_check(&ctx, cap, ret, flags);
+    record_cap_check(&ctx, cap, ret, 0, cred);
     0
 }
 
@@ -48,6 +33,6 @@ pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
     if opts & CAP_OPT_NOAUDIT != 0 {
         flags |= CAP_FLAG_NOAUDIT;
     }
-    record_cap_check(&ctx, cap, ret, flags);
+    record_cap_check(&ctx, cap, ret, flags, core::ptr::null());
     0
 }
