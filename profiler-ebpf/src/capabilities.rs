@@ -26,9 +26,10 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use profiler_common::{
-    CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_OTHER_CRED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_PHASE_SHIFT,
-    CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey, DIRECT_NOAUDIT_FUNCTIONS, LOSS_CAP_MAP_FULL,
-    LOSS_CAP_STACK, PT_REGS_CS_OFFSET, PT_REGS_CX_OFFSET, PT_REGS_IP_OFFSET,
+    CAP_DEPTH_NOT_ENOUGH, CAP_FLAG_GRANTED, CAP_FLAG_NO_SYSCALL, CAP_FLAG_OTHER_CRED,
+    CAP_FLAG_PHASE_SHIFT, CAP_TOP_FRAMES, CapDepthKey, CapDepthPath, CapKey,
+    DIRECT_NOAUDIT_FUNCTIONS, LOSS_CAP_MAP_FULL, LOSS_CAP_STACK, PT_REGS_CS_OFFSET,
+    PT_REGS_CX_OFFSET, PT_REGS_IP_OFFSET,
 };
 
 use crate::{
@@ -64,7 +65,7 @@ type TopFrames = [u64; CAP_TOP_FRAMES];
 enum ByDepth {
     /// Counted in its depth's entry: done.
     Counted,
-    /// Walked (a sample, or the depth's first check): count it with this stack.
+    /// Walked (the depth's first check): count it with this stack.
     Walked(i32),
     /// The depth does not name the path: its innermost frames must.
     Unknown,

@@ -227,7 +227,10 @@ mod tests {
         };
         if Stamp::of(&exe).lasting() {
             assert_eq!(known.get(&exe), Some(facts.clone()));
-            assert!(!known.learned, "an entry read back from the cache counted as learned");
+            assert!(
+                !known.learned,
+                "an entry read back from the cache counted as learned"
+            );
         }
         known.insert(&exe, facts);
         assert_eq!(known.learned, Stamp::of(&exe).lasting());
