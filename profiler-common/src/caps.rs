@@ -64,8 +64,9 @@ pub struct CapDepthPath {
     pub stack_id: i32,
     /// Checks of this depth seen (the walks' schedule).
     pub hits: u32,
-    /// The stack the `counted` checks are charged to: the first walk's (every sampled walk
-    /// since showed the same kind of caller, see `DIRECT_NOAUDIT_FUNCTIONS`).
+    /// The stack the `counted` checks are charged to: the first walk's (every sample since
+    /// showed, in its innermost frames, the same kind of caller, see
+    /// `DIRECT_NOAUDIT_FUNCTIONS`).
     pub counted_stack_id: i32,
     pub _pad: u32,
     /// Checks counted here rather than in `CAP_CHECKS` (those not walked), all of them with
