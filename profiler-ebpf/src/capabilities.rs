@@ -145,9 +145,11 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
         };
         by_depth = count_by_depth(ctx, &depth_key, &mut top, &mut have_top);
     }
-    if let ByDepth::Counted = by_depth {
-        return;
-    }
+    let walked = match by_depth {
+        ByDepth::Counted => return,
+        ByDepth::Walked(id) => Some(id),
+        ByDepth::Unknown => None,
+    };
     // The kernel stack tells which kernel path asked (userspace classifies unaudited checks
     // from it). Identical stacks share one id, so this stays small.
     let mut key = CapKey {
@@ -164,11 +166,7 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
             [0; CAP_TOP_FRAMES]
         },
     };
-    let stack_id = match by_depth {
-        ByDepth::Counted => return,
-        ByDepth::Walked(id) => id,
-        ByDepth::Unknown => stack_by_top_frames(ctx, &mut key),
-    };
+    let stack_id = walked.unwrap_or_else(|| stack_by_top_frames(ctx, &mut key));
     key.stack_id = stack_id;
     if stack_id >= 0 {
         // The stack says it all; one key per stack whichever way it was found.
