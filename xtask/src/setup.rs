@@ -21,6 +21,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the build and the tests need.
 const APT_PACKAGES: &[&str] = &[
     "strace",
+    // perf: the build benchmark samples where its CPU goes (bench/sampled.rs).
+    "linux-perf",
     "libseccomp-dev",
     "pkg-config",
     "python3",

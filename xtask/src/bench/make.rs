@@ -5,9 +5,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::Bench;
+use super::{Bench, sampled};
 use super::measure::{
-    Variant, alternate_samples, children_cpu, median, paired_difference, program_run_times, secs,
+    Variant, alternate_samples, children_cpu, median, paired_difference, paired_difference_interval,
+    program_run_times, secs,
     table_head, time,
 };
 
@@ -158,6 +159,11 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         secs(m[2]),
         secs(cpu2)
     )?;
+    let interval = |samples: &[Vec<Duration>], i: usize| {
+        let (lo, hi) = paired_difference_interval(&samples[i], &samples[0]);
+        let base = secs(median(samples[0].clone())) / 100.0;
+        format!("{:+.1}% to {:+.1}%", lo / base, hi / base)
+    };
     let (wall, cpu_pct) = (added_pct(&walls, 1), added_pct(&cpu, 1));
     let (floor_wall, floor_cpu) = (added_pct(&walls, 2), added_pct(&cpu, 2));
     b.target(
@@ -177,13 +183,21 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         "\nOverhead, the median of differences within a round: wall **{wall:+.1}%**, CPU \
          **{cpu_pct:+.1}%** (goal ≤ 3%); the floor alone: wall {floor_wall:+.1}%, CPU \
          {floor_cpu:+.1}%. As differences of the medians above: wall {:+.1}%, CPU {:+.1}%; the \
-         floor {:+.1}%, {:+.1}%.\n",
+         floor {:+.1}%, {:+.1}%. How far these medians of {} rounds may be off (95% \
+         intervals, resampling the rounds): profiler wall {}, CPU {}; the floor wall {}, CPU \
+         {}.\n",
         pct(secs(m[1]), secs(m[0])),
         pct(secs(cpu1), secs(cpu0)),
         pct(secs(m[2]), secs(m[0])),
         pct(secs(cpu2), secs(cpu0)),
+        cfg.make_rounds,
+        interval(&walls, 1),
+        interval(&cpu, 1),
+        interval(&walls, 2),
+        interval(&cpu, 2),
     )?;
     account(b, &proj, &out, secs(cpu0), report)?;
+    sampled_builds(b, &proj, &out, report)?;
     if secs(m[0]) < 1.0 {
         writeln!(
             report,
@@ -191,6 +205,60 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
              5; the goal is judged on the full run's 201 files.)\n"
         )?;
     }
+    Ok(())
+}
+
+/// One recorded build and one under the floor, sampled in place (see `sampled`): the
+/// direct cost of each, without the spread of timed builds.
+fn sampled_builds(b: &Bench, proj: &Path, out: &Path, report: &mut String) -> anyhow::Result<()> {
+    if !sampled::available() {
+        writeln!(
+            report,
+            "(Not sampled in place: `perf record -a` is missing or refused on this host.)\n"
+        )?;
+        return Ok(());
+    }
+    const HZ: u32 = 4999;
+    let mut shares = Vec::new();
+    for recorder in ["profiler record", "floor"] {
+        clean(proj)?;
+        let mut c = if recorder == "floor" {
+            let mut c = Command::new(&b.profiler);
+            c.args(["bench-floor", "--"]);
+            c
+        } else {
+            b.record(out)
+        };
+        c.arg("make").args(["-s", "-j2", "-C"]).arg(proj);
+        shares.push((recorder, sampled::sample(&mut c, &b.dir.join("sampled.data"), HZ)?));
+    }
+    writeln!(
+        report,
+        "Sampled in place (`perf record -a -g -F {HZ}` over one more build each; every sample \
+         in the bucket its stack names, in percent of the build's own samples; what the hooks \
+         cost the build indirectly, through the caches, is not in these):\n"
+    )?;
+    table_head(
+        report,
+        &[
+            "recorder",
+            "its own process",
+            "syscall entry work for the hook (`syscall_trace_enter`)",
+            "other hooks' programs",
+            "together",
+        ],
+    )?;
+    for (recorder, s) in &shares {
+        writeln!(
+            report,
+            "| {recorder} | {:.2}% | {:.2}% | {:.2}% | **{:.2}%** |",
+            s.pct(s.recorder),
+            s.pct(s.syscall_hook),
+            s.pct(s.other_hooks),
+            s.total_pct()
+        )?;
+    }
+    writeln!(report, "\n({} busy samples in the recorded build.)\n", shares[0].1.busy)?;
     Ok(())
 }
 

@@ -212,6 +212,45 @@ pub(super) fn paired_difference(a: &[Duration], b: &[Duration]) -> f64 {
     }
 }
 
+/// The 95% interval of [`paired_difference`], by resampling the rounds (2000 bootstrap
+/// resamples with a fixed seed, so the same samples give the same interval): how far the
+/// median of differences could be from the one a longer run would give.
+pub(super) fn paired_difference_interval(a: &[Duration], b: &[Duration]) -> (f64, f64) {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.as_secs_f64() - y.as_secs_f64())
+        .collect();
+    if d.len() < 2 {
+        let v = d.first().copied().unwrap_or(0.0);
+        return (v, v);
+    }
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            let mut r: Vec<f64> = (0..d.len())
+                .map(|_| d[(next() % d.len() as u64) as usize])
+                .collect();
+            r.sort_by(f64::total_cmp);
+            let n = r.len();
+            if n % 2 == 1 {
+                r[n / 2]
+            } else {
+                (r[n / 2 - 1] + r[n / 2]) / 2.0
+            }
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[50], medians[1949])
+}
+
 /// The median loop time of the getppid loop, untraced (before and after all parts).
 pub(super) fn untraced_loop(b: &Bench) -> anyhow::Result<Duration> {
     let mut v = Vec::new();

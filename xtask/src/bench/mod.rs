@@ -10,6 +10,7 @@
 mod idle;
 mod landlock;
 mod make;
+mod sampled;
 mod measure;
 mod paths;
 mod scale;
@@ -118,7 +119,7 @@ pub fn bench(root: &Path, quick: bool, only: &[Part]) -> anyhow::Result<()> {
         Config {
             rounds: 5,
             loop_rounds: 15,
-            make_rounds: 15,
+            make_rounds: 21,
             loop_syscalls: 5_000_000,
             strace_divisor: 200,
             make_files: 200,
