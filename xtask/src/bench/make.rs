@@ -5,12 +5,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Bench, sampled};
 use super::measure::{
-    Variant, alternate_samples, children_cpu, median, paired_difference, paired_difference_interval,
-    program_run_times, secs,
-    table_head, time,
+    Variant, alternate_samples, children_cpu, median, paired_difference,
+    paired_difference_interval, program_run_times, secs, table_head, time,
 };
+use super::{Bench, sampled};
 
 /// `make clean` in the generated project (before each build that must start from nothing).
 pub(super) fn clean(proj: &Path) -> std::io::Result<()> {

@@ -10,9 +10,9 @@
 mod idle;
 mod landlock;
 mod make;
-mod sampled;
 mod measure;
 mod paths;
+mod sampled;
 mod scale;
 mod startup;
 mod stress;
