@@ -49,8 +49,8 @@ pub(crate) fn emit(
     aux: u64,
     sockaddr_len: u64,
 ) {
-    // The arguments are stored one by one, volatile: LLVM merges an event's zero arguments
-    // (`[nr, dirfd, 0, 0]`) into a call of the object's `memset`, a byte at a time for this
+    // Every field is stored on its own, volatile: LLVM merges an event's zero fields
+    // (`[nr, dirfd, 0, 0]`, no aux, no sockaddr) into a call of the object's `memset`, a byte at a time for this
     // target, which the verifier walks 16 times for every state that reaches it (640 of
     // the syscall hook's 6,516 processed instructions, AMD EPYC 2026-12-04).
     let mut spec = core::mem::MaybeUninit::<EventSpec>::uninit();
@@ -62,9 +62,9 @@ pub(crate) fn emit(
         for (i, arg) in args.into_iter().enumerate() {
             core::ptr::write_volatile(stored.add(i), arg);
         }
-        (&raw mut (*p).path).write(path);
-        (&raw mut (*p).aux).write(aux);
-        (&raw mut (*p).sockaddr_len).write(sockaddr_len);
+        core::ptr::write_volatile(&raw mut (*p).path, path);
+        core::ptr::write_volatile(&raw mut (*p).aux, aux);
+        core::ptr::write_volatile(&raw mut (*p).sockaddr_len, sockaddr_len);
     }
     emit_spec(kind, phase as u64, spec.as_ptr());
 }
