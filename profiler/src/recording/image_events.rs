@@ -18,7 +18,8 @@ use profiler_common::{
 use crate::arch::Arch;
 use crate::trace::Phase;
 use crate::trace::image::{
-    FOLDED, ImageInfo, MAX_WRITTEN_PATHS, Resources, normalize, writable_directories,
+    FOLDED, ImageInfo, MAX_WRITTEN_PATHS, Resources, is_normal_absolute, is_normal_relative,
+    normalize, normalize_str, writable_directories,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -125,12 +126,27 @@ impl Builder {
     /// Absolute path for `path` as passed by `pid` relative to `dirfd`.
     fn resolve(&mut self, pid: u32, dirfd: i64, path: &str) -> Option<String> {
         if path.starts_with('/') {
-            return Some(normalize(Path::new(path)).display().to_string());
+            return Some(normalize_str(path));
         }
         if dirfd != AT_FDCWD {
             return None;
         }
-        let cwd = self.cwd_of(pid)?;
+        let cwd = self
+            .cwd
+            .entry(pid)
+            .or_insert_with(|| Some(self.default_cwd.clone()))
+            .as_deref()?;
+        // A normal name below a normal directory is the two joined (see `normalize_str`).
+        if let Some(dir) = cwd.to_str()
+            && is_normal_absolute(dir)
+            && is_normal_relative(path)
+        {
+            return Some(if dir == "/" {
+                format!("/{path}")
+            } else {
+                format!("{dir}/{path}")
+            });
+        }
         Some(normalize(&cwd.join(path)).display().to_string())
     }
 
@@ -343,6 +359,51 @@ mod tests {
             args,
             data,
             aux: [0; profiler_common::EVENT_AUX_LEN],
+        }
+    }
+
+    #[test]
+    fn the_text_fast_path_resolves_as_the_components_do() {
+        use crate::trace::image::normalize;
+        let dirs = ["/", "/work", "/work/src", "/a b/ü"];
+        let paths = [
+            "x.o",
+            "a/b",
+            "./x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../../b",
+            ".",
+            "..",
+            "..a",
+            "a..",
+            ".x",
+            "/",
+            "/x",
+            "//x",
+            "/x/",
+            "/x/.",
+            "/x/..",
+            "/./x",
+            "/x//y",
+            "/x/y/../z",
+            "/...",
+            "",
+            "a/.",
+            "a/..",
+        ];
+        for dir in dirs {
+            for path in paths {
+                let mut b = Builder::new(PathBuf::from(dir));
+                let slow = if path.starts_with('/') {
+                    Some(normalize(Path::new(path)).display().to_string())
+                } else {
+                    Some(normalize(&Path::new(dir).join(path)).display().to_string())
+                };
+                assert_eq!(b.resolve(1, AT_FDCWD, path), slow, "{dir} + {path}");
+            }
         }
     }
 
