@@ -193,7 +193,7 @@ pub(crate) fn record_cap_check<C: StackIdContext + EbpfContext>(
 /// Zeroes `frames` with one store a frame. An array of zeroes is a call of the object's
 /// `memset` (LLVM), which compiler_builtins makes a byte at a time for this target: 64
 /// iterations each time it runs, and the verifier walks them for every state that reaches
-/// the call (640 of this program's 2,526 processed instructions, AMD EPYC 2026-12-04).
+/// the call (BENCHMARKS.md, M29).
 /// Volatile stores are neither merged into a `memset` nor dropped.
 #[inline(always)]
 fn zero_frames(frames: *mut TopFrames) {

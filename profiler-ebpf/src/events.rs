@@ -50,9 +50,9 @@ pub(crate) fn emit(
     sockaddr_len: u64,
 ) {
     // Every field is stored on its own, volatile: LLVM merges an event's zero fields
-    // (`[nr, dirfd, 0, 0]`, no aux, no sockaddr) into a call of the object's `memset`, a byte at a time for this
-    // target, which the verifier walks 16 times for every state that reaches it (640 of
-    // the syscall hook's 6,516 processed instructions, AMD EPYC 2026-12-04).
+    // (`[nr, dirfd, 0, 0]`, no aux, no sockaddr) into a call of the object's `memset`, a
+    // byte at a time for this target, which the verifier walks 16 times for every state
+    // that reaches it (BENCHMARKS.md, M29).
     let mut spec = core::mem::MaybeUninit::<EventSpec>::uninit();
     let p = spec.as_mut_ptr();
     // SAFETY: every field of `spec` (four u64 arguments and three u64s, no padding) is

@@ -293,8 +293,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// [`normalize`] of an absolute path given as text. A path that already is normal (the
 /// common case: nearly every path a build writes or executes) is taken as it is, without
-/// building a `PathBuf` component by component and printing it back (both were most of
-/// what each of a build's events cost profiler, perf on AMD EPYC 2026-12-04).
+/// building a `PathBuf` component by component and printing it back (BENCHMARKS.md, M29).
 pub fn normalize_str(path: &str) -> String {
     if is_normal_absolute(path) {
         return path.to_owned();
