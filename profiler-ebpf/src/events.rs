@@ -51,7 +51,7 @@ pub(crate) fn emit(
 ) {
     // Every field is stored on its own, volatile: LLVM merges an event's zero fields
     // (`[nr, dirfd, 0, 0]`, no aux, no sockaddr) into a call of the object's `memset`, a
-    // byte at a time for this target, which the verifier walks 16 times for every state
+    // byte at a time for this target, which the verifier walks 16 or 32 times for every state
     // that reaches it (BENCHMARKS.md, M29).
     let mut spec = core::mem::MaybeUninit::<EventSpec>::uninit();
     let p = spec.as_mut_ptr();

@@ -723,13 +723,19 @@ impl Drop for Floor {
 /// (the build benchmark counts it): so it starts the way a lean one would, not with aya's
 /// full parse of the kernel's BTF (~40 ms of CPU, perf on AMD EPYC 2026-12-04, a percent
 /// of a 201-file build) and every map of the object at full size. Only the program's
-/// attach id is looked up (from the per-boot offsets cache), and each map is made as small
-/// as the kernel takes: the do-nothing program uses none.
+/// attach id is looked up (from the per-boot offsets cache), and each map that takes a
+/// size is made as small as the kernel allows (the do-nothing program uses none; the rest
+/// are a page or less).
 pub fn attach_floor() -> anyhow::Result<Floor> {
     // On a thread of its own: hiding the kernel's BTF unshares that thread's mount
-    // namespace, which the command started below must not inherit.
-    let mut loader = std::thread::spawn(loader_without_kernel_btf)
-        .join()
+    // namespace, which the command started below must not inherit. Over a channel, as
+    // `Probes::load` does (M23).
+    let (loader_sender, loader) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = loader_sender.send(loader_without_kernel_btf());
+    });
+    let mut loader = loader
+        .recv()
         .map_err(|_| anyhow::anyhow!("making aya's loader failed (thread panicked)"))?;
     let btf = AttachBtf::new(KernelOffsets::read().attach_targets);
     let btf = btf
@@ -745,6 +751,7 @@ pub fn attach_floor() -> anyhow::Result<Floor> {
         ("CAP_PATHS", 1),
         ("CAP_DEPTHS", 1),
         ("DIRECT_NOAUDIT", 1),
+        ("LOSSES", 1),
         ("ALLOWED_EXECS", 1),
         ("ALLOWED_INODES", 1),
         ("EXEC_VERDICT", 1),

@@ -365,7 +365,17 @@ mod tests {
     #[test]
     fn the_text_fast_path_resolves_as_the_components_do() {
         use crate::trace::image::normalize;
-        let dirs = ["/", "/work", "/work/src", "/a b/ü"];
+        // Normal working directories, and ones that are not (the slow path).
+        let dirs = [
+            "/",
+            "/work",
+            "/work/src",
+            "/a b/ü",
+            "/work/",
+            "/work/./x",
+            "//",
+            "/a/../b",
+        ];
         let paths = [
             "x.o",
             "a/b",

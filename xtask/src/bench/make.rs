@@ -171,8 +171,8 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
         "\nOverhead, the median of differences within a round: wall **{wall:+.1}%**, CPU \
          **{cpu_pct:+.1}%** (goal ≤ 3%); the floor alone: wall {floor_wall:+.1}%, CPU \
          {floor_cpu:+.1}%. As differences of the medians above: wall {:+.1}%, CPU {:+.1}%; the \
-         floor {:+.1}%, {:+.1}%. How far these medians of {} rounds may be off (95% \
-         intervals, resampling the rounds): profiler wall {}, CPU {}; the floor wall {}, CPU \
+         floor {:+.1}%, {:+.1}%. How far the medians of differences may be off (95% \
+         intervals, resampling the {} rounds): profiler wall {}, CPU {}; the floor wall {}, CPU \
          {}.\n",
         pct(secs(m[1]), secs(m[0])),
         pct(secs(cpu1), secs(cpu0)),
@@ -244,7 +244,7 @@ fn sampled_builds(
             b.record(out)
         };
         c.arg("make").args(["-s", "-j2", "-C"]).arg(proj);
-        match sampled::sample(&mut c, &b.dir.join("sampled.data"), HZ) {
+        match sampled::sample(&c, &b.dir.join("sampled.data"), HZ) {
             Ok(s) => shares.push((recorder, s)),
             // The sampling is an extra view: its failure is said, not fatal to the bench.
             Err(e) => {
@@ -255,9 +255,10 @@ fn sampled_builds(
     }
     writeln!(
         report,
-        "Sampled in place (`perf record -a -g -F {HZ}` over one more build each; every sample \
-         in the bucket its stack names, in percent of the build's own samples; what the hooks \
-         cost the build indirectly, through the caches, is not in these):\n"
+        "Sampled in place (`perf record -g -F {HZ}` over one more build each, the recorder \
+         and every process it started; every sample in the bucket its stack names, in \
+         percent of the build's own samples; what the hooks cost the build indirectly, \
+         through the caches, is not in these):\n"
     )?;
     table_head(
         report,
@@ -281,8 +282,12 @@ fn sampled_builds(
     }
     writeln!(
         report,
-        "\n({} busy samples in the recorded build.)\n",
-        shares[0].1.busy
+        "\n({} and {} samples, {:.1} s and {:.1} s of CPU at {HZ} a second, sampling's own \
+         cost included.)\n",
+        shares[0].1.busy,
+        shares[1].1.busy,
+        shares[0].1.busy as f64 / f64::from(HZ),
+        shares[1].1.busy as f64 / f64::from(HZ),
     )?;
     let floor = shares.pop().map(|(_, s)| s).unwrap_or_default();
     let recorded = shares.pop().map(|(_, s)| s).unwrap_or_default();
