@@ -31,7 +31,7 @@ pub(super) struct Shares {
     /// where seccomp, audit or ptrace are the work instead, the sample is the build's.
     pub syscall_hook: u64,
     /// In the build's processes, any other eBPF program a tracepoint runs (a
-    /// `__bpf_trace_*` frame): capability checks, exec, fork, cgroup moves, migrations.
+    /// `bpf_trace_run*` frame): capability checks, exec, fork, cgroup moves, migrations.
     pub other_hooks: u64,
 }
 
@@ -131,7 +131,11 @@ impl Stack {
             | "__audit_syscall_entry"
             | "ptrace_report_syscall"
             | "ptrace_report_syscall_entry" => self.other_syscall_work = true,
-            f if f.starts_with("__bpf_trace_") => self.tracepoint_program = true,
+            // `bpf_trace_run1`..`12` run a tracepoint's programs (kernel/trace/bpf_trace.c);
+            // the `__bpf_trace_<event>` frame above them is often gone (a tail call).
+            f if f.starts_with("bpf_trace_run") || f.starts_with("__bpf_trace_") => {
+                self.tracepoint_program = true
+            }
             _ => {}
         }
     }
@@ -209,9 +213,16 @@ mod tests {
                 "17",
                 frames(&["bpf_prog_1234_sys_enter_btf", "__bpf_trace_sys_enter"]),
             ),
+            // The capability hook as perf shows it: `__bpf_trace_cap_capable` tail-called.
             (
                 "17",
-                frames(&["bpf_prog_5678_cap_capable_btf", "__bpf_trace_cap_capable"]),
+                frames(&[
+                    "bpf_get_current_cgroup_id",
+                    "bpf_prog_5678_cap_capable_btf",
+                    "bpf_trace_run5",
+                    "cap_capable",
+                    "security_vm_enough_memory_mm",
+                ]),
             ),
             // A device-cgroup program is not a tracepoint's.
             (
