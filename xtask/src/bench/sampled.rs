@@ -127,6 +127,9 @@ impl Stack {
         let function = sym.split('.').next().unwrap_or(sym);
         match function {
             "syscall_trace_enter" | "__bpf_trace_sys_enter" => self.syscall_work = true,
+            // A program on sys_enter (`bpf_prog_<tag>_sys_enter_btf`) where the unwind
+            // stopped inside it.
+            f if f.starts_with("bpf_prog_") && f.contains("_sys_enter") => self.syscall_work = true,
             "__secure_computing"
             | "__audit_syscall_entry"
             | "ptrace_report_syscall"
