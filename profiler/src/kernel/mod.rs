@@ -721,8 +721,8 @@ impl Drop for Floor {
 ///
 /// The floor stands for what any recorder on `sys_enter` must cost, its start-up included
 /// (the build benchmark counts it): so it starts the way a lean one would, not with aya's
-/// full parse of the kernel's BTF (~40 ms of CPU, perf on AMD EPYC 2026-12-04, a percent
-/// of a 201-file build) and every map of the object at full size. Only the program's
+/// full parse of the kernel's BTF (about a percent of a 201-file build's CPU, BENCHMARKS.md
+/// M28) and every map of the object at full size. Only the program's
 /// attach id is looked up (from the per-boot offsets cache), and each map that takes a
 /// size is made as small as the kernel allows (the do-nothing program uses none; the rest
 /// are a page or less).
