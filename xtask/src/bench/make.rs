@@ -228,7 +228,7 @@ fn sampled_builds(
     if !sampled::available() {
         writeln!(
             report,
-            "(Not sampled in place: `perf record -a` is missing or refused on this host.)\n"
+            "(Not sampled in place: `perf record -g` is missing or refused on this host.)\n"
         )?;
         return Ok(None);
     }
