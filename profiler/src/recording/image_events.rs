@@ -116,11 +116,13 @@ impl Builder {
         }
     }
 
-    fn cwd_of(&mut self, pid: u32) -> Option<PathBuf> {
+    /// `pid`'s working directory (the default until it is known otherwise); `None` after
+    /// an fchdir.
+    fn cwd_of(&mut self, pid: u32) -> Option<&Path> {
         self.cwd
             .entry(pid)
             .or_insert_with(|| Some(self.default_cwd.clone()))
-            .clone()
+            .as_deref()
     }
 
     /// Absolute path for `path` as passed by `pid` relative to `dirfd`.
@@ -131,11 +133,7 @@ impl Builder {
         if dirfd != AT_FDCWD {
             return None;
         }
-        let cwd = self
-            .cwd
-            .entry(pid)
-            .or_insert_with(|| Some(self.default_cwd.clone()))
-            .as_deref()?;
+        let cwd = self.cwd_of(pid)?;
         // A normal name below a normal directory is the two joined (see `normalize_str`).
         if let Some(dir) = cwd.to_str()
             && is_normal_absolute(dir)
@@ -193,7 +191,7 @@ impl Builder {
     fn apply(&mut self, e: &Event, path: &str, resolved: Option<&str>) {
         match e.kind {
             EVENT_FORK => {
-                let parent = self.cwd_of(e.args[0] as u32);
+                let parent = self.cwd_of(e.args[0] as u32).map(Path::to_path_buf);
                 self.cwd.insert(e.args[1] as u32, parent);
             }
             EVENT_CHDIR => {

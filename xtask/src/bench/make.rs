@@ -107,9 +107,8 @@ pub(super) fn run(b: &Bench, report: &mut String) -> anyhow::Result<()> {
             "floor",
             Box::new(|| {
                 clean()?;
-                let mut c = Command::new(&b.profiler);
-                c.args(["bench-floor", "--", "make", "-s", "-j2", "-C"])
-                    .arg(&proj);
+                let mut c = b.floor();
+                c.arg("make").args(["-s", "-j2", "-C"]).arg(&proj);
                 measured(2, &mut c)
             }),
         ),
@@ -237,9 +236,7 @@ fn sampled_builds(
     for recorder in ["profiler record", "floor"] {
         clean(proj)?;
         let mut c = if recorder == "floor" {
-            let mut c = Command::new(&b.profiler);
-            c.args(["bench-floor", "--"]);
-            c
+            b.floor()
         } else {
             b.record(out)
         };

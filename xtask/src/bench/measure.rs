@@ -199,16 +199,24 @@ pub(super) fn alternate_samples(
 /// 10% between benches); a difference within one round cancels the drift that a difference
 /// of two medians keeps.
 pub(super) fn paired_difference(a: &[Duration], b: &[Duration]) -> f64 {
-    let mut d: Vec<f64> = a
-        .iter()
+    middle(&mut differences(a, b))
+}
+
+/// Each round's `a` less its `b`, in seconds.
+fn differences(a: &[Duration], b: &[Duration]) -> Vec<f64> {
+    a.iter()
         .zip(b)
         .map(|(x, y)| x.as_secs_f64() - y.as_secs_f64())
-        .collect();
-    d.sort_by(f64::total_cmp);
-    match d.len() {
+        .collect()
+}
+
+/// The median of `v` (sorted in place), 0 for none.
+fn middle(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
         0 => 0.0,
-        n if n % 2 == 1 => d[n / 2],
-        n => (d[n / 2 - 1] + d[n / 2]) / 2.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -216,11 +224,7 @@ pub(super) fn paired_difference(a: &[Duration], b: &[Duration]) -> f64 {
 /// resamples with a fixed seed, so the same samples give the same interval): how far the
 /// median of differences could be from the one a longer run would give.
 pub(super) fn paired_difference_interval(a: &[Duration], b: &[Duration]) -> (f64, f64) {
-    let d: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| x.as_secs_f64() - y.as_secs_f64())
-        .collect();
+    let d = differences(a, b);
     if d.len() < 2 {
         let v = d.first().copied().unwrap_or(0.0);
         return (v, v);
@@ -238,13 +242,7 @@ pub(super) fn paired_difference_interval(a: &[Duration], b: &[Duration]) -> (f64
             let mut r: Vec<f64> = (0..d.len())
                 .map(|_| d[(next() % d.len() as u64) as usize])
                 .collect();
-            r.sort_by(f64::total_cmp);
-            let n = r.len();
-            if n % 2 == 1 {
-                r[n / 2]
-            } else {
-                (r[n / 2 - 1] + r[n / 2]) / 2.0
-            }
+            middle(&mut r)
         })
         .collect();
     medians.sort_by(f64::total_cmp);

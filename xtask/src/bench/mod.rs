@@ -90,6 +90,14 @@ impl Bench {
         c
     }
 
+    /// `profiler bench-floor --` (the do-nothing program on `sys_enter`), the command to be
+    /// added.
+    fn floor(&self) -> Command {
+        let mut c = Command::new(&self.profiler);
+        c.args(["bench-floor", "--"]);
+        c
+    }
+
     /// The same in container mode, which also looks for new cgroups below the recording one.
     fn record_containers(&self, out: &Path) -> Command {
         let mut c = Command::new(&self.profiler);
